@@ -1,0 +1,1 @@
+"""All I/O lives here: the Kubernetes API, the MLflow registry, S3 and Prometheus."""

@@ -1,0 +1,194 @@
+"""Types shared by every kind: bounded strings, references, conditions.
+
+Every string, list and map in the API is bounded: the API server estimates the cost of CEL rules from
+these bounds and refuses rules whose worst case is too expensive, and unbounded input is a denial-of-
+service vector for the operator too. The CRD generator refuses a schema that leaves one unbounded.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+# DNS-1123 label: the name of a Secret key owner, a Service, a container.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# DNS-1123 subdomain: names of most Kubernetes objects.
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Go-style durations as MLflow, Prometheus and kopf users write them, plus days: 30s, 5m, 1h30m, 30d.
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$"
+# A Kubernetes resource quantity (100m, 1Gi, 0.5).
+QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$"
+
+ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
+SecretKey = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+LongText = Annotated[str, StringConstraints(max_length=5000)]
+Duration = Annotated[str, StringConstraints(min_length=2, max_length=32, pattern=DURATION_PATTERN)]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")]
+Image = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
+Quantity = Annotated[int | str, Field(json_schema_extra={"pattern": QUANTITY_PATTERN, "maxLength": 64})]
+DateTime = Annotated[str, StringConstraints(max_length=64)]
+
+
+class ApiModel(BaseModel):
+    """Base of every API model: camelCase on the wire, unknown fields refused.
+
+    `exactly_one_of` declares groups of mutually exclusive fields once: the operator enforces them when it
+    validates a spec, and the CRD generator turns them into CEL rules the API server enforces at admission.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    exactly_one_of: ClassVar[tuple[tuple[str, ...], ...]] = ()
+
+    @classmethod
+    def _wire_names(cls, group: tuple[str, ...]) -> list[str]:
+        return [cls.model_fields[name].alias or name for name in group]
+
+    @classmethod
+    def exactly_one_message(cls, group: tuple[str, ...]) -> str:
+        names = cls._wire_names(group)
+        return f"exactly one of {', '.join(names[:-1])} or {names[-1]} must be set"
+
+    @model_validator(mode="after")
+    def _check_exactly_one(self) -> ApiModel:
+        for group in self.exactly_one_of:
+            if sum(getattr(self, name) is not None for name in group) != 1:
+                raise ValueError(self.exactly_one_message(group))
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        rules = [
+            cel(exactly_one(*cls._wire_names(group)), cls.exactly_one_message(group)) for group in cls.exactly_one_of
+        ]
+        if rules:
+            target["x-kubernetes-validations"] = rules + list(target.get("x-kubernetes-validations", []))
+        return schema
+
+
+def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry; `fieldPath` makes the API server name the field."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    if reason:
+        entry["reason"] = reason
+    return entry
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def exactly_one(*fields: str) -> str:
+    """CEL expression: exactly one of the named optional fields is set."""
+    terms = ", ".join(f"has(self.{f})" for f in fields)
+    return f"[{terms}].filter(x, x).size() == 1"
+
+
+class LocalObjectReference(ApiModel):
+    """A reference to an object in the same namespace."""
+
+    name: ObjectName = Field(description="Name of the referenced object, in the same namespace.")
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources of a container, as in a Pod spec."""
+
+    requests: dict[str, Quantity] | None = Field(
+        default=None, max_length=16, description="Minimum resources, e.g. {cpu: 500m, memory: 1Gi}."
+    )
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=16, description="Maximum resources, e.g. {memory: 2Gi}."
+    )
+
+
+class EnvVar(ApiModel):
+    """A literal environment variable for a container."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")] = (
+        Field(description="Variable name.")
+    )
+    value: Annotated[str, StringConstraints(max_length=4096)] = Field(default="", description="Variable value.")
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition: one observed aspect of the resource's state."""
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=316, pattern=r"^[A-Za-z][A-Za-z0-9]*$")] = Field(
+        description="CamelCase condition type, e.g. Ready."
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")] = (
+        Field(description="CamelCase machine-readable reason for the last transition.")
+    )
+    message: Annotated[str, StringConstraints(max_length=32768)] = Field(
+        default="", description="Human-readable details."
+    )
+    last_transition_time: DateTime = Field(
+        description="When status last changed (RFC 3339); unchanged when only reason or message change."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation that this condition was computed from."
+    )
+
+
+def conditions_field() -> Any:
+    return Field(
+        default_factory=list,
+        max_length=16,
+        description="Observed conditions; Ready summarizes them.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+DeletionPolicy = Literal["Retain", "Delete"]
+
+
+class RegistryConnection(ApiModel):
+    """Which MLflow server to talk to: a TrackingServer in this namespace, or any URI."""
+
+    exactly_one_of = (("tracking_server_ref", "tracking_uri"),)
+
+    tracking_server_ref: LocalObjectReference | None = Field(
+        default=None, description="A TrackingServer in the same namespace; its URL and auth Secret are used."
+    )
+    tracking_uri: Url | None = Field(
+        default=None,
+        description="URI of any MLflow tracking server, e.g. http://mlflow.example:5000. "
+        "Used as given, so it must be reachable from where the operator runs.",
+    )
+    credentials_secret: RegistryCredentials | None = Field(
+        default=None, description="Credentials for trackingUri (basic auth or a bearer token)."
+    )
+
+
+class RegistryCredentials(ApiModel):
+    """A Secret holding MLflow credentials: username and password, or a token."""
+
+    name: ObjectName = Field(description="Secret name, in the same namespace.")
+    username_key: SecretKey | None = Field(default="username", description="Key of the username.")
+    password_key: SecretKey | None = Field(default="password", description="Key of the password.")
+    token_key: SecretKey | None = Field(
+        default=None, description="Key of a bearer token; when set, username and password are not used."
+    )
+
+
+REGISTRY_CONNECTION_RULES = (
+    cel(
+        "!has(self.credentialsSecret) || has(self.trackingUri)",
+        "credentialsSecret is only used with trackingUri (a trackingServerRef brings its own credentials)",
+        field_path=".credentialsSecret",
+    ),
+)
+
+RegistryConnection.model_rebuild()

@@ -1,0 +1,116 @@
+"""The three kinds: names, printer columns and their spec/status models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from mlflow_operator.api.registeredmodel import RegisteredModelSpec, RegisteredModelStatus
+from mlflow_operator.api.trackingserver import TrackingServerSpec, TrackingServerStatus
+
+GROUP = "mlflow.operator.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def _condition_column(name: str, condition: str, field_name: str, priority: int = 0) -> dict[str, object]:
+    column: dict[str, object] = {
+        "name": name,
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{condition}")].{field_name}',
+    }
+    if priority:
+        column["priority"] = priority
+    return column
+
+
+READY_COLUMN = _condition_column("Ready", "Ready", "status")
+REASON_COLUMN = _condition_column("Reason", "Ready", "reason")
+AGE_COLUMN: dict[str, object] = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    spec_model: type[BaseModel]
+    status_model: type[BaseModel]
+    description: str
+    printer_columns: tuple[dict[str, object], ...]
+    # metadata.name length cap: child object names append suffixes and must stay valid DNS labels.
+    max_name_length: int = 40
+    categories: tuple[str, ...] = field(default=("mlflow",))
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+
+TRACKING_SERVER = KindInfo(
+    kind="TrackingServer",
+    plural="trackingservers",
+    short_names=("mlts", "ts"),
+    spec_model=TrackingServerSpec,
+    status_model=TrackingServerStatus,
+    description="An MLflow tracking server on PostgreSQL behind PgBouncer, with S3 artifacts and lifecycle rules.",
+    printer_columns=(
+        READY_COLUMN,
+        REASON_COLUMN,
+        {"name": "Version", "type": "string", "jsonPath": ".status.version"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1},
+        AGE_COLUMN,
+    ),
+)
+
+REGISTERED_MODEL = KindInfo(
+    kind="RegisteredModel",
+    plural="registeredmodels",
+    short_names=("rm", "mlmodel"),
+    spec_model=RegisteredModelSpec,
+    status_model=RegisteredModelStatus,
+    description="A model in the MLflow registry: description, tags, aliases and versions kept in sync.",
+    printer_columns=(
+        {"name": "Model", "type": "string", "jsonPath": ".status.modelName"},
+        {"name": "Latest", "type": "integer", "jsonPath": ".status.latestVersion"},
+        READY_COLUMN,
+        REASON_COLUMN,
+        {"name": "Synced", "type": "date", "jsonPath": ".status.lastSyncTime", "priority": 1},
+        AGE_COLUMN,
+    ),
+)
+
+MODEL_DEPLOYMENT = KindInfo(
+    kind="ModelDeployment",
+    plural="modeldeployments",
+    short_names=("md", "mldeploy"),
+    spec_model=ModelDeploymentSpec,
+    status_model=ModelDeploymentStatus,
+    description="Serves a registered model version with a canary rollout, analysis, rollback and promotion.",
+    printer_columns=(
+        {"name": "Stable", "type": "integer", "jsonPath": ".status.stableVersion"},
+        {"name": "Canary", "type": "integer", "jsonPath": ".status.canaryVersion"},
+        {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
+        {"name": "Step", "type": "integer", "jsonPath": ".status.currentStep"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        READY_COLUMN,
+        REASON_COLUMN,
+        AGE_COLUMN,
+    ),
+)
+
+KINDS: tuple[KindInfo, ...] = (TRACKING_SERVER, REGISTERED_MODEL, MODEL_DEPLOYMENT)
+
+
+def kind_info(kind: str) -> KindInfo:
+    for info in KINDS:
+        if info.kind == kind:
+            return info
+    raise KeyError(kind)

@@ -1,0 +1,297 @@
+"""ModelDeployment: ship a registered model version to an inference Deployment with a canary rollout."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from mlflow_operator.api.common import (
+    DNS_LABEL_PATTERN,
+    REGISTRY_CONNECTION_RULES,
+    ApiModel,
+    Condition,
+    DateTime,
+    Duration,
+    EnvVar,
+    Image,
+    ObjectName,
+    RegistryConnection,
+    ResourceRequirements,
+    Url,
+    cel,
+    conditions_field,
+    validations,
+)
+from mlflow_operator.api.registeredmodel import AliasName, ModelName
+
+Message = Annotated[str, StringConstraints(max_length=1024)]
+
+
+class ModelRef(ApiModel):
+    """Which registered version to serve: an alias to follow, or a pinned version."""
+
+    exactly_one_of = (("alias", "version"),)
+
+    registered_model: ModelName = Field(description="Registered model name in the MLflow registry.")
+    alias: AliasName | None = Field(default=None, description="Follow this alias; a move starts a new rollout.")
+    version: int | None = Field(default=None, ge=1, description="Serve exactly this version.")
+
+
+class Runtime(ApiModel):
+    """The model server container."""
+
+    image: Image | None = Field(default=None, description="Model server image; the documented default when unset.")
+    resources: ResourceRequirements | None = Field(default=None, description="Container resources.")
+    env: list[EnvVar] | None = Field(default=None, max_length=64, description="Extra environment variables.")
+
+
+class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler for each track."""
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Lower bound.")
+    max_replicas: int = Field(ge=1, le=1000, description="Upper bound.")
+    target_cpu_utilization_percentage: int = Field(
+        default=80, ge=1, le=100, alias="targetCPUUtilizationPercentage", description="Average CPU target."
+    )
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "self.minReplicas <= self.maxReplicas",
+                "autoscaling.minReplicas must not exceed maxReplicas",
+                field_path=".minReplicas",
+            )
+        )
+    }
+
+
+class Pause(ApiModel):
+    """Wait a duration, or until promoted when no duration is given."""
+
+    duration: Duration | None = Field(default=None, description="How long to wait; indefinitely when unset.")
+
+
+class AnalysisStep(ApiModel):
+    """Run spec.analysis for a number of intervals before going on."""
+
+    count: int | None = Field(default=None, ge=1, le=1000, description="Intervals to run; analysis.count when unset.")
+
+
+class CanaryStep(ApiModel):
+    """One step: exactly one of setWeight, pause or analysis."""
+
+    exactly_one_of = (("set_weight", "pause", "analysis"),)
+
+    set_weight: int | None = Field(default=None, ge=0, le=100, description="Percent of traffic to the canary.")
+    pause: Pause | None = Field(default=None, description="Wait before the next step.")
+    analysis: AnalysisStep | None = Field(default=None, description="Check metrics before the next step.")
+
+
+class Canary(ApiModel):
+    """A canary rollout."""
+
+    steps: list[CanaryStep] = Field(min_length=1, max_length=32, description="Steps, in order.")
+
+
+class Strategy(ApiModel):
+    """How a new version replaces the old; a plain rolling update when unset."""
+
+    canary: Canary | None = Field(default=None, description="Canary steps.")
+
+
+class ParentRef(ApiModel):
+    """A Gateway (or other parent) the HTTPRoute attaches to."""
+
+    name: ObjectName = Field(description="Gateway name.")
+    namespace: Annotated[str, StringConstraints(max_length=63, pattern=DNS_LABEL_PATTERN)] | None = Field(
+        default=None, description="Gateway namespace; the ModelDeployment's when unset."
+    )
+    section_name: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        default=None, description="Listener name."
+    )
+
+
+class HeaderMatch(ApiModel):
+    """Requests with this header go to the canary (A/B testing)."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")] = (
+        Field(description="Header name.")
+    )
+    value: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(description="Exact value.")
+
+
+class GatewayAPIRouting(ApiModel):
+    """Weights on an HTTPRoute (gateway.networking.k8s.io/v1) owned by the operator."""
+
+    parent_refs: list[ParentRef] = Field(min_length=1, max_length=16, description="Gateways to attach to.")
+    hostnames: list[Annotated[str, StringConstraints(max_length=253)]] | None = Field(
+        default=None, max_length=16, description="Host names the route serves."
+    )
+    header_match: HeaderMatch | None = Field(default=None, description="Header-based routing to the canary.")
+    mirror_percent: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Mirror this percent of stable traffic to the canary (shadow).",
+    )
+
+
+class ReplicaRatioRouting(ApiModel):
+    """No router: the split is approximated by replica counts behind one Service."""
+
+
+class TrafficRouting(ApiModel):
+    """Exactly one traffic router."""
+
+    exactly_one_of = (("gateway_api", "replica_ratio"),)
+
+    gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI", description="Gateway API.")
+    replica_ratio: ReplicaRatioRouting | None = Field(default=None, description="Replica-count approximation.")
+
+
+class ThresholdRange(ApiModel):
+    """Inclusive bounds a metric must stay within."""
+
+    min: float | None = Field(default=None, description="Lowest passing value.")
+    max: float | None = Field(default=None, description="Highest passing value.")
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel("has(self.min) || has(self.max)", "thresholdRange needs min or max"),
+            cel(
+                "!has(self.min) || !has(self.max) || self.min <= self.max",
+                "thresholdRange.min must not exceed max",
+            ),
+        )
+    }
+
+
+class AnalysisMetric(ApiModel):
+    """A Prometheus instant query and its passing range. No data or NaN never passes."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)] = Field(
+        description="Metric name, shown in status."
+    )
+    query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        description="PromQL returning one sample; {{canary}} and {{namespace}} are substituted."
+    )
+    threshold_range: ThresholdRange = Field(description="Passing range.")
+
+
+class Analysis(ApiModel):
+    """Metric analysis of the canary."""
+
+    prometheus_address: Url | None = Field(
+        default=None, description="Prometheus base URL; the operator's --prometheus-address when unset."
+    )
+    interval: Duration = Field(default="30s", description="Time between measurements.")
+    count: int = Field(default=5, ge=1, le=1000, description="Measurements per analysis step.")
+    failure_limit: int = Field(default=1, ge=0, le=100, description="Failed measurements tolerated.")
+    inconclusive_limit: int = Field(default=1, ge=0, le=100, description="Inconclusive measurements before pausing.")
+    sample_size_query: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        default=None,
+        description="PromQL giving the number of requests measured; below minSampleSize is inconclusive.",
+    )
+    min_sample_size: int | None = Field(default=None, ge=1, description="Minimum value of sampleSizeQuery.")
+    metrics: list[AnalysisMetric] = Field(
+        min_length=1,
+        max_length=16,
+        description="Metrics that must all pass.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+
+class Promotion(ApiModel):
+    """What to write back to the registry on success."""
+
+    set_alias: AliasName | None = Field(default=None, description="Move this alias to the promoted version.")
+
+
+class ModelDeploymentSpec(RegistryConnection):
+    """Desired state of a model deployment."""
+
+    model: ModelRef = Field(description="The registered version to serve.")
+    runtime: Runtime | None = Field(default=None, description="Model server container.")
+    replicas: int | None = Field(default=None, ge=0, le=1000, description="Pods per track (1 when unset).")
+    autoscaling: Autoscaling | None = Field(default=None, description="HPA instead of fixed replicas.")
+    strategy: Strategy | None = Field(default=None, description="Rollout strategy.")
+    traffic_routing: TrafficRouting | None = Field(default=None, description="Traffic router for canary weights.")
+    analysis: Analysis | None = Field(default=None, description="Canary metric analysis.")
+    promotion: Promotion | None = Field(default=None, description="Registry write-back on success.")
+    poll_interval: Duration = Field(default="1m", description="How often the model alias is resolved.")
+
+    model_config = {
+        "json_schema_extra": validations(
+            *REGISTRY_CONNECTION_RULES,
+            cel(
+                "!(has(self.replicas) && has(self.autoscaling))",
+                "set replicas or autoscaling, not both",
+                field_path=".autoscaling",
+            ),
+            cel(
+                "!has(self.strategy) || !has(self.strategy.canary) || "
+                "!self.strategy.canary.steps.exists(s, has(s.analysis)) || has(self.analysis)",
+                "strategy.canary.steps[].analysis requires spec.analysis",
+                field_path=".analysis",
+            ),
+            cel(
+                "!has(self.strategy) || !has(self.strategy.canary) || has(self.trafficRouting)",
+                "strategy.canary requires trafficRouting (gatewayAPI or replicaRatio)",
+                field_path=".trafficRouting",
+            ),
+        )
+    }
+
+
+RolloutPhase = Literal["Progressing", "Paused", "Succeeded", "RolledBack", "Degraded"]
+
+
+class ResolvedModel(ApiModel):
+    """The registry's answer for spec.model."""
+
+    version: int | None = Field(default=None, description="Version number.")
+    source: Annotated[str, StringConstraints(max_length=1024)] | None = Field(default=None, description="Source URI.")
+    run_id: Annotated[str, StringConstraints(max_length=64)] | None = Field(default=None, description="Source run.")
+
+
+class AnalysisResult(ApiModel):
+    """One measurement of one metric."""
+
+    metric: Annotated[str, StringConstraints(max_length=63)] = Field(description="Metric name.")
+    value: Annotated[str, StringConstraints(max_length=64)] | None = Field(default=None, description="Value measured.")
+    outcome: Literal["Passed", "Failed", "Inconclusive"] = Field(description="Verdict.")
+    message: Message | None = Field(default=None, description="Why.")
+    time: DateTime = Field(description="When (RFC 3339).")
+
+
+class RolloutRecord(ApiModel):
+    """One finished rollout."""
+
+    version: int = Field(description="Version rolled out.")
+    outcome: Literal["Succeeded", "RolledBack", "Superseded"] = Field(description="How it ended.")
+    message: Message | None = Field(default=None, description="Why.")
+    time: DateTime = Field(description="When it ended (RFC 3339).")
+
+
+class ModelDeploymentStatus(ApiModel):
+    """Observed state of a model deployment."""
+
+    observed_generation: int | None = Field(default=None, description="Last metadata.generation acted on.")
+    phase: RolloutPhase | None = Field(default=None, description="Rollout phase.")
+    resolved: ResolvedModel | None = Field(default=None, description="What spec.model resolves to now.")
+    stable_version: int | None = Field(default=None, description="Version serving stable traffic.")
+    canary_version: int | None = Field(default=None, description="Version being rolled out.")
+    canary_weight: int | None = Field(default=None, ge=0, le=100, description="Percent of traffic on the canary.")
+    weight_approximate: bool | None = Field(default=None, description="True when replicaRatio approximates weight.")
+    current_step: int | None = Field(default=None, ge=0, description="Index of the current canary step.")
+    step_started_at: DateTime | None = Field(default=None, description="When the current step began.")
+    analysis_results: list[AnalysisResult] | None = Field(
+        default=None, max_length=50, description="Latest analysis measurements."
+    )
+    history: list[RolloutRecord] | None = Field(default=None, max_length=10, description="Recent rollouts.")
+    message: Message | None = Field(default=None, description="Human-readable summary.")
+    conditions: list[Condition] = conditions_field()
+
+
+__all__ = ["ModelDeploymentSpec", "ModelDeploymentStatus", "Url"]

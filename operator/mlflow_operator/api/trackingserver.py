@@ -1,0 +1,371 @@
+"""TrackingServer: an MLflow tracking server on PostgreSQL behind PgBouncer, with S3 artifacts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints, field_validator
+
+from mlflow_operator.api.common import (
+    DNS_LABEL_PATTERN,
+    ApiModel,
+    Condition,
+    DeletionPolicy,
+    Duration,
+    Image,
+    LocalObjectReference,
+    ObjectName,
+    ResourceRequirements,
+    SecretKey,
+    ShortText,
+    Url,
+    cel,
+    conditions_field,
+    validations,
+)
+
+DEFAULT_MLFLOW_VERSION = "3.17.2"
+PostgresVersion = Literal["14", "15", "16", "17"]
+DEFAULT_POSTGRES_VERSION: PostgresVersion = "15"
+# Registry aliases (which RegisteredModel and ModelDeployment rely on) arrived in MLflow 2.9.
+MINIMUM_MLFLOW_VERSION = (2, 9, 0)
+
+MlflowVersion = Annotated[str, StringConstraints(max_length=32, pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")]
+BucketName = Annotated[
+    str, StringConstraints(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+]
+S3Prefix = Annotated[str, StringConstraints(max_length=512, pattern=r"^[^\s]*$")]
+RuleId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+StorageClass = Literal["STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER", "GLACIER_IR", "DEEP_ARCHIVE"]
+
+
+class ManagedDatabase(ApiModel):
+    """A PostgreSQL StatefulSet run by the operator."""
+
+    version: PostgresVersion = Field(default=DEFAULT_POSTGRES_VERSION, description="PostgreSQL major version.")
+    image: Image | None = Field(default=None, description="Override the PostgreSQL image.")
+    storage_size: Annotated[str, StringConstraints(max_length=32, pattern=r"^[0-9]+(Mi|Gi|Ti)$")] = Field(
+        default="10Gi",
+        description="Size of the data volume (PVC).",
+        json_schema_extra=validations(cel("self == oldSelf", "storageSize is immutable")),
+    )
+    storage_class_name: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        default=None, description="StorageClass of the data volume; the cluster default when unset."
+    )
+    parameters: dict[Annotated[str, StringConstraints(max_length=64)], ShortText] | None = Field(
+        default=None,
+        max_length=64,
+        description="postgresql.conf parameters overriding the operator's MLflow-tuned defaults.",
+    )
+    resources: ResourceRequirements | None = Field(default=None, description="Postgres container resources.")
+
+
+class DatabaseCredentials(ApiModel):
+    """A Secret with the database user and password (or a full URI)."""
+
+    name: ObjectName = Field(description="Secret name, in the same namespace.")
+    username_key: SecretKey = Field(default="username", description="Key of the database user.")
+    password_key: SecretKey = Field(default="password", description="Key of the database password.")
+    uri_key: SecretKey | None = Field(
+        default=None,
+        description="Optional key of a full postgresql:// URI that overrides host, port and user.",
+    )
+
+
+class ExternalDatabase(ApiModel):
+    """An existing PostgreSQL (RDS, Cloud SQL, a CloudNativePG cluster...)."""
+
+    host: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[^\s/:]+$")] = Field(
+        description="Database host name or IP."
+    )
+    port: int = Field(default=5432, ge=1, le=65535, description="Database port.")
+    database: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_-]+$")] = Field(
+        default="mlflow", description="Database name."
+    )
+    ssl_mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        default="prefer", description="libpq sslmode used by PgBouncer and the migration Job."
+    )
+    credentials_secret: DatabaseCredentials = Field(description="Where the database credentials are.")
+
+
+class Pooler(ApiModel):
+    """PgBouncer in front of the database: many MLflow workers share a bounded Postgres pool."""
+
+    enabled: bool = Field(default=True, description="Run PgBouncer; the tracking server then connects only through it.")
+    mode: Literal["transaction", "session"] = Field(
+        default="transaction", description="PgBouncer pool_mode. transaction multiplexes the most clients."
+    )
+    default_pool_size: int = Field(default=20, ge=1, le=1000, description="Server connections per user/database pair.")
+    max_client_conn: int = Field(default=1000, ge=1, le=100000, description="Client connections PgBouncer accepts.")
+    max_db_connections: int = Field(
+        default=50,
+        ge=1,
+        le=10000,
+        description="Hard cap on server connections to the database per PgBouncer.",
+    )
+    replicas: int = Field(default=2, ge=1, le=20, description="PgBouncer pods.")
+    resources: ResourceRequirements | None = Field(default=None, description="PgBouncer container resources.")
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "self.defaultPoolSize <= self.maxDbConnections",
+                "pooler.defaultPoolSize must not exceed pooler.maxDbConnections",
+                field_path=".defaultPoolSize",
+            )
+        )
+    }
+
+
+class Database(ApiModel):
+    """The backend store: exactly one of managed or external."""
+
+    exactly_one_of = (("managed", "external"),)
+
+    managed: ManagedDatabase | None = Field(default=None, description="A PostgreSQL run by the operator.")
+    external: ExternalDatabase | None = Field(default=None, description="An existing PostgreSQL.")
+    pooler: Pooler = Field(default_factory=Pooler, description="PgBouncer connection pool settings.")
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "has(self.managed) == has(oldSelf.managed)",
+                "database.managed and database.external cannot be switched after creation",
+            ),
+        )
+    }
+
+
+class S3Credentials(ApiModel):
+    """A Secret with an S3 access key pair."""
+
+    name: ObjectName = Field(description="Secret name, in the same namespace.")
+    access_key_id_key: SecretKey = Field(default="AWS_ACCESS_KEY_ID", description="Key of the access key id.")
+    secret_access_key_key: SecretKey = Field(
+        default="AWS_SECRET_ACCESS_KEY", description="Key of the secret access key."
+    )
+
+
+class S3Artifacts(ApiModel):
+    """An S3 (or S3-compatible) bucket for artifacts, served to clients through the tracking server."""
+
+    bucket: BucketName = Field(description="Bucket name.")
+    prefix: S3Prefix = Field(default="mlflow", description="Key prefix under which artifacts are stored.")
+    endpoint: Url | None = Field(default=None, description="Endpoint of an S3-compatible server (MinIO...).")
+    region: Annotated[str, StringConstraints(max_length=32, pattern=r"^[a-z0-9-]*$")] = Field(
+        default="us-east-1", description="Bucket region."
+    )
+    credentials_secret: S3Credentials | None = Field(
+        default=None,
+        description="Access keys; omit to use IRSA / workload identity (see serviceAccountAnnotations).",
+    )
+    service_account_annotations: dict[Annotated[str, StringConstraints(max_length=253)], ShortText] | None = Field(
+        default=None,
+        max_length=16,
+        description="Annotations on the tracking server's ServiceAccount, e.g. eks.amazonaws.com/role-arn for IRSA.",
+    )
+
+
+class LifecycleTag(ApiModel):
+    """An object tag, as in S3's Filter.Tag."""
+
+    key: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(description="Tag key.")
+    value: Annotated[str, StringConstraints(max_length=256)] = Field(default="", description="Tag value.")
+
+
+class LifecycleFilter(ApiModel):
+    """Which objects a rule applies to; prefix is relative to the bucket, not artifacts.s3.prefix."""
+
+    prefix: S3Prefix | None = Field(default=None, description="Object key prefix.")
+    tags: list[LifecycleTag] | None = Field(default=None, max_length=10, description="All of these tags must match.")
+
+
+class LifecycleExpiration(ApiModel):
+    """When current object versions expire."""
+
+    exactly_one_of = (("days", "expired_object_delete_marker"),)
+
+    days: int | None = Field(default=None, ge=1, le=36500, description="Days after creation.")
+    expired_object_delete_marker: bool | None = Field(
+        default=None, description="Remove delete markers that have no noncurrent versions left."
+    )
+
+
+class NoncurrentVersionExpiration(ApiModel):
+    """When noncurrent object versions expire (versioned buckets)."""
+
+    noncurrent_days: int = Field(ge=1, le=36500, description="Days after an object version becomes noncurrent.")
+    newer_noncurrent_versions: int | None = Field(
+        default=None, ge=1, le=100, description="Keep this many newer noncurrent versions."
+    )
+
+
+class AbortIncompleteMultipartUpload(ApiModel):
+    """Abort multipart uploads that never completed (they are billed but invisible)."""
+
+    days_after_initiation: int = Field(ge=1, le=36500, description="Days after the upload started.")
+
+
+class LifecycleTransition(ApiModel):
+    """Move current versions to a cheaper storage class."""
+
+    days: int = Field(ge=0, le=36500, description="Days after creation.")
+    storage_class: StorageClass = Field(description="Target storage class.")
+
+
+class LifecycleRule(ApiModel):
+    """One bucket lifecycle rule, in S3's shape. The operator owns the rules it applied, by id."""
+
+    id: RuleId = Field(description="Rule id; unique in the bucket. Rules with other ids are left alone.")
+    status: Literal["Enabled", "Disabled"] = Field(default="Enabled", description="Whether the rule is active.")
+    filter: LifecycleFilter | None = Field(default=None, description="Objects the rule applies to; all when unset.")
+    expiration: LifecycleExpiration | None = Field(default=None, description="Expire current versions.")
+    noncurrent_version_expiration: NoncurrentVersionExpiration | None = Field(
+        default=None, description="Expire noncurrent versions."
+    )
+    abort_incomplete_multipart_upload: AbortIncompleteMultipartUpload | None = Field(
+        default=None, description="Abort stale multipart uploads."
+    )
+    transitions: list[LifecycleTransition] | None = Field(
+        default=None, max_length=5, description="Storage-class transitions."
+    )
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "has(self.expiration) || has(self.noncurrentVersionExpiration) || "
+                "has(self.abortIncompleteMultipartUpload) || (has(self.transitions) && size(self.transitions) > 0)",
+                "a lifecycle rule needs at least one action: expiration, noncurrentVersionExpiration, "
+                "abortIncompleteMultipartUpload or transitions",
+            ),
+            cel(
+                "!(has(self.expiration) && has(self.expiration.expiredObjectDeleteMarker) && has(self.filter) "
+                "&& has(self.filter.tags) && size(self.filter.tags) > 0)",
+                "expiration.expiredObjectDeleteMarker cannot be combined with filter.tags",
+            ),
+            cel(
+                "!(has(self.abortIncompleteMultipartUpload) && has(self.filter) && has(self.filter.tags) "
+                "&& size(self.filter.tags) > 0)",
+                "abortIncompleteMultipartUpload cannot be combined with filter.tags",
+            ),
+        )
+    }
+
+
+class Lifecycle(ApiModel):
+    """Bucket lifecycle rules that bound artifact storage cost."""
+
+    rules: list[LifecycleRule] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Rules the operator owns in the bucket's configuration.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"]},
+    )
+
+
+class Artifacts(ApiModel):
+    """Artifact storage."""
+
+    s3: S3Artifacts = Field(description="S3 bucket settings.")
+    lifecycle: Lifecycle | None = Field(default=None, description="Bucket lifecycle rules.")
+
+
+class Retention(ApiModel):
+    """Scheduled `mlflow gc` of deleted runs and their artifacts."""
+
+    deleted_runs_older_than: Duration = Field(
+        default="30d", description="Permanently remove runs deleted longer ago than this."
+    )
+    schedule: Annotated[str, StringConstraints(min_length=9, max_length=64, pattern=r"^(\S+\s+){4}\S+$")] = Field(
+        default="0 3 * * *", description="Cron schedule of the gc CronJob."
+    )
+
+
+class Auth(ApiModel):
+    """MLflow basic auth (the basic-auth app); admin credentials are generated into a Secret."""
+
+    enabled: bool = Field(default=False, description="Require authentication.")
+    admin_secret: LocalObjectReference | None = Field(
+        default=None,
+        description="Existing Secret with username/password keys for the admin; generated when unset.",
+    )
+
+
+class Ingress(ApiModel):
+    """An Ingress for the tracking server."""
+
+    enabled: bool = Field(default=False, description="Create an Ingress.")
+    host: Annotated[str, StringConstraints(max_length=253, pattern=r"^[a-z0-9*]([-a-z0-9.]*[a-z0-9])?$")] | None = (
+        Field(default=None, description="Host name.")
+    )
+    class_name: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        default=None, description="IngressClass name."
+    )
+    tls_secret_name: ObjectName | None = Field(default=None, description="TLS Secret for the host.")
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "!self.enabled || has(self.host)",
+                "ingress.host is required when ingress.enabled is true",
+                field_path=".host",
+            )
+        )
+    }
+
+
+class Metrics(ApiModel):
+    """Prometheus metrics of the tracking server and PgBouncer."""
+
+    enabled: bool = Field(default=True, description="Expose /metrics and annotate pods for scraping.")
+
+
+class TrackingServerSpec(ApiModel):
+    """Desired state of an MLflow tracking server."""
+
+    version: MlflowVersion = Field(
+        default=DEFAULT_MLFLOW_VERSION, description="MLflow version; upgrades run a migration Job first."
+    )
+    image: Image | None = Field(default=None, description="Override the tracking server image.")
+    replicas: int = Field(default=2, ge=1, le=50, description="Tracking server pods.")
+    workers: int = Field(default=2, ge=1, le=32, description="Server worker processes per pod.")
+    database: Database = Field(description="Backend store.")
+    artifacts: Artifacts = Field(description="Artifact store.")
+    retention: Retention | None = Field(default=None, description="Garbage collection of deleted runs.")
+    auth: Auth | None = Field(default=None, description="Authentication.")
+    ingress: Ingress | None = Field(default=None, description="Ingress.")
+    resources: ResourceRequirements | None = Field(default=None, description="Tracking server container resources.")
+    metrics: Metrics | None = Field(default=None, description="Prometheus metrics.")
+    deletion_policy: DeletionPolicy = Field(
+        default="Retain",
+        description="Retain keeps the managed database PVC and Secrets and the bucket's lifecycle rules "
+        "when the TrackingServer is deleted; Delete removes them.",
+    )
+
+    # Checked by the operator only, not at admission: the supported range is knowledge of this operator
+    # release (a newer operator may support older servers), not part of the API's shape.
+    @field_validator("version")
+    @classmethod
+    def _supported_version(cls, version: str) -> str:
+        if tuple(int(part) for part in version.split(".")) < MINIMUM_MLFLOW_VERSION:
+            minimum = ".".join(map(str, MINIMUM_MLFLOW_VERSION))
+            raise ValueError(f"MLflow {minimum} or newer is required (registry aliases), got {version}")
+        return version
+
+
+TrackingServerPhase = Literal["Pending", "Provisioning", "Migrating", "Ready", "Failed"]
+
+
+class TrackingServerStatus(ApiModel):
+    """Observed state of an MLflow tracking server."""
+
+    observed_generation: int | None = Field(default=None, description="Last metadata.generation acted on.")
+    url: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        default=None, description="In-cluster URL of the tracking server."
+    )
+    version: MlflowVersion | None = Field(default=None, description="MLflow version currently serving.")
+    phase: TrackingServerPhase | None = Field(default=None, description="Summary for printer columns.")
+    conditions: list[Condition] = conditions_field()
+
+
+__all__ = ["DNS_LABEL_PATTERN", "LocalObjectReference", "TrackingServerSpec", "TrackingServerStatus"]

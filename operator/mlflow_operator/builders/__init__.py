@@ -1,0 +1,1 @@
+"""Pure builders: spec in, Kubernetes objects out. No I/O."""

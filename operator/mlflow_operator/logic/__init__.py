@@ -1,0 +1,1 @@
+"""Pure decisions: no I/O, no clock (time is passed in), testable without a cluster."""

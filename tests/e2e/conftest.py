@@ -1,0 +1,147 @@
+"""E2E fixtures: a real cluster ($KUBECONFIG, or the local control plane), CRDs, the operator process.
+
+A user with kind, or any cluster, sets KUBECONFIG and gets the same tests. Without it, the local control
+plane (hack/localcluster.py) is started for the session. If the cluster cannot start, the run fails: no
+skip markers hide the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlflow_operator.api import KINDS
+from tests.kube import ROOT, Kubectl, eventually, find_kubectl
+
+NAMESPACE_PREFIX = "mlflow-e2e-"
+_server_version: dict[str, str] = {}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> Iterator[str]:
+    if os.environ.get("KUBECONFIG"):
+        yield os.environ["KUBECONFIG"]
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="mlflow-operator-cluster-"))
+    script = str(ROOT / "hack" / "localcluster.py")
+    try:
+        result = subprocess.run(
+            [sys.executable, script, "up", "--dir", str(workdir)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"local control plane did not start:\n{result.stderr[-4000:]}", pytrace=False)
+        yield result.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(
+            [sys.executable, script, "down", "--dir", str(workdir)], capture_output=True, timeout=120, check=False
+        )
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubeconfig: str) -> Kubectl:
+    client = Kubectl(kubeconfig=kubeconfig, binary=find_kubectl())
+    version = json.loads(client.run("version", "-o", "json").stdout)
+    _server_version["server"] = version["serverVersion"]["gitVersion"]
+    _server_version["client"] = version["clientVersion"]["gitVersion"]
+    return client
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: Kubectl) -> None:
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
+    names = [f"crd/{info.crd_name}" for info in KINDS]
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", *names)
+
+
+@pytest.fixture(scope="session")
+def operator(kubeconfig: str, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The operator as users run it: the console script, watching the e2e namespaces."""
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    port = _free_port()
+    binary = Path(sys.executable).parent / "mlflow-operator"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                str(binary),
+                "run",
+                "--namespace",
+                f"{NAMESPACE_PREFIX}*",
+                "--liveness",
+                f"http://127.0.0.1:{port}/healthz",
+                "--log-format",
+                "text",
+                "--verbose",
+            ],
+            env={**os.environ, "KUBECONFIG": kubeconfig},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"operator exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        eventually(healthy, timeout=60, what="operator liveness endpoint")
+        yield log_path
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        assert process.returncode in (0, -15), f"operator did not shut down cleanly: {process.returncode}"
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"{NAMESPACE_PREFIX}{uuid.uuid4().hex[:8]}"
+    kubectl.run("create", "namespace", name)
+    yield name
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        events = kubectl.run("get", "events", "-n", name, "--sort-by=.lastTimestamp", check=False).stdout
+        print(f"\n--- events in {name} ---\n{events}")
+        log = request.getfixturevalue("operator") if "operator" in request.fixturenames else None
+        if log is not None:
+            print(f"--- operator log (tail) ---\n{Path(log).read_text()[-6000:]}")
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _server_version:
+        terminalreporter.write_line(
+            f"e2e cluster: kube-apiserver {_server_version['server']}, kubectl {_server_version['client']}"
+        )

@@ -1,0 +1,94 @@
+"""Test-side access to a cluster through kubectl: what a user types is what the tests run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def find_kubectl() -> str:
+    """$KUBECTL, else the kubectl built with the local control plane, else the one on PATH."""
+    if os.environ.get("KUBECTL"):
+        return os.environ["KUBECTL"]
+    env = subprocess.run(
+        ["python3", str(ROOT / "hack" / "localcluster.py"), "env"], capture_output=True, text=True, check=True
+    ).stdout
+    built = dict(line.split("=", 1) for line in env.splitlines())["kubectl"]
+    if Path(built).exists():
+        return built
+    found = shutil.which("kubectl")
+    if not found:
+        raise RuntimeError("no kubectl: set $KUBECTL or run `make cluster` to build one")
+    return found
+
+
+@dataclass
+class Kubectl:
+    kubeconfig: str
+    binary: str
+
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.binary, "--kubeconfig", self.kubeconfig, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def apply(
+        self, obj: dict[str, Any] | str, namespace: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
+        ns = ["-n", namespace] if namespace else []
+        return self.run("apply", *ns, "-f", "-", stdin=text, check=check)
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        ns = ["-n", namespace] if namespace else []
+        result = self.run("get", kind, name, *ns, "-o", "json", check=False)
+        if result.returncode != 0:
+            if "NotFound" in result.stderr:
+                return None
+            raise AssertionError(result.stderr)
+        return dict(json.loads(result.stdout))
+
+    def events(self, namespace: str) -> list[dict[str, Any]]:
+        items = json.loads(self.run("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+        return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 60, interval: float = 0.5, what: str = "condition") -> T:
+    """Poll until check returns a truthy value; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for item in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if item["type"] == type_:
+            return dict(item)
+    return None
