@@ -4,7 +4,8 @@
 #   $CACHE/bin/kubernetes-<v>/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
 #   $CACHE/bin/etcd-<v>/etcd
 #   $CACHE/bin/kwok-<v>/kwok   (+ stages.yaml taken from the module's kustomize/stage)
-# Usage: hack/build-binaries.sh [kubernetes|etcd|kwok|all]
+#   $CACHE/bin/minio-<v>/minio (the S3 server of the lifecycle integration tests)
+# Usage: hack/build-binaries.sh [kubernetes|etcd|kwok|minio|all]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -89,10 +90,22 @@ build_kwok() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
+build_minio() {
+  local out="$CACHE/bin/minio-$MINIO_VERSION"
+  if [ -x "$out/minio" ]; then log "cached: $out"; return; fi
+  log "building MinIO $MINIO_VERSION (cold: 5-15 min on 2 cores)"
+  mkdir -p "$out.tmp"
+  # go.mod has no replace directives, so a plain `go install pkg@version` works.
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "github.com/minio/minio@${MINIO_VERSION}"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  "$out/minio" --version >&2
+}
+
 case "${1:-all}" in
   kubernetes) build_kubernetes ;;
   etcd) build_etcd ;;
   kwok) build_kwok ;;
-  all) build_etcd; build_kwok; build_kubernetes ;;
-  *) echo "usage: $0 [kubernetes|etcd|kwok|all]" >&2; exit 2 ;;
+  minio) build_minio ;;
+  all) build_etcd; build_kwok; build_kubernetes; build_minio ;;
+  *) echo "usage: $0 [kubernetes|etcd|kwok|minio|all]" >&2; exit 2 ;;
 esac
