@@ -228,6 +228,17 @@ def running(workdir: Path) -> dict | None:
     return state
 
 
+# The default StorageClass, served by kube-controller-manager's hostPath provisioner.
+STORAGE_CLASS = """apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/host-path
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+"""
+
 NODE_TEMPLATE = """apiVersion: v1
 kind: Node
 metadata:
@@ -327,6 +338,8 @@ def up(workdir: Path, nodes: int) -> Path:
             "--use-service-account-credentials=true",
             "--controllers=*",
             "--node-monitor-grace-period=40s",
+            # Dynamic hostPath volumes (development only) so PersistentVolumeClaims bind, as on kind.
+            "--enable-hostpath-provisioner=true",
         ],
         workdir,
     )
@@ -358,7 +371,9 @@ def up(workdir: Path, nodes: int) -> Path:
         ],
         workdir,
     )
-    nodes_yaml = "\n---\n".join(NODE_TEMPLATE.format(name=f"kwok-node-{i}", zone=i % 3) for i in range(nodes))
+    nodes_yaml = "\n---\n".join(
+        [STORAGE_CLASS, *(NODE_TEMPLATE.format(name=f"kwok-node-{i}", zone=i % 3) for i in range(nodes))]
+    )
     wait_for(
         "node registration",
         lambda: bool(kubectl(bins, kubeconfig, "apply", "-f", "-", stdin=nodes_yaml)),

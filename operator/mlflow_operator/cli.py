@@ -26,7 +26,8 @@ def _run(args: argparse.Namespace) -> int:
         log_prefix=True,
         log_refkey="object",
     )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for noisy in ("aiohttp.access", "httpx", "httpx2", "httpcore", "httpcore2", "botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     # kopf installs SIGTERM/SIGINT handlers and finishes in-flight handlers before exiting.
     asyncio.run(
         kopf.operator(

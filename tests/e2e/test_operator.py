@@ -15,6 +15,7 @@ EXPECTED_CONDITIONS = {
     "TrackingServer": {
         "DatabaseReady",
         "PoolerReady",
+        "Available",
         "Migrated",
         "ArtifactsReady",
         "LifecycleApplied",
@@ -25,21 +26,27 @@ EXPECTED_CONDITIONS = {
 }
 
 
-def example(kind: str) -> dict[str, Any]:
+def example_file(kind: str) -> list[dict[str, Any]]:
+    """Every document of the example that holds `kind` (Secrets it references included)."""
     for path in sorted((ROOT / "examples").glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc["kind"] == kind:
-                return dict(doc)
+        docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+        if any(doc["kind"] == kind for doc in docs):
+            return docs
     raise LookupError(kind)
+
+
+def example(kind: str) -> dict[str, Any]:
+    return next(doc for doc in example_file(kind) if doc["kind"] == kind)
 
 
 @pytest.mark.parametrize("kind", sorted(EXPECTED_CONDITIONS))
 def test_valid_resource_gets_conditions_and_observed_generation(
     kubectl: Kubectl, operator: Path, namespace: str, kind: str
 ) -> None:
-    obj = example(kind)
-    kubectl.apply(obj, namespace)
-    name = obj["metadata"]["name"]
+    docs = example_file(kind)
+    for doc in docs:
+        kubectl.apply(doc, namespace)
+    name = example(kind)["metadata"]["name"]
     seen = eventually(
         lambda: (
             (o := kubectl.get(kind, name, namespace)) and (o.get("status") or {}).get("observedGeneration") == 1 and o
@@ -52,7 +59,14 @@ def test_valid_resource_gets_conditions_and_observed_generation(
         assert item["observedGeneration"] == 1
         assert item["lastTransitionTime"].endswith("Z")
     # What users and pipelines type works on these conditions.
-    kubectl.run("wait", f"{kind.lower()}/{name}", "-n", namespace, "--for=condition=Ready=Unknown", "--timeout=30s")
+    kubectl.run(
+        "wait",
+        f"{kind.lower()}/{name}",
+        "-n",
+        namespace,
+        '--for=jsonpath={.status.conditions[?(@.type=="Ready")].type}=Ready',
+        "--timeout=30s",
+    )
     kubectl.run(
         "wait",
         f"{kind.lower()}/{name}",

@@ -7,6 +7,7 @@ operator's memory and the official client is the largest share.
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
@@ -106,3 +107,81 @@ class Kube:
 
 def _as_dict(obj: Any) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else dict(obj.to_dict())
+
+
+def _kind_resource(kind: str) -> Any:
+    info = next(i for i in KINDS if i.kind == kind)
+    return create_namespaced_resource(GROUP, VERSION, info.kind, info.plural)
+
+
+class KubeStatus:
+    """Status, Events and Secrets: the reads and writes every reconciler shares."""
+
+    def __init__(self, client: AsyncClient, component: str = "mlflow-operator") -> None:
+        # Typed as Any: lightkube's overloads do not resolve for resource classes looked up at run time.
+        self._client: Any = client
+        self._component = component
+
+    async def patch_status(self, kind: str, name: str, namespace: str, changes: dict[str, Any]) -> None:
+        """A merge patch of only the changed status fields, through the status subresource."""
+        await self._client.patch(
+            _kind_resource(kind).Status,
+            name,
+            {"status": changes},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+
+    async def patch_metadata(self, kind: str, name: str, namespace: str, metadata: dict[str, Any]) -> None:
+        await self._client.patch(
+            _kind_resource(kind), name, {"metadata": metadata}, namespace=namespace, patch_type=PatchType.MERGE
+        )
+
+    async def post_event(self, body: dict[str, Any], type_: str, reason: str, message: str, now: str) -> None:
+        meta = body["metadata"]
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": body["apiVersion"],
+                "kind": body["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": self._component},
+            "reportingComponent": self._component,
+            "reportingInstance": self._component,
+        }
+        event_class: Any = resource_registry.load("v1", "Event")
+        await self._client.create(event_class.from_dict(event), namespace=meta["namespace"])
+
+    async def read_secret(self, name: str, namespace: str) -> dict[str, str] | None:
+        """A Secret's data decoded, or None when it does not exist."""
+        try:
+            secret_class: Any = resource_registry.load("v1", "Secret")
+            secret: Any = await self._client.get(secret_class, name, namespace=namespace)
+        except ApiError as error:
+            if error.status.code == 404:
+                return None
+            raise
+        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+
+    async def create_if_absent(self, obj: dict[str, Any], owner: dict[str, Any] | None = None) -> bool:
+        """Create obj unless an object of that name exists; never overwrite (generated passwords)."""
+        desired = with_owner(obj, owner)
+        res: Any = resource_class(desired["apiVersion"], desired["kind"])
+        try:
+            await self._client.create(res.from_dict(desired), namespace=desired["metadata"].get("namespace"))
+        except ApiError as error:
+            if error.status.code == 409:
+                return False
+            raise
+        return True

@@ -356,6 +356,24 @@ class TrackingServerSpec(ApiModel):
 TrackingServerPhase = Literal["Pending", "Provisioning", "Migrating", "Ready", "Failed"]
 
 
+class LifecycleStatus(ApiModel):
+    """What the operator last applied to the bucket, so it knows its rules and the server's behaviour."""
+
+    fingerprint: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        default=None, description="Hash of the rules last applied."
+    )
+    rule_ids: list[RuleId] | None = Field(default=None, max_length=100, description="Rule ids the operator owns.")
+    not_kept: list[Annotated[str, StringConstraints(max_length=512)]] | None = Field(
+        default=None, max_length=50, description="What the server did not keep when read back after the apply."
+    )
+    refused_fingerprint: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        default=None, description="Hash of rules the server refused; not sent again until the spec changes."
+    )
+    refused_message: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
+        default=None, description="The server's reason for refusing them."
+    )
+
+
 class TrackingServerStatus(ApiModel):
     """Observed state of an MLflow tracking server."""
 
@@ -364,7 +382,11 @@ class TrackingServerStatus(ApiModel):
         default=None, description="In-cluster URL of the tracking server."
     )
     version: MlflowVersion | None = Field(default=None, description="MLflow version currently serving.")
+    migrated_version: MlflowVersion | None = Field(
+        default=None, description="MLflow version the database schema was last migrated to."
+    )
     phase: TrackingServerPhase | None = Field(default=None, description="Summary for printer columns.")
+    lifecycle: LifecycleStatus | None = Field(default=None, description="Bucket lifecycle bookkeeping.")
     conditions: list[Condition] = conditions_field()
 
 

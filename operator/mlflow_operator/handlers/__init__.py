@@ -1,8 +1,81 @@
-"""Thin kopf handlers: load the typed spec, compute, apply, write status and Events.
+"""kopf wiring: watch events feed one Controller per kind; children's events wake their owner.
 
-Importing this package registers every handler with kopf.
+Importing this package registers the handlers with kopf.
 """
 
-from mlflow_operator.handlers import modeldeployment, operator_settings, registeredmodel, trackingserver
+from __future__ import annotations
 
-__all__ = ["modeldeployment", "operator_settings", "registeredmodel", "trackingserver"]
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import kopf
+
+from mlflow_operator.api import GROUP, KINDS, VERSION
+from mlflow_operator.handlers import modeldeployment, operator_settings, registeredmodel, trackingserver
+from mlflow_operator.handlers.controller import Controller
+from mlflow_operator.handlers.runtime import Runtime, runtime, start_runtime
+
+RESYNC_SECONDS = 60.0
+MANAGED_BY = {"app.kubernetes.io/managed-by": "mlflow-operator"}
+# Children whose status changes should wake their owner (readiness of pods, Jobs finishing).
+WATCHED_CHILDREN = (("apps", "v1", "deployments"), ("apps", "v1", "statefulsets"), ("batch", "v1", "jobs"))
+
+ReconcileFn = Callable[[Runtime, dict[str, Any]], Awaitable[float | None]]
+RECONCILERS: dict[str, ReconcileFn] = {
+    "TrackingServer": trackingserver.reconcile,
+    "RegisteredModel": registeredmodel.reconcile,
+    "ModelDeployment": modeldeployment.reconcile,
+}
+
+
+def _bind(fn: ReconcileFn) -> Callable[[dict[str, Any]], Awaitable[float | None]]:
+    async def bound(body: dict[str, Any]) -> float | None:
+        return await fn(runtime(), body)
+
+    return bound
+
+
+CONTROLLERS = {kind: Controller(kind, _bind(fn), resync_seconds=RESYNC_SECONDS) for kind, fn in RECONCILERS.items()}
+
+
+def _register(plural: str, kind: str) -> None:
+    @kopf.on.event(GROUP, VERSION, plural, id=f"watch-{plural}")
+    def _watched(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        CONTROLLERS[kind].observe(event.get("type"), dict(body))
+
+
+for _info in KINDS:
+    _register(_info.plural, _info.kind)
+
+
+def _owner_key(body: kopf.Body) -> tuple[str, tuple[str, str]] | None:
+    for reference in body.get("metadata", {}).get("ownerReferences") or []:
+        if reference.get("apiVersion", "").startswith(f"{GROUP}/") and reference.get("kind") in CONTROLLERS:
+            return reference["kind"], (body["metadata"]["namespace"], reference["name"])
+    return None
+
+
+for _group, _version, _plural in WATCHED_CHILDREN:
+
+    @kopf.on.event(_group, _version, _plural, labels=MANAGED_BY, id=f"children-{_plural}")
+    def _child_changed(body: kopf.Body, **_: Any) -> None:
+        owner = _owner_key(body)
+        if owner is not None:
+            CONTROLLERS[owner[0]].enqueue(owner[1])
+
+
+@kopf.on.startup()
+async def _start(**_: Any) -> None:
+    start_runtime()
+    for controller in CONTROLLERS.values():
+        controller.start()
+
+
+@kopf.on.cleanup()
+async def _stop(**_: Any) -> None:
+    for controller in CONTROLLERS.values():
+        await controller.stop()
+    await runtime().client.close()
+
+
+__all__ = ["CONTROLLERS", "modeldeployment", "operator_settings", "registeredmodel", "trackingserver"]

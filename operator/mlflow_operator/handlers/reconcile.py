@@ -1,84 +1,71 @@
-"""The shared reconcile step every kind starts with: validate the spec, report what was seen."""
+"""The steps every kind's reconcile shares: validate the spec, then write status and Events."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-import kopf
-
 from mlflow_operator.api import KindInfo
+from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
+from mlflow_operator.logic.conditions import ConditionUpdate, rfc3339
 from mlflow_operator.logic.status import changed_fields
 from mlflow_operator.logic.validation import Invalid, validate_spec
 
 INVALID_SPEC = "InvalidSpec"
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+def generation(body: dict[str, Any]) -> int | None:
+    value = body["metadata"].get("generation")
+    return int(value) if value is not None else None
 
 
-def write_status(patch: kopf.Patch, status: dict[str, Any] | Any, desired: dict[str, Any]) -> None:
-    """Patch only fields that changed (through the status subresource, as kopf does for status)."""
-    for key, value in changed_fields(dict(status or {}), desired).items():
-        patch.status[key] = value
+def current_conditions(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((body.get("status") or {}).get("conditions") or [])
 
 
-def observe_spec(
-    info: KindInfo,
-    condition_types: Sequence[str],
-    body: kopf.Body,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    meta: kopf.Meta,
-    patch: kopf.Patch,
-    now: datetime,
-) -> Any | None:
-    """Validate spec and set first-sight conditions. Returns the typed spec, or None when invalid.
-
-    An invalid spec is final until the spec changes: Ready=False/InvalidSpec, one Warning Event per new
-    message, and no exception, so kopf does not retry it in a loop.
-    """
-    generation = meta.get("generation")
-    current = list(status.get("conditions") or [])
-    result = validate_spec(info.spec_model, spec)
+def validated(info: KindInfo, body: dict[str, Any]) -> tuple[Any | None, list[ConditionUpdate]]:
+    """The typed spec, or None and the InvalidSpec condition. Invalid specs are final until the spec
+    changes: no exception, so nothing retries them in a loop."""
+    result = validate_spec(info.spec_model, body.get("spec") or {})
     if isinstance(result, Invalid):
-        previous = cond.find(current, cond.READY)
-        if previous is None or previous.get("message") != result.message:
-            kopf.warn(body, reason=INVALID_SPEC, message=result.message)
-        update = cond.ConditionUpdate(cond.READY, "False", INVALID_SPEC, result.message)
-        write_status(
-            patch,
-            status,
-            {
-                "observedGeneration": generation,
-                "conditions": cond.apply_updates(current, [update], generation, now),
-            },
-        )
-        return None
-    unseen = [t for t in condition_types if cond.find(current, t) is None]
-    updates = cond.initial_unknown(unseen, "Reconciling", "not yet observed")
-    previous_ready = cond.find(current, cond.READY)
-    if previous_ready is not None and previous_ready.get("reason") == INVALID_SPEC:
-        updates.append(cond.ConditionUpdate(cond.READY, "Unknown", "Reconciling", "spec is valid again"))
-    conditions = cond.apply_updates(current, updates, generation, now)
-    write_status(patch, status, {"conditions": conditions})
-    return result.spec
+        return None, [ConditionUpdate(cond.READY, "False", INVALID_SPEC, result.message)]
+    return result.spec, []
 
 
-def reconcile_skeleton(
+def first_sight(body: dict[str, Any], condition_types: Sequence[str]) -> list[ConditionUpdate]:
+    """Conditions never seen before start as Unknown, so `kubectl wait` and dashboards see them at once."""
+    current = current_conditions(body)
+    return cond.initial_unknown(
+        [t for t in condition_types if cond.find(current, t) is None], "Reconciling", "not yet observed"
+    )
+
+
+async def write_status(
+    rt: Runtime,
     info: KindInfo,
-    condition_types: Sequence[str],
-    body: kopf.Body,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    meta: kopf.Meta,
-    patch: kopf.Patch,
-) -> Any | None:
-    """Validate and report the generation seen, for kinds whose children are not reconciled yet."""
-    typed = observe_spec(info, condition_types, body, spec, status, meta, patch, utcnow())
-    if typed is not None:
-        write_status(patch, status, {"observedGeneration": meta.get("generation")})
-    return typed
+    body: dict[str, Any],
+    updates: Sequence[ConditionUpdate],
+    fields: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Apply condition updates and other status fields; patch only what changed; one Event per transition."""
+    now = rt.now()
+    old = current_conditions(body)
+    new = cond.apply_updates(old, updates, generation(body), now)
+    desired = {**(fields or {}), "conditions": new, "observedGeneration": generation(body)}
+    changes = changed_fields(body.get("status"), desired)
+    meta = body["metadata"]
+    if changes:
+        await rt.status.patch_status(info.kind, meta["name"], meta["namespace"], changes)
+    for event in cond.transition_events(old, new):
+        await rt.status.post_event(body, event.type, event.reason, event.message, rfc3339(now))
+    return new
+
+
+async def reconcile_skeleton(rt: Runtime, info: KindInfo, condition_types: Sequence[str], body: dict[str, Any]) -> None:
+    """For kinds whose children are not reconciled yet: validate and report what was seen."""
+    spec, invalid = validated(info, body)
+    updates = invalid if spec is None else first_sight(body, condition_types)
+    if spec is not None and (cond.find(current_conditions(body), cond.READY) or {}).get("reason") == INVALID_SPEC:
+        updates.append(ConditionUpdate(cond.READY, "Unknown", "Reconciling", "spec is valid again"))
+    await write_status(rt, info, body, updates)

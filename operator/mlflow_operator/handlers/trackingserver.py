@@ -1,25 +1,325 @@
-"""TrackingServer handlers."""
+"""TrackingServer reconciler: database, pooler, migration, tracking server, artifacts.
+
+Each pass is level-based: it reads what exists, applies what the spec implies, and reports conditions.
+Stages gate each other: no tracking Deployment is started against unresolved database credentials, and
+no pod runs an MLflow version before its migration Job succeeded.
+"""
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlparse
 
-import kopf
-
-from mlflow_operator.api import GROUP, VERSION
+from mlflow_operator.adapters.kube import Kube
+from mlflow_operator.adapters.s3 import BucketLifecycle, InvalidLifecycle, S3Endpoint, S3LifecycleError
 from mlflow_operator.api.kinds import TRACKING_SERVER
-from mlflow_operator.handlers.reconcile import reconcile_skeleton
+from mlflow_operator.api.trackingserver import TrackingServerSpec
+from mlflow_operator.builders import trackingserver as build
+from mlflow_operator.handlers.reconcile import INVALID_SPEC, current_conditions, first_sight, validated, write_status
+from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
+from mlflow_operator.logic import lifecycle
+from mlflow_operator.logic.conditions import ConditionUpdate
+from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
+from mlflow_operator.logic.trackingserver import decide_migration, phase
 
-CONDITIONS = ("DatabaseReady", "PoolerReady", "Migrated", "ArtifactsReady", "LifecycleApplied", cond.READY)
+CONTROLLER = "trackingserver"
+DATABASE_READY, POOLER_READY, MIGRATED = "DatabaseReady", "PoolerReady", "Migrated"
+ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE = "ArtifactsReady", "LifecycleApplied", "Available"
+CONDITIONS = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE, cond.READY)
+READY_REQUIRES = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE)
+WAIT_SECONDS = 10.0  # re-check soon while something is converging; the resync covers the idle case
 
 
-@kopf.on.resume(GROUP, VERSION, TRACKING_SERVER.plural)
-@kopf.on.create(GROUP, VERSION, TRACKING_SERVER.plural)
-@kopf.on.update(GROUP, VERSION, TRACKING_SERVER.plural)
-def reconcile(
-    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, **_: Any
-) -> None:
-    # Reconciliation of the children comes with this kind's own issue; until then the resource
-    # reports that it was seen and validated.
-    reconcile_skeleton(TRACKING_SERVER, CONDITIONS, body, spec, status, meta, patch)
+class SecretProblem(Exception):
+    """A referenced Secret or key is missing: reported as a condition, never retried in a hot loop."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class Pass:
+    """One reconcile pass: what it applied and what it concluded."""
+
+    rt: Runtime
+    kube: Kube
+    body: dict[str, Any]
+    spec: TrackingServerSpec
+    updates: list[ConditionUpdate]
+    converging: bool = False
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"]["namespace"])
+
+    async def apply(self, objects: list[dict[str, Any]], owned: bool = True) -> None:
+        for obj in objects:
+            await self.kube.apply(obj, owner=self.body if owned else None)
+
+    async def get(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
+        return await self.kube.get(api_version, kind, name, self.namespace)
+
+
+def ready_requires(conditions: list[dict[str, Any]]) -> tuple[str, ...]:
+    """A lifecycle field the S3 server does not support (MinIO drops AbortIncompleteMultipartUpload) is
+    reported on LifecycleApplied but does not make the tracking server unready: it serves, and GitOps
+    would otherwise show it degraded forever for a server limitation."""
+    applied = cond.find(conditions, LIFECYCLE_APPLIED)
+    if applied is not None and applied["reason"] == lifecycle.REASON_UNSUPPORTED_BY_SERVER:
+        return tuple(t for t in READY_REQUIRES if t != LIFECYCLE_APPLIED)
+    return READY_REQUIRES
+
+
+async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
+    spec, invalid = validated(TRACKING_SERVER, body)
+    if spec is None:
+        await write_status(rt, TRACKING_SERVER, body, invalid)
+        return None
+    step = Pass(rt, rt.kube(CONTROLLER), body, spec, first_sight(body, CONDITIONS))
+    status = body.get("status") or {}
+    fields: dict[str, Any] = {"url": build.tracking_url(step.name, step.namespace)}
+    credentials = await database(step)
+    serving: str | None = status.get("version")
+    if credentials is not None:
+        inputs = build.TrackingServerInputs(
+            step.name, step.namespace, spec, serving or spec.version, credentials, await admin_credentials(step)
+        )
+        await pooler(step, inputs)
+        decision = await migration(step, inputs, status)
+        serving = decision.serving_version
+        fields["migratedVersion"] = decision.migrated_version
+        if serving is not None:
+            await server(
+                step,
+                build.TrackingServerInputs(
+                    step.name, step.namespace, spec, serving, credentials, inputs.admin_credentials
+                ),
+            )
+    else:
+        step.updates += [
+            ConditionUpdate(POOLER_READY, "Unknown", "WaitingForDatabase", "database credentials unresolved"),
+            ConditionUpdate(AVAILABLE, "False", "WaitingForDatabase", "no server without a database"),
+        ]
+    fields["lifecycle"] = await artifacts(step, status)
+    conditions = cond.apply_updates(current_conditions(body), step.updates, None, rt.now())
+    ready = cond.summarize_ready(conditions, ready_requires(conditions))
+    failed = any(
+        c["status"] == "False"
+        and c["reason"] not in ("Migrating", "PodsNotReady", "RollingOut", "NotCreated", "WaitingForDatabase")
+        for c in conditions
+        if c["type"] in READY_REQUIRES
+    )
+    fields.update(version=serving, phase=phase(ready.status == "True", failed, step.converging, serving))
+    await write_status(rt, TRACKING_SERVER, body, [*step.updates, ready], fields)
+    return WAIT_SECONDS if ready.status != "True" else None
+
+
+# ------------------------------------------------------------------------------------------------ database
+
+
+async def database(step: Pass) -> build.Credentials | None:
+    try:
+        if step.spec.database.managed is not None:
+            return await managed_database(step)
+        return await external_database(step)
+    except SecretProblem as problem:
+        step.updates.append(ConditionUpdate(DATABASE_READY, "False", problem.reason, problem.message))
+        return None
+
+
+async def managed_database(step: Pass) -> build.Credentials:
+    names = build.Names(step.name)
+    retained = step.spec.deletion_policy == "Retain"
+    # Created once with a random password and never overwritten; retained unless deletionPolicy: Delete.
+    secret = build.get_database_secret(step.name, step.namespace, secrets.token_urlsafe(24))
+    await step.rt.status.create_if_absent(secret, owner=None if retained else step.body)
+    data = await step.rt.status.read_secret(names.database_secret, step.namespace)
+    if data is None or not data.get("password"):
+        raise SecretProblem("SecretNotFound", f"Secret {names.database_secret} is missing or has no password")
+    await step.apply(build.desired_database(step.name, step.namespace, step.spec))
+    readiness = statefulset_readiness(await step.get("apps/v1", "StatefulSet", names.postgres))
+    step.converging |= not readiness.ready
+    step.updates.append(
+        ConditionUpdate(DATABASE_READY, "True" if readiness.ready else "False", readiness.reason, readiness.message)
+    )
+    return build.Credentials(data.get("username", build.DATABASE_USER), data["password"])
+
+
+async def external_database(step: Pass) -> build.Credentials:
+    external = step.spec.database.external
+    assert external is not None
+    ref = external.credentials_secret
+    field = "spec.database.external.credentialsSecret"
+    data = await step.rt.status.read_secret(ref.name, step.namespace)
+    if data is None:
+        raise SecretProblem("SecretNotFound", f"Secret {ref.name} ({field}.name) not found")
+    if ref.uri_key:
+        if ref.uri_key not in data:
+            raise SecretProblem("SecretKeyNotFound", f"Secret {ref.name} has no key {ref.uri_key} ({field}.uriKey)")
+        parsed = urlparse(data[ref.uri_key])
+        if not parsed.username or parsed.password is None:
+            raise SecretProblem(
+                "InvalidDatabaseURI", f"the URI in Secret {ref.name} key {ref.uri_key} has no user or password"
+            )
+        credentials = build.Credentials(unquote(parsed.username), unquote(parsed.password))
+    else:
+        for key, path in ((ref.username_key, "usernameKey"), (ref.password_key, "passwordKey")):
+            if key not in data:
+                raise SecretProblem("SecretKeyNotFound", f"Secret {ref.name} has no key {key} ({field}.{path})")
+        credentials = build.Credentials(data[ref.username_key], data[ref.password_key])
+    step.updates.append(
+        ConditionUpdate(
+            DATABASE_READY,
+            "True",
+            "ExternalDatabase",
+            f"credentials resolved for {external.host}:{external.port}; the migration Job checks connectivity",
+        )
+    )
+    return credentials
+
+
+async def admin_credentials(step: Pass) -> build.Credentials | None:
+    auth = step.spec.auth
+    if auth is None or not auth.enabled:
+        return None
+    name = auth.admin_secret.name if auth.admin_secret else build.Names(step.name).admin_secret
+    if auth.admin_secret is None:
+        await step.rt.status.create_if_absent(
+            build.get_admin_secret(step.name, step.namespace, secrets.token_urlsafe(24)), owner=step.body
+        )
+    data = await step.rt.status.read_secret(name, step.namespace) or {}
+    if not data.get("username") or not data.get("password"):
+        raise SecretProblem("SecretKeyNotFound", f"Secret {name} (spec.auth.adminSecret) needs username and password")
+    return build.Credentials(data["username"], data["password"])
+
+
+# -------------------------------------------------------------------------------------------------- pooler
+
+
+async def pooler(step: Pass, inputs: build.TrackingServerInputs) -> None:
+    if not step.spec.database.pooler.enabled:
+        step.updates.append(ConditionUpdate(POOLER_READY, "True", "Disabled", "no pooler: direct connections"))
+        return
+    await step.apply(build.desired_pooler(inputs))
+    readiness = deployment_readiness(await step.get("apps/v1", "Deployment", inputs.names.pooler))
+    step.converging |= not readiness.ready
+    step.updates.append(
+        ConditionUpdate(POOLER_READY, "True" if readiness.ready else "False", readiness.reason, readiness.message)
+    )
+
+
+# ----------------------------------------------------------------------------------------------- migration
+
+
+async def migration(step: Pass, inputs: build.TrackingServerInputs, status: dict[str, Any]) -> Any:
+    desired = step.spec.version
+    job_name = inputs.names.migration(desired)
+    job = await step.get("batch/v1", "Job", job_name)
+    state, message = job_state(job) if job is not None else (None, "")
+    database_ready = any(u.type == DATABASE_READY and u.status == "True" for u in step.updates)
+    decision = decide_migration(
+        desired, status.get("migratedVersion"), status.get("version"), database_ready, state, message
+    )
+    if decision.action == "run":
+        # The Job reads the direct URI from the backend Secret: apply it first.
+        await step.apply([build.get_backend_secret(inputs), build.get_migration_job(inputs, desired)])
+        step.converging = True
+    step.updates.append(decision.condition)
+    return decision
+
+
+# -------------------------------------------------------------------------------------------------- server
+
+
+async def server(step: Pass, inputs: build.TrackingServerInputs) -> None:
+    await step.apply(build.desired_server(inputs))
+    readiness = deployment_readiness(await step.get("apps/v1", "Deployment", inputs.names.server))
+    step.converging |= not readiness.ready
+    step.updates.append(
+        ConditionUpdate(AVAILABLE, "True" if readiness.ready else "False", readiness.reason, readiness.message)
+    )
+
+
+# ----------------------------------------------------------------------------------------------- artifacts
+
+
+async def s3_keys(step: Pass) -> tuple[str | None, str | None]:
+    """The access keys from spec.artifacts.s3.credentialsSecret, or (None, None) for IRSA."""
+    ref = step.spec.artifacts.s3.credentials_secret
+    if ref is None:
+        return None, None
+    field = "spec.artifacts.s3.credentialsSecret"
+    data = await step.rt.status.read_secret(ref.name, step.namespace)
+    if data is None:
+        raise SecretProblem("SecretNotFound", f"Secret {ref.name} ({field}.name) not found")
+    for key, path in ((ref.access_key_id_key, "accessKeyIdKey"), (ref.secret_access_key_key, "secretAccessKeyKey")):
+        if key not in data:
+            raise SecretProblem("SecretKeyNotFound", f"Secret {ref.name} has no key {key} ({field}.{path})")
+    return data[ref.access_key_id_key], data[ref.secret_access_key_key]
+
+
+async def artifacts(step: Pass, status: dict[str, Any]) -> dict[str, Any] | None:
+    """ArtifactsReady (credentials and bucket) and LifecycleApplied. Returns the new status.lifecycle."""
+    s3 = step.spec.artifacts.s3
+    previous: dict[str, Any] | None = status.get("lifecycle")
+    try:
+        key_id, secret_key = await s3_keys(step)
+        bucket = await BucketLifecycle.open_async(S3Endpoint.for_artifacts(s3, key_id, secret_key))
+        await bucket.check_bucket_async()
+    except (SecretProblem, S3LifecycleError) as problem:
+        step.updates += [
+            ConditionUpdate(ARTIFACTS_READY, "False", problem.reason, str(problem)),
+            ConditionUpdate(LIFECYCLE_APPLIED, "Unknown", "BucketUnavailable", str(problem)),
+        ]
+        return previous
+    step.updates.append(
+        ConditionUpdate(ARTIFACTS_READY, "True", "BucketReachable", f"artifacts go to s3://{s3.bucket}/{s3.prefix}")
+    )
+    return await bucket_lifecycle(step, bucket, previous)
+
+
+async def bucket_lifecycle(
+    step: Pass, bucket: BucketLifecycle, previous: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    lifecycle_spec = step.spec.artifacts.lifecycle
+    rules = lifecycle_spec.rules if lifecycle_spec else []
+    problems = lifecycle.validate_rules(rules, step.spec.artifacts.s3.prefix)
+    if problems:
+        step.updates.append(lifecycle.lifecycle_failure(lifecycle.REASON_INVALID_SPEC, "; ".join(problems)))
+        return previous
+    applied = lifecycle.AppliedLifecycle.from_dict(previous)
+    if not rules and applied is None:
+        step.updates.append(ConditionUpdate(LIFECYCLE_APPLIED, "True", "NoRules", "no lifecycle rules requested"))
+        return previous
+    desired = lifecycle.desired_rules(lifecycle_spec)
+    wanted = lifecycle.fingerprint(desired)
+    if previous and previous.get("refusedFingerprint") == wanted:
+        # The server refused exactly these rules before: wait for a spec change instead of a hot loop.
+        step.updates.append(
+            lifecycle.lifecycle_failure(
+                lifecycle.REASON_INVALID_LIFECYCLE, previous.get("refusedMessage") or "refused by the server"
+            )
+        )
+        return previous
+    try:
+        sync = await bucket.reconcile_async(desired, applied)
+    except InvalidLifecycle as refused:
+        step.updates.append(lifecycle.lifecycle_failure(refused.reason, str(refused)))
+        return {**(previous or {}), "refusedFingerprint": wanted, "refusedMessage": str(refused)[:1024]}
+    except S3LifecycleError as error:
+        step.updates.append(lifecycle.lifecycle_failure(error.reason, str(error)))
+        return previous
+    step.updates.append(lifecycle.lifecycle_condition(sync.decision))
+    return sync.applied.to_dict() if sync.applied is not None else None
+
+
+__all__ = ["INVALID_SPEC", "reconcile"]

@@ -92,3 +92,26 @@ def summarize_ready(conditions: Sequence[ConditionDict], required: Sequence[str]
             status: Status = "False" if condition["status"] == "False" else "Unknown"
             return ConditionUpdate(READY, status, condition["reason"], f"{type_}: {condition.get('message', '')}")
     return ConditionUpdate(READY, "True", "Ready", "all conditions are met")
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def transition_events(old: Sequence[ConditionDict] | None, new: Sequence[ConditionDict]) -> list[EventSpec]:
+    """One Event per condition whose status or reason changed: Warning when it turned False, Normal when
+    True. Message-only changes (progress counters) make no Event, so a slow rollout does not spam."""
+    events = []
+    for condition in new:
+        before = find(old, condition["type"])
+        if before is not None and (before["status"], before["reason"]) == (condition["status"], condition["reason"]):
+            continue
+        if condition["status"] == "Unknown":
+            continue
+        kind: Literal["Normal", "Warning"] = "Normal" if condition["status"] == "True" else "Warning"
+        message = f"{condition['type']}={condition['status']}: {condition.get('message', '')}".rstrip(": ")
+        events.append(EventSpec(kind, condition["reason"], message))
+    return events

@@ -1,0 +1,41 @@
+"""What every reconciler shares at run time: API clients and the clock. Created at operator start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from lightkube import AsyncClient
+
+from mlflow_operator.adapters.kube import Kube, KubeStatus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    client: AsyncClient
+    status: KubeStatus
+    now: Callable[[], datetime] = utcnow
+
+    def kube(self, controller: str) -> Kube:
+        return Kube(self.client, controller)
+
+
+_runtime: Runtime | None = None
+
+
+def start_runtime() -> Runtime:
+    global _runtime  # noqa: PLW0603 - one process-wide runtime, set once at start-up
+    client = AsyncClient()
+    _runtime = Runtime(client=client, status=KubeStatus(client))
+    return _runtime
+
+
+def runtime() -> Runtime:
+    if _runtime is None:
+        raise RuntimeError("the operator runtime is not started")
+    return _runtime

@@ -1,0 +1,109 @@
+"""Decisions of the TrackingServer reconciler: migrations, serving version, phase. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mlflow_operator.logic.conditions import ConditionUpdate
+from mlflow_operator.logic.readiness import JobState
+
+MIGRATED = "Migrated"
+
+
+def parse_version(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+MigrationAction = Literal["none", "run"]
+
+
+@dataclass(frozen=True)
+class MigrationDecision:
+    """What to do about the schema, which version serves meanwhile, and the Migrated condition."""
+
+    action: MigrationAction
+    serving_version: str | None
+    migrated_version: str | None
+    condition: ConditionUpdate
+
+
+def decide_migration(
+    desired: str,
+    migrated: str | None,
+    serving: str | None,
+    database_ready: bool,
+    job: JobState | None,
+    job_message: str = "",
+) -> MigrationDecision:
+    """One migration Job per version, before any pod runs that version.
+
+    - downgrades are refused: MLflow has no down-migrations, and an older server on a newer schema breaks;
+    - while a migration runs or after it failed, the previous version keeps serving;
+    - nothing is deployed before the first migration succeeded.
+    """
+    if migrated is not None and parse_version(desired) < parse_version(migrated):
+        return MigrationDecision(
+            "none",
+            serving or migrated,
+            migrated,
+            ConditionUpdate(
+                MIGRATED,
+                "False",
+                "DowngradeRefused",
+                f"spec.version {desired} is older than the migrated schema {migrated}; MLflow cannot downgrade "
+                f"a database: set spec.version back to {migrated} or newer",
+            ),
+        )
+    if migrated == desired:
+        return MigrationDecision(
+            "none",
+            desired,
+            migrated,
+            ConditionUpdate(MIGRATED, "True", "Migrated", f"database schema is at MLflow {desired}"),
+        )
+    if job == "Succeeded":
+        return MigrationDecision(
+            "none",
+            desired,
+            desired,
+            ConditionUpdate(MIGRATED, "True", "Migrated", f"database schema migrated to MLflow {desired}"),
+        )
+    if job == "Failed":
+        return MigrationDecision(
+            "none",
+            serving,
+            migrated,
+            ConditionUpdate(
+                MIGRATED,
+                "False",
+                "MigrationFailed",
+                f"migration to {desired} failed ({job_message}); "
+                + (f"{serving} keeps serving" if serving else "nothing is serving yet"),
+            ),
+        )
+    if not database_ready:
+        return MigrationDecision(
+            "none",
+            serving,
+            migrated,
+            ConditionUpdate(
+                MIGRATED, "Unknown", "WaitingForDatabase", f"migration to {desired} waits for the database"
+            ),
+        )
+    return MigrationDecision(
+        "run",
+        serving,
+        migrated,
+        ConditionUpdate(MIGRATED, "False", "Migrating", f"migrating the database schema to MLflow {desired}"),
+    )
+
+
+def phase(ready: bool, conditions_failed: bool, migrating: bool, serving: str | None) -> str:
+    if ready:
+        return "Ready"
+    if conditions_failed:
+        return "Failed"
+    if migrating:
+        return "Migrating"
+    return "Provisioning" if serving is None else "Pending"

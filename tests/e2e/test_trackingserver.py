@@ -1,0 +1,275 @@
+"""A TrackingServer on a real API server: the whole stack, changes, broken input, deletion.
+
+The operator talks to a real S3 server (moto, on 127.0.0.1) for the bucket; the workloads' pods are
+kwok's (or your cluster's) and never receive traffic here: the data plane itself is exercised by the
+integration tests with the exact commands rendered here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.s3_servers import S3Server, moto_server
+from tests.kube import ROOT, Kubectl, condition, eventually
+
+FOREIGN_RULE = {
+    "ID": "team-archive",
+    "Status": "Enabled",
+    "Filter": {"Prefix": "archive/"},
+    "Expiration": {"Days": 365},
+}
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with moto_server(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+def example_docs() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((ROOT / "examples" / "tracking-server.yaml").read_text()) if d]
+
+
+def stack(s3: S3Server, bucket: str, **spec_changes: Any) -> list[dict[str, Any]]:
+    """The example, pointed at the test's S3 server and bucket."""
+    docs = copy.deepcopy(example_docs())
+    for doc in docs:
+        if doc["kind"] == "Secret":
+            doc["stringData"] = {"AWS_ACCESS_KEY_ID": s3.access_key_id, "AWS_SECRET_ACCESS_KEY": s3.secret_access_key}
+        if doc["kind"] == "TrackingServer":
+            doc["spec"]["artifacts"]["s3"].update(endpoint=s3.endpoint_url, bucket=bucket)
+            doc["spec"].update(spec_changes)
+    return docs
+
+
+def apply_all(kubectl: Kubectl, docs: list[dict[str, Any]], namespace: str) -> None:
+    for doc in docs:
+        kubectl.apply(doc, namespace)
+
+
+def ts_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == "TrackingServer")
+
+
+def wait_ready(kubectl: Kubectl, namespace: str, name: str = "mlflow", timeout: int = 180) -> dict[str, Any]:
+    kubectl.run(
+        "wait",
+        f"trackingserver/{name}",
+        "-n",
+        namespace,
+        "--for=condition=Ready",
+        f"--timeout={timeout}s",
+        timeout=timeout + 10,
+    )
+    obj = kubectl.get("trackingserver", name, namespace)
+    assert obj is not None
+    return obj
+
+
+def container(workload: dict[str, Any], name: str) -> dict[str, Any]:
+    spec = workload["spec"]["template"]["spec"]
+    return next(c for c in spec["containers"] if c["name"] == name)
+
+
+def test_example_becomes_a_ready_stack(kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server) -> None:
+    bucket = s3.create_bucket()
+    s3.client().put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [FOREIGN_RULE]})
+    apply_all(kubectl, stack(s3, bucket), namespace)
+    ts = wait_ready(kubectl, namespace)
+
+    status = ts["status"]
+    assert status["version"] == "3.17.2" and status["migratedVersion"] == "3.17.2"
+    assert status["phase"] == "Ready"
+    assert status["url"] == f"http://mlflow.{namespace}.svc:5000"
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "DatabaseReady": "True",
+        "PoolerReady": "True",
+        "Migrated": "True",
+        "ArtifactsReady": "True",
+        "LifecycleApplied": "True",
+        "Available": "True",
+        "Ready": "True",
+    }
+
+    postgres = kubectl.get("statefulset", "mlflow-postgres", namespace)
+    assert postgres is not None
+    assert postgres["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+    assert kubectl.get("pvc", "data-mlflow-postgres-0", namespace)["status"]["phase"] == "Bound"  # type: ignore[index]
+    ini = kubectl.get("configmap", "mlflow-pgbouncer", namespace)["data"]["pgbouncer.ini"]  # type: ignore[index]
+    assert "pool_mode = transaction" in ini and "default_pool_size = 20" in ini
+    assert f"host=mlflow-postgres.{namespace}.svc" in ini
+    job = kubectl.get("job", "mlflow-migrate-3-17-2", namespace)
+    assert job is not None and container(job, "migrate")["command"][:3] == ["mlflow", "db", "upgrade"]
+
+    server = kubectl.get("deployment", "mlflow", namespace)
+    assert server is not None and server["spec"]["replicas"] == 2
+    mlflow = container(server, "mlflow")
+    assert mlflow["image"].endswith(":3.17.2")
+    assert mlflow["command"][mlflow["command"].index("--artifacts-destination") + 1] == f"s3://{bucket}/mlflow"
+    assert "--app-name" in mlflow["command"]  # auth is enabled in the example
+    env = {e["name"]: e for e in mlflow["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-backend",
+        "key": "pooled-uri",
+    }
+    pod_security = server["spec"]["template"]["spec"]["securityContext"]
+    assert pod_security["runAsNonRoot"] is True and pod_security["seccompProfile"]["type"] == "RuntimeDefault"
+    for kind, name in [
+        ("service", "mlflow"),
+        ("service", "mlflow-pgbouncer"),
+        ("service", "mlflow-postgres"),
+        ("pdb", "mlflow"),
+        ("pdb", "mlflow-pgbouncer"),
+        ("networkpolicy", "mlflow-postgres"),
+        ("networkpolicy", "mlflow-pgbouncer"),
+        ("cronjob", "mlflow-gc"),
+        ("secret", "mlflow-admin"),
+        ("secret", "mlflow-db"),
+        ("serviceaccount", "mlflow"),
+    ]:
+        assert kubectl.get(kind, name, namespace) is not None, f"{kind}/{name} missing"
+
+    rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert {r["ID"] for r in rules} == {"team-archive", "expire-tmp", "abort-multipart"}
+    assert next(r for r in rules if r["ID"] == "abort-multipart")["AbortIncompleteMultipartUpload"] == {
+        "DaysAfterInitiation": 3
+    }
+    reasons = [e["reason"] for e in kubectl.events(namespace) if e["involvedObject"]["kind"] == "TrackingServer"]
+    assert "Migrated" in reasons and "Ready" in reasons
+
+
+def test_changes_roll_through_and_upgrades_migrate_first(
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server
+) -> None:
+    bucket = s3.create_bucket()
+    docs = stack(s3, bucket)
+    apply_all(kubectl, docs, namespace)
+    wait_ready(kubectl, namespace)
+    pooler_hash = kubectl.get("deployment", "mlflow-pgbouncer", namespace)["spec"]["template"]["metadata"][  # type: ignore[index]
+        "annotations"
+    ]["mlflow.operator.dev/config-hash"]
+
+    ts = ts_of(docs)
+    ts["spec"].update(replicas=3, workers=4, version="3.18.0")
+    ts["spec"]["database"]["pooler"]["defaultPoolSize"] = 30
+    kubectl.apply(ts, namespace)
+    eventually(
+        lambda: (o := kubectl.get("trackingserver", "mlflow", namespace)) and o["status"].get("version") == "3.18.0",
+        timeout=120,
+        what="version 3.18.0 serving",
+    )
+    ts_obj = wait_ready(kubectl, namespace)
+    assert ts_obj["status"]["migratedVersion"] == "3.18.0"
+    server = kubectl.get("deployment", "mlflow", namespace)
+    assert server is not None and server["spec"]["replicas"] == 3
+    assert container(server, "mlflow")["image"].endswith(":3.18.0")
+    assert "--workers 4" in " ".join(container(server, "mlflow")["command"])
+    job = kubectl.get("job", "mlflow-migrate-3-18-0", namespace)
+    assert job is not None
+    # The migration Job existed before any pod ran 3.18.0: the ReplicaSet for 3.18.0 was created after it.
+    replicasets = json.loads(
+        kubectl.run(
+            "get", "replicasets", "-n", namespace, "-l", "app.kubernetes.io/component=tracking-server", "-o", "json"
+        ).stdout
+    )["items"]
+    upgraded = [rs for rs in replicasets if container(rs, "mlflow")["image"].endswith(":3.18.0")]
+    assert upgraded and job["metadata"]["creationTimestamp"] <= upgraded[0]["metadata"]["creationTimestamp"]
+    pooler = kubectl.get("deployment", "mlflow-pgbouncer", namespace)
+    assert pooler is not None
+    assert pooler["spec"]["template"]["metadata"]["annotations"]["mlflow.operator.dev/config-hash"] != pooler_hash
+    assert "default_pool_size = 30" in kubectl.get("configmap", "mlflow-pgbouncer", namespace)["data"]["pgbouncer.ini"]  # type: ignore[index]
+
+    # A downgrade is refused and the migrated version keeps serving.
+    ts["spec"]["version"] = "3.17.2"
+    kubectl.apply(ts, namespace)
+
+    def refused() -> dict[str, Any] | None:
+        migrated = condition(kubectl.get("trackingserver", "mlflow", namespace), "Migrated")
+        return migrated if migrated and migrated["reason"] == "DowngradeRefused" else None
+
+    assert "cannot downgrade" in eventually(refused, what="DowngradeRefused")["message"]
+    assert container(kubectl.get("deployment", "mlflow", namespace), "mlflow")["image"].endswith(":3.18.0")  # type: ignore[arg-type]
+
+
+def test_missing_external_secret_is_reported_and_nothing_starts(
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server
+) -> None:
+    bucket = s3.create_bucket()
+    external = {
+        "external": {
+            "host": "db.example.internal",
+            "database": "mlflow",
+            "sslMode": "require",
+            "credentialsSecret": {"name": "mlflow-db-credentials"},
+        }
+    }
+    docs = stack(s3, bucket, database=external)
+    apply_all(kubectl, docs, namespace)
+
+    def database_condition() -> dict[str, Any] | None:
+        found = condition(kubectl.get("trackingserver", "mlflow", namespace), "DatabaseReady")
+        return found if found and found["status"] == "False" else None
+
+    problem = eventually(database_condition, what="DatabaseReady=False")
+    assert problem["reason"] == "SecretNotFound"
+    assert (
+        "mlflow-db-credentials" in problem["message"]
+        and "spec.database.external.credentialsSecret" in problem["message"]
+    )
+    eventually(lambda: [e for e in kubectl.events(namespace) if e["reason"] == "SecretNotFound"], what="Warning event")
+    assert kubectl.get("deployment", "mlflow", namespace) is None
+    assert kubectl.get("job", "mlflow-migrate-3-17-2", namespace) is None
+
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "mlflow-db-credentials"},
+            "stringData": {"username": "mlflow", "password": "s3cret"},
+        },
+        namespace,
+    )
+    ts = wait_ready(kubectl, namespace)
+    assert condition(ts, "DatabaseReady")["reason"] == "ExternalDatabase"  # type: ignore[index]
+    ini = kubectl.get("configmap", "mlflow-pgbouncer", namespace)["data"]["pgbouncer.ini"]  # type: ignore[index]
+    assert "host=db.example.internal" in ini and "server_tls_sslmode = require" in ini
+    assert kubectl.get("statefulset", "mlflow-postgres", namespace) is None
+
+
+def test_delete_collects_children_and_keeps_the_data(
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server
+) -> None:
+    bucket = s3.create_bucket()
+    apply_all(kubectl, stack(s3, bucket), namespace)
+    wait_ready(kubectl, namespace)
+    kubectl.run("delete", "trackingserver", "mlflow", "-n", namespace, "--timeout=60s")
+    eventually(lambda: kubectl.get("deployment", "mlflow", namespace) is None, what="server Deployment collected")
+    eventually(lambda: kubectl.get("statefulset", "mlflow-postgres", namespace) is None, what="StatefulSet collected")
+    assert kubectl.get("pvc", "data-mlflow-postgres-0", namespace) is not None, "database volume must be retained"
+    assert kubectl.get("secret", "mlflow-db", namespace) is not None, "database password must be retained"
+    rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert {r["ID"] for r in rules} == {"expire-tmp", "abort-multipart"}, "bucket rules are retained by default"
+
+
+def test_rule_that_would_expire_model_artifacts_is_refused(
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server
+) -> None:
+    bucket = s3.create_bucket()
+    docs = stack(s3, bucket)
+    ts_of(docs)["spec"]["artifacts"]["lifecycle"] = {"rules": [{"id": "expire-all", "expiration": {"days": 30}}]}
+    apply_all(kubectl, docs, namespace)
+
+    def refused() -> dict[str, Any] | None:
+        found = condition(kubectl.get("trackingserver", "mlflow", namespace), "LifecycleApplied")
+        return found if found and found["reason"] == "InvalidSpec" else None
+
+    assert "registered model" in eventually(refused, what="LifecycleApplied=False/InvalidSpec")["message"]
+    with pytest.raises(Exception, match="NoSuchLifecycleConfiguration"):
+        s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)
