@@ -642,6 +642,8 @@ def gunicorn_options(spec: TrackingServerSpec) -> str:
             "--keep-alive 5",
             "--max-requests 5000",
             "--max-requests-jitter 500",
+            # gunicorn >= 26 opens a control socket under $HOME by default: the root filesystem is read-only.
+            "--no-control-socket",
         ]
     )
 
@@ -690,6 +692,9 @@ def tracking_server_env(inputs: TrackingServerInputs) -> list[Obj]:
                 "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": "300",
                 # MLflow 3's job runner forks several consumer processes per server: off for a tracking server.
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                # No usage telemetry leaves a production cluster unless the user opts in.
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+                "HOME": "/tmp",
                 "AWS_DEFAULT_REGION": s3.region,
             }
         ),
