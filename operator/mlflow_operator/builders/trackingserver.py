@@ -244,6 +244,13 @@ def render_auth_config(inputs: TrackingServerInputs) -> str:
     admin = inputs.admin_credentials
     if admin is None:
         raise ValueError("auth is enabled but no admin credentials were resolved")
+    for value in (admin.username, admin.password):
+        # configparser (which MLflow uses) splits on newlines and strips values: refuse what would not
+        # survive instead of writing a config that authenticates with a different password.
+        if "\n" in value or "\r" in value:
+            raise ValueError("admin credentials cannot contain newlines")
+        if value != value.strip() or not value:
+            raise ValueError("admin credentials cannot be empty or start or end with whitespace")
     lines = [
         "[mlflow]",
         "default_permission = READ",
@@ -252,9 +259,6 @@ def render_auth_config(inputs: TrackingServerInputs) -> str:
         f"admin_password = {admin.password}",
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
     ]
-    for line in lines:
-        if "\n" in line or "\r" in line:
-            raise ValueError("auth settings cannot contain newlines")
     return "\n".join(lines) + "\n"
 
 
@@ -935,3 +939,19 @@ def describe(objects: list[Obj]) -> list[str]:
 def shell_command(args: list[str]) -> str:
     """The server command as one shell line (for docs and the local-process tests)."""
     return shlex.join(args)
+
+
+def all_objects(inputs: TrackingServerInputs, database_password: str, admin_password: str) -> list[Obj]:
+    """Every object a TrackingServer produces, in apply order (for the render CLI and golden tests).
+    The generated Secrets appear with the given passwords; the operator creates them once."""
+    objects: list[Obj] = []
+    if inputs.spec.database.managed is not None:
+        objects.append(get_database_secret(inputs.name, inputs.namespace, database_password))
+    auth = inputs.spec.auth
+    if auth is not None and auth.enabled and auth.admin_secret is None:
+        objects.append(get_admin_secret(inputs.name, inputs.namespace, admin_password))
+    objects += desired_database(inputs.name, inputs.namespace, inputs.spec)
+    objects += desired_pooler(inputs)
+    objects.append(get_migration_job(inputs, inputs.spec.version))
+    objects += desired_server(inputs)
+    return objects

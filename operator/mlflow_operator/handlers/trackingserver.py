@@ -209,7 +209,12 @@ async def pooler(step: Pass, inputs: build.TrackingServerInputs) -> None:
     if not step.spec.database.pooler.enabled:
         step.updates.append(ConditionUpdate(POOLER_READY, "True", "Disabled", "no pooler: direct connections"))
         return
-    await step.apply(build.desired_pooler(inputs))
+    try:
+        objects = build.desired_pooler(inputs)
+    except ValueError as unsafe:  # a credential that cannot be written into userlist.txt
+        step.updates.append(ConditionUpdate(POOLER_READY, "False", "InvalidSecretValue", str(unsafe)))
+        return
+    await step.apply(objects)
     readiness = deployment_readiness(await step.get("apps/v1", "Deployment", inputs.names.pooler))
     step.converging |= not readiness.ready
     step.updates.append(
@@ -241,7 +246,12 @@ async def migration(step: Pass, inputs: build.TrackingServerInputs, status: dict
 
 
 async def server(step: Pass, inputs: build.TrackingServerInputs) -> None:
-    await step.apply(build.desired_server(inputs))
+    try:
+        objects = build.desired_server(inputs)
+    except ValueError as unsafe:  # admin credentials that cannot be written into basic_auth.ini
+        step.updates.append(ConditionUpdate(AVAILABLE, "False", "InvalidSecretValue", str(unsafe)))
+        return
+    await step.apply(objects)
     readiness = deployment_readiness(await step.get("apps/v1", "Deployment", inputs.names.server))
     step.converging |= not readiness.ready
     step.updates.append(

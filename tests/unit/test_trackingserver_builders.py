@@ -1,0 +1,246 @@
+"""Golden files pin every object a TrackingServer renders; hostile strings never change their structure.
+
+Regenerate the golden files after an intended change with `UPDATE_GOLDEN=1 make unit`, and review the diff.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlflow_operator.api.trackingserver import TrackingServerSpec
+from mlflow_operator.builders import trackingserver as build
+from mlflow_operator.builders.config import PgBouncerConfig, UnsafeConfigValue, render_pgbouncer_ini, userlist_line
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def example_spec() -> dict[str, Any]:
+    docs = yaml.safe_load_all((ROOT / "examples" / "tracking-server.yaml").read_text())
+    return next(d for d in docs if d and d["kind"] == "TrackingServer")["spec"]
+
+
+CASES: dict[str, dict[str, Any]] = {
+    "example": example_spec(),
+    "external-no-pooler-ingress": {
+        "replicas": 3,
+        "workers": 4,
+        "database": {
+            "external": {
+                "host": "pg.rds.example.com",
+                "port": 5433,
+                "database": "tracking",
+                "sslMode": "verify-full",
+                "credentialsSecret": {"name": "rds-credentials"},
+            },
+            "pooler": {"enabled": False},
+        },
+        "artifacts": {
+            "s3": {
+                "bucket": "ml-artifacts",
+                "prefix": "team-a",
+                "region": "eu-west-1",
+                "serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/mlflow"},
+            }
+        },
+        "ingress": {"enabled": True, "host": "mlflow.example.com", "className": "nginx", "tlsSecretName": "mlflow-tls"},
+        "metrics": {"enabled": False},
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}},
+    },
+    "external-session-pool-delete": {
+        "database": {
+            "external": {"host": "10.1.2.3", "credentialsSecret": {"name": "db", "usernameKey": "user"}},
+            "pooler": {"mode": "session", "defaultPoolSize": 10, "maxDbConnections": 10, "replicas": 3},
+        },
+        "artifacts": {
+            "s3": {
+                "bucket": "artifacts",
+                "endpoint": "http://minio.storage.svc:9000",
+                "credentialsSecret": {"name": "s3"},
+            }
+        },
+        "deletionPolicy": "Delete",
+    },
+}
+
+
+def inputs_for(spec: dict[str, Any], password: str = "db-password") -> build.TrackingServerInputs:
+    typed = TrackingServerSpec.model_validate(spec)
+    return build.TrackingServerInputs(
+        "mlflow",
+        "ml",
+        typed,
+        typed.version,
+        build.Credentials("mlflow", password),
+        build.Credentials("admin", "admin-password"),
+    )
+
+
+class NoAliasDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def render(case: str) -> str:
+    objects = build.all_objects(inputs_for(CASES[case]), "db-password", "admin-password")
+    return yaml.dump_all(objects, Dumper=NoAliasDumper, sort_keys=False, width=120)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rendered_objects_match_golden_files(case: str) -> None:
+    path = GOLDEN / f"trackingserver-{case}.yaml"
+    rendered = render(case)
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(rendered)
+    assert path.exists(), f"no golden file {path.name}: run with UPDATE_GOLDEN=1"
+    assert rendered == path.read_text(), f"{path.name} changed: review, then UPDATE_GOLDEN=1"
+
+
+def test_rendering_is_deterministic() -> None:
+    assert render("example") == render("example")
+
+
+def test_every_pod_meets_pod_security_restricted() -> None:
+    for spec in CASES.values():
+        for obj in build.all_objects(inputs_for(spec), "p", "p"):
+            template = (obj.get("spec") or {}).get("template") or (
+                (obj.get("spec") or {}).get("jobTemplate") or {}
+            ).get("spec", {}).get("template")
+            if not template:
+                continue
+            pod = template["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]
+            assert pod["securityContext"]["runAsUser"] > 0
+            assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+            for volume in pod.get("volumes", []):
+                assert set(volume) - {"name"} <= {"configMap", "secret", "emptyDir", "persistentVolumeClaim"}
+            for container in pod["containers"]:
+                context = container["securityContext"]
+                assert context["allowPrivilegeEscalation"] is False
+                assert context["capabilities"] == {"drop": ["ALL"]}
+                assert context["readOnlyRootFilesystem"] is True
+
+
+def test_migration_goes_straight_to_postgres_and_the_server_through_the_pooler() -> None:
+    uris = build.backend_uris(inputs_for(CASES["example"]))
+    assert urlparse(uris["direct-uri"]).hostname == "mlflow-postgres.ml.svc"
+    assert urlparse(uris["pooled-uri"]).hostname == "mlflow-pgbouncer.ml.svc"
+    assert uris["pooled-uri"].startswith("postgresql+psycopg2://")
+    without_pooler = build.backend_uris(inputs_for(CASES["external-no-pooler-ingress"]))
+    assert without_pooler["pooled-uri"] == without_pooler["direct-uri"]
+    assert "sslmode=verify-full" in without_pooler["direct-uri"]
+
+
+def test_postgres_max_connections_covers_every_pooler_replica() -> None:
+    spec = TrackingServerSpec.model_validate(CASES["example"])
+    assert int(build.postgres_parameters(spec)["max_connections"]) >= 2 * 50 + 1
+    overridden = TrackingServerSpec.model_validate(
+        {**CASES["example"], "database": {"managed": {"parameters": {"work_mem": "64MB"}}}}
+    )
+    assert build.postgres_parameters(overridden)["work_mem"] == "64MB"
+
+
+def test_unknown_pgbouncer_settings_are_refused() -> None:
+    with pytest.raises(UnsafeConfigValue, match="not allowed"):
+        render_pgbouncer_ini(PgBouncerConfig("mlflow", "db", 5432, {"auth_query": "SELECT 1"}))
+
+
+# ---- hostile strings: whatever users put in, the structure of what is rendered does not change
+
+HOSTILE = st.text(alphabet=st.sampled_from([*"ab\"'\\:;#= @/%\n\r\t[]{}$", "é", "\u2028"]), min_size=1, max_size=40)
+
+
+def parse_ini(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, delimiters=("=",), comment_prefixes=(";",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    return parser
+
+
+@settings(max_examples=200, deadline=None)
+@given(host=HOSTILE.filter(lambda s: not re.search(r"[\s/:]", s)), value=HOSTILE)
+def test_pgbouncer_ini_keeps_its_keys_whatever_the_values(host: str, value: str) -> None:
+    config = PgBouncerConfig("mlflow", host, 5432, {"server_tls_sslmode": value, "stats_users": value})
+    parser = parse_ini(render_pgbouncer_ini(config))
+    assert parser.sections() == ["databases", "pgbouncer"]
+    assert list(parser["databases"]) == ["mlflow"]
+    assert list(parser["pgbouncer"]) == ["server_tls_sslmode", "stats_users"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    user=HOSTILE.filter(lambda s: "\n" not in s and "\r" not in s),
+    password=HOSTILE.filter(lambda s: "\n" not in s and "\r" not in s),
+)
+def test_userlist_round_trips_any_credentials(user: str, password: str) -> None:
+    line = userlist_line(user, password)
+    assert line.count("\n") == 1 and line.endswith("\n")
+    fields = re.fullmatch(r'"((?:[^"]|"")*)" "((?:[^"]|"")*)"\n', line)
+    assert fields is not None
+    assert (fields[1].replace('""', '"'), fields[2].replace('""', '"')) == (user, password)
+
+
+def test_userlist_refuses_newlines() -> None:
+    with pytest.raises(UnsafeConfigValue):
+        userlist_line("user", "pass\nword")
+
+
+@settings(max_examples=200, deadline=None)
+@given(user=HOSTILE, password=HOSTILE)
+def test_database_uris_round_trip_any_credentials(user: str, password: str) -> None:
+    uri = build.postgres_uri(build.Credentials(user, password), "db.svc", 6432, "mlflow", "disable")
+    parsed = urlparse(uri)
+    assert (unquote(parsed.username or ""), unquote(parsed.password or "")) == (user, password)
+    assert (parsed.hostname, parsed.port, parsed.path, parsed.query) == ("db.svc", 6432, "/mlflow", "sslmode=disable")
+
+
+@settings(max_examples=100, deadline=None)
+@given(password=HOSTILE)
+def test_auth_config_keeps_its_keys_or_refuses(password: str) -> None:
+    inputs = inputs_for(CASES["example"])
+    inputs = build.TrackingServerInputs(
+        inputs.name,
+        inputs.namespace,
+        inputs.spec,
+        inputs.serving_version,
+        inputs.database_credentials,
+        build.Credentials("admin", password),
+    )
+    if "\n" in password or "\r" in password or password != password.strip():
+        with pytest.raises(ValueError, match="admin credentials cannot"):
+            build.render_auth_config(inputs)
+        return
+    parser = parse_ini(build.render_auth_config(inputs))
+    assert list(parser["mlflow"]) == [
+        "default_permission",
+        "database_uri",
+        "admin_username",
+        "admin_password",
+        "authorization_function",
+    ]
+    assert parser["mlflow"]["admin_password"] == password
+
+
+@settings(max_examples=50, deadline=None)
+@given(annotation=HOSTILE, parameter=HOSTILE)
+def test_user_strings_stay_single_values_in_objects(annotation: str, parameter: str) -> None:
+    spec = {**CASES["external-no-pooler-ingress"]}
+    spec["artifacts"] = {"s3": {"bucket": "b-1", "serviceAccountAnnotations": {"note": annotation}}}
+    objects = build.all_objects(inputs_for(spec), "p", "p")
+    account = next(o for o in objects if o["kind"] == "ServiceAccount")
+    assert account["metadata"]["annotations"] == {"note": annotation}
+    managed = TrackingServerSpec.model_validate(
+        {"database": {"managed": {"parameters": {"application_name": parameter}}}, "artifacts": spec["artifacts"]}
+    )
+    args = build.get_postgres_statefulset("mlflow", "ml", managed)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index(f"application_name={parameter}") - 1] == "-c"

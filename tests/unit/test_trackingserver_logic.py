@@ -1,0 +1,153 @@
+"""Decisions of the TrackingServer reconciler, without a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+
+from mlflow_operator.handlers.controller import Controller, backoff_seconds
+from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
+from mlflow_operator.logic.trackingserver import decide_migration, parse_version
+
+
+def test_first_migration_runs_once_the_database_is_ready() -> None:
+    waiting = decide_migration("3.17.2", None, None, database_ready=False, job=None)
+    assert (waiting.action, waiting.serving_version, waiting.condition.reason) == ("none", None, "WaitingForDatabase")
+    run = decide_migration("3.17.2", None, None, database_ready=True, job=None)
+    assert (run.action, run.serving_version, run.condition.reason) == ("run", None, "Migrating")
+    done = decide_migration("3.17.2", None, None, database_ready=True, job="Succeeded")
+    assert (done.action, done.serving_version, done.migrated_version) == ("none", "3.17.2", "3.17.2")
+
+
+def test_upgrade_keeps_the_old_version_serving_until_the_job_succeeds() -> None:
+    running = decide_migration("3.18.0", "3.17.2", "3.17.2", database_ready=True, job="Running")
+    assert running.action == "run" and running.serving_version == "3.17.2"
+    failed = decide_migration(
+        "3.18.0", "3.17.2", "3.17.2", database_ready=True, job="Failed", job_message="BackoffLimitExceeded"
+    )
+    assert failed.action == "none" and failed.serving_version == "3.17.2"
+    assert (failed.condition.status, failed.condition.reason) == ("False", "MigrationFailed")
+    assert "BackoffLimitExceeded" in failed.condition.message and "3.17.2 keeps serving" in failed.condition.message
+    succeeded = decide_migration("3.18.0", "3.17.2", "3.17.2", database_ready=True, job="Succeeded")
+    assert (succeeded.serving_version, succeeded.migrated_version) == ("3.18.0", "3.18.0")
+
+
+def test_downgrade_is_refused_and_the_migrated_version_serves() -> None:
+    refused = decide_migration("3.9.0", "3.17.2", "3.17.2", database_ready=True, job=None)
+    assert refused.action == "none" and refused.serving_version == "3.17.2"
+    assert (refused.condition.status, refused.condition.reason) == ("False", "DowngradeRefused")
+    assert parse_version("3.10.0") > parse_version("3.9.9")  # numeric, not lexical
+
+
+def deployment(replicas: int, available: int, updated: int | None = None, stale: bool = False) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "d", "generation": 2},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": 1 if stale else 2,
+            "availableReplicas": available,
+            "updatedReplicas": replicas if updated is None else updated,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("obj", "ready", "reason"),
+    [
+        (None, False, "NotCreated"),
+        (deployment(2, 2, stale=True), False, "RolloutPending"),
+        (deployment(3, 3, updated=1), False, "RollingOut"),
+        (deployment(2, 1), False, "PodsNotReady"),
+        (deployment(2, 2), True, "Available"),
+    ],
+)
+def test_deployment_readiness(obj: dict[str, Any] | None, ready: bool, reason: str) -> None:
+    result = deployment_readiness(obj)
+    assert (result.ready, result.reason) == (ready, reason)
+
+
+def test_statefulset_and_job_states() -> None:
+    sts = {
+        "metadata": {"name": "s", "generation": 1},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 1, "readyReplicas": 1, "updatedReplicas": 1},
+    }
+    assert statefulset_readiness(sts).ready
+    assert not statefulset_readiness({**sts, "status": {"observedGeneration": 1}}).ready
+    assert job_state({"status": {}}) == ("Running", "running")
+    assert job_state({"status": {"conditions": [{"type": "Complete", "status": "True"}]}})[0] == "Succeeded"
+    failed = job_state(
+        {
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "BackoffLimitExceeded",
+                        "message": "Job has reached the limit",
+                    }
+                ]
+            }
+        }
+    )
+    assert failed == ("Failed", "BackoffLimitExceeded: Job has reached the limit")
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    assert [backoff_seconds(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert backoff_seconds(50) == 300.0
+
+
+def body(name: str, generation: int = 1) -> dict[str, Any]:
+    return {"metadata": {"namespace": "ns", "name": name, "generation": generation}}
+
+
+def test_controller_coalesces_events_and_reconciles_the_latest_object() -> None:
+    seen: list[int] = []
+
+    async def reconcile(obj: dict[str, Any]) -> float | None:
+        seen.append(obj["metadata"]["generation"])
+        await asyncio.sleep(0.05)
+        return None
+
+    async def scenario() -> None:
+        controller = Controller("Test", reconcile, resync_seconds=3600, workers=2)
+        controller.start()
+        controller.observe("ADDED", body("a", 1))
+        await asyncio.sleep(0.01)  # the first pass is running
+        for generation in (2, 3, 4):
+            controller.observe("MODIFIED", body("a", generation))
+        await asyncio.sleep(0.3)
+        await controller.stop()
+
+    asyncio.run(scenario())
+    # Events during a running pass collapse into one more pass, which sees the newest object.
+    assert seen == [1, 4]
+
+
+def test_controller_retries_failures_with_backoff_and_forgets_deleted_objects() -> None:
+    attempts: list[float] = []
+
+    async def reconcile(obj: dict[str, Any]) -> float | None:
+        attempts.append(asyncio.get_running_loop().time())
+        if len(attempts) < 3:
+            raise RuntimeError("registry down")
+        return None
+
+    async def scenario() -> Controller:
+        controller = Controller("Test", reconcile, resync_seconds=3600, workers=1)
+        controller.start()
+        controller.observe("ADDED", body("b"))
+        await asyncio.sleep(3.5)
+        controller.observe("DELETED", body("b"))
+        await controller.stop()
+        return controller
+
+    controller = asyncio.run(scenario())
+    assert len(attempts) == 3
+    gaps = [round(later - earlier) for earlier, later in itertools.pairwise(attempts)]
+    assert gaps == [1, 2]
+    assert controller.objects == {}
