@@ -273,3 +273,24 @@ def test_rule_that_would_expire_model_artifacts_is_refused(
     assert "registered model" in eventually(refused, what="LifecycleApplied=False/InvalidSpec")["message"]
     with pytest.raises(Exception, match="NoSuchLifecycleConfiguration"):
         s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)
+
+
+def test_delete_policy_removes_data_and_only_our_bucket_rules(
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server
+) -> None:
+    bucket = s3.create_bucket()
+    s3.client().put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [FOREIGN_RULE]})
+    apply_all(kubectl, stack(s3, bucket, deletionPolicy="Delete"), namespace)
+    ts = wait_ready(kubectl, namespace)
+    assert "mlflow.operator.dev/cleanup" in ts["metadata"]["finalizers"]
+    assert kubectl.get("secret", "mlflow-db", namespace)["metadata"]["ownerReferences"]  # type: ignore[index]
+
+    kubectl.run("delete", "trackingserver", "mlflow", "-n", namespace, "--timeout=90s", timeout=100)
+    rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert [r["ID"] for r in rules] == ["team-archive"], "only the operator's rules are removed"
+    eventually(lambda: kubectl.get("secret", "mlflow-db", namespace) is None, what="database Secret deleted")
+    eventually(
+        lambda: kubectl.get("pvc", "data-mlflow-postgres-0", namespace) is None,
+        timeout=90,
+        what="database volume deleted",
+    )

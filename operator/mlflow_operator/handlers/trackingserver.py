@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -30,7 +31,9 @@ DATABASE_READY, POOLER_READY, MIGRATED = "DatabaseReady", "PoolerReady", "Migrat
 ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE = "ArtifactsReady", "LifecycleApplied", "Available"
 CONDITIONS = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE, cond.READY)
 READY_REQUIRES = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE)
-WAIT_SECONDS = 10.0  # re-check soon while something is converging; the resync covers the idle case
+WAIT_SECONDS = 10.0
+FINALIZER = "mlflow.operator.dev/cleanup"
+CLEANUP_DEADLINE = timedelta(minutes=10)  # re-check soon while something is converging; the resync covers the idle case
 
 
 class SecretProblem(Exception):
@@ -81,9 +84,12 @@ def ready_requires(conditions: list[dict[str, Any]]) -> tuple[str, ...]:
 
 async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     spec, invalid = validated(TRACKING_SERVER, body)
+    if body["metadata"].get("deletionTimestamp"):
+        return await finalize(rt, body, spec)
     if spec is None:
         await write_status(rt, TRACKING_SERVER, body, invalid)
         return None
+    await ensure_finalizer(rt, body, wanted=needs_cleanup(spec))
     step = Pass(rt, rt.kube(CONTROLLER), body, spec, first_sight(body, CONDITIONS))
     status = body.get("status") or {}
     fields: dict[str, Any] = {"url": build.tracking_url(step.name, step.namespace)}
@@ -330,6 +336,64 @@ async def bucket_lifecycle(
         return previous
     step.updates.append(lifecycle.lifecycle_condition(sync.decision))
     return sync.applied.to_dict() if sync.applied is not None else None
+
+
+# ------------------------------------------------------------------------------------------------ deletion
+
+
+def needs_cleanup(spec: TrackingServerSpec | None) -> bool:
+    """Only deletionPolicy: Delete has work outside the cluster (the bucket's rules): only then a finalizer,
+    so that with Retain (the default) deleting never waits for the operator."""
+    return spec is not None and spec.deletion_policy == "Delete"
+
+
+async def ensure_finalizer(rt: Runtime, body: dict[str, Any], wanted: bool) -> None:
+    finalizers = list(body["metadata"].get("finalizers") or [])
+    if (FINALIZER in finalizers) == wanted:
+        return
+    updated = [*finalizers, FINALIZER] if wanted else [f for f in finalizers if f != FINALIZER]
+    # resourceVersion makes this an optimistic update: a concurrent change fails it and we retry.
+    await rt.status.patch_metadata(
+        TRACKING_SERVER.kind,
+        body["metadata"]["name"],
+        body["metadata"]["namespace"],
+        {"finalizers": updated, "resourceVersion": body["metadata"]["resourceVersion"]},
+    )
+
+
+async def finalize(rt: Runtime, body: dict[str, Any], spec: TrackingServerSpec | None) -> float | None:
+    """Remove the operator's lifecycle rules from the bucket (children go with their owner references).
+    An unreachable bucket is retried with backoff for CLEANUP_DEADLINE, then given up with a Warning, so
+    deletion never hangs forever."""
+    if FINALIZER not in (body["metadata"].get("finalizers") or []):
+        return None
+    now = rt.now()
+    if spec is not None:
+        try:
+            await remove_lifecycle_rules(rt, body, spec)
+        except (SecretProblem, S3LifecycleError) as problem:
+            deleted_at = datetime.fromisoformat(body["metadata"]["deletionTimestamp"].replace("Z", "+00:00"))
+            if now - deleted_at < CLEANUP_DEADLINE:
+                return WAIT_SECONDS
+            await rt.status.post_event(
+                body,
+                "Warning",
+                "CleanupAbandoned",
+                f"bucket lifecycle rules not removed after {CLEANUP_DEADLINE}: {problem}",
+                cond.rfc3339(now),
+            )
+    await ensure_finalizer(rt, body, wanted=False)
+    return None
+
+
+async def remove_lifecycle_rules(rt: Runtime, body: dict[str, Any], spec: TrackingServerSpec) -> None:
+    applied = lifecycle.AppliedLifecycle.from_dict((body.get("status") or {}).get("lifecycle"))
+    if applied is None or not applied.rule_ids:
+        return
+    step = Pass(rt, rt.kube(CONTROLLER), body, spec, [])
+    key_id, secret_key = await s3_keys(step)
+    bucket = await BucketLifecycle.open_async(S3Endpoint.for_artifacts(spec.artifacts.s3, key_id, secret_key))
+    await bucket.reconcile_async([], applied)
 
 
 __all__ = ["INVALID_SPEC", "reconcile"]
