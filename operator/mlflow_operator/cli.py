@@ -15,7 +15,9 @@ def _run(args: argparse.Namespace) -> int:
     # Imported here: `crds` (used at build time) should not pay for loading kopf and the handlers.
     import kopf  # noqa: PLC0415
 
-    import mlflow_operator.handlers  # noqa: F401, PLC0415 - registers the handlers
+    from mlflow_operator import handlers  # noqa: PLC0415 - importing registers the handlers
+
+    handlers.configure(resync_seconds=args.resync_seconds)
 
     if not args.all_namespaces and not args.namespace:
         print("mlflow-operator run: give --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
@@ -65,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness probe endpoint URL")
     run.add_argument("--log-format", choices=["json", "text"], default="json", help="log line format")
     run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=60.0,
+        help="how often every resource is compared with the cluster even when nothing changed",
+    )
     run.set_defaults(func=_run)
 
     crds = commands.add_parser("crds", help="print the CustomResourceDefinitions, or write them to a folder")

@@ -24,6 +24,7 @@ from mlflow_operator.api import KINDS
 from tests.kube import ROOT, Kubectl, eventually, find_kubectl
 
 NAMESPACE_PREFIX = "mlflow-e2e-"
+RESYNC_SECONDS = 5
 _server_version: dict[str, str] = {}
 
 
@@ -91,6 +92,9 @@ def operator(kubeconfig: str, crds: None, tmp_path_factory: pytest.TempPathFacto
                 "--log-format",
                 "text",
                 "--verbose",
+                # Short, so the tests see idle resyncs happen (and write nothing).
+                "--resync-seconds",
+                str(RESYNC_SECONDS),
             ],
             env={**os.environ, "KUBECONFIG": kubeconfig},
             stdout=log,

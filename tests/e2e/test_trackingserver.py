@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e.conftest import RESYNC_SECONDS
 from tests.integration.s3_servers import S3Server, moto_server
 from tests.kube import ROOT, Kubectl, condition, eventually
 
@@ -294,3 +296,27 @@ def test_delete_policy_removes_data_and_only_our_bucket_rules(
         timeout=90,
         what="database volume deleted",
     )
+
+
+def resource_versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    kinds = "trackingservers,deployments,statefulsets,services,configmaps,secrets,jobs,cronjobs,pdb,networkpolicies"
+    items = json.loads(kubectl.run("get", kinds, "-n", namespace, "-o", "json").stdout)["items"]
+    return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
+
+
+def test_idle_resync_changes_nothing(kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server) -> None:
+    bucket = s3.create_bucket()
+    apply_all(kubectl, stack(s3, bucket), namespace)
+    wait_ready(kubectl, namespace)
+    eventually(
+        lambda: (c := condition(kubectl.get("trackingserver", "mlflow", namespace), "Ready")) and c["status"] == "True",
+        what="ready",
+    )
+    time.sleep(RESYNC_SECONDS + 1)  # let any converging pass finish
+    before = resource_versions(kubectl, namespace)
+    time.sleep(3 * RESYNC_SECONDS)  # at least two full resyncs of every object
+    after = resource_versions(kubectl, namespace)
+    assert len(before) > 15
+    assert after == before, {
+        k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)
+    }

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from mlflow_operator.handlers.controller import Controller, backoff_seconds
 from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
-from mlflow_operator.logic.trackingserver import decide_migration, parse_version
+from mlflow_operator.logic.trackingserver import decide_migration, parse_version, retry_failed_migration
 
 
 def test_first_migration_runs_once_the_database_is_ready() -> None:
@@ -151,3 +152,12 @@ def test_controller_retries_failures_with_backoff_and_forgets_deleted_objects() 
     gaps = [round(later - earlier) for earlier, later in itertools.pairwise(attempts)]
     assert gaps == [1, 2]
     assert controller.objects == {}
+
+
+def test_a_failed_migration_is_retried_after_a_while() -> None:
+    job = {
+        "status": {"conditions": [{"type": "Failed", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    }
+    assert not retry_failed_migration(job, datetime(2026, 1, 1, 0, 4, tzinfo=UTC))
+    assert retry_failed_migration(job, datetime(2026, 1, 1, 0, 5, tzinfo=UTC))
+    assert not retry_failed_migration({"status": {}}, datetime(2026, 1, 2, tzinfo=UTC))

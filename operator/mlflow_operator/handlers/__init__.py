@@ -64,6 +64,12 @@ for _group, _version, _plural in WATCHED_CHILDREN:
             CONTROLLERS[owner[0]].enqueue(owner[1])
 
 
+def configure(resync_seconds: float) -> None:
+    """Set before the operator starts (the CLI's --resync-seconds)."""
+    for controller in CONTROLLERS.values():
+        controller.resync_seconds = resync_seconds
+
+
 @kopf.on.startup()
 async def _start(**_: Any) -> None:
     start_runtime()
@@ -78,4 +84,4 @@ async def _stop(**_: Any) -> None:
     await runtime().client.close()
 
 
-__all__ = ["CONTROLLERS", "modeldeployment", "operator_settings", "registeredmodel", "trackingserver"]
+__all__ = ["CONTROLLERS", "configure", "modeldeployment", "operator_settings", "registeredmodel", "trackingserver"]

@@ -24,7 +24,7 @@ from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import lifecycle
 from mlflow_operator.logic.conditions import ConditionUpdate
 from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
-from mlflow_operator.logic.trackingserver import decide_migration, phase
+from mlflow_operator.logic.trackingserver import decide_migration, phase, retry_failed_migration
 
 CONTROLLER = "trackingserver"
 DATABASE_READY, POOLER_READY, MIGRATED = "DatabaseReady", "PoolerReady", "Migrated"
@@ -240,6 +240,10 @@ async def migration(step: Pass, inputs: build.TrackingServerInputs, status: dict
     decision = decide_migration(
         desired, status.get("migratedVersion"), status.get("version"), database_ready, state, message
     )
+    if job is not None and state == "Failed" and retry_failed_migration(job, step.rt.now()):
+        # Deleting the failed Job lets the next pass run the migration again (a retry with backoff).
+        await step.kube.delete("batch/v1", "Job", job_name, step.namespace)
+        step.converging = True
     if decision.action == "run":
         # The Job reads the direct URI from the backend Secret: apply it first.
         await step.apply([build.get_backend_secret(inputs), build.get_migration_job(inputs, desired)])

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from mlflow_operator.logic.conditions import ConditionUpdate
 from mlflow_operator.logic.readiness import JobState
@@ -107,3 +108,21 @@ def phase(ready: bool, conditions_failed: bool, migrating: bool, serving: str | 
     if migrating:
         return "Migrating"
     return "Provisioning" if serving is None else "Pending"
+
+
+# After Kubernetes' own retries (the Job's backoffLimit) are exhausted, a failed migration is tried again
+# this long after it failed: a database that was down recovers without anyone touching the resource.
+MIGRATION_RETRY_AFTER = timedelta(minutes=5)
+
+
+def job_failed_at(job: dict[str, Any]) -> datetime | None:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            stamp = condition.get("lastTransitionTime")
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+    return None
+
+
+def retry_failed_migration(job: dict[str, Any], now: datetime) -> bool:
+    failed_at = job_failed_at(job)
+    return failed_at is not None and now - failed_at >= MIGRATION_RETRY_AFTER
