@@ -8,6 +8,8 @@ never overwritten.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import shlex
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -251,25 +253,34 @@ def render_auth_config(inputs: TrackingServerInputs) -> str:
             raise ValueError("admin credentials cannot contain newlines")
         if value != value.strip() or not value:
             raise ValueError("admin credentials cannot be empty or start or end with whitespace")
+    # MLflow reads the file with configparser's default interpolation, where a lone % is an error
+    # ("'%' must be followed by '%' or '('") and the URI percent-encodes the database password: double it.
+    database_uri, username, password = (
+        value.replace("%", "%%") for value in (backend_uris(inputs)["pooled-uri"], admin.username, admin.password)
+    )
     lines = [
         "[mlflow]",
         "default_permission = READ",
-        f"database_uri = {backend_uris(inputs)['pooled-uri']}",
-        f"admin_username = {admin.username}",
-        f"admin_password = {admin.password}",
+        f"database_uri = {database_uri}",
+        f"admin_username = {username}",
+        f"admin_password = {password}",
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
     ]
     return "\n".join(lines) + "\n"
 
 
+def flask_secret_key(admin: Credentials) -> str:
+    """MLFLOW_FLASK_SERVER_SECRET_KEY, which `mlflow server --app-name basic-auth` refuses to start without
+    (it signs CSRF tokens, so every worker and replica needs the same one). Derived from the admin password
+    with HMAC: stable across reconciles without storing another generated secret, unguessable without it."""
+    return hmac.new(admin.password.encode(), b"mlflow-operator/flask-secret-key", hashlib.sha256).hexdigest()
+
+
 def get_auth_config_secret(inputs: TrackingServerInputs) -> Obj:
-    return _secret(
-        inputs.names.auth_config,
-        inputs.namespace,
-        COMPONENT_SERVER,
-        inputs.name,
-        {"basic_auth.ini": render_auth_config(inputs)},
-    )
+    data = {"basic_auth.ini": render_auth_config(inputs)}
+    if inputs.admin_credentials is not None:  # render_auth_config has refused it otherwise
+        data["flask-secret-key"] = flask_secret_key(inputs.admin_credentials)
+    return _secret(inputs.names.auth_config, inputs.namespace, COMPONENT_SERVER, inputs.name, data)
 
 
 # --------------------------------------------------------------------------------------------- postgres
@@ -616,7 +627,7 @@ def get_migration_job(inputs: TrackingServerInputs, version: str) -> Obj:
 
 
 def allowed_hosts(name: str, namespace: str, spec: TrackingServerSpec) -> list[str]:
-    """Host headers MLflow's security middleware accepts. Passing --allowed-hosts replaces its defaults
+    """Host headers MLflow's security middleware accepts. Setting allowed hosts replaces its defaults
     (localhost and private IPs), so list those too: probes and scrapes use the pod IP."""
     hosts = [
         name,
@@ -670,8 +681,6 @@ def tracking_server_args(inputs: TrackingServerInputs) -> list[str]:
         str(spec.workers),
         "--gunicorn-opts",
         gunicorn_options(spec),
-        "--allowed-hosts",
-        ",".join(allowed_hosts(inputs.name, inputs.namespace, spec)),
     ]
     if spec.metrics is None or spec.metrics.enabled:
         args += ["--expose-prometheus", PROMETHEUS_DIR]
@@ -700,6 +709,9 @@ def tracking_server_env(inputs: TrackingServerInputs) -> list[Obj]:
                 "MLFLOW_DISABLE_TELEMETRY": "true",
                 "HOME": "/tmp",
                 "AWS_DEFAULT_REGION": s3.region,
+                # `mlflow server` refuses --allowed-hosts next to --gunicorn-opts ("only supported with the
+                # default uvicorn server"), but the Flask app gunicorn serves reads this variable itself.
+                "MLFLOW_SERVER_ALLOWED_HOSTS": ",".join(allowed_hosts(inputs.name, inputs.namespace, spec)),
             }
         ),
     ]
@@ -712,7 +724,10 @@ def tracking_server_env(inputs: TrackingServerInputs) -> list[Obj]:
             secret_env("AWS_SECRET_ACCESS_KEY", creds.name, creds.secret_access_key_key),
         ]
     if spec.auth is not None and spec.auth.enabled:
-        env.append({"name": "MLFLOW_AUTH_CONFIG_PATH", "value": "/etc/mlflow-auth/basic_auth.ini"})
+        env += [
+            {"name": "MLFLOW_AUTH_CONFIG_PATH", "value": "/etc/mlflow-auth/basic_auth.ini"},
+            secret_env("MLFLOW_FLASK_SERVER_SECRET_KEY", names.auth_config, "flask-secret-key"),
+        ]
     return env
 
 
@@ -748,7 +763,10 @@ def get_tracking_deployment(inputs: TrackingServerInputs) -> Obj:
         volumes.append({"name": "auth", "secret": {"secretName": names.auth_config}})
         mounts.append({"name": "auth", "mountPath": "/etc/mlflow-auth", "readOnly": True})
     annotations = {CONFIG_HASH_ANNOTATION: server_config_hash(inputs)}
-    if spec.metrics is None or spec.metrics.enabled:
+    auth_enabled = spec.auth is not None and spec.auth.enabled
+    # With basic auth, MLflow protects /metrics too (only /health and static files are open), so an
+    # anonymous annotation-based scrape would only collect 401s: scrape with the admin credentials instead.
+    if (spec.metrics is None or spec.metrics.enabled) and not auth_enabled:
         annotations.update(
             {"prometheus.io/scrape": "true", "prometheus.io/port": str(MLFLOW_PORT), "prometheus.io/path": "/metrics"}
         )

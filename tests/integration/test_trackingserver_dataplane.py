@@ -1,0 +1,370 @@
+"""The example TrackingServer, as the operator renders it, serving the real MLflow client.
+
+Postgres <- PgBouncer (the rendered pgbouncer.ini and userlist.txt) <- `mlflow server` (the rendered argv and
+env, basic auth from the rendered basic_auth.ini) -> MinIO (artifacts, proxied by the server). The schema is
+migrated by the rendered migration Job's command, straight on Postgres. tests/integration/rendered.py does the
+only rewrites: addresses, mount paths and Secret values.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlflow_operator.builders.trackingserver import (
+    Credentials,
+    TrackingServerInputs,
+    get_migration_job,
+    get_pgbouncer_config,
+)
+from tests.integration import rendered
+from tests.integration.dataplane import (
+    MlflowServer,
+    PgBouncer,
+    Postgres,
+    free_port,
+    log_tails,
+    run_checked,
+    run_mlflow,
+    run_server_python,
+    wait_for,
+)
+from tests.integration.s3_servers import S3Server, minio_server
+
+NAMESPACE = "mlflow-dataplane"
+HOSTILE_PASSWORD = "p@ss:w/rd%\"' ;#\\ x"
+CLIENT_TIMEOUT = 300  # logging a model imports pandas and pickles it: slow on a busy 2-core machine
+
+# Runs in the server's virtualenv (the full mlflow package); prints what it read back as one JSON line.
+CLIENT_SCRIPT = """\
+import json, os, pathlib, tempfile
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+
+params = json.loads(os.environ["TEST_PARAMS"])
+
+
+class AddN(mlflow.pyfunc.PythonModel):
+    def __init__(self, n):
+        self.n = n
+
+    def predict(self, context, model_input, params=None):
+        return model_input["x"] + self.n
+
+
+client = MlflowClient()
+experiment_id = mlflow.create_experiment(params["experiment"])
+workdir = pathlib.Path(tempfile.mkdtemp())
+note = workdir / "hello.txt"
+note.write_text("hello from the rendered server\\n")
+with mlflow.start_run(experiment_id=experiment_id) as run:
+    mlflow.log_params({"alpha": "0.5", "optimizer": "adam"})
+    for step, loss in enumerate([0.9, 0.5, 0.25]):
+        mlflow.log_metric("loss", loss, step=step)
+    mlflow.log_artifact(str(note), artifact_path="notes")
+    # Pinned requirements: inferring them would load the model in yet another process.
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=AddN(10), registered_model_name=params["model"],
+        pip_requirements=["mlflow==" + mlflow.__version__],
+    )
+run_id = run.info.run_id
+read = client.get_run(run_id)
+downloaded = client.download_artifacts(run_id, "notes/hello.txt", str(workdir / "download"))
+registered = client.get_registered_model(params["model"])
+version = client.get_model_version(params["model"], info.registered_model_version)
+found = client.search_model_versions(f"name='{params['model']}'")
+loaded = mlflow.pyfunc.load_model(f"models:/{params['model']}/{version.version}")
+print(json.dumps({
+    "experiment_id": experiment_id,
+    "run_id": run_id,
+    "model_id": info.model_id,
+    "artifact_location": client.get_experiment(experiment_id).artifact_location,
+    "params": read.data.params,
+    "latest_loss": read.data.metrics["loss"],
+    "loss_history": [[m.step, m.value] for m in client.get_metric_history(run_id, "loss")],
+    "artifacts": [f.path for f in client.list_artifacts(run_id, "notes")],
+    "downloaded": pathlib.Path(downloaded).read_text(),
+    "registered_name": registered.name,
+    "version": version.version,
+    "version_status": version.status,
+    "version_run_id": version.run_id,
+    "version_source": version.source,
+    "found_versions": sorted((v.name, v.version) for v in found),
+    "prediction": loaded.predict(pd.DataFrame({"x": [1, 2]})).tolist(),
+}))
+"""
+
+# The hostile-password test needs only the database: runs and params, no artifacts or models.
+DATABASE_SCRIPT = """\
+import json, os
+import mlflow
+from mlflow import MlflowClient
+
+params = json.loads(os.environ["TEST_PARAMS"])
+experiment_id = mlflow.create_experiment(params["experiment"])
+with mlflow.start_run(experiment_id=experiment_id) as run:
+    mlflow.log_param("password", "hostile")
+    mlflow.log_metric("ok", 1.0)
+read = MlflowClient().get_run(run.info.run_id)
+print(json.dumps({"params": read.data.params, "metrics": read.data.metrics}))
+"""
+
+
+@dataclass
+class Plane:
+    """The rendered data plane, running."""
+
+    inputs: TrackingServerInputs
+    postgres: Postgres
+    pgbouncer: PgBouncer
+    server: MlflowServer
+    s3: S3Server
+    bucket: str
+    secrets: rendered.SecretValues
+
+
+@pytest.fixture(scope="module")
+def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with minio_server(tmp_path_factory.mktemp("minio")) as server:
+        yield server
+
+
+def tracking_inputs(s3: S3Server, bucket: str, database: Credentials) -> TrackingServerInputs:
+    """The example TrackingServer on the local MinIO, with the resolved credentials a handler passes."""
+    spec = rendered.example_spec(s3_endpoint=s3.endpoint_url, bucket=bucket)
+    admin = Credentials("admin", secrets.token_urlsafe(24))  # as the operator generates it
+    return TrackingServerInputs("mlflow", NAMESPACE, spec, spec.version, database, admin)
+
+
+def migrate(inputs: TrackingServerInputs, local_secrets: rendered.SecretValues) -> None:
+    """Runs the migration Job's container command, $(MLFLOW_DIRECT_URI) expanded from the direct URI."""
+    job = get_migration_job(inputs, inputs.spec.version)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    argv = rendered.container_argv(container, local_secrets)
+    assert argv[:3] == ["mlflow", "db", "upgrade"] and "$(" not in argv[3], argv[:3]
+    run_mlflow(argv[1:])
+
+
+def start_pgbouncer(stack: ExitStack, inputs: TrackingServerInputs, postgres: Postgres, logs: Path) -> PgBouncer:
+    files = rendered.pgbouncer_files(inputs, (postgres.host, postgres.port))
+    pgbouncer = stack.enter_context(PgBouncer(files.ini, files.userlist, overrides=files.overrides, log_dir=logs))
+    # What PgBouncer runs differs from the ConfigMap in addresses and the userlist path only.
+    changed = rendered.pgbouncer_changes(files.ini, pgbouncer.config_path.read_text())
+    relocated = {("pgbouncer", key) for key in rendered.PGBOUNCER_RELOCATED}
+    assert changed == relocated | {("databases", get_pgbouncer_config(inputs).database)}, changed
+    return pgbouncer
+
+
+def tracking_server(inputs: TrackingServerInputs, local: rendered.SecretValues, workdir: Path) -> MlflowServer:
+    """The server from the rendered argv and env, its files (HOME, Prometheus, basic_auth.ini) in workdir."""
+    home, prometheus = workdir / "home", workdir / "prometheus"
+    home.mkdir()
+    prometheus.mkdir()
+    auth_config = rendered.write_auth_config(inputs, local, workdir)
+    argv = rendered.server_argv(inputs, free_port(), prometheus)
+    env = rendered.server_env(inputs, local, home=home, auth_config=auth_config)
+    return MlflowServer(argv, env=env, log_dir=workdir / "logs")
+
+
+@contextmanager
+def rendered_plane(
+    postgres: Postgres, inputs: TrackingServerInputs, s3: S3Server, bucket: str, workdir: Path
+) -> Iterator[Plane]:
+    """PgBouncer, the migration and the server, in the operator's order; log tails printed on failure."""
+    services: list[Postgres | PgBouncer | MlflowServer] = [postgres]
+    try:
+        with ExitStack() as stack:
+            pgbouncer = start_pgbouncer(stack, inputs, postgres, workdir / "logs")
+            services.append(pgbouncer)
+            local = rendered.local_secrets(
+                inputs,
+                postgres=(postgres.host, postgres.port),
+                pgbouncer=(pgbouncer.host, pgbouncer.port),
+                s3_keys=(s3.access_key_id, s3.secret_access_key),
+            )
+            migrate(inputs, local)
+            server = tracking_server(inputs, local, workdir)
+            services.append(server)
+            stack.enter_context(server)
+            yield Plane(inputs, postgres, pgbouncer, server, s3, bucket, local)
+    except BaseException:
+        # pytest shows a failing test's captured output: the logs of everything involved.
+        print(log_tails(*services), f"--- minio ---\n{s3.log_tail()}", sep="\n")
+        raise
+
+
+# --- talking to the plane -----------------------------------------------------------------------------------
+
+
+def run_client(plane: Plane, script: str, params: dict[str, str]) -> dict[str, Any]:
+    """A client script with the admin's credentials, as a user of the server would run it."""
+    admin = plane.inputs.admin_credentials
+    assert admin is not None
+    env = {
+        "MLFLOW_TRACKING_URI": plane.server.url,
+        "MLFLOW_TRACKING_USERNAME": admin.username,
+        "MLFLOW_TRACKING_PASSWORD": admin.password,
+        "TEST_PARAMS": json.dumps(params),
+    }
+    output = run_server_python(script, env=env, timeout=CLIENT_TIMEOUT)
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
+def http_get(url: str, credentials: Credentials | None = None, *, host: str | None = None) -> tuple[int, str, str]:
+    """Status, Content-Type and body of a GET, with basic auth when credentials are given and the Host
+    header a client of the Service (or an attacker) would send."""
+    headers = {"Host": host} if host else {}
+    if credentials is not None:
+        token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status), response.headers.get("Content-Type", ""), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Content-Type", ""), error.read().decode(errors="replace")
+
+
+def pgbouncer_servers(plane: Plane) -> int:
+    """Server connections PgBouncer holds, from its admin console through the exporter's rendered
+    connection string (stats_users lets the database user in)."""
+    uri = plane.secrets[(plane.inputs.names.pooler_auth, "exporter-connection-string")]
+    psql = plane.postgres.bin_dir / "psql"
+    # The console speaks the simple query protocol only; -X skips any psqlrc.
+    output = run_checked([str(psql), uri, "-X", "-tA", "-c", "SHOW SERVERS"], what="SHOW SERVERS", timeout=30)
+    return len([line for line in output.splitlines() if line.strip()])
+
+
+def bucket_objects(plane: Plane) -> dict[str, bytes]:
+    client = plane.s3.client()
+    listing = client.list_objects_v2(Bucket=plane.bucket)
+    keys = [item["Key"] for item in listing.get("Contents", [])]
+    return {key: client.get_object(Bucket=plane.bucket, Key=key)["Body"].read() for key in keys}
+
+
+def set_role_password(postgres: Postgres, password: str) -> None:
+    """ALTER ROLE with the password as a standard SQL literal (quotes doubled, backslashes literal)."""
+    literal = "'" + password.replace("'", "''") + "'"
+    postgres.psql(f"ALTER ROLE {postgres.user} PASSWORD {literal}")
+    postgres.password = password
+
+
+# --- tests ----------------------------------------------------------------------------------------------------
+
+
+def test_example_tracking_server_serves_the_mlflow_client(minio: S3Server, tmp_path: Path) -> None:
+    bucket = minio.create_bucket()
+    with Postgres(log_dir=tmp_path / "logs") as postgres:
+        inputs = tracking_inputs(minio, bucket, Credentials(postgres.user, postgres.password))
+        with rendered_plane(postgres, inputs, minio, bucket, tmp_path) as plane:
+            with postgres.sample_connections() as sampler:
+                read = run_client(plane, CLIENT_SCRIPT, {"experiment": "rendered", "model": "add-ten"})
+            print(f"peak Postgres connections: {sampler.peak}; objects: {sorted(bucket_objects(plane))}")
+            assert_tracking_and_registry(read)
+            assert_artifacts_in_bucket(plane, read)
+            assert_auth_and_metrics(plane)
+            assert_allowed_hosts(plane)
+            assert_pooled_connections(plane, sampler.peak)
+
+
+def assert_tracking_and_registry(read: dict[str, Any]) -> None:
+    assert read["params"] == {"alpha": "0.5", "optimizer": "adam"}
+    assert read["latest_loss"] == 0.25
+    assert sorted(read["loss_history"]) == [[0, 0.9], [1, 0.5], [2, 0.25]]
+    # Proxied artifacts: the client knows only the server; the server holds the S3 credentials.
+    assert read["artifact_location"] == f"mlflow-artifacts:/{read['experiment_id']}"
+    assert read["artifacts"] == ["notes/hello.txt"]
+    assert read["downloaded"] == "hello from the rendered server\n"
+    assert read["registered_name"] == "add-ten"
+    assert (read["version"], read["version_status"], read["version_run_id"]) == ("1", "READY", read["run_id"])
+    assert read["version_source"] == f"models:/{read['model_id']}"
+    assert read["found_versions"] == [["add-ten", "1"]]
+    assert read["prediction"] == [11, 12]
+
+
+def assert_artifacts_in_bucket(plane: Plane, read: dict[str, Any]) -> None:
+    """The server wrote the objects under artifacts.s3.prefix, runs and logged models apart."""
+    objects = bucket_objects(plane)
+    prefix = f"{plane.inputs.spec.artifacts.s3.prefix}/{read['experiment_id']}"
+    assert all(key.startswith(prefix + "/") for key in objects), sorted(objects)
+    assert objects[f"{prefix}/{read['run_id']}/artifacts/notes/hello.txt"] == b"hello from the rendered server\n"
+    model = f"{prefix}/models/{read['model_id']}/artifacts"
+    assert {f"{model}/MLmodel", f"{model}/python_model.pkl"} <= set(objects), sorted(objects)
+
+
+def assert_auth_and_metrics(plane: Plane) -> None:
+    admin = plane.inputs.admin_credentials
+    assert admin is not None
+    url = plane.server.url
+    api = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert http_get(api)[0] == 401
+    assert http_get(api, Credentials(admin.username, admin.password + "-wrong"))[0] == 401
+    assert http_get(api, admin)[0] == 200
+    assert http_get(f"{url}/health")[0] == 200  # probes need no credentials
+    status, content_type, body = http_get(f"{url}/metrics", admin)
+    assert (status, content_type.split(";")[0]) == (200, "text/plain"), body[:500]
+    assert "# TYPE mlflow_http_request_total counter" in body, body[:2000]
+    assert 'mlflow_http_request_total{method="POST",status="200"}' in body, body[:2000]
+    # Basic auth guards /metrics too: a scrape without credentials is refused.
+    assert http_get(f"{url}/metrics")[0] == 401
+
+
+def assert_allowed_hosts(plane: Plane) -> None:
+    """The rendered allowed hosts are in force under gunicorn: the Service name passes, others do not."""
+    admin = plane.inputs.admin_credentials
+    api = f"{plane.server.url}/api/2.0/mlflow/experiments/search?max_results=1"
+    service = f"{plane.inputs.name}.{plane.inputs.namespace}.svc:5000"
+    assert http_get(api, admin, host=service)[0] == 200
+    assert http_get(api, admin, host="attacker.example:5000")[0] == 403
+
+
+def assert_pooled_connections(plane: Plane, peak: int) -> None:
+    """Postgres saw no more connections than PgBouncer's pool, and every one of them is PgBouncer's."""
+    pooler = plane.inputs.spec.database.pooler
+    assert 1 <= peak <= min(pooler.default_pool_size, pooler.max_db_connections), peak
+    # Idle now: the counts settle once logins finish (server_idle_timeout is far away).
+    assert wait_for(lambda: plane.postgres.server_connections() == pgbouncer_servers(plane), timeout=10), (
+        plane.postgres.server_connections(),
+        pgbouncer_servers(plane),
+    )
+
+
+def test_hostile_database_password_works_through_rendered_uris_and_userlist(minio: S3Server, tmp_path: Path) -> None:
+    bucket = minio.create_bucket()
+    with Postgres(log_dir=tmp_path / "logs") as postgres:
+        set_role_password(postgres, HOSTILE_PASSWORD)
+        assert_password_checked(postgres, HOSTILE_PASSWORD)
+        inputs = tracking_inputs(minio, bucket, Credentials(postgres.user, HOSTILE_PASSWORD))
+        # The migration (direct URI), PgBouncer (userlist.txt, both ways) and the server's start-up
+        # (pooled URI; basic_auth.ini's database_uri) all used the password to get this far.
+        with rendered_plane(postgres, inputs, minio, bucket, tmp_path) as plane:
+            read = run_client(plane, DATABASE_SCRIPT, {"experiment": "hostile"})
+            assert read == {"params": {"password": "hostile"}, "metrics": {"ok": 1.0}}
+            # The admin's credentials are checked against the auth store, through PgBouncer.
+            api = f"{plane.server.url}/api/2.0/mlflow/experiments/search?max_results=1"
+            assert http_get(api, plane.inputs.admin_credentials)[0] == 200
+            assert pgbouncer_servers(plane) >= 1  # the exporter's connection string carries the password too
+
+
+def assert_password_checked(postgres: Postgres, password: str) -> None:
+    """The role has exactly this password, and Postgres checks it (scram-sha-256, not trust)."""
+    argv = [str(postgres.bin_dir / "psql"), "-h", postgres.host, "-p", str(postgres.port), "-U", postgres.user]
+    argv += ["-d", postgres.dbname, "-X", "-tA", "-c", "SELECT 1"]
+    for attempt, expected in ((password, 0), (password[:-1], 2)):
+        result = subprocess.run(
+            argv, env={"PGPASSWORD": attempt}, capture_output=True, text=True, timeout=30, check=False
+        )
+        assert result.returncode == expected, result.stderr
