@@ -1,0 +1,481 @@
+"""The MLflow model registry of one server, through mlflow-skinny's REST store, with per-client credentials.
+
+Credentials. `MlflowClient` has no credentials parameter: for an http(s) registry URI it builds
+`mlflow.store.model_registry.rest_store.RestStore(partial(get_default_host_creds, uri))`, and
+`get_default_host_creds` reads MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN from the process environment (or
+~/.mlflow/credentials). The operator talks to many servers with different credentials from several worker
+threads, so setting those variables is not an option. The RestStore under MlflowClient takes its
+credentials from a `get_host_creds` callable, documented as "invoked prior to every REST request", and is
+the supported seam: this adapter builds that store with a callable returning this server's
+`MlflowHostCreds(host, username/password or token)`. The requests are MLflow's own (`http_request`: the
+Authorization header, TLS options, request-header plugins, its retrying session) and so are the entities
+(RegisteredModel, ModelVersion) — exactly what MlflowClient would send and return.
+
+Timeouts and retries. MLflow's `call_endpoint` reads them from process-wide variables too
+(MLFLOW_HTTP_REQUEST_TIMEOUT 120 s, MLFLOW_HTTP_REQUEST_MAX_RETRIES 7, exponential backoff factor 2 and,
+with MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER, whatever a Retry-After header asks): minutes per call.
+`_call_endpoint`, the store's one funnel to the network, is overridden to pass this client's bounds to
+`http_request` explicitly (and to count calls). CreateModelVersion is never retried by the HTTP layer: a
+retry after a read timeout could register the version twice; the next reconcile pass finds the version by
+its idempotency tag instead.
+
+Every call blocks, and a blocking call inside kopf's event loop freezes the whole operator, so async
+handlers use the `*_async` methods: a worker thread, bounded by `asyncio.wait_for` (a thread cannot be
+cancelled: it ends on its own within the per-request bounds).
+
+Errors become a small hierarchy whose `reason` is the Synced condition's reason (the REASON_* constants of
+mlflow_operator.logic.registeredmodel); `code` is MLflow's error code when there is one.
+
+mlflow is imported on first use, through `_mlflow()`: it takes about a second and tens of MiB, and an
+operator without RegisteredModels never needs it. Its modules come back typed as Any: mlflow ships
+py.typed but most of its functions are unannotated, which strict mypy would refuse to call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from mlflow_operator.logic.registeredmodel import (
+    REASON_MODEL_NOT_FOUND,
+    REASON_REGISTRY_ERROR,
+    REASON_REGISTRY_UNAVAILABLE,
+    REASON_UNAUTHORIZED,
+    REASON_VERSION_NOT_FOUND,
+    Action,
+    CreateModel,
+    DeleteAlias,
+    DeleteTag,
+    DesiredModel,
+    ObservedModel,
+    ObservedVersion,
+    RegisterVersion,
+    SetAlias,
+    SetDescription,
+    SetTag,
+    SyncPlan,
+    plan_sync,
+)
+
+T = TypeVar("T")
+
+# MLflow error codes (mlflow.protos.databricks_pb2.ErrorCode names), grouped by what the operator reports.
+UNAUTHORIZED_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "CUSTOMER_UNAUTHORIZED", "UNAUTHORIZED"})
+NOT_FOUND_CODE = "RESOURCE_DOES_NOT_EXIST"
+ALREADY_EXISTS_CODES = frozenset({"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"})
+# The registry's APIs that only read (all GETs); everything else writes.
+READ_APIS = frozenset({"GetRegisteredModel", "SearchModelVersions", "GetModelVersion", "GetModelVersionByAlias"})
+# The one write that is not idempotent: each successful request adds a version.
+NON_IDEMPOTENT_APIS = frozenset({"CreateModelVersion"})
+VERSIONS_PAGE_SIZE = 1000  # the server's default page is 10000 and its maximum 200000
+MAX_VERSION_PAGES = 200
+# Passes of one sync: the plan, and its follow-up when aliases wait for versions registered by the first.
+MAX_PASSES = 2
+
+
+def _mlflow(module: str) -> Any:
+    """An mlflow module, imported on first use."""
+    return importlib.import_module(f"mlflow.{module}")
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+
+class RegistryError(Exception):
+    """A registry call failed; `reason` is the Synced condition reason, `code` MLflow's error code if any."""
+
+    reason: str = REASON_REGISTRY_ERROR
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class RegistryUnavailable(RegistryError):
+    """No answer (connection refused, timeout) or a server error (5xx), after the bounded retries."""
+
+    reason = REASON_REGISTRY_UNAVAILABLE
+
+
+class Unauthorized(RegistryError):
+    """Credentials refused (401) or not allowed to do this (403)."""
+
+    reason = REASON_UNAUTHORIZED
+
+
+class ModelNotFound(RegistryError):
+    reason = REASON_MODEL_NOT_FOUND
+
+
+class VersionNotFound(RegistryError):
+    reason = REASON_VERSION_NOT_FOUND
+
+
+def _has_transport_cause(error: BaseException) -> bool:
+    """Whether `requests` failed underneath: MLflow wraps those into a generic MlflowException whose code
+    (INTERNAL_ERROR) does not tell a refused connection from a server bug."""
+    exceptions = importlib.import_module("requests.exceptions")  # mlflow's own dependency, loaded with it
+    transport = (exceptions.ConnectionError, exceptions.Timeout, exceptions.RetryError)
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, transport):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def translate_error(error: Exception, what: str, uri: str) -> RegistryError:
+    """The RegistryError for an exception raised by the MLflow store while doing `what`."""
+    if isinstance(error, RegistryError):
+        return error
+    if _has_transport_cause(error):
+        return RegistryUnavailable(f"MLflow at {uri} unreachable while {what}: {error}")
+    if not isinstance(error, _mlflow("exceptions").MlflowException):
+        return RegistryError(f"{what} failed: {type(error).__name__}: {error}")
+    code = str(error.error_code)
+    message = f"{what}: {code}: {error.message}"
+    if code in UNAUTHORIZED_CODES:
+        return Unauthorized(f"MLflow at {uri} refused the credentials ({message})", code)
+    if code == NOT_FOUND_CODE:
+        return ModelNotFound(message, code)
+    if error.get_http_status_code() >= 500:
+        return RegistryUnavailable(f"MLflow at {uri} failed ({message})", code)
+    return RegistryError(message, code)
+
+
+# --- configuration and call accounting ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegistryEndpoint:
+    """Where the registry is, how to authenticate, and how long to wait.
+
+    Credentials: username and password (MLflow basic auth) or a bearer token (which wins, as in MLflow), or
+    none. The worst case of one request is timeout * (max_retries + 1) plus the backoff sleeps
+    (backoff_factor * 2**n, the first retry immediate, plus up to backoff_jitter each).
+    """
+
+    tracking_uri: str
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    timeout: float = 10.0  # seconds, connect and read, per request
+    max_retries: int = 2  # connection errors, read errors, 408/429/5xx
+    backoff_factor: float = 1.0
+    backoff_jitter: float = 0.5
+    call_timeout: float = 60.0  # the *_async wrappers' bound on one observe/apply/delete
+    sync_timeout: float = 180.0  # the bound on sync_async (two passes of writes plus reads)
+
+    def host_creds(self) -> Any:
+        host_creds = _mlflow("utils.rest_utils").MlflowHostCreds
+        if self.token:
+            return host_creds(self.tracking_uri, token=self.token)
+        return host_creds(self.tracking_uri, username=self.username, password=self.password)
+
+
+@dataclass(frozen=True)
+class CallCount:
+    reads: int = 0
+    writes: int = 0
+
+    def __sub__(self, other: CallCount) -> CallCount:
+        return CallCount(self.reads - other.reads, self.writes - other.writes)
+
+
+class CallCounter:
+    """MLflow REST requests made (retries of one request by the HTTP layer count once), by API name and kind.
+    Thread-safe: one adapter may be used from several worker threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.by_api: Counter[str] = Counter()
+
+    def record(self, api: str) -> None:
+        with self._lock:
+            self.by_api[api] += 1
+
+    def snapshot(self) -> CallCount:
+        with self._lock:
+            reads = sum(n for api, n in self.by_api.items() if api in READ_APIS)
+            return CallCount(reads, sum(self.by_api.values()) - reads)
+
+    @property
+    def reads(self) -> int:
+        return self.snapshot().reads
+
+    @property
+    def writes(self) -> int:
+        return self.snapshot().writes
+
+
+def make_store(endpoint: RegistryEndpoint, on_call: Callable[[str], None]) -> Any:
+    """mlflow-skinny's registry RestStore bound to this endpoint's credentials and bounds (see the module
+    docstring); `on_call(api_name)` runs before each request."""
+    rest_store_class: Any = _mlflow("store.model_registry.rest_store").RestStore
+    rest_utils = _mlflow("utils.rest_utils")
+    parse_dict = _mlflow("utils.proto_json_utils").parse_dict
+    host_creds = endpoint.host_creds()
+
+    class BoundedRestStore(rest_store_class):  # type: ignore[misc]
+        # MLflow's BaseRestStore._call_endpoint + rest_utils.call_endpoint, with this client's bounds.
+        def _call_endpoint(
+            self, api: Any, json_body: str, call_all_endpoints: bool = False, extra_headers: Any = None
+        ) -> Any:
+            if call_all_endpoints:  # only GetLatestVersions (stages, deprecated): not used here
+                raise NotImplementedError(f"{api.__name__} is not supported by this adapter")
+            self._validate_workspace_support_if_specified()
+            endpoint_path, method = self._get_endpoint_from_method(api)
+            on_call(api.__name__)
+            body = json.loads(json_body) if json_body is not None else None
+            response = rest_utils.http_request(
+                self.get_host_creds(),
+                endpoint_path,
+                method,
+                max_retries=0 if api.__name__ in NON_IDEMPOTENT_APIS else endpoint.max_retries,
+                backoff_factor=endpoint.backoff_factor,
+                backoff_jitter=endpoint.backoff_jitter,
+                timeout=endpoint.timeout,
+                # A Retry-After header must not stretch a bounded call (urllib3 would sleep what it says).
+                respect_retry_after_header=False,
+                extra_headers=extra_headers,
+                **({"params": body} if method == "GET" else {"json": body}),
+            )
+            response = rest_utils.verify_rest_response(response, endpoint_path)
+            response_proto = self._get_response_from_method(api)
+            if response.status_code == 204:
+                return response_proto
+            parse_dict(js_dict=json.loads(response.text), message=response_proto)
+            return response_proto
+
+    return BoundedRestStore(lambda: host_creds)
+
+
+# --- the adapter ------------------------------------------------------------------------------------------
+
+
+def _search_filter(name: str) -> str:
+    """`name = '<name>'` in MLflow's search grammar, which has no escapes: quote with the other quote."""
+    if "'" not in name:
+        return f"name = '{name}'"
+    if '"' not in name:
+        return f'name = "{name}"'
+    raise RegistryError(f"cannot search the versions of {name!r}: MLflow's filter grammar cannot quote it")
+
+
+def _observed_version(version: Any, model_aliases: Mapping[str, int]) -> ObservedVersion:
+    number = int(version.version)
+    # SearchModelVersions leaves ModelVersion.aliases empty (MLflow 3.17.2's SQL store): the model's alias
+    # map, from GetRegisteredModel, is the authority.
+    aliases = {alias for alias, target in model_aliases.items() if target == number}
+    return ObservedVersion(
+        version=number,
+        status=version.status or None,
+        run_id=version.run_id or None,
+        source=version.source or None,
+        aliases=tuple(sorted(aliases)),
+        creation_timestamp_ms=int(version.creation_timestamp) if version.creation_timestamp else None,
+        tags=dict(version.tags or {}),
+        description=version.description or "",
+    )
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """One sync: the registry as read last, the plan computed on it, and what was done.
+
+    `plan` is the final plan: in_sync (Synced=True), a refusal (VersionNotFound: its pass wrote nothing; a
+    first pass may have registered versions before the follow-up found an alias still unresolvable), or
+    actions still needed because someone changed the registry meanwhile (the next pass converges). Persist
+    `owned_tags`/`owned_aliases` in status; emit `drift` as one Event when non-empty.
+    """
+
+    observed: ObservedModel | None
+    plan: SyncPlan
+    applied: tuple[Action, ...]
+    drift: tuple[str, ...]
+    calls: CallCount
+
+    @property
+    def owned_tags(self) -> tuple[str, ...]:
+        return self.plan.owned_tags
+
+    @property
+    def owned_aliases(self) -> tuple[str, ...]:
+        return self.plan.owned_aliases
+
+
+class ModelRegistry:
+    """The registry of one MLflow server. Blocking methods, each with an `*_async` twin."""
+
+    def __init__(self, endpoint: RegistryEndpoint, store: Any | None = None) -> None:
+        self.endpoint = endpoint
+        self.calls = CallCounter()
+        # No network, but mlflow's import takes about a second the first time: in async code, use open_async.
+        self.store = store if store is not None else make_store(endpoint, self.calls.record)
+
+    @classmethod
+    async def open_async(cls, endpoint: RegistryEndpoint) -> ModelRegistry:
+        """The constructor, off the event loop."""
+        return await asyncio.to_thread(cls, endpoint)
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:
+            raise translate_error(error, what, self.endpoint.tracking_uri) from error
+
+    # --- reads ---
+
+    def observe(self, name: str) -> ObservedModel | None:
+        """The model and all its versions (1 GetRegisteredModel + 1 SearchModelVersions per 1000 versions);
+        None when the model does not exist."""
+        try:
+            with self._translated(f'reading registered model "{name}"'):
+                model = self.store.get_registered_model(name)
+        except ModelNotFound:
+            return None
+        aliases = {alias: int(version) for alias, version in (model.aliases or {}).items()}
+        return ObservedModel(
+            name=model.name,
+            description=model.description or "",
+            tags=dict(model.tags or {}),
+            aliases=aliases,
+            versions=tuple(_observed_version(v, aliases) for v in self._all_versions(name)),
+        )
+
+    def _all_versions(self, name: str) -> list[Any]:
+        versions: list[Any] = []
+        token = None
+        for _ in range(MAX_VERSION_PAGES):
+            with self._translated(f'listing the versions of "{name}"'):
+                page = self.store.search_model_versions(
+                    filter_string=_search_filter(name),
+                    max_results=VERSIONS_PAGE_SIZE,
+                    order_by=["version_number DESC"],  # a stable order for offset-based page tokens
+                    page_token=token,
+                )
+            versions.extend(page)
+            token = page.token
+            if not token:
+                return versions
+        raise RegistryError(f'"{name}" has more than {MAX_VERSION_PAGES * VERSIONS_PAGE_SIZE} versions')
+
+    # --- writes ---
+
+    def apply(self, name: str, actions: Sequence[Action]) -> None:
+        """Executes the actions in order; raises at the first failure (those before it stay applied)."""
+        for action in actions:
+            self._apply_one(name, action)
+
+    def _apply_one(self, name: str, action: Action) -> None:
+        entities = _mlflow("entities.model_registry")
+        model_tag, version_tag = entities.RegisteredModelTag, entities.ModelVersionTag
+        what = f'{type(action).__name__} on "{name}"'
+        try:
+            with self._translated(what):
+                if isinstance(action, CreateModel):
+                    tags = [model_tag(k, v) for k, v in sorted(action.tags.items())]
+                    self.store.create_registered_model(name, tags=tags, description=action.description)
+                elif isinstance(action, SetDescription):
+                    self.store.update_registered_model(name, action.description)
+                elif isinstance(action, SetTag):
+                    self.store.set_registered_model_tag(name, model_tag(action.key, action.value))
+                elif isinstance(action, DeleteTag):
+                    self.store.delete_registered_model_tag(name, action.key)
+                elif isinstance(action, RegisterVersion):
+                    self.store.create_model_version(
+                        name,
+                        action.source,
+                        run_id=action.run_id,
+                        tags=[version_tag(k, v) for k, v in sorted(action.tags.items())],
+                        description=action.description,
+                        model_id=action.model_id,
+                    )
+                elif isinstance(action, SetAlias):
+                    self.store.set_registered_model_alias(name, action.alias, str(action.version))
+                elif isinstance(action, DeleteAlias):
+                    self.store.delete_registered_model_alias(name, action.alias)
+        except ModelNotFound as error:
+            if isinstance(action, DeleteTag | DeleteAlias):
+                return  # already gone: what a retried delete finds
+            if isinstance(action, SetAlias) and "version" in error.message.lower():
+                raise VersionNotFound(error.message, error.code) from error
+            raise
+        except RegistryError as error:
+            if isinstance(action, CreateModel) and error.code in ALREADY_EXISTS_CODES:
+                return  # created meanwhile (or by our own lost request): adopt it; the read-back shows the rest
+            raise
+
+    def delete_model(self, name: str) -> bool:
+        """Deletes the registered model and its versions; False when it did not exist."""
+        try:
+            with self._translated(f'deleting registered model "{name}"'):
+                self.store.delete_registered_model(name)
+        except ModelNotFound:
+            return False
+        return True
+
+    # --- one reconcile pass ---
+
+    def sync(
+        self, desired: DesiredModel, owned_tags: Iterable[str], owned_aliases: Iterable[str], *, resync: bool = False
+    ) -> SyncOutcome:
+        """Read, plan, apply, read back; once more when aliases wait for versions the first pass registered.
+        An idle sync is reads only: GetRegisteredModel and SearchModelVersions. Raises RegistryError."""
+        before = self.calls.snapshot()
+        observed = self.observe(desired.name)
+        plan = plan_sync(desired, observed, owned_tags, owned_aliases, resync=resync)
+        applied: list[Action] = []
+        drift: list[str] = []
+        for _ in range(MAX_PASSES):
+            if not plan.actions:
+                break
+            self.apply(desired.name, plan.actions)
+            applied += plan.actions
+            drift += plan.drift
+            observed = self.observe(desired.name)
+            plan = plan_sync(desired, observed, plan.owned_tags, plan.owned_aliases, resync=resync)
+        return SyncOutcome(observed, plan, tuple(applied), tuple(drift), self.calls.snapshot() - before)
+
+    # --- async twins ---
+
+    async def _bounded(self, seconds: float, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(call, *args, **kwargs), seconds)
+        except TimeoutError as error:
+            raise RegistryUnavailable(
+                f"MLflow at {self.endpoint.tracking_uri}: no answer within {seconds:.0f} s while {what}"
+            ) from error
+
+    async def observe_async(self, name: str) -> ObservedModel | None:
+        return await self._bounded(self.endpoint.call_timeout, f'reading "{name}"', self.observe, name)
+
+    async def apply_async(self, name: str, actions: Sequence[Action]) -> None:
+        await self._bounded(self.endpoint.call_timeout, f'updating "{name}"', self.apply, name, actions)
+
+    async def delete_model_async(self, name: str) -> bool:
+        return await self._bounded(self.endpoint.call_timeout, f'deleting "{name}"', self.delete_model, name)
+
+    async def sync_async(
+        self, desired: DesiredModel, owned_tags: Iterable[str], owned_aliases: Iterable[str], *, resync: bool = False
+    ) -> SyncOutcome:
+        return await self._bounded(
+            self.endpoint.sync_timeout,
+            f'syncing "{desired.name}"',
+            self.sync,
+            desired,
+            list(owned_tags),
+            list(owned_aliases),
+            resync=resync,
+        )
