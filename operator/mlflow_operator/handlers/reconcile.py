@@ -13,6 +13,30 @@ from mlflow_operator.logic.status import changed_fields
 from mlflow_operator.logic.validation import Invalid, validate_spec
 
 INVALID_SPEC = "InvalidSpec"
+# Only for deletionPolicy: Delete, where there is work outside the cluster: with Retain (the default)
+# deleting a resource never waits for the operator.
+FINALIZER = "mlflow.operator.dev/cleanup"
+
+
+class SecretProblem(Exception):
+    """A referenced Secret or key is missing: reported as a condition, never retried in a hot loop."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+async def read_secret_keys(rt: Runtime, namespace: str, name: str, field: str, keys: dict[str, str]) -> dict[str, str]:
+    """The values of `keys` (key -> the spec field naming it) from Secret `name`, or a SecretProblem whose
+    message names the spec field to fix."""
+    data = await rt.status.read_secret(name, namespace)
+    if data is None:
+        raise SecretProblem("SecretNotFound", f"Secret {name} ({field}.name) not found")
+    for key, path in keys.items():
+        if key not in data:
+            raise SecretProblem("SecretKeyNotFound", f"Secret {name} has no key {key} ({field}.{path})")
+    return {key: data[key] for key in keys}
 
 
 def generation(body: dict[str, Any]) -> int | None:
@@ -69,3 +93,15 @@ async def reconcile_skeleton(rt: Runtime, info: KindInfo, condition_types: Seque
     if spec is not None and (cond.find(current_conditions(body), cond.READY) or {}).get("reason") == INVALID_SPEC:
         updates.append(ConditionUpdate(cond.READY, "Unknown", "Reconciling", "spec is valid again"))
     await write_status(rt, info, body, updates)
+
+
+async def ensure_finalizer(rt: Runtime, info: KindInfo, body: dict[str, Any], wanted: bool) -> None:
+    finalizers = list(body["metadata"].get("finalizers") or [])
+    if (FINALIZER in finalizers) == wanted:
+        return
+    updated = [*finalizers, FINALIZER] if wanted else [f for f in finalizers if f != FINALIZER]
+    # resourceVersion makes this an optimistic update: a concurrent change fails it and the pass is retried.
+    meta = body["metadata"]
+    await rt.status.patch_metadata(
+        info.kind, meta["name"], meta["namespace"], {"finalizers": updated, "resourceVersion": meta["resourceVersion"]}
+    )

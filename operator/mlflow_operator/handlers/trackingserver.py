@@ -18,7 +18,16 @@ from mlflow_operator.adapters.s3 import BucketLifecycle, InvalidLifecycle, S3End
 from mlflow_operator.api.kinds import TRACKING_SERVER
 from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.builders import trackingserver as build
-from mlflow_operator.handlers.reconcile import INVALID_SPEC, current_conditions, first_sight, validated, write_status
+from mlflow_operator.handlers.reconcile import (
+    FINALIZER,
+    INVALID_SPEC,
+    SecretProblem,
+    current_conditions,
+    ensure_finalizer,
+    first_sight,
+    validated,
+    write_status,
+)
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import lifecycle
@@ -32,17 +41,7 @@ ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE = "ArtifactsReady", "LifecycleAppl
 CONDITIONS = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE, cond.READY)
 READY_REQUIRES = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE)
 WAIT_SECONDS = 10.0
-FINALIZER = "mlflow.operator.dev/cleanup"
 CLEANUP_DEADLINE = timedelta(minutes=10)  # re-check soon while something is converging; the resync covers the idle case
-
-
-class SecretProblem(Exception):
-    """A referenced Secret or key is missing: reported as a condition, never retried in a hot loop."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass
@@ -89,7 +88,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     if spec is None:
         await write_status(rt, TRACKING_SERVER, body, invalid)
         return None
-    await ensure_finalizer(rt, body, wanted=needs_cleanup(spec))
+    await ensure_finalizer(rt, TRACKING_SERVER, body, wanted=needs_cleanup(spec))
     step = Pass(rt, rt.kube(CONTROLLER), body, spec, first_sight(body, CONDITIONS))
     status = body.get("status") or {}
     fields: dict[str, Any] = {"url": build.tracking_url(step.name, step.namespace)}
@@ -351,20 +350,6 @@ def needs_cleanup(spec: TrackingServerSpec | None) -> bool:
     return spec is not None and spec.deletion_policy == "Delete"
 
 
-async def ensure_finalizer(rt: Runtime, body: dict[str, Any], wanted: bool) -> None:
-    finalizers = list(body["metadata"].get("finalizers") or [])
-    if (FINALIZER in finalizers) == wanted:
-        return
-    updated = [*finalizers, FINALIZER] if wanted else [f for f in finalizers if f != FINALIZER]
-    # resourceVersion makes this an optimistic update: a concurrent change fails it and we retry.
-    await rt.status.patch_metadata(
-        TRACKING_SERVER.kind,
-        body["metadata"]["name"],
-        body["metadata"]["namespace"],
-        {"finalizers": updated, "resourceVersion": body["metadata"]["resourceVersion"]},
-    )
-
-
 async def finalize(rt: Runtime, body: dict[str, Any], spec: TrackingServerSpec | None) -> float | None:
     """Remove the operator's lifecycle rules from the bucket (children go with their owner references).
     An unreachable bucket is retried with backoff for CLEANUP_DEADLINE, then given up with a Warning, so
@@ -386,7 +371,7 @@ async def finalize(rt: Runtime, body: dict[str, Any], spec: TrackingServerSpec |
                 f"bucket lifecycle rules not removed after {CLEANUP_DEADLINE}: {problem}",
                 cond.rfc3339(now),
             )
-    await ensure_finalizer(rt, body, wanted=False)
+    await ensure_finalizer(rt, TRACKING_SERVER, body, wanted=False)
     return None
 
 

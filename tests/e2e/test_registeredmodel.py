@@ -1,0 +1,197 @@
+"""RegisteredModel on a real API server against a real MLflow registry (a local `mlflow server`).
+
+The operator runs outside the cluster here, so the resources use `trackingUri` with the server's loopback
+URL, which is how a trackingUri is used whenever the operator cannot resolve in-cluster names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import RESYNC_SECONDS
+from tests.integration.dataplane import Postgres
+from tests.integration.registry_server import (
+    LOG_MODELS_SCRIPT,
+    READ_MODEL_SCRIPT,
+    TAMPER_SCRIPT,
+    RegistryServer,
+    migrated_server,
+    run_client,
+)
+from tests.kube import Kubectl, condition, eventually
+
+API = "mlflow.operator.dev/v1alpha1"
+
+
+@dataclass
+class Registry:
+    server: RegistryServer
+    logged: list[dict[str, str]]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def read(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = run_client(self.url, READ_MODEL_SCRIPT, {"name": name})
+        return result
+
+    def tamper(self, name: str, **changes: Any) -> None:
+        run_client(self.url, TAMPER_SCRIPT, {"name": name, **changes})
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    logs = tmp_path_factory.mktemp("registry-logs")
+    with ExitStack() as stack:
+        postgres = stack.enter_context(Postgres({"max_connections": "50"}, log_dir=logs))
+        server = migrated_server(postgres, "registry", tmp_path_factory.mktemp("artifacts"), logs)
+        stack.callback(server.stop)
+        logged = run_client(server.url, LOG_MODELS_SCRIPT, {"experiment": "e2e", "adds": [1, 2]})
+        yield Registry(server, logged)
+
+
+def model(name: str, registry_url: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "RegisteredModel",
+        "metadata": {"name": name},
+        "spec": {"trackingUri": registry_url, **spec},
+    }
+
+
+def versions(registry: Registry) -> list[dict[str, Any]]:
+    return [{"source": item["model_uri"], "runId": item["run_id"]} for item in registry.logged]
+
+
+def synced(kubectl: Kubectl, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = kubectl.get("registeredmodel", name, namespace)
+        found = condition(obj, "Synced")
+        generation_seen = (
+            obj is not None and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
+        )
+        return obj if found and found["status"] == "True" and generation_seen else None
+
+    return eventually(check, timeout=timeout, what=f"{name} Synced at its generation")
+
+
+def test_model_versions_aliases_and_drift(kubectl: Kubectl, operator: Path, namespace: str, registry: Registry) -> None:
+    spec = {
+        "modelName": "fraud-e2e",
+        "description": "Card fraud.",
+        "tags": {"team": "risk", "tier": "gold"},
+        "versions": versions(registry),
+        "aliases": {"champion": 1},
+    }
+    kubectl.apply(model("fraud", registry.url, **spec), namespace)
+    obj = synced(kubectl, namespace, "fraud")
+    kubectl.run("wait", "registeredmodel/fraud", "-n", namespace, "--for=condition=Ready", "--timeout=30s")
+    status = obj["status"]
+    assert status["modelName"] == "fraud-e2e" and status["latestVersion"] == 2
+    assert [v["version"] for v in status["versions"]] == [2, 1]
+    assert status["aliases"] == {"champion": 1} and status["lastSyncTime"].endswith("Z")
+    seen = registry.read("fraud-e2e")
+    assert seen["description"] == "Card fraud." and seen["aliases"] == {"champion": 1}
+    assert {k: v for k, v in seen["tags"].items() if k in ("team", "tier")} == {"team": "risk", "tier": "gold"}
+    assert seen["by_alias"]["champion"]["run_id"] == registry.logged[0]["run_id"]
+
+    # Move an alias, add one, drop a tag from the spec.
+    spec.update(aliases={"champion": 2, "challenger": 1}, tags={"team": "risk"})
+    kubectl.apply(model("fraud", registry.url, **spec), namespace)
+    synced(kubectl, namespace, "fraud")
+    seen = registry.read("fraud-e2e")
+    assert seen["aliases"] == {"champion": 2, "challenger": 1}
+    assert "tier" not in seen["tags"]
+    assert len(seen["versions"]) == 2, "no version registered twice"
+
+    # Drift made by a script: owned alias moved, owned tag deleted, a foreign tag and alias added.
+    registry.tamper(
+        "fraud-e2e", set_aliases={"champion": 1, "shadow": 2}, delete_tags=["team"], set_tags={"owner": "someone"}
+    )
+    eventually(
+        lambda: registry.read("fraud-e2e")["aliases"].get("champion") == 2,
+        timeout=6 * RESYNC_SECONDS + 30,
+        interval=2,
+        what="alias put back",
+    )
+    seen = registry.read("fraud-e2e")
+    assert seen["tags"]["team"] == "risk" and seen["tags"]["owner"] == "someone"
+    assert seen["aliases"]["shadow"] == 2, "aliases the operator does not own are left alone"
+    drift = eventually(
+        lambda: [e for e in kubectl.events(namespace) if e["reason"] == "DriftCorrected"], what="DriftCorrected event"
+    )
+    assert "champion" in drift[0]["message"]
+
+
+def test_alias_to_a_missing_version_changes_nothing(
+    kubectl: Kubectl, operator: Path, namespace: str, registry: Registry
+) -> None:
+    kubectl.apply(
+        model(
+            "missing", registry.url, modelName="missing-e2e", versions=versions(registry)[:1], aliases={"champion": 1}
+        ),
+        namespace,
+    )
+    synced(kubectl, namespace, "missing")
+    kubectl.apply(
+        model(
+            "missing",
+            registry.url,
+            modelName="missing-e2e",
+            versions=versions(registry)[:1],
+            aliases={"champion": 1, "challenger": 7},
+            description="new text",
+        ),
+        namespace,
+    )
+
+    def refused() -> dict[str, Any] | None:
+        found = condition(kubectl.get("registeredmodel", "missing", namespace), "Synced")
+        return found if found and found["reason"] == "VersionNotFound" else None
+
+    assert "challenger" in eventually(refused, what="VersionNotFound")["message"]
+    assert condition(kubectl.get("registeredmodel", "missing", namespace), "Ready")["status"] == "False"  # type: ignore[index]
+    seen = registry.read("missing-e2e")
+    assert seen["description"] != "new text", "nothing else changes in a refused pass"
+    assert seen["aliases"] == {"champion": 1}
+
+
+def test_registry_outage_is_reported_and_recovers_on_its_own(
+    kubectl: Kubectl, operator: Path, namespace: str, registry: Registry
+) -> None:
+    kubectl.apply(model("outage", registry.url, modelName="outage-e2e", tags={"a": "b"}), namespace)
+    synced(kubectl, namespace, "outage")
+    registry.server.stop()
+    try:
+        kubectl.apply(model("outage", registry.url, modelName="outage-e2e", tags={"a": "c"}), namespace)
+
+        def unavailable() -> dict[str, Any] | None:
+            found = condition(kubectl.get("registeredmodel", "outage", namespace), "Synced")
+            return found if found and found["reason"] == "RegistryUnavailable" else None
+
+        eventually(unavailable, timeout=60, what="RegistryUnavailable")
+    finally:
+        registry.server.start()
+    synced(kubectl, namespace, "outage", timeout=120)
+    assert registry.read("outage-e2e")["tags"]["a"] == "c"
+
+
+@pytest.mark.parametrize("policy", ["Retain", "Delete"])
+def test_deletion_policy(kubectl: Kubectl, operator: Path, namespace: str, registry: Registry, policy: str) -> None:
+    name = f"deletion-{policy.lower()}"
+    kubectl.apply(model(name, registry.url, modelName=f"{name}-e2e", deletionPolicy=policy), namespace)
+    obj = synced(kubectl, namespace, name)
+    assert ("mlflow.operator.dev/cleanup" in (obj["metadata"].get("finalizers") or [])) == (policy == "Delete")
+    kubectl.run("delete", "registeredmodel", name, "-n", namespace, "--timeout=60s")
+    if policy == "Retain":
+        assert "aliases" in registry.read(f"{name}-e2e")
+    else:
+        with pytest.raises(Exception, match="RESOURCE_DOES_NOT_EXIST"):
+            registry.read(f"{name}-e2e")
