@@ -16,6 +16,7 @@ import tempfile
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -74,52 +75,81 @@ def crds(kubectl: Kubectl) -> None:
     kubectl.run("wait", "--for=condition=Established", "--timeout=60s", *names)
 
 
-@pytest.fixture(scope="session")
-def operator(kubeconfig: str, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The operator as users run it: the console script, watching the e2e namespaces."""
-    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    port = _free_port()
-    binary = Path(sys.executable).parent / "mlflow-operator"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                str(binary),
-                "run",
-                "--namespace",
-                f"{NAMESPACE_PREFIX}*",
-                "--liveness",
-                f"http://127.0.0.1:{port}/healthz",
-                "--log-format",
-                "text",
-                "--verbose",
-                # Short, so the tests see idle resyncs happen (and write nothing).
-                "--resync-seconds",
-                str(RESYNC_SECONDS),
-            ],
-            env={**os.environ, "KUBECONFIG": kubeconfig},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+@dataclass
+class OperatorProcess:
+    """The operator as users run it: the console script, as a subprocess."""
 
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    port: int
+
+    def log_tail(self, chars: int = 6000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def wait_healthy(self, timeout: float = 60) -> None:
         def healthy() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"operator exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            if self.process.poll() is not None:
+                raise AssertionError(f"operator exited with {self.process.returncode}:\n{self.log_tail(4000)}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as response:
                     return bool(response.status == 200)
             except OSError:
                 return False
 
-        eventually(healthy, timeout=60, what="operator liveness endpoint")
+        eventually(healthy, timeout=timeout, what="operator liveness endpoint")
+
+    def stop(self) -> int:
+        """SIGTERM, as Kubernetes does; kopf finishes in-flight work and exits."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        return int(self.process.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all, as when a node dies."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def start_operator(kubeconfig: str, namespaces: str, log_path: Path) -> OperatorProcess:
+    port = _free_port()
+    binary = Path(sys.executable).parent / "mlflow-operator"
+    argv = [
+        str(binary),
+        "run",
+        "--namespace",
+        namespaces,
+        "--liveness",
+        f"http://127.0.0.1:{port}/healthz",
+        "--log-format",
+        "text",
+        "--verbose",
+        # Short, so the tests see idle resyncs happen (and write nothing).
+        "--resync-seconds",
+        str(RESYNC_SECONDS),
+    ]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            argv, env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=log, stderr=subprocess.STDOUT
+        )
+    operator = OperatorProcess(process, log_path, port)
+    operator.wait_healthy()
+    return operator
+
+
+@pytest.fixture(scope="session")
+def operator(kubeconfig: str, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One operator for the session, watching the e2e namespaces."""
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    running = start_operator(kubeconfig, f"{NAMESPACE_PREFIX}*", log_path)
+    try:
         yield log_path
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        assert process.returncode in (0, -15), f"operator did not shut down cleanly: {process.returncode}"
+        code = running.stop()
+        assert code in (0, -15), f"operator did not shut down cleanly: {code}"
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ URL, which is how a trackingUri is used whenever the operator cannot resolve in-
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import RESYNC_SECONDS
+from tests.e2e.conftest import RESYNC_SECONDS, start_operator
 from tests.integration.dataplane import Postgres
 from tests.integration.registry_server import (
     LOG_MODELS_SCRIPT,
@@ -195,3 +197,35 @@ def test_deletion_policy(kubectl: Kubectl, operator: Path, namespace: str, regis
     else:
         with pytest.raises(Exception, match="RESOURCE_DOES_NOT_EXIST"):
             registry.read(f"{name}-e2e")
+
+
+def test_operator_killed_mid_registration_registers_nothing_twice(
+    kubectl: Kubectl, kubeconfig: str, crds: None, registry: Registry, tmp_path: Path
+) -> None:
+    """SIGKILL the operator at several moments while it registers versions, start it again: every version
+    exists once. The namespace is outside the session operator's, so this test owns its operator."""
+    namespace = f"mlflow-restart-{uuid.uuid4().hex[:8]}"
+    kubectl.run("create", "namespace", namespace)
+    # Four distinct sources (two per logged model) make four versions to register.
+    sources = [{"source": item["model_uri"]} for item in registry.logged]
+    sources += [{"source": f"runs:/{item['run_id']}/model"} for item in registry.logged]
+    try:
+        for attempt, kill_after in enumerate((0.3, 1.0, 2.0)):
+            name = f"restart-{attempt}"
+            operator = start_operator(kubeconfig, namespace, tmp_path / f"operator-{attempt}.log")
+            kubectl.apply(
+                model(name, registry.url, modelName=f"{name}-e2e", versions=sources, aliases={"champion": 1}), namespace
+            )
+            time.sleep(kill_after)
+            operator.kill()
+            restarted = start_operator(kubeconfig, namespace, tmp_path / f"operator-{attempt}-again.log")
+            try:
+                synced(kubectl, namespace, name)
+            finally:
+                restarted.stop()
+            seen = registry.read(f"{name}-e2e")
+            keys = [v["tags"]["mlflow.operator.dev/source-key"] for v in seen["versions"]]
+            assert len(seen["versions"]) == 4 and len(set(keys)) == 4, seen["versions"]
+            assert sorted(v["source"] for v in seen["versions"]) == sorted(s["source"] for s in sources)
+    finally:
+        kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
