@@ -1,0 +1,1153 @@
+"""A ModelDeployment's rollout as a pure state machine: (spec, state, observations, now) -> Transition.
+
+The handler reads status into a `RolloutState` (`RolloutState.from_status`), gathers `Observations` (the
+version the registry resolves, the Deployments of each version, one analysis measurement when
+`measurement_due` says so, a user's request annotation), calls `step`, executes `Transition.actions`, and
+only then writes `Transition.state.to_status()` with the conditions. If an action fails, status is not
+written: the next pass computes the same transition from the same state and tries again. Every action is
+idempotent, and everything the state machine knows lives in status, so an operator restart mid-rollout
+resumes exactly where it was (a property test serializes the state between any two steps).
+
+Tracks. Each model version runs in its own Deployment; "stable" and "canary" are roles, held by the
+Services that select a version. Promotion is therefore a switch of roles: the canary's pods, already
+loaded and verified, become the stable ones, and the model is never loaded twice.
+
+Rules (from issue 5, and the progressive-delivery lessons in ../shared/NOTES.md):
+- No stable version yet, or no `strategy.canary`: the new version starts at full size next to the old one
+  and takes all traffic once every pod is ready (the old one is removed). A version whose pods never become
+  ready (e.g. the model does not load) never replaces the old one: it is rolled back.
+- `setWeight`: weight moves to the canary only when the canary is ready (Gateway API); lowering the weight
+  is always safe and immediate. With `replicaRatio` the canary is resized for the weight while the stable
+  keeps its replicas until the canary's are ready (a surge, as Argo Rollouts' basic canary does): Services
+  only send traffic to ready pods, so the split follows readiness by itself.
+- `pause`: a duration, or indefinitely (phase Paused) until a promote request or a spec change.
+- `analysis`: one measurement per `analysis.interval`, the first one interval after the step starts. A
+  measurement fails when a metric is outside its range, and is inconclusive when a value is missing, NaN, an
+  error, or the sample size is below `minSampleSize`: inconclusive never passes and never counts towards
+  `count`. More than `failureLimit` failures abort; more than `inconclusiveLimit` inconclusive measurements
+  pause the rollout (reason Inconclusive) until a user promotes or aborts.
+- Abort (failed analysis, a canary whose pods fail, or a user's abort/rollback request): weight 0, canary
+  removed, phase RolledBack, a history entry, the version tagged in the registry (who, when, why). The
+  version is not rolled out again until spec.model resolves to another version or a user asks (retry).
+  A rolled-back deployment whose stable serves is healthy: only a stable without ready pods is Degraded.
+- Success: the canary becomes stable, the old stable is removed, `promotion.setAlias` is moved to the
+  version and the version is tagged as deployed; phase Succeeded.
+- A new resolved version or a change of the rollout's spec (model, strategy, analysis) mid-rollout
+  supersedes the running canary (history outcome Superseded); the new rollout starts at step 0.
+
+Requests come from annotations and are acted on once per annotation: `handled_request` remembers the one
+acted on while it is present, and is cleared once the annotation is gone, so the same value can be used
+again later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from mlflow_operator.api.modeldeployment import Analysis, CanaryStep, ModelDeploymentSpec
+from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec, rfc3339
+
+Phase = Literal["Progressing", "Paused", "Succeeded", "RolledBack", "Degraded"]
+Track = Literal["stable", "canary"]
+Outcome = Literal["Passed", "Failed", "Inconclusive"]
+RecordOutcome = Literal["Succeeded", "RolledBack", "Superseded"]
+RequestKind = Literal["promote", "abort", "retry"]
+
+# Conditions this module reports (the handler adds ModelResolved and summarizes Ready).
+AVAILABLE = "Available"
+PROGRESSING = "Progressing"
+
+# Available reasons.
+REASON_STABLE_AVAILABLE = "StableAvailable"
+REASON_NO_READY_REPLICAS = "NoReadyReplicas"
+REASON_DEPLOYING = "Deploying"
+REASON_DEPLOY_FAILED = "DeployFailed"
+REASON_WAITING_FOR_MODEL = "WaitingForModel"
+# Progressing reasons.
+REASON_ROLLING_OUT = "RollingOut"
+REASON_PAUSED = "Paused"
+REASON_INCONCLUSIVE = "Inconclusive"
+REASON_ROLLOUT_COMPLETE = "RolloutComplete"
+REASON_ROLLED_BACK = "RolledBack"
+# Event reasons.
+EVENT_ROLLOUT_STARTED = "RolloutStarted"
+EVENT_STEP_COMPLETED = "StepCompleted"
+EVENT_TRAFFIC_SHIFTED = "TrafficShifted"
+EVENT_ANALYSIS_PASSED = "AnalysisPassed"
+EVENT_ANALYSIS_FAILED = "AnalysisFailed"
+EVENT_ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+EVENT_PAUSED = "Paused"
+EVENT_PROMOTED = "Promoted"
+EVENT_ROLLED_BACK = "RolledBack"
+EVENT_SUPERSEDED = "Superseded"
+EVENT_SUCCEEDED = "RolloutSucceeded"
+EVENT_RETRY = "RetryRequested"
+EVENT_REQUEST_IGNORED = "RequestIgnored"
+
+# Registry tags on versions (values are plain strings; MLflow allows 5000 characters).
+TAG_ROLLOUT = "mlflow.operator.dev/rollout"  # "Deployed" or "RolledBack": what the last rollout concluded
+TAG_TIME = "mlflow.operator.dev/rollout-time"
+TAG_BY = "mlflow.operator.dev/rollout-by"
+TAG_REASON = "mlflow.operator.dev/rollout-reason"
+TAG_DEPLOYMENT = "mlflow.operator.dev/deployment"
+OPERATOR = "mlflow-operator"
+MAX_TAG_REASON = 500
+
+# Status bounds (api.modeldeployment.ModelDeploymentStatus).
+MAX_HISTORY = 10
+MAX_RESULTS = 50
+MAX_MESSAGE = 1024
+MAX_VALUE = 64
+MAX_REQUEST_TOKEN = 128  # status.handledRequest is "<kind>:<token>", at most 136 characters
+
+# How soon to look again while waiting for pods: child Deployment events wake the owner too, this is the
+# fallback. After resizing replicaRatio tracks, readiness is read on a later pass (see _SetWeight).
+READINESS_POLL_SECONDS = 5.0
+RESIZE_POLL_SECONDS = 2.0
+
+FULL_SIZE = 100
+
+
+# --- durations ------------------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Go-style durations as the API admits them (api.common.DURATION_PATTERN): 30s, 1h30m, 500ms, 2d."""
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return timedelta(seconds=sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts))
+
+
+def parse_time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+# --- state ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """One metric of one measurement, as status.analysisResults shows it."""
+
+    metric: str
+    outcome: Outcome
+    time: str
+    value: str | None = None
+    message: str | None = None
+
+    def to_status(self) -> dict[str, Any]:
+        return _without_none(
+            {
+                "metric": self.metric,
+                "value": self.value,
+                "outcome": self.outcome,
+                "message": self.message,
+                "time": self.time,
+            }
+        )
+
+    @classmethod
+    def from_status(cls, data: Mapping[str, Any]) -> AnalysisResult:
+        return cls(data["metric"], data["outcome"], data["time"], data.get("value"), data.get("message"))
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """One finished rollout, as status.history shows it."""
+
+    version: int
+    outcome: RecordOutcome
+    time: str
+    message: str | None = None
+
+    def to_status(self) -> dict[str, Any]:
+        return _without_none(
+            {"version": self.version, "outcome": self.outcome, "message": self.message, "time": self.time}
+        )
+
+    @classmethod
+    def from_status(cls, data: Mapping[str, Any]) -> RolloutRecord:
+        return cls(int(data["version"]), data["outcome"], data["time"], data.get("message"))
+
+
+@dataclass(frozen=True)
+class AnalysisRun:
+    """Progress of the current analysis step (status.analysisRun)."""
+
+    last_measured_at: str  # the step's start until the first measurement
+    passed: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+
+    @property
+    def conclusive(self) -> int:
+        return self.passed + self.failed
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "failed": self.failed,
+            "inconclusive": self.inconclusive,
+            "lastMeasuredAt": self.last_measured_at,
+        }
+
+    @classmethod
+    def from_status(cls, data: Mapping[str, Any]) -> AnalysisRun:
+        return cls(data["lastMeasuredAt"], int(data["passed"]), int(data["failed"]), int(data["inconclusive"]))
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Everything the rollout remembers between passes; round-trips through status unchanged."""
+
+    phase: Phase | None = None
+    stable_version: int | None = None
+    canary_version: int | None = None  # the version being rolled out (canary or direct)
+    canary_weight: int = 0  # percent the rollout gives the canary (replicaRatio: what the split aims at)
+    current_step: int | None = None  # index into strategy.canary.steps; len(steps) = promoting; None = direct
+    step_started_at: str | None = None
+    analysis: AnalysisRun | None = None
+    analysis_results: tuple[AnalysisResult, ...] = ()
+    history: tuple[RolloutRecord, ...] = ()
+    rolled_back_version: int | None = None  # not rolled out again until the target moves or a retry
+    rollout_hash: str | None = None  # fingerprint of the spec the running rollout follows
+    handled_request: str | None = None  # "kind:token" of the request annotation already acted on
+    message: str | None = None
+
+    def to_status(self) -> dict[str, Any]:
+        """The status fields this state owns (camelCase, JSON-safe). None means the field is absent."""
+        return {
+            "phase": self.phase,
+            "stableVersion": self.stable_version,
+            "canaryVersion": self.canary_version,
+            "canaryWeight": self.canary_weight,
+            "currentStep": self.current_step,
+            "stepStartedAt": self.step_started_at,
+            "analysisRun": self.analysis.to_status() if self.analysis else None,
+            "analysisResults": [result.to_status() for result in self.analysis_results],
+            "history": [record.to_status() for record in self.history],
+            "rolledBackVersion": self.rolled_back_version,
+            "rolloutHash": self.rollout_hash,
+            "handledRequest": self.handled_request,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any] | None) -> RolloutState:
+        status = status or {}
+        analysis = status.get("analysisRun")
+        return cls(
+            phase=status.get("phase"),
+            stable_version=status.get("stableVersion"),
+            canary_version=status.get("canaryVersion"),
+            canary_weight=int(status.get("canaryWeight") or 0),
+            current_step=status.get("currentStep"),
+            step_started_at=status.get("stepStartedAt"),
+            analysis=AnalysisRun.from_status(analysis) if analysis else None,
+            analysis_results=tuple(AnalysisResult.from_status(r) for r in status.get("analysisResults") or ()),
+            history=tuple(RolloutRecord.from_status(r) for r in status.get("history") or ()),
+            rolled_back_version=status.get("rolledBackVersion"),
+            rollout_hash=status.get("rolloutHash"),
+            handled_request=status.get("handledRequest"),
+            message=status.get("message"),
+        )
+
+
+def _without_none(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if value is not None}
+
+
+# --- observations ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackObservation:
+    """The Deployment of one version, as the I/O layer read it (see logic.readiness.deployment_readiness).
+
+    `ready`: every desired replica of the current pod template is available and the Deployment has observed
+    its latest spec (so a resize just applied reads as not ready until it is done). `available_replicas`:
+    ready pods of any template, i.e. what the Services send traffic to. `failed`: the Deployment's
+    Progressing condition is False (ProgressDeadlineExceeded): its pods do not start, e.g. the model does
+    not load in the init container."""
+
+    version: int
+    ready: bool = False
+    available_replicas: int = 0
+    failed: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One Prometheus instant query's answer: a value, or no value (no data) and maybe an error."""
+
+    metric: str
+    value: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Every metric of spec.analysis measured once, plus the sample-size query when there is one."""
+
+    samples: tuple[Sample, ...] = ()
+    sample_size: Sample | None = None
+
+
+@dataclass(frozen=True)
+class UserRequest:
+    """A request annotation: promote (end a pause or an analysis), abort (or rollback), retry a version.
+
+    `token` is the annotation's value; `requested_by` who set it (e.g. from managedFields), for the registry
+    tag and the Events."""
+
+    kind: RequestKind
+    token: str = ""
+    requested_by: str = "a user"
+
+    @property
+    def key(self) -> str:
+        """What status.handledRequest stores: bounded, since annotation values can be long."""
+        token = self.token
+        if len(token) > MAX_REQUEST_TOKEN:
+            token = "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+        return f"{self.kind}:{token}"
+
+
+@dataclass(frozen=True)
+class Observations:
+    """What the I/O layer saw before this pass."""
+
+    resolved_version: int | None = None  # None: the registry did not answer; the current target is kept
+    tracks: tuple[TrackObservation, ...] = ()  # the Deployment of each version that has one
+    measurement: Measurement | None = None  # only when measurement_due() said so
+    request: UserRequest | None = None
+    resource: str = ""  # "namespace/name" of the ModelDeployment, for registry tags
+
+    def track(self, version: int | None) -> TrackObservation | None:
+        return next((t for t in self.tracks if t.version == version), None) if version is not None else None
+
+
+# --- actions --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScaleTrack:
+    """Run `version` in the `track` role, sized for `size_percent` of the spec's replicas (only replicaRatio
+    splits replicas; other routers run every track at full size). Level-triggered: every pass lists the
+    tracks that must exist; every model-server Deployment of this ModelDeployment not listed is removed."""
+
+    track: Track
+    version: int
+    size_percent: int
+
+
+@dataclass(frozen=True)
+class SetWeights:
+    """Traffic split for the router. `canary_available` gates the header rule and mirroring too: traffic
+    never goes to a canary without ready pods. Level-triggered."""
+
+    canary: int
+    canary_available: bool
+
+    @property
+    def stable(self) -> int:
+        return 100 - self.canary
+
+
+@dataclass(frozen=True)
+class TagVersion:
+    """Set these tags on a registry version. Emitted once, on the transition that decided it."""
+
+    version: int
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class SetAlias:
+    """Point a registry alias at a version (promotion.setAlias). Emitted once, on success."""
+
+    alias: str
+    version: int
+
+
+Action = ScaleTrack | SetWeights | TagVersion | SetAlias
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The outcome of one pass. Execute `actions` in order, then write `state.to_status()` and the
+    conditions, emit the events, and look again after `requeue_after` seconds (None: on the next child
+    event or resync; the handler still polls the alias at spec.pollInterval)."""
+
+    state: RolloutState
+    actions: list[Action]
+    events: list[EventSpec]
+    conditions: list[ConditionUpdate]
+    requeue_after: float | None = None
+    steps_completed: list[int] = field(default_factory=list)  # step indices completed in this pass, in order
+    started_version: int | None = None  # a rollout of this version started in this pass
+
+    @property
+    def tracks(self) -> list[ScaleTrack]:
+        return [action for action in self.actions if isinstance(action, ScaleTrack)]
+
+    @property
+    def weights(self) -> SetWeights:
+        return next(action for action in self.actions if isinstance(action, SetWeights))
+
+
+# --- the spec, as the state machine reads it ------------------------------------------------------------
+
+
+def canary_steps(spec: ModelDeploymentSpec) -> list[CanaryStep]:
+    canary = spec.strategy.canary if spec.strategy else None
+    return list(canary.steps) if canary else []
+
+
+def uses_replica_ratio(spec: ModelDeploymentSpec) -> bool:
+    return spec.traffic_routing is not None and spec.traffic_routing.replica_ratio is not None
+
+
+def rollout_fingerprint(spec: ModelDeploymentSpec) -> str:
+    """What a running rollout follows: the model, the steps and the analysis. A change supersedes it;
+    other fields (runtime, replicas, routing) apply to the running tracks without restarting the rollout."""
+    relevant = {
+        name: getattr(spec, name).model_dump(mode="json", by_alias=True, exclude_none=True)
+        if getattr(spec, name) is not None
+        else None
+        for name in ("model", "strategy", "analysis")
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def describe_step(step: CanaryStep) -> str:
+    if step.set_weight is not None:
+        return f"setWeight {step.set_weight}"
+    if step.pause is not None:
+        return f"pause {step.pause.duration}" if step.pause.duration else "pause until promoted"
+    count = step.analysis.count if step.analysis and step.analysis.count else None
+    return f"analysis ({count} measurements)" if count else "analysis"
+
+
+def weight_before(steps: Sequence[CanaryStep], index: int) -> int:
+    """The weight the steps before `index` set: the last setWeight before it, or 0."""
+    for step in reversed(steps[:index]):
+        if step.set_weight is not None:
+            return step.set_weight
+    return 0
+
+
+def weight_bound(spec: ModelDeploymentSpec, state: RolloutState) -> int:
+    """The most the rollout may give the canary now: the current setWeight step's weight, or the weight the
+    steps before the current one set (100 while promoting, 0 without a canary rollout)."""
+    steps = canary_steps(spec)
+    index = state.current_step
+    if state.canary_version is None or index is None:
+        return 0
+    if index >= len(steps):
+        return 100
+    current = steps[index].set_weight
+    return current if current is not None else weight_before(steps, index)
+
+
+# --- analysis -------------------------------------------------------------------------------------------
+
+
+def _format_value(value: float) -> str:
+    return f"{value:.6g}"[:MAX_VALUE]
+
+
+def _in_range(low: float | None, high: float | None, value: float) -> bool:
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"[{low:g}, {high:g}]"
+    return f">= {low:g}" if low is not None else f"<= {high:g}"
+
+
+def _sample_problem(sample: Sample | None) -> str | None:
+    """Why a sample cannot be judged: missing, an error, no data or NaN (never a pass)."""
+    if sample is None:
+        return "not measured"
+    if sample.error:
+        return f"query failed: {sample.error}"[:MAX_MESSAGE]
+    if sample.value is None:
+        return "no data"
+    if math.isnan(sample.value):
+        return "NaN"
+    return None
+
+
+def _sample_size_problem(analysis: Analysis, measurement: Measurement) -> str | None:
+    if analysis.sample_size_query is None or analysis.min_sample_size is None:
+        return None
+    problem = _sample_problem(measurement.sample_size)
+    if problem is not None:
+        return f"sample size unknown ({problem})"
+    size = measurement.sample_size.value if measurement.sample_size else None
+    if size is not None and size < analysis.min_sample_size:
+        return f"sample size {_format_value(size)} is below minSampleSize {analysis.min_sample_size}"
+    return None
+
+
+def evaluate(analysis: Analysis, measurement: Measurement, now: datetime) -> list[AnalysisResult]:
+    """Judge one measurement, metric by metric."""
+    time = rfc3339(now)
+    samples = {sample.metric: sample for sample in measurement.samples}
+    too_small = _sample_size_problem(analysis, measurement)
+    results = []
+    for metric in analysis.metrics:
+        sample = samples.get(metric.name)
+        problem = _sample_problem(sample)
+        value = _format_value(sample.value) if sample is not None and sample.value is not None else None
+        bounds = metric.threshold_range
+        if problem is not None or too_small is not None:
+            results.append(AnalysisResult(metric.name, "Inconclusive", time, value, problem or too_small))
+        elif sample is not None and sample.value is not None and _in_range(bounds.min, bounds.max, sample.value):
+            results.append(
+                AnalysisResult(metric.name, "Passed", time, value, f"within {_range_text(bounds.min, bounds.max)}")
+            )
+        else:
+            results.append(
+                AnalysisResult(metric.name, "Failed", time, value, f"outside {_range_text(bounds.min, bounds.max)}")
+            )
+    return results
+
+
+def measurement_outcome(results: Sequence[AnalysisResult]) -> Outcome:
+    """A failed metric fails the measurement; otherwise any inconclusive metric makes it inconclusive."""
+    outcomes = {result.outcome for result in results}
+    if "Failed" in outcomes:
+        return "Failed"
+    if "Inconclusive" in outcomes or not results:
+        return "Inconclusive"
+    return "Passed"
+
+
+def analysis_count(spec: ModelDeploymentSpec, step: CanaryStep) -> int:
+    if step.analysis is not None and step.analysis.count is not None:
+        return step.analysis.count
+    return spec.analysis.count if spec.analysis else 1
+
+
+def _current_analysis_step(spec: ModelDeploymentSpec, state: RolloutState) -> CanaryStep | None:
+    steps = canary_steps(spec)
+    index = state.current_step
+    if state.canary_version is None or index is None or index >= len(steps):
+        return None
+    return steps[index] if steps[index].analysis is not None else None
+
+
+def next_measurement_at(spec: ModelDeploymentSpec, state: RolloutState) -> datetime | None:
+    """When the current analysis step takes its next measurement; None when no measurement is pending
+    (not in an analysis step, or paused as inconclusive)."""
+    if _current_analysis_step(spec, state) is None or spec.analysis is None:
+        return None
+    if state.rollout_hash != rollout_fingerprint(spec):
+        return None  # this pass supersedes the rollout
+    run = state.analysis or AnalysisRun(state.step_started_at or "")
+    if run.inconclusive > spec.analysis.inconclusive_limit or not run.last_measured_at:
+        return None
+    return parse_time(run.last_measured_at) + parse_duration(spec.analysis.interval)
+
+
+def measurement_due(spec: ModelDeploymentSpec, state: RolloutState, now: datetime) -> bool:
+    """Whether the handler must query Prometheus before this pass (then pass Observations.measurement).
+    A measurement given when none is due is ignored."""
+    due = next_measurement_at(spec, state)
+    return due is not None and now >= due
+
+
+# --- one pass -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pass:
+    """The working state of one `step` call: the state so far, and what the pass decided."""
+
+    spec: ModelDeploymentSpec
+    obs: Observations
+    now: datetime
+    state: RolloutState
+    request: UserRequest | None  # a request not acted on before
+    events: list[EventSpec] = field(default_factory=list)
+    registry: list[Action] = field(default_factory=list)
+    requeue: list[float] = field(default_factory=list)
+    completed: list[int] = field(default_factory=list)
+    started: int | None = None
+    waiting: str = ""  # what the running rollout waits for, for status and conditions
+
+    @property
+    def stamp(self) -> str:
+        return rfc3339(self.now)
+
+    def update(self, **changes: Any) -> None:
+        self.state = replace(self.state, **changes)
+
+    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append(EventSpec(type_, reason, message))
+
+    def requeue_in(self, seconds: float) -> None:
+        self.requeue.append(max(0.0, seconds))
+
+    def consume_request(self, kind: RequestKind) -> UserRequest | None:
+        """The pending request if it is of this kind; it is then acted on and not offered again."""
+        if self.request is not None and self.request.kind == kind:
+            request, self.request = self.request, None
+            return request
+        return None
+
+    def record(self, version: int, outcome: RecordOutcome, message: str) -> None:
+        history = (*self.state.history, RolloutRecord(version, outcome, self.stamp, message[:MAX_MESSAGE]))
+        self.update(history=history[-MAX_HISTORY:])
+
+
+def step(spec: ModelDeploymentSpec, state: RolloutState, observations: Observations, now: datetime) -> Transition:
+    """One pass of the rollout. Pure: the same inputs give the same transition."""
+    request = observations.request
+    fresh_request = request if request is not None and request.key != state.handled_request else None
+    run = _Pass(spec, observations, now, state, fresh_request)
+    run.update(handled_request=request.key if request is not None else None)
+    target = _target(run)
+    _follow_target(run, target)
+    if run.state.canary_version is not None:
+        _progress(run)
+    _ignore_leftover_request(run)
+    _settle(run)
+    return _finish(run)
+
+
+def _target(run: _Pass) -> int | None:
+    """The version spec.model resolves to; while the registry does not answer, the current one."""
+    if run.obs.resolved_version is not None:
+        return run.obs.resolved_version
+    return run.state.canary_version if run.state.canary_version is not None else run.state.stable_version
+
+
+def _follow_target(run: _Pass, target: int | None) -> None:
+    _unblock(run)
+    if run.state.canary_version is not None:
+        _supersede_if_stale(run, target)
+    if run.state.canary_version is not None:
+        abort = run.consume_request("abort")
+        if abort is not None:
+            _user_abort(run, abort)
+    if run.state.canary_version is None and target is not None and _should_start(run.state, target):
+        _start(run, target)
+
+
+def _unblock(run: _Pass) -> None:
+    """A rolled-back version may be rolled out again once the registry names another version (the alias
+    moved on; a later move back is a new decision), or when a user asks. A registry that does not answer
+    moves nothing."""
+    blocked = run.state.rolled_back_version
+    resolved = run.obs.resolved_version
+    if blocked is None:
+        return
+    if resolved is not None and resolved != blocked:
+        run.update(rolled_back_version=None)
+        return
+    retry = run.consume_request("retry")
+    if retry is not None:
+        run.update(rolled_back_version=None)
+        run.event("Normal", EVENT_RETRY, f"{retry.requested_by} asked to retry version {blocked}")
+
+
+def _should_start(state: RolloutState, target: int) -> bool:
+    return target not in (state.stable_version, state.rolled_back_version)
+
+
+def _supersede_if_stale(run: _Pass, target: int | None) -> None:
+    state = run.state
+    version = state.canary_version
+    assert version is not None
+    if target != version:
+        why = f"spec.model now resolves to version {target}"
+    elif state.rollout_hash != rollout_fingerprint(run.spec):
+        why = "the rollout's spec changed (model, strategy or analysis)"
+    else:
+        return
+    message = f"rollout of version {version} superseded: {why}"
+    run.record(version, "Superseded", message)
+    run.event("Normal", EVENT_SUPERSEDED, message)
+    _end_rollout(run)
+
+
+def _end_rollout(run: _Pass, **changes: Any) -> None:
+    """Back to a steady state: no canary, no weight, no step. Analysis results stay visible (they explain
+    the outcome) until the next rollout starts."""
+    run.update(
+        canary_version=None,
+        canary_weight=0,
+        current_step=None,
+        step_started_at=None,
+        analysis=None,
+        rollout_hash=None,
+        **changes,
+    )
+
+
+def _start(run: _Pass, version: int) -> None:
+    steps = canary_steps(run.spec)
+    stable = run.state.stable_version
+    canary = bool(steps) and stable is not None
+    run.update(
+        canary_version=version,
+        canary_weight=0,
+        current_step=0 if canary else None,
+        step_started_at=run.stamp,
+        analysis=None,
+        analysis_results=(),
+        rollout_hash=rollout_fingerprint(run.spec),
+        phase="Progressing",
+    )
+    run.started = version
+    if stable is None:
+        how = "first version: deployed without canary steps"
+    elif canary:
+        how = f"canary with {len(steps)} step(s) next to stable version {stable}"
+    else:
+        how = f"replacing version {stable} once its pods are ready (no canary strategy)"
+    run.event("Normal", EVENT_ROLLOUT_STARTED, f"rolling out version {version}: {how}")
+
+
+# --- ending a rollout -----------------------------------------------------------------------------------
+
+
+def _tags(run: _Pass, outcome: str, by: str, reason: str) -> dict[str, str]:
+    tags = {TAG_ROLLOUT: outcome, TAG_TIME: run.stamp, TAG_BY: by, TAG_REASON: reason[:MAX_TAG_REASON]}
+    if run.obs.resource:
+        tags[TAG_DEPLOYMENT] = run.obs.resource
+    return tags
+
+
+def _abort(run: _Pass, by: str, why: str) -> None:
+    version = run.state.canary_version
+    assert version is not None
+    stable = run.state.stable_version
+    message = f"version {version} rolled back: {why}; version {stable} serves"
+    run.record(version, "RolledBack", message)
+    run.registry.append(TagVersion(version, _tags(run, "RolledBack", by, why)))
+    run.event("Warning", EVENT_ROLLED_BACK, message)
+    _end_rollout(run, rolled_back_version=version, phase="RolledBack")
+
+
+def _user_abort(run: _Pass, request: UserRequest) -> None:
+    if run.state.stable_version is None:
+        run.event(
+            "Warning",
+            EVENT_REQUEST_IGNORED,
+            f"{request.kind} requested by {request.requested_by} ignored: no stable version to roll back to",
+        )
+        return
+    _abort(run, request.requested_by, f"{request.kind} requested by {request.requested_by}")
+
+
+def _succeed(run: _Pass, how: str) -> None:
+    version = run.state.canary_version
+    assert version is not None
+    previous = run.state.stable_version
+    replaced = f", replacing version {previous}" if previous is not None else ""
+    message = f"version {version} is stable{replaced}: {how}"
+    run.registry.append(TagVersion(version, _tags(run, "Deployed", OPERATOR, how)))
+    alias = run.spec.promotion.set_alias if run.spec.promotion else None
+    if alias:
+        run.registry.append(SetAlias(alias, version))
+        message += f'; alias "{alias}" moved to it'
+    run.record(version, "Succeeded", message)
+    run.event("Normal", EVENT_SUCCEEDED, message)
+    _end_rollout(run, stable_version=version, phase="Succeeded")
+
+
+# --- progressing ----------------------------------------------------------------------------------------
+
+
+def _progress(run: _Pass) -> None:
+    canary = run.obs.track(run.state.canary_version)
+    if canary is not None and canary.failed and not canary.ready:
+        _canary_failed(run, canary)
+    elif run.state.current_step is None:
+        _progress_direct(run, canary)
+    else:
+        _progress_canary(run)
+
+
+def _canary_failed(run: _Pass, canary: TrackObservation) -> None:
+    why = f"its pods do not become ready ({canary.message or 'progress deadline exceeded'})"
+    if run.state.stable_version is not None:
+        _abort(run, OPERATOR, why)
+        return
+    # Nothing else to serve: keep trying this version (the registry or the cluster may recover).
+    run.update(phase="Degraded")
+    run.waiting = f"version {canary.version}: {why}"
+    run.requeue_in(READINESS_POLL_SECONDS)
+
+
+def _progress_direct(run: _Pass, canary: TrackObservation | None) -> None:
+    version = run.state.canary_version
+    if canary is not None and canary.ready:
+        _succeed(run, "all its pods are ready")
+        return
+    run.update(phase="Progressing")
+    run.waiting = f"waiting for the pods of version {version} to be ready"
+    run.requeue_in(READINESS_POLL_SECONDS)
+
+
+def _progress_canary(run: _Pass) -> None:
+    """Run steps in order until one has to wait; several may complete in one pass."""
+    steps = canary_steps(run.spec)
+    # Whether this pass entered the current step: then the tracks' new sizes are not applied yet, and what
+    # the observations say about readiness is about the old ones.
+    entered = run.started is not None
+    while run.state.canary_version is not None:
+        index = run.state.current_step
+        assert index is not None
+        if index >= len(steps):
+            _promote_canary(run, entered)
+            return
+        if not _run_step(run, steps[index], entered):
+            return
+        _complete_step(run, steps, index)
+        entered = True
+
+
+def _complete_step(run: _Pass, steps: Sequence[CanaryStep], index: int) -> None:
+    run.completed.append(index)
+    run.event("Normal", EVENT_STEP_COMPLETED, f"step {index + 1}/{len(steps)} ({describe_step(steps[index])}) done")
+    run.update(current_step=index + 1, step_started_at=run.stamp, analysis=None, phase="Progressing")
+
+
+def _run_step(run: _Pass, step_: CanaryStep, entered: bool) -> bool:
+    """Whether the step is done; otherwise it recorded what it waits for."""
+    if step_.set_weight is not None:
+        return _set_weight(run, step_.set_weight, entered)
+    if step_.pause is not None:
+        return _pause(run, step_.pause.duration)
+    return _analysis(run, step_)
+
+
+def _canary_ready(run: _Pass) -> bool:
+    canary = run.obs.track(run.state.canary_version)
+    return canary is not None and canary.ready
+
+
+def _stable_ready(run: _Pass) -> bool:
+    stable = run.obs.track(run.state.stable_version)
+    return stable is not None and stable.ready
+
+
+def _set_weight(run: _Pass, weight: int, entered: bool) -> bool:
+    if uses_replica_ratio(run.spec):
+        return _set_replica_ratio(run, weight, entered)
+    return _set_routed_weight(run, weight)
+
+
+def _set_routed_weight(run: _Pass, weight: int) -> bool:
+    """A router's weight moves to the canary only once it is ready (KServe's canary sent traffic to
+    backends without endpoints and got 503s); less traffic on the canary is always safe, at once."""
+    version, previous = run.state.canary_version, run.state.canary_weight
+    if weight < previous:
+        run.update(canary_weight=weight)
+    if not _canary_ready(run):
+        run.waiting = f"waiting for the pods of version {version} to be ready before shifting {weight}% to it"
+        run.requeue_in(READINESS_POLL_SECONDS)
+        return False
+    run.update(canary_weight=weight)
+    if weight != previous:
+        run.event("Normal", EVENT_TRAFFIC_SHIFTED, f"{weight}% of traffic to version {version}")
+    return True
+
+
+def _set_replica_ratio(run: _Pass, weight: int, entered: bool) -> bool:
+    """The tracks are resized for the weight in the pass that enters the step, and their readiness is read
+    on a later pass (before the resize is applied, the observations describe the old sizes). Services send
+    traffic only to ready pods, so the split follows readiness by itself."""
+    version = run.state.canary_version
+    if entered or run.state.canary_weight != weight:
+        run.update(canary_weight=weight)
+        run.waiting = f"resizing the tracks for {weight}% on version {version}"
+        run.requeue_in(RESIZE_POLL_SECONDS)
+        return False
+    if not (_canary_ready(run) and _stable_ready(run)):
+        run.waiting = f"waiting for the resized tracks to be ready ({weight}% on version {version})"
+        run.requeue_in(READINESS_POLL_SECONDS)
+        return False
+    run.event("Normal", EVENT_TRAFFIC_SHIFTED, f"about {weight}% of replicas serve version {version}")
+    return True
+
+
+def _pause(run: _Pass, duration: str | None) -> bool:
+    promote = run.consume_request("promote")
+    if promote is not None:
+        run.event("Normal", EVENT_PROMOTED, f"pause ended by {promote.requested_by}")
+        return True
+    if duration is None:
+        if run.state.phase != "Paused":
+            run.event("Normal", EVENT_PAUSED, "paused until promoted (annotate mlflow.operator.dev/promote)")
+        run.update(phase="Paused")
+        run.waiting = "paused until promoted"
+        return False
+    started = parse_time(run.state.step_started_at or run.stamp)
+    remaining = (started + parse_duration(duration) - run.now).total_seconds()
+    if remaining <= 0:
+        return True
+    run.waiting = f"pausing {duration}"
+    run.requeue_in(remaining)
+    return False
+
+
+def _analysis(run: _Pass, step_: CanaryStep) -> bool:
+    promote = run.consume_request("promote")
+    if promote is not None:
+        run.event("Normal", EVENT_PROMOTED, f"analysis step skipped by {promote.requested_by}")
+        return True
+    analysis = run.spec.analysis
+    if analysis is None:  # the CRD refuses this; never count it as a pass
+        _pause_inconclusive(run, "strategy.canary.steps[].analysis needs spec.analysis")
+        return False
+    analysis_run = run.state.analysis or AnalysisRun(run.state.step_started_at or run.stamp)
+    if analysis_run.inconclusive > analysis.inconclusive_limit:
+        _pause_inconclusive(run, _inconclusive_why(analysis, analysis_run, _last_results(run, analysis)))
+        return False
+    due = parse_time(analysis_run.last_measured_at) + parse_duration(analysis.interval)
+    if run.now < due or run.obs.measurement is None:
+        run.update(analysis=analysis_run)
+        run.waiting = f"analysis: {analysis_run.conclusive}/{analysis_count(run.spec, step_)} measurements"
+        run.requeue_in((due - run.now).total_seconds() if run.now < due else READINESS_POLL_SECONDS)
+        return False
+    return _measure(run, step_, analysis, analysis_run, run.obs.measurement)
+
+
+def _measure(
+    run: _Pass, step_: CanaryStep, analysis: Analysis, analysis_run: AnalysisRun, measurement: Measurement
+) -> bool:
+    results = evaluate(analysis, measurement, run.now)
+    outcome = measurement_outcome(results)
+    analysis_run = replace(
+        analysis_run,
+        last_measured_at=run.stamp,
+        passed=analysis_run.passed + (outcome == "Passed"),
+        failed=analysis_run.failed + (outcome == "Failed"),
+        inconclusive=analysis_run.inconclusive + (outcome == "Inconclusive"),
+    )
+    run.update(analysis=analysis_run, analysis_results=(*run.state.analysis_results, *results)[-MAX_RESULTS:])
+    summary = _summary(results)
+    count = analysis_count(run.spec, step_)
+    progress = f"{analysis_run.conclusive}/{count}"
+    if outcome == "Passed":
+        run.event("Normal", EVENT_ANALYSIS_PASSED, f"measurement {progress} passed: {summary}")
+    elif outcome == "Failed":
+        run.event("Warning", EVENT_ANALYSIS_FAILED, f"measurement {progress} failed: {summary}")
+    else:
+        run.event("Warning", EVENT_ANALYSIS_INCONCLUSIVE, f"measurement inconclusive: {summary}")
+    if analysis_run.failed > analysis.failure_limit:
+        _abort(
+            run,
+            OPERATOR,
+            f"analysis failed {analysis_run.failed} time(s) (failureLimit {analysis.failure_limit}): {summary}",
+        )
+        return False
+    if analysis_run.inconclusive > analysis.inconclusive_limit:
+        _pause_inconclusive(run, _inconclusive_why(analysis, analysis_run, summary))
+        return False
+    if analysis_run.conclusive >= count:
+        return True
+    run.waiting = f"analysis: {progress} measurements"
+    run.requeue_in(parse_duration(analysis.interval).total_seconds())
+    return False
+
+
+def _last_results(run: _Pass, analysis: Analysis) -> str:
+    """The latest measurement's results (one per metric), for messages after a restart."""
+    return _summary(run.state.analysis_results[-len(analysis.metrics) :])
+
+
+def _summary(results: Sequence[AnalysisResult]) -> str:
+    return ", ".join(f"{r.metric}={r.value if r.value is not None else '-'} ({r.message})" for r in results)
+
+
+def _inconclusive_why(analysis: Analysis, analysis_run: AnalysisRun, summary: str) -> str:
+    count = f"{analysis_run.inconclusive} inconclusive measurement(s) (inconclusiveLimit {analysis.inconclusive_limit})"
+    return f"{count}, last: {summary}" if summary else count
+
+
+def _pause_inconclusive(run: _Pass, why: str) -> None:
+    message = f"analysis inconclusive, paused until promoted or aborted: {why}"[:MAX_MESSAGE]
+    if run.state.phase != "Paused":
+        run.event("Warning", EVENT_PAUSED, message)
+    run.update(phase="Paused")
+    run.waiting = message
+
+
+def _promote_canary(run: _Pass, entered: bool) -> None:
+    """After the last step the canary takes over. With replicaRatio it is first scaled to full size (next
+    to the stable, which keeps its replicas), and the roles switch once its pods are ready."""
+    version = run.state.canary_version
+    if entered and uses_replica_ratio(run.spec):
+        run.waiting = f"scaling version {version} to full size"
+        run.requeue_in(RESIZE_POLL_SECONDS)
+        return
+    if not _canary_ready(run):
+        run.waiting = f"waiting for version {version} at full size"
+        run.requeue_in(READINESS_POLL_SECONDS)
+        return
+    _succeed(run, f"{len(canary_steps(run.spec))} canary step(s) passed")
+
+
+def _ignore_leftover_request(run: _Pass) -> None:
+    """A request that found nothing to act on is dropped with an Event, so it does not fire later."""
+    request = run.request
+    if request is None:
+        return
+    run.request = None
+    run.event(
+        "Normal",
+        EVENT_REQUEST_IGNORED,
+        f"{request.kind} requested by {request.requested_by}: nothing to {request.kind}",
+    )
+
+
+# --- steady state, actions, conditions ------------------------------------------------------------------
+
+
+def _settle(run: _Pass) -> None:
+    state = run.state
+    if state.canary_version is not None:
+        return
+    stable = run.obs.track(state.stable_version)
+    if state.stable_version is None:
+        run.update(phase=None)
+    elif stable is None or stable.available_replicas == 0:
+        run.update(phase="Degraded")
+        run.requeue_in(READINESS_POLL_SECONDS)
+    elif state.rolled_back_version is not None:
+        run.update(phase="RolledBack")
+    else:
+        run.update(phase="Succeeded")
+
+
+def _size_percents(spec: ModelDeploymentSpec, state: RolloutState) -> tuple[int, int]:
+    """(stable, canary) share of the spec's replicas each track is sized for. Only replicaRatio splits: while
+    a weight change is in flight both tracks keep their larger size (a surge), so capacity never dips."""
+    if not uses_replica_ratio(spec) or state.current_step is None:
+        return FULL_SIZE, FULL_SIZE
+    steps = canary_steps(spec)
+    index = state.current_step
+    weight = state.canary_weight
+    if index >= len(steps):
+        return 100 - weight, FULL_SIZE
+    if steps[index].set_weight is not None:
+        before = weight_before(steps, index)
+        return 100 - min(before, weight), max(before, weight)
+    return 100 - weight, weight
+
+
+def level_actions(spec: ModelDeploymentSpec, state: RolloutState, observations: Observations) -> list[Action]:
+    """The tracks and weights the state asks for, on every pass (idempotent)."""
+    stable_size, canary_size = _size_percents(spec, state)
+    actions: list[Action] = []
+    if state.stable_version is not None:
+        actions.append(ScaleTrack("stable", state.stable_version, stable_size))
+    if state.canary_version is not None:
+        actions.append(ScaleTrack("canary", state.canary_version, canary_size))
+    canary = observations.track(state.canary_version)
+    available = canary is not None and canary.available_replicas > 0 and not canary.failed
+    actions.append(SetWeights(state.canary_weight if available else 0, available))
+    return actions
+
+
+def _available(run: _Pass) -> ConditionUpdate:
+    state = run.state
+    stable = run.obs.track(state.stable_version)
+    if state.stable_version is None:
+        if state.canary_version is None:
+            return ConditionUpdate(AVAILABLE, "Unknown", REASON_WAITING_FOR_MODEL, "no model version resolved yet")
+        if state.phase == "Degraded":
+            return ConditionUpdate(AVAILABLE, "False", REASON_DEPLOY_FAILED, run.waiting)
+        return ConditionUpdate(AVAILABLE, "Unknown", REASON_DEPLOYING, f"deploying version {state.canary_version}")
+    if stable is None or stable.available_replicas == 0:
+        detail = f" ({stable.message})" if stable is not None and stable.message else ""
+        return ConditionUpdate(
+            AVAILABLE,
+            "False",
+            REASON_NO_READY_REPLICAS,
+            f"stable version {state.stable_version} has no ready pods{detail}",
+        )
+    return ConditionUpdate(
+        AVAILABLE,
+        "True",
+        REASON_STABLE_AVAILABLE,
+        f"version {state.stable_version} serves ({stable.available_replicas} ready pod(s))",
+    )
+
+
+def _progressing(run: _Pass) -> ConditionUpdate:
+    state = run.state
+    if state.canary_version is not None:
+        if state.phase == "Paused":
+            inconclusive = (
+                state.analysis is not None
+                and run.spec.analysis is not None
+                and (state.analysis.inconclusive > run.spec.analysis.inconclusive_limit)
+            )
+            if inconclusive or run.spec.analysis is None:
+                return ConditionUpdate(PROGRESSING, "False", REASON_INCONCLUSIVE, run.waiting)
+            # A planned pause is not a failure: Unknown, so no Warning Event and Ready says why.
+            return ConditionUpdate(PROGRESSING, "Unknown", REASON_PAUSED, run.waiting)
+        return ConditionUpdate(PROGRESSING, "True", REASON_ROLLING_OUT, _progress_message(run))
+    if state.stable_version is None:
+        return ConditionUpdate(PROGRESSING, "Unknown", REASON_WAITING_FOR_MODEL, "no model version resolved yet")
+    if state.rolled_back_version is not None:
+        last = next((r for r in reversed(state.history) if r.version == state.rolled_back_version), None)
+        why = last.message if last is not None and last.message else f"version {state.rolled_back_version} rolled back"
+        return ConditionUpdate(PROGRESSING, "True", REASON_ROLLED_BACK, why)
+    return ConditionUpdate(
+        PROGRESSING, "True", REASON_ROLLOUT_COMPLETE, f"version {state.stable_version} is rolled out"
+    )
+
+
+def _progress_message(run: _Pass) -> str:
+    state = run.state
+    steps = canary_steps(run.spec)
+    if state.current_step is None:
+        return f"version {state.canary_version}: {run.waiting}"
+    position = f"step {min(state.current_step + 1, len(steps))}/{len(steps)}"
+    if state.current_step >= len(steps):
+        position = "promoting"
+    return f"version {state.canary_version}, {position}, weight {state.canary_weight}%: {run.waiting}"
+
+
+def _status_message(run: _Pass, progressing: ConditionUpdate, available: ConditionUpdate) -> str:
+    if run.state.canary_version is not None:
+        return progressing.message[:MAX_MESSAGE]
+    if available.status != "True":
+        return available.message[:MAX_MESSAGE]
+    return progressing.message[:MAX_MESSAGE]
+
+
+def _finish(run: _Pass) -> Transition:
+    available, progressing = _available(run), _progressing(run)
+    run.update(message=_status_message(run, progressing, available) or None)
+    return Transition(
+        state=run.state,
+        actions=[*level_actions(run.spec, run.state, run.obs), *run.registry],
+        events=run.events,
+        conditions=[available, progressing],
+        requeue_after=min(run.requeue) if run.requeue else None,
+        steps_completed=run.completed,
+        started_version=run.started,
+    )
