@@ -274,6 +274,15 @@ class RolloutRecord(ApiModel):
     time: DateTime = Field(description="When it ended (RFC 3339).")
 
 
+class AnalysisRun(ApiModel):
+    """Counts of the analysis step in progress."""
+
+    passed: int = Field(default=0, ge=0, description="Passed measurements.")
+    failed: int = Field(default=0, ge=0, description="Failed measurements.")
+    inconclusive: int = Field(default=0, ge=0, description="Inconclusive measurements (no data, NaN, errors).")
+    last_measured_at: DateTime | None = Field(default=None, description="When the last measurement was taken.")
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state of a model deployment."""
 
@@ -290,6 +299,19 @@ class ModelDeploymentStatus(ApiModel):
         default=None, max_length=50, description="Latest analysis measurements."
     )
     history: list[RolloutRecord] | None = Field(default=None, max_length=10, description="Recent rollouts.")
+    effective_canary_weight: int | None = Field(
+        default=None, ge=0, le=100, description="The split the router really achieves (replicaRatio rounds)."
+    )
+    analysis_run: AnalysisRun | None = Field(default=None, description="The analysis step in progress.")
+    rolled_back_version: int | None = Field(
+        default=None, description="Not retried until the registry resolves another version or a user asks."
+    )
+    rollout_hash: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="Fingerprint of model, strategy and analysis: a change supersedes the rollout."
+    )
+    handled_request: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None, description="The last promote/abort/retry annotation acted on."
+    )
     message: Message | None = Field(default=None, description="Human-readable summary.")
     conditions: list[Condition] = conditions_field()
 
