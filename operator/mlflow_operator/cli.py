@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resync-seconds",
         type=float,
         default=60.0,
-        help="how often every resource is compared with the cluster even when nothing changed",
+        help="how often TrackingServers and ModelDeployments are compared with the cluster when nothing changed; "
+        "RegisteredModels follow their spec.resyncInterval",
     )
     run.set_defaults(func=_run)
 

@@ -87,6 +87,7 @@ def synced(kubectl: Kubectl, namespace: str, name: str, timeout: float = 90) -> 
 def test_model_versions_aliases_and_drift(kubectl: Kubectl, operator: Path, namespace: str, registry: Registry) -> None:
     spec = {
         "modelName": "fraud-e2e",
+        "resyncInterval": f"{RESYNC_SECONDS}s",
         "description": "Card fraud.",
         "tags": {"team": "risk", "tier": "gold"},
         "versions": versions(registry),

@@ -10,7 +10,7 @@ import yaml
 
 from mlflow_operator.api import kind_info
 from mlflow_operator.api.trackingserver import TrackingServerSpec
-from mlflow_operator.logic.status import changed_fields
+from mlflow_operator.logic.status import changed_fields, duration_seconds
 from mlflow_operator.logic.validation import Invalid, Valid, validate_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,3 +67,10 @@ def test_only_changed_status_fields_are_written() -> None:
     assert changed_fields({"a": 1, "b": [1]}, {"a": 1, "b": [1]}) == {}
     assert changed_fields({"a": 1}, {"a": 2, "c": None}) == {"a": 2}
     assert changed_fields(None, {"a": 1}) == {"a": 1}
+
+
+def test_durations_parse_as_the_api_writes_them() -> None:
+    assert duration_seconds("30s") == 30 and duration_seconds("5m") == 300 and duration_seconds("1h30m") == 5400
+    assert duration_seconds("7d") == 604800 and duration_seconds("250ms") == 0.25
+    with pytest.raises(ValueError, match="not a duration"):
+        duration_seconds("5 minutes")

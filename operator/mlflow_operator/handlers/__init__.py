@@ -35,7 +35,16 @@ def _bind(fn: ReconcileFn) -> Callable[[dict[str, Any]], Awaitable[float | None]
     return bound
 
 
-CONTROLLERS = {kind: Controller(kind, _bind(fn), resync_seconds=RESYNC_SECONDS) for kind, fn in RECONCILERS.items()}
+# RegisteredModels resync on their own spec.resyncInterval (the reconcile returns it): a global tick would
+# poll every registry more often than its owner asked.
+OWN_RESYNC = {"RegisteredModel"}
+
+
+def _resync_for(kind: str, seconds: float) -> float | None:
+    return None if kind in OWN_RESYNC else seconds
+
+
+CONTROLLERS = {kind: Controller(kind, _bind(fn), _resync_for(kind, RESYNC_SECONDS)) for kind, fn in RECONCILERS.items()}
 
 
 def _register(plural: str, kind: str) -> None:
@@ -66,8 +75,8 @@ for _group, _version, _plural in WATCHED_CHILDREN:
 
 def configure(resync_seconds: float) -> None:
     """Set before the operator starts (the CLI's --resync-seconds)."""
-    for controller in CONTROLLERS.values():
-        controller.resync_seconds = resync_seconds
+    for kind, controller in CONTROLLERS.items():
+        controller.resync_seconds = _resync_for(kind, resync_seconds)
 
 
 @kopf.on.startup()

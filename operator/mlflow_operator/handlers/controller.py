@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlflow_operator.logic.backoff import exponential_backoff
+
 Key = tuple[str, str]  # (namespace, name)
 Reconcile = Callable[[dict[str, Any]], Awaitable[float | None]]
 
@@ -24,15 +26,15 @@ MAX_BACKOFF_SECONDS = 300.0
 
 
 def backoff_seconds(failures: int) -> float:
-    """1, 2, 4, ... seconds, capped: a broken dependency is retried without a hot loop."""
-    return float(min(MAX_BACKOFF_SECONDS, 2 ** max(0, failures - 1)))
+    """1, 2, 4, ... seconds after unexpected errors, capped: retried without a hot loop."""
+    return exponential_backoff(failures, base=1.0, cap=MAX_BACKOFF_SECONDS)
 
 
 @dataclass
 class Controller:
     kind: str
     reconcile: Reconcile
-    resync_seconds: float = 60.0
+    resync_seconds: float | None = 60.0  # None: no periodic resync; the reconcile asks when to come back
     workers: int = 4
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
     _queue: asyncio.Queue[Key] | None = None
@@ -82,7 +84,8 @@ class Controller:
     def start(self) -> None:
         self._queue = asyncio.Queue()
         self._tasks = [asyncio.create_task(self._worker(), name=f"{self.kind}-worker-{i}") for i in range(self.workers)]
-        self._tasks.append(asyncio.create_task(self._resync(), name=f"{self.kind}-resync"))
+        if self.resync_seconds is not None:
+            self._tasks.append(asyncio.create_task(self._resync(), name=f"{self.kind}-resync"))
         for key in list(self.objects):
             self.enqueue(key)
 
@@ -94,6 +97,7 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _resync(self) -> None:
+        assert self.resync_seconds is not None
         while True:
             await asyncio.sleep(self.resync_seconds)
             for key in list(self.objects):

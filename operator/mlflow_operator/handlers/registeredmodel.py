@@ -27,6 +27,7 @@ from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import registeredmodel as plan
 from mlflow_operator.logic.conditions import ConditionUpdate, rfc3339
+from mlflow_operator.logic.status import duration_seconds
 
 SYNCED = plan.CONDITION_TYPE
 CONDITIONS = (SYNCED, cond.READY)
@@ -117,7 +118,9 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
             "corrected registry drift: " + "; ".join(outcome.drift),
             rfc3339(rt.now()),
         )
-    return None if outcome.plan.in_sync else FOLLOW_UP_SECONDS
+    # The next drift check follows the resource's own resyncInterval (RegisteredModels have no global
+    # resync): a registry is polled as often as its owner asked, and no more.
+    return duration_seconds(spec.resync_interval) if outcome.plan.in_sync else FOLLOW_UP_SECONDS
 
 
 def ready_from(synced: ConditionUpdate) -> ConditionUpdate:

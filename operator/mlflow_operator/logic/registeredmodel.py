@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from mlflow_operator.api.registeredmodel import RegisteredModelSpec
+from mlflow_operator.logic.backoff import exponential_backoff
 from mlflow_operator.logic.conditions import ConditionUpdate, rfc3339
 
 # The condition this module reports on, and its reasons.
@@ -448,9 +449,8 @@ def sync_failure(reason: str, message: str) -> ConditionUpdate:
 
 
 def retry_delay(failures: int, *, base: float = 5.0, cap: float = 300.0) -> float:
-    """Seconds before retrying after `failures` consecutive failures (1 for the first): exponential, capped,
-    so an unreachable registry is polled at most every `cap` seconds and recovery needs no user action."""
-    return float(min(cap, base * 2 ** max(0, failures - 1)))
+    """Seconds before syncing again after `failures` consecutive registry failures."""
+    return exponential_backoff(failures, base=base, cap=cap)
 
 
 # --- status ---------------------------------------------------------------------------------------------
