@@ -60,3 +60,7 @@ run: deps binaries ## run the operator on $$KUBECONFIG, or on the local control 
 	$(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) apply -f examples/
 	@echo "operator running against $(RUN_KUBECONFIG); try: $(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) get mlflow"
 	KUBECONFIG=$(RUN_KUBECONFIG) $(VENV)/bin/mlflow-operator run --all-namespaces --log-format text
+
+.PHONY: bench
+bench: deps binaries ## benchmarks; results under bench/results/ (BENCH_ARGS=--quick: a short smoke run)
+	$(PY) -m bench.tracking_stack $(BENCH_ARGS)

@@ -1,0 +1,1015 @@
+"""`python -m bench.registry`: N RegisteredModels against one MLflow server, as users run the operator.
+
+All on 127.0.0.1: a real Kubernetes control plane (hack/localcluster.py, or $KUBECONFIG), the CRDs, a
+real `mlflow server` on a local Postgres (the integration harness) with `--expose-prometheus`, and the
+operator's console script (`mlflow-operator run --namespace NS --resync-seconds S ...`) as a subprocess.
+
+1. One tiny model is logged with the real MLflow client, as the source of every version.
+2. N RegisteredModels (trackingUri = the server, a description, 2 tags, 1 version from that source, the
+   alias champion -> 1, and resyncInterval S) go in with one multi-document `kubectl apply -f -`; one
+   `kubectl get -o json` per second tells when each reports Synced=True at its generation.
+3. Once all are Synced, the benchmark idles for K resync periods of S seconds and reports, from the server's
+   own request counters (`mlflow_http_request_total{method,status}` on /metrics, which count what reaches the
+   server whoever sends it), the reads (GET) and writes (POST/PUT/PATCH/DELETE) per model per resync (target:
+   writes 0), and from the API server how many RegisteredModel resourceVersions moved (target: 0).
+
+RegisteredModels resync on their own spec.resyncInterval (the operator's --resync-seconds drives the other
+kinds), so each model's passes run on its own timer, spread over time rather than in one burst per period.
+The passes are counted exactly from the server's gunicorn access log (`--access-logfile` added to the
+harness's gunicorn options): every pass reads the model once with GetRegisteredModel, whose request line
+names it. Per-resync figures divide the window's requests by those passes.
+The operator's RSS (VmRSS, and the kernel's high-water mark VmHWM) and CPU come from /proc/<pid>.
+
+Results: bench/results/registry.json (every figure, the machine, the versions; --quick writes
+registry-quick.json) and a markdown table on stdout. Every process is stopped on exit, failure, Ctrl-C or
+SIGTERM, and the whole run is bounded by --timeout.
+
+    .venv/bin/python -m bench.registry [--quick] [--models N] [--idle-periods K] [--resync-seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+from tests.integration import dataplane as dp
+from tests.integration import registry_server as rs
+from tests.kube import ROOT, Kubectl, find_kubectl
+
+from bench.stats import percentile
+
+RESULTS_DIR = ROOT / "bench" / "results"
+API_VERSION = "mlflow.operator.dev/v1alpha1"
+REQUEST_METRIC = "mlflow_http_request_total"
+READ_METHODS = frozenset({"GET", "HEAD"})
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+QUIET_S = 1.5  # no request reached the server for this long: the follow-ups of the sync are over
+POLL_INTERVAL_S = 1.0
+CLUSTER_TIMEOUT_S = 900  # the control plane's binaries are cached; a cold build is `make cluster`'s business
+OPERATOR_STOP_TIMEOUT_S = 30
+NAME_PREFIX = "bench-model-"
+GET_MODEL_PATH = "/mlflow/registered-models/get"
+_REQUEST_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[0-9.]+"')
+
+
+# --- pure helpers (tests/unit/test_bench_registry.py) -------------------------------------------------------
+
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?$")
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`a="1",b="x\\"y"` -> {"a": "1", "b": 'x"y'} (Prometheus text format escapes: \\\\, \\", \\n)."""
+    labels, position = {}, 0
+    while position < len(text.rstrip()):
+        match = _LABEL.match(text, position)
+        if match is None:
+            raise ValueError(f"malformed labels at {position}: {text!r}")
+        labels[match.group(1)] = re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m.group(0)], match.group(2))
+        position = match.end()
+    return labels
+
+
+def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample of the metric `name` (exactly: not `name_created`) in a Prometheus text exposition."""
+    samples = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        if match is None or match.group("name") != name:
+            continue
+        samples.append((parse_labels(match.group("labels") or ""), float(match.group("value"))))
+    return samples
+
+
+def requests_by(text: str, *labels: str, metric: str = REQUEST_METRIC) -> dict[tuple[str, ...], int]:
+    """The metric's counts summed over every other label, keyed by the values of `labels` (e.g. method)."""
+    counts: Counter[tuple[str, ...]] = Counter()
+    for sample_labels, value in metric_samples(text, metric):
+        counts[tuple(sample_labels.get(label, "") for label in labels)] += round(value)
+    return dict(counts)
+
+
+@dataclass(frozen=True)
+class Requests:
+    """Requests the server counted, by method and status ("GET 200": n); reads, writes and the rest."""
+
+    by_method_status: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> Requests:
+        return cls({f"{m} {s}": n for (m, s), n in sorted(requests_by(text, "method", "status").items())})
+
+    def _total(self, methods: frozenset[str] | None) -> int:
+        return sum(
+            n
+            for key, n in self.by_method_status.items()
+            if (methods is None and key.split(" ", 1)[0] not in READ_METHODS | WRITE_METHODS)
+            or (methods is not None and key.split(" ", 1)[0] in methods)
+        )
+
+    @property
+    def reads(self) -> int:
+        return self._total(READ_METHODS)
+
+    @property
+    def writes(self) -> int:
+        return self._total(WRITE_METHODS)
+
+    @property
+    def other(self) -> int:
+        return self._total(None)
+
+    @property
+    def errors(self) -> int:
+        """Answers with a 5xx status: the server failed (a 404 of a first lookup is expected, not counted)."""
+        return sum(n for key, n in self.by_method_status.items() if key.rsplit(" ", 1)[-1].startswith("5"))
+
+    def __sub__(self, earlier: Requests) -> Requests:
+        keys = sorted(set(self.by_method_status) | set(earlier.by_method_status))
+        delta = {k: self.by_method_status.get(k, 0) - earlier.by_method_status.get(k, 0) for k in keys}
+        return Requests({k: n for k, n in delta.items() if n})
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "reads": self.reads,
+            "writes": self.writes,
+            "other": self.other,
+            "errors_5xx": self.errors,
+            "by_method_status": dict(self.by_method_status),
+        }
+
+
+def per_model_per_period(count: int, models: int, periods: float) -> float | None:
+    if models <= 0 or periods <= 0:
+        return None
+    return count / models / periods
+
+
+def model_name(index: int) -> str:
+    return f"{NAME_PREFIX}{index:03d}"
+
+
+def duration(seconds: float) -> str:
+    """A Kubernetes-style duration for the API (30s, or 2500ms when not whole seconds)."""
+    if seconds <= 0:
+        raise ValueError(f"not a positive duration: {seconds}")
+    return f"{seconds:.0f}s" if float(seconds).is_integer() else f"{round(seconds * 1000)}ms"
+
+
+def registered_model(
+    index: int, tracking_uri: str, source: str, run_id: str, resync_seconds: float = 300
+) -> dict[str, Any]:
+    """RegisteredModel number `index`: a description, 2 tags, 1 version from source, alias champion -> 1,
+    resynced every resync_seconds."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "RegisteredModel",
+        "metadata": {"name": model_name(index)},
+        "spec": {
+            "trackingUri": tracking_uri,
+            "description": f"Benchmark model {index}.",
+            "tags": {"team": "bench", "index": str(index)},
+            "versions": [{"source": source, "runId": run_id}],
+            "aliases": {"champion": 1},
+            "resyncInterval": duration(resync_seconds),
+        },
+    }
+
+
+def manifests(objects: Iterable[Mapping[str, Any]]) -> str:
+    """One multi-document YAML stream, for a single `kubectl apply -f -`."""
+    return "---\n".join(yaml.safe_dump(dict(obj), sort_keys=False) for obj in objects)
+
+
+def synced_at_generation(obj: Mapping[str, Any]) -> bool:
+    """Synced=True, reported for the object's current generation."""
+    status = obj.get("status") or {}
+    generation = (obj.get("metadata") or {}).get("generation")
+    if status.get("observedGeneration") != generation:
+        return False
+    for item in status.get("conditions") or []:
+        if item.get("type") == "Synced":
+            seen = item.get("observedGeneration", generation)
+            return bool(item.get("status") == "True" and seen == generation)
+    return False
+
+
+def not_synced_reasons(items: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many objects are not Synced at their generation, by the Synced condition's status/reason."""
+    reasons: Counter[str] = Counter()
+    for obj in items:
+        if synced_at_generation(obj):
+            continue
+        found = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Synced"), None)
+        reasons["no Synced condition" if found is None else f"{found.get('status')}/{found.get('reason')}"] += 1
+    return dict(reasons)
+
+
+def resource_versions(items: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    return {obj["metadata"]["name"]: obj["metadata"]["resourceVersion"] for obj in items}
+
+
+def changed(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """Names whose value differs, appeared or disappeared between two snapshots, sorted."""
+    return sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
+
+
+def latency_summary(values: Sequence[float]) -> dict[str, float | None]:
+    return {
+        "count": len(values),
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "max": max(values) if values else None,
+    }
+
+
+def model_lookups(access_log: str, prefix: str = NAME_PREFIX) -> Counter[str]:
+    """GetRegisteredModel requests per model name (those starting with prefix) in gunicorn access-log lines,
+    whose quoted request line carries the query string: one per observe, so one per reconcile pass."""
+    counts: Counter[str] = Counter()
+    for line in access_log.splitlines():
+        match = _REQUEST_LINE.search(line)
+        if match is None or match.group("method") != "GET":
+            continue
+        target = urlsplit(match.group("target"))
+        if not target.path.endswith(GET_MODEL_PATH):
+            continue
+        for name in parse_qs(target.query).get("name", []):
+            if name.startswith(prefix):
+                counts[name] += 1
+    return counts
+
+
+def passes_summary(lookups: Mapping[str, int], names: Sequence[str]) -> dict[str, Any]:
+    """Reconcile passes per model over a window: total, min / median / max, and models with none."""
+    per_model = [lookups.get(name, 0) for name in names]
+    return {
+        "total": sum(per_model),
+        "min": min(per_model, default=None),
+        "median": percentile(per_model, 50),
+        "max": max(per_model, default=None),
+        "models_without_pass": sum(1 for n in per_model if n == 0),
+    }
+
+
+def per_pass(count: int, passes: int) -> float | None:
+    return count / passes if passes > 0 else None
+
+
+def proc_stat_cpu_ticks(stat_text: str) -> int:
+    """utime + stime of one /proc/<pid>/stat line (fields after the parenthesised command name)."""
+    fields = stat_text.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def proc_status_kib(status_text: str, key: str) -> int | None:
+    """A `Key:   1234 kB` value of /proc/<pid>/status, in KiB."""
+    for line in status_text.splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    return None
+
+
+def evaluate(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each met (True), missed (False) or not measured (None), with the figures."""
+    models = result["parameters"]["models"]
+    targets = []
+    sync = result.get("sync") or {}
+    all_synced = sync.get("all_synced_s")
+    targets.append(
+        {
+            "target": f"all {models} RegisteredModels Synced",
+            "met": None if not sync else all_synced is not None,
+            "detail": (
+                "not measured"
+                if not sync
+                else f"{sync.get('synced', 0)}/{models} in {all_synced:.1f} s"
+                if all_synced is not None
+                else f"{sync.get('synced', 0)}/{models} after {sync.get('waited_s', 0):.0f} s; "
+                f"not synced: {sync.get('not_synced_reasons')}"
+            ),
+        }
+    )
+    idle = result.get("idle") or {}
+    if not idle:
+        targets += [
+            {"target": t, "met": None, "detail": "not measured"}
+            for t in ("idle resync: reads only, zero writes", "idle: no RegisteredModel resourceVersion changes")
+        ]
+        return targets
+    calls, passes = idle["requests"], idle["passes"]
+    targets.append(
+        {
+            "target": "idle resync: reads only, zero writes",
+            "met": calls["writes"] == 0 and calls["reads"] > 0 and passes["total"] > 0,
+            "detail": f"{calls['reads']} reads, {calls['writes']} writes over {passes['total']} resync passes "
+            f"({passes['min']}..{passes['max']} per model): {_number(idle['reads_per_model_per_resync'], 2)} "
+            f"reads and {_number(idle['writes_per_model_per_resync'], 2)} writes per model per resync",
+        }
+    )
+    moved = idle["resource_versions_changed"]
+    targets.append(
+        {
+            "target": "idle: no RegisteredModel resourceVersion changes",
+            "met": moved == 0,
+            "detail": f"{moved} of {models} changed" + (f" (e.g. {idle['changed_names'][:5]})" if moved else ""),
+        }
+    )
+    return targets
+
+
+def _number(value: float | None, digits: int, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    """The results table and the targets, as markdown."""
+    p, machine = result["parameters"], result["machine"]
+    sync, idle, op = result.get("sync") or {}, result.get("idle") or {}, result.get("operator") or {}
+    models = p["models"]
+    per_model = sync.get("per_model_synced_s") or {}
+    sync_calls, idle_calls = sync.get("requests") or {}, idle.get("requests") or {}
+    firsts = " / ".join(_number(per_model.get(k), 0, " s") for k in ("min", "p50", "p90"))
+    rss = " / ".join(_number(op.get(k), 0, " MiB") for k in ("rss_start_mib", "rss_peak_mib", "rss_end_mib"))
+    idle_counts = " / ".join(str(idle_calls.get(k, "n/a")) for k in ("reads", "writes", "errors_5xx"))
+    idle_passes = idle.get("passes") or {}
+    passes = " / ".join(_number(idle_passes.get(k), 0) for k in ("min", "median", "max"))
+    rows = [
+        ("RegisteredModels", str(models)),
+        ("`kubectl apply` of all (one multi-document apply)", _number(sync.get("apply_s"), 1, " s")),
+        ("**time until all Synced** (from the apply)", _number(sync.get("all_synced_s"), 1, " s")),
+        ("first / p50 / p90 model Synced (1 s polls)", firsts),
+        ("Synced at the end of the sync phase", f"{sync.get('synced', 0)}/{models}"),
+        (
+            "MLflow requests to sync, per model: reads / writes",
+            f"{_number(sync.get('reads_per_model'), 1)} / {_number(sync.get('writes_per_model'), 1)}",
+        ),
+        ("MLflow 5xx answers during sync", str(sync_calls.get("errors_5xx", "n/a"))),
+        (
+            "idle window",
+            f"{_number(idle.get('window_s'), 1, ' s')} = {_number(idle.get('clock_periods'), 2)} x "
+            f"{p['resync_seconds']:g} s (resyncInterval)",
+        ),
+        ("idle resync passes per model: min / median / max", passes),
+        ("idle effective resync period per model", _number(idle.get("effective_resync_s"), 1, " s")),
+        ("**idle reads per model per resync**", _number(idle.get("reads_per_model_per_resync"), 2)),
+        ("**idle writes per model per resync** (target 0)", _number(idle.get("writes_per_model_per_resync"), 2)),
+        ("idle MLflow requests: reads / writes / 5xx", idle_counts),
+        ("**idle resourceVersions changed** (target 0)", str(idle.get("resource_versions_changed", "n/a"))),
+        ("idle Events created", str(idle.get("events_created", "n/a"))),
+        ("operator RSS: after start / peak (VmHWM) / end", rss),
+        ("operator CPU during sync: s (% of one core)", _cpu(op.get("cpu_sync_s"), op.get("cpu_sync_pct"))),
+        ("operator CPU while idle: s (% of one core)", _cpu(op.get("cpu_idle_s"), op.get("cpu_idle_pct"))),
+        (
+            "MLflow server CPU during sync: s (% of one core)",
+            _cpu(sync.get("server_cpu_s"), sync.get("server_cpu_pct")),
+        ),
+        ("MLflow server CPU while idle: s (% of one core)", _cpu(idle.get("server_cpu_s"), idle.get("server_cpu_pct"))),
+        (
+            "machine busy during sync (cores of " + str(machine["cores"]) + ")",
+            _number(sync.get("machine_busy_cores"), 2),
+        ),
+        (
+            "machine busy while idle (cores of " + str(machine["cores"]) + ")",
+            _number(idle.get("machine_busy_cores"), 2),
+        ),
+        (
+            "load average at start / end",
+            f"{_loads(machine.get('load_average_at_start'))} / {_loads(machine.get('load_average_at_end'))}",
+        ),
+    ]
+    lines = [
+        f"# RegisteredModel benchmark ({result['date']}{', quick' if p.get('quick') else ''})",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        *(f"| {name} | {value} |" for name, value in rows),
+        "",
+        "Targets:",
+        "",
+    ]
+    marks = {True: "met", False: "MISSED", None: "not measured"}
+    lines += [f"- **{marks[t['met']]}**: {t['target']} ({t['detail']})" for t in result.get("targets") or []]
+    if result.get("error"):
+        lines += ["", f"**The run did not complete**: {result['error']}"]
+    lines += ["", *(f"Note: {note}" for note in result.get("notes") or [])]
+    return "\n".join(lines) + "\n"
+
+
+def _cpu(seconds: float | None, pct: float | None) -> str:
+    return f"{_number(seconds, 1)} ({_number(pct, 1)} %)"
+
+
+def _loads(values: Sequence[float] | None) -> str:
+    return "n/a" if not values else ", ".join(f"{v:.2f}" for v in values)
+
+
+# --- processes ----------------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"[registry-bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def cluster(logs: Path) -> Iterator[tuple[str, str]]:
+    """(kubeconfig, where from): $KUBECONFIG, else a local control plane started here and stopped after."""
+    if os.environ.get("KUBECONFIG"):
+        yield os.environ["KUBECONFIG"], "$KUBECONFIG"
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="mlflow-bench-registry-cluster-"))
+    script = str(ROOT / "hack" / "localcluster.py")
+    try:
+        log(f"starting the local control plane in {workdir}")
+        with (logs / "localcluster.log").open("w") as out:
+            result = subprocess.run(
+                ["python3", script, "up", "--dir", str(workdir)],
+                stdout=subprocess.PIPE, stderr=out, stdin=subprocess.DEVNULL, text=True,
+                timeout=CLUSTER_TIMEOUT_S, check=False,
+            )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"local control plane did not start; see {logs / 'localcluster.log'}")
+        yield result.stdout.strip().splitlines()[-1], "hack/localcluster.py"
+    finally:
+        log("stopping the local control plane")
+        subprocess.run(
+            ["python3", script, "down", "--dir", str(workdir)], capture_output=True, timeout=120, check=False
+        )
+
+
+@dataclass
+class Operator:
+    """`mlflow-operator run` as users run it, with its own log; /proc figures of its process."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    port: int
+    argv: list[str]
+
+    @classmethod
+    def start(cls, kubeconfig: str, namespace: str, resync_seconds: float, log_path: Path) -> Operator:
+        port = _free_port()
+        binary = Path(sys.executable).parent / "mlflow-operator"
+        argv = [
+            str(binary), "run", "--namespace", namespace, "--liveness", f"http://127.0.0.1:{port}/healthz",
+            "--log-format", "text", "--resync-seconds", f"{resync_seconds:g}",
+        ]  # fmt: skip
+        with log_path.open("ab") as out:
+            process = subprocess.Popen(
+                argv, env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        return cls(process, log_path, port, argv)
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.process.returncode}; log {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"operator not healthy within {timeout:.0f} s; log {self.log_path}")
+
+    def check_running(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"operator exited with {self.process.returncode}; log {self.log_path}")
+
+    def stop(self) -> int | None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=OPERATOR_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+    def cpu_seconds(self) -> float | None:
+        try:
+            return proc_stat_cpu_ticks(Path(f"/proc/{self.process.pid}/stat").read_text()) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            return None
+
+    def memory_mib(self, key: str = "VmRSS") -> float | None:
+        try:
+            kib = proc_status_kib(Path(f"/proc/{self.process.pid}/status").read_text(), key)
+        except OSError:
+            return None
+        return None if kib is None else kib / 1024
+
+
+def session_cpu_seconds(session_id: int) -> float:
+    """utime + stime of every live process of a session (the MLflow server: its arbiter and workers)."""
+    ticks = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            text = (proc / "stat").read_text()
+        except OSError:
+            continue
+        if int(text.rsplit(")", 1)[1].split()[3]) == session_id:
+            ticks += proc_stat_cpu_ticks(text)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def server_session(server: dp.MlflowServer) -> int | None:
+    process = server.process
+    popen = getattr(process, "_popen", None) if process is not None else None
+    return None if popen is None else int(popen.pid)  # started with start_new_session: pid == session id
+
+
+def scrape(url: str) -> Requests:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        return Requests.parse(response.read().decode())
+
+
+def total_requests(requests: Requests) -> int:
+    return sum(requests.by_method_status.values())
+
+
+def wait_quiet(url: str, *, quiet_s: float, timeout: float) -> tuple[Requests, float, bool]:
+    """Scrapes until no request reached the server for quiet_s (or timeout); (counters, waited s, quiet)."""
+    began = time.monotonic()
+    last = scrape(url)
+    last_change = time.monotonic()
+    while time.monotonic() - began < timeout:
+        time.sleep(0.25)
+        now = scrape(url)
+        if total_requests(now) != total_requests(last):
+            last, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change >= quiet_s:
+            return now, time.monotonic() - began, True
+    return last, time.monotonic() - began, False
+
+
+def list_models(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:
+    out = kubectl.run("get", "registeredmodels", "-n", namespace, "-o", "json", timeout=60).stdout
+    return list(json.loads(out)["items"])
+
+
+def count_events(kubectl: Kubectl, namespace: str) -> Counter[str]:
+    items = json.loads(kubectl.run("get", "events", "-n", namespace, "-o", "json", timeout=60).stdout)["items"]
+    return Counter(f"{e.get('type')}/{e.get('reason')}" for e in items for _ in range(max(1, e.get("count") or 1)))
+
+
+def system_busy_seconds() -> float:
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    logs: Path
+    result: dict[str, Any]
+    stack: ExitStack
+    deadline: float = 0.0
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def start_registry(run: Run) -> tuple[dp.MlflowServer, dict[str, str], Path]:
+    """Postgres, a migrated backend, `mlflow server --expose-prometheus`, one logged model."""
+    stack, logs = run.stack, run.logs
+    postgres = stack.enter_context(dp.Postgres({"max_connections": "50"}, log_dir=logs))
+    backend = rs.create_database(postgres, "registry")
+    dp.run_mlflow(["db", "upgrade", backend])
+    prometheus = Path(tempfile.mkdtemp(prefix="mlflow-bench-registry-prometheus-"))
+    stack.callback(subprocess.run, ["rm", "-rf", str(prometheus)], check=False)
+    artifacts = Path(tempfile.mkdtemp(prefix="mlflow-bench-registry-artifacts-"))
+    stack.callback(subprocess.run, ["rm", "-rf", str(artifacts)], check=False)
+    # RegistryServer's argv (tests/integration/registry_server.py), plus the Prometheus exporter and an
+    # access log (which counts the passes per model).
+    probe = rs.RegistryServer(backend, artifacts, logs)
+    access_log = logs / "access.log"
+    access_log.touch()
+    argv = dp.with_option(probe.server.argv, "--gunicorn-opts", f"{rs.GUNICORN_OPTS} --access-logfile {access_log}")
+    argv += ["--expose-prometheus", str(prometheus)]
+    server = dp.MlflowServer(argv, env=probe.server.env, log_dir=logs)
+    log(f"starting mlflow server on {server.url}")
+    stack.enter_context(server)
+    run.result["server"] = {
+        "url": server.url,
+        "argv": [a if a != backend else "postgresql://***@127.0.0.1/registry" for a in argv],
+        "env": probe.server.env,
+    }
+    log("logging one model with the MLflow client")
+    logged = rs.run_client(server.url, rs.LOG_MODELS_SCRIPT, {"experiment": "bench-registry", "adds": [1]})
+    return server, logged[0], access_log
+
+
+def sync_phase(
+    run: Run, kubectl: Kubectl, namespace: str, server: dp.MlflowServer, operator: Operator, logged: Mapping[str, str]
+) -> bool:
+    models = run.args.models
+    docs = manifests(
+        registered_model(i, server.url, logged["model_uri"], logged["run_id"], run.args.resync_seconds)
+        for i in range(models)
+    )
+    before = scrape(server.url)
+    cpu_before = operator.cpu_seconds()
+    session = server_session(server)
+    server_cpu_before = session_cpu_seconds(session) if session else None
+    busy_before = system_busy_seconds()
+    log(f"applying {models} RegisteredModels")
+    began = time.monotonic()
+    kubectl.run("apply", "-n", namespace, "-f", "-", stdin=docs, timeout=300)
+    apply_s = time.monotonic() - began
+    sync: dict[str, Any] = {"apply_s": apply_s}
+    run.result["sync"] = sync
+    first_synced: dict[str, float] = {}
+    progress: list[tuple[float, int]] = []
+    items: list[dict[str, Any]] = []
+    timeout = min(run.args.sync_timeout, run.remaining())
+    while True:
+        poll_began = time.monotonic()
+        operator.check_running()
+        items = list_models(kubectl, namespace)
+        now = time.monotonic() - began
+        for obj in items:
+            if synced_at_generation(obj):
+                first_synced.setdefault(obj["metadata"]["name"], now)
+        progress.append((round(now, 2), len(first_synced)))
+        synced_now = sum(1 for obj in items if synced_at_generation(obj))
+        if synced_now == models and len(items) == models:
+            sync["all_synced_s"] = now
+            break
+        if now > timeout:
+            sync["all_synced_s"] = None
+            break
+        if len(progress) % 10 == 0:
+            log(f"{synced_now}/{models} Synced after {now:.0f} s")
+        time.sleep(max(0.0, POLL_INTERVAL_S - (time.monotonic() - poll_began)))
+    requests = scrape(server.url) - before
+    cpu_after = operator.cpu_seconds()
+    server_cpu_after = session_cpu_seconds(session) if session else None
+    wall = time.monotonic() - began
+    sync.update(
+        {
+            "waited_s": wall,
+            "synced": sum(1 for obj in items if synced_at_generation(obj)),
+            "not_synced_reasons": not_synced_reasons(items),
+            "per_model_synced_s": {
+                "min": min(first_synced.values(), default=None),
+                **latency_summary(sorted(first_synced.values())),
+            },
+            "progress": progress,
+            "requests": requests.summary(),
+            "reads_per_model": requests.reads / models,
+            "writes_per_model": requests.writes / models,
+            "machine_busy_cpu_s": system_busy_seconds() - busy_before,
+        }
+    )
+    sync["machine_busy_cores"] = sync["machine_busy_cpu_s"] / wall
+    if server_cpu_before is not None and server_cpu_after is not None:
+        sync["server_cpu_s"] = server_cpu_after - server_cpu_before
+        sync["server_cpu_pct"] = 100 * (server_cpu_after - server_cpu_before) / wall
+    if cpu_before is not None and cpu_after is not None:
+        run.result["operator"]["cpu_sync_s"] = cpu_after - cpu_before
+        run.result["operator"]["cpu_sync_pct"] = 100 * (cpu_after - cpu_before) / wall
+    log(
+        f"sync: {sync['synced']}/{models} Synced"
+        + (f" in {sync['all_synced_s']:.1f} s" if sync["all_synced_s"] is not None else f" after {wall:.0f} s")
+        + f"; {requests.reads} reads, {requests.writes} writes"
+    )
+    return sync["all_synced_s"] is not None
+
+
+def idle_phase(
+    run: Run, kubectl: Kubectl, namespace: str, server: dp.MlflowServer, operator: Operator, access_log: Path
+) -> None:
+    args = run.args
+    period = args.resync_seconds
+    names = [model_name(i) for i in range(args.models)]
+    synced_at = scrape(server.url)
+    # Let the passes that follow the last status writes finish. Bounded: once every model runs on its own
+    # timer there may be no quiet moment at all.
+    start_counts, settle_s, quiet = wait_quiet(server.url, quiet_s=QUIET_S, timeout=period)
+    settle = start_counts - synced_at
+    began = time.monotonic()
+    log_start = access_log.stat().st_size
+    rv_before = resource_versions(list_models(kubectl, namespace))
+    events_before = count_events(kubectl, namespace)
+    cpu_before = operator.cpu_seconds()
+    session = server_session(server)
+    server_cpu_before = session_cpu_seconds(session) if session else None
+    busy_before = system_busy_seconds()
+    log(f"idling for {args.idle_periods} resync periods of {period:g} s")
+    timeline: list[tuple[float, int]] = [(0.0, total_requests(start_counts))]
+    end_at = began + args.idle_periods * period
+    while time.monotonic() < end_at:
+        operator.check_running()
+        time.sleep(min(0.5, max(0.0, end_at - time.monotonic())))
+        if time.monotonic() < end_at:
+            timeline.append((round(time.monotonic() - began, 2), total_requests(scrape(server.url))))
+    end_counts = scrape(server.url)
+    log_end = access_log.stat().st_size
+    window_s = time.monotonic() - began
+    timeline.append((round(window_s, 2), total_requests(end_counts)))
+    cpu_after = operator.cpu_seconds()
+    server_cpu_after = session_cpu_seconds(session) if session else None
+    busy = system_busy_seconds() - busy_before
+    rv_after = resource_versions(list_models(kubectl, namespace))
+    events_after = count_events(kubectl, namespace)
+    with access_log.open("rb") as handle:
+        handle.seek(log_start)
+        lookups = model_lookups(handle.read(log_end - log_start).decode(errors="replace"))
+    requests = end_counts - start_counts
+    passes = passes_summary(lookups, names)
+    clock_periods = window_s / period
+    moved = changed(rv_before, rv_after)
+    new_events = events_after - events_before
+    idle = {
+        "settle_s": settle_s,
+        "settle_quiet": quiet,
+        "settle_requests": settle.summary(),
+        "window_s": window_s,
+        "clock_periods": clock_periods,
+        "requests": requests.summary(),
+        "passes": passes,
+        "effective_resync_s": window_s / passes["median"] if passes["median"] else None,
+        "reads_per_model_per_resync": per_pass(requests.reads, passes["total"]),
+        "writes_per_model_per_resync": per_pass(requests.writes, passes["total"]),
+        # The same counts divided by the window's length in periods instead of the passes counted.
+        "reads_per_model_per_period": per_model_per_period(requests.reads, args.models, clock_periods),
+        "writes_per_model_per_period": per_model_per_period(requests.writes, args.models, clock_periods),
+        "resource_versions_changed": len(moved),
+        "changed_names": moved,
+        "events_created": sum(new_events.values()),
+        "events_created_by_reason": dict(new_events),
+        "timeline": timeline,
+        "machine_busy_cpu_s": busy,
+        "machine_busy_cores": busy / window_s,
+    }
+    if server_cpu_before is not None and server_cpu_after is not None:
+        idle["server_cpu_s"] = server_cpu_after - server_cpu_before
+        idle["server_cpu_pct"] = 100 * (server_cpu_after - server_cpu_before) / window_s
+    if cpu_before is not None and cpu_after is not None:
+        run.result["operator"]["cpu_idle_s"] = cpu_after - cpu_before
+        run.result["operator"]["cpu_idle_pct"] = 100 * (cpu_after - cpu_before) / window_s
+    run.result["idle"] = idle
+    log(
+        f"idle: {requests.reads} reads, {requests.writes} writes in {window_s:.1f} s over {passes['total']} "
+        f"passes (per model {passes['min']}..{passes['max']}); {len(moved)} resourceVersions changed"
+    )
+
+
+def operator_log_problems(path: Path, limit: int = 10) -> dict[str, Any]:
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    bad = [line for line in lines if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", line)]
+    warnings = [line for line in lines if re.search(r"\bWARNING\b", line)]
+    return {"lines": len(lines), "errors": len(bad), "warnings": len(warnings), "first_errors": bad[:limit]}
+
+
+def benchmark(run: Run) -> None:
+    args, stack, result = run.args, run.stack, run.result
+    kubeconfig, source = stack.enter_context(cluster(run.logs))
+    kubectl = Kubectl(kubeconfig=kubeconfig, binary=find_kubectl())
+    version = json.loads(kubectl.run("version", "-o", "json").stdout)
+    result["cluster"] = {
+        "from": source,
+        "kube_apiserver": version["serverVersion"]["gitVersion"],
+        "kubectl": version["clientVersion"]["gitVersion"],
+    }
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/registeredmodels.mlflow.operator.dev")
+    namespace = f"mlflow-bench-{uuid.uuid4().hex[:8]}"
+    kubectl.run("create", "namespace", namespace)
+    stack.callback(kubectl.run, "delete", "namespace", namespace, "--wait=false", check=False)
+    result["parameters"]["namespace"] = namespace
+
+    server, logged, access_log = start_registry(run)
+    result["source"] = {"model_uri": logged["model_uri"], "run_id": logged["run_id"]}
+
+    log(f"starting the operator (namespace {namespace}, resync {args.resync_seconds:g} s)")
+    operator = Operator.start(kubeconfig, namespace, args.resync_seconds, run.logs / "operator.log")
+    operator_result: dict[str, Any] = result["operator"]
+
+    def stop_operator() -> None:
+        operator_result["rss_end_mib"] = operator.memory_mib()
+        operator_result["rss_peak_mib"] = operator.memory_mib("VmHWM")
+        operator_result["exit_code"] = operator.stop()
+        operator_result["log"] = operator_log_problems(operator.log_path)
+
+    stack.callback(stop_operator)
+    operator.wait_healthy()
+    operator_result["argv"] = [Path(operator.argv[0]).name, *operator.argv[1:]]
+    operator_result["rss_start_mib"] = operator.memory_mib()
+
+    if not sync_phase(run, kubectl, namespace, server, operator, logged):
+        raise RuntimeError(f"not all {args.models} RegisteredModels Synced within the sync timeout")
+    idle_phase(run, kubectl, namespace, server, operator, access_log)
+
+
+# --- entry point --------------------------------------------------------------------------------------------
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def interrupts_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP unwind like Ctrl-C, so every `with` and callback stops its processes."""
+    previous: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | None] = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        previous[signum] = signal.signal(signum, _raise_interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("mlflow-operator", "kopf", "lightkube", "mlflow-skinny"):
+        with suppress(metadata.PackageNotFoundError):
+            found[package] = metadata.version(package)
+    code = "import importlib.metadata as m\nfor p in ('mlflow','gunicorn','SQLAlchemy'):\n    print(p, m.version(p))"
+    for line in dp.run_server_python(code).splitlines():
+        name, _, version = line.partition(" ")
+        found[f"server {name}"] = version
+    found["postgres"] = subprocess.run(
+        [str(dp.postgres_bin_dir() / "postgres"), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return found
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    return {
+        "hostname": platform.node(),
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "load_average_at_start": os.getloadavg(),
+        "uptime_at_start": uptime,
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, help="RegisteredModels to apply (default 200; 20 with --quick)")
+    parser.add_argument("--idle-periods", type=int, help="resync periods to idle (default 6; 2 with --quick)")
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=10.0,
+        help="every RegisteredModel's spec.resyncInterval, and the operator's --resync-seconds (default 10)",
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 models, 2 idle periods")
+    parser.add_argument("--sync-timeout", type=float, default=900.0, help="seconds to wait for all Synced")
+    parser.add_argument("--timeout", type=float, default=2400.0, help="bound on the whole run, in seconds")
+    parser.add_argument("--output", type=Path, help="JSON path (default bench/results/registry[-quick].json)")
+    args = parser.parse_args(argv)
+    args.models = args.models if args.models is not None else (20 if args.quick else 200)
+    args.idle_periods = args.idle_periods if args.idle_periods is not None else (2 if args.quick else 6)
+    if args.models < 1 or args.models > 999 or args.idle_periods < 1 or args.resync_seconds <= 0:
+        parser.error("--models must be 1..999, --idle-periods at least 1, --resync-seconds positive")
+    return args
+
+
+def _alarm(signum: int, frame: FrameType | None) -> None:
+    raise TimeoutError("the benchmark exceeded --timeout")
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    args = parse_args(argv)
+    dp.server_venv()  # fails fast with "run `make deps`"
+    stamp = datetime.datetime.now(datetime.UTC)
+    logs = Path(tempfile.gettempdir()) / f"mlflow-bench-registry-logs-{stamp:%Y%m%dT%H%M%S}"
+    logs.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "benchmark": "registry",
+        "date": stamp.isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench.registry", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(),
+        "versions": versions(),
+        "parameters": {
+            "models": args.models,
+            "idle_periods": args.idle_periods,
+            "resync_seconds": args.resync_seconds,
+            "quick": args.quick,
+            "poll_interval_s": POLL_INTERVAL_S,
+            "quiet_s": QUIET_S,
+            "model_spec": registered_model(0, "<server url>", "<logged model uri>", "<run id>", args.resync_seconds)[
+                "spec"
+            ],
+        },
+        "operator": {},
+        "logs": str(logs),
+        "notes": [
+            "Reads are GET and writes POST/PUT/PATCH/DELETE requests as the MLflow server counts them "
+            "(mlflow_http_request_total on /metrics, deltas between scrapes; scrapes of /metrics are not counted).",
+            "--resync-seconds S is both the operator's --resync-seconds (TrackingServers, ModelDeployments) and "
+            "every RegisteredModel's spec.resyncInterval, which is what resyncs RegisteredModels.",
+            "Resync passes are counted from the server's access log (one GetRegisteredModel per pass, naming the "
+            "model); per-resync figures are the window's requests over those passes. *_per_period divide by "
+            "models x window / S instead.",
+            f"The idle window starts once no request reached the server for {QUIET_S:g} s after the last model "
+            "was Synced (or after S seconds at most).",
+            "Synced times come from one `kubectl get` per second: 1 s resolution.",
+            "Everything (control plane, Postgres, MLflow with 1 gunicorn sync worker, operator, kubectl) shares "
+            "this machine's cores with whatever else runs on it; see machine.load_average_* and "
+            "*.machine_busy_cpu_s.",
+        ],
+    }
+    output = args.output or RESULTS_DIR / ("registry-quick.json" if args.quick else "registry.json")
+    began = time.monotonic()
+    status = 0
+    previous_handlers = {
+        signum: signal.getsignal(signum) for signum in (signal.SIGALRM, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(int(args.timeout))
+    try:
+        with interrupts_unwind(), ExitStack() as stack:
+            run = Run(args, logs, result, stack, deadline=began + args.timeout)
+            try:
+                benchmark(run)
+            except (Exception, KeyboardInterrupt) as exc:
+                signal.alarm(0)
+                result["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+                status = 130 if isinstance(exc, KeyboardInterrupt) else 1
+                log(f"failed: {result['error']}; cleaning up")
+            finally:
+                # Cleaning up (the ExitStack unwinding) must not be cut short by the alarm or a second Ctrl-C.
+                signal.alarm(0)
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(signum, signal.SIG_IGN)
+    finally:
+        signal.alarm(0)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+        result["duration_s"] = round(time.monotonic() - began, 1)
+        result["machine"]["load_average_at_end"] = os.getloadavg()
+        result["machine"]["uptime_at_end"] = subprocess.run(
+            ["uptime"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        result["targets"] = evaluate(result)
+        text = markdown(result)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=2) + "\n")
+        print(text, file=out)
+        log(f"results: {output}; logs: {logs}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
