@@ -70,6 +70,13 @@ SETTLE_CPU_FRACTION = 0.15  # servers count as started once their processes use 
 SETTLE_TIMEOUT_S = 120
 PAUSE_BETWEEN_ROUNDS_S = 3
 LIGHT, HEAVY = "50 jobs back-to-back", "500 jobs every ~10 s"
+LOAD_SHAPE_NOTE = (
+    "Each round of a load starts all its jobs at once: every job creates its run in one burst. Back-to-back "
+    "jobs then log batch after batch; in '500 jobs every ~10 s' each job first 'trains' 10 s x U(0.8, 1.2) "
+    "before every batch, the first one included, so the create burst is the load's spike. A job whose create "
+    "fails retries after 1 s. Per-kind counts and latencies are in loads.*.by_kind, per-round figures in "
+    "loads.*.rounds."
+)
 DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 
 
@@ -821,7 +828,7 @@ def report(document: dict[str, Any]) -> str:
             for load, error in described.get("load_errors", {}).items():
                 lines.append(f"- **{name}/{setup}, {load}, did not run**: {error[:600]}")
     lines += ["", "Targets:", "", stats.markdown_targets(targets)]
-    lines += [f"Notes: {note}" for note in document["notes"]]
+    lines += ["Notes:", "", *[f"- {note}" for note in document["notes"]]]
     return "\n".join(lines) + "\n"
 
 
@@ -851,6 +858,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--durable", action="store_true", help="Postgres with fsync and synchronous_commit on")
     parser.add_argument("--output", type=Path, help="JSON path (default bench/results/tracking_stack[-quick].json)")
+    parser.add_argument(
+        "--rerender", type=Path, metavar="JSON", help="only rewrite the table, targets and .md of a results file"
+    )
     args = parser.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.setups = [s for s in args.setups.split(",") if s] if args.setups else []
@@ -861,8 +871,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def rerender(path: Path) -> int:
+    document = json.loads(path.read_text())
+    text = report(document)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    path.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rerender is not None:
+        return rerender(args.rerender)
     dp.server_venv()  # fails fast with "run `make deps`"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 500 clients, PgBouncer's max_client_conn
@@ -899,6 +920,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "of the machine's CPU that processes outside the benchmark used during the load (contention: "
             "cpu.other_s in the JSON; cpu.*_s splits the stack's own CPU by part).",
             "Latency percentiles are of successful requests; latency_all_s in the JSON includes failures.",
+            LOAD_SHAPE_NOTE,
         ],
         "scenarios": {},
     }
