@@ -64,3 +64,4 @@ run: deps binaries ## run the operator on $$KUBECONFIG, or on the local control 
 .PHONY: bench
 bench: deps binaries ## benchmarks; results under bench/results/ (BENCH_ARGS=--quick: a short smoke run)
 	$(PY) -m bench.tracking_stack $(BENCH_ARGS)
+	$(PY) -m bench.registry $(BENCH_ARGS)
