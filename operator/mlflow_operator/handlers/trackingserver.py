@@ -8,6 +8,7 @@ no pod runs an MLflow version before its migration Job succeeded.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -226,17 +227,8 @@ async def pooler(step: Pass, inputs: build.TrackingServerInputs) -> None:
     if not step.spec.database.pooler.enabled:
         step.updates.append(ConditionUpdate(POOLER_READY, "True", "Disabled", "no pooler: direct connections"))
         return
-    try:
-        objects = build.desired_pooler(inputs)
-    except ValueError as unsafe:  # a credential that cannot be written into userlist.txt
-        step.updates.append(ConditionUpdate(POOLER_READY, "False", "InvalidSecretValue", str(unsafe)))
-        return
-    await step.apply(objects)
-    readiness = deployment_readiness(await step.get("apps/v1", "Deployment", inputs.names.pooler))
-    step.converging |= not readiness.ready
-    step.updates.append(
-        ConditionUpdate(POOLER_READY, "True" if readiness.ready else "False", readiness.reason, readiness.message)
-    )
+    # A credential that cannot be written into userlist.txt raises ValueError in the builder.
+    await apply_deployment_stage(step, POOLER_READY, inputs.names.pooler, lambda: build.desired_pooler(inputs))
 
 
 # ----------------------------------------------------------------------------------------------- migration
@@ -267,16 +259,25 @@ async def migration(step: Pass, inputs: build.TrackingServerInputs, status: dict
 
 
 async def server(step: Pass, inputs: build.TrackingServerInputs) -> None:
+    # Admin credentials that cannot be written into basic_auth.ini raise ValueError in the builder.
+    await apply_deployment_stage(step, AVAILABLE, inputs.names.server, lambda: build.desired_server(inputs))
+
+
+async def apply_deployment_stage(
+    step: Pass, condition: str, deployment: str, render: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """Render a stage's objects, apply them, and report its Deployment's readiness as `condition`.
+    A value the builders refuse (ValueError) is reported instead of applying a broken config."""
     try:
-        objects = build.desired_server(inputs)
-    except ValueError as unsafe:  # admin credentials that cannot be written into basic_auth.ini
-        step.updates.append(ConditionUpdate(AVAILABLE, "False", "InvalidSecretValue", str(unsafe)))
+        objects = render()
+    except ValueError as unsafe:
+        step.updates.append(ConditionUpdate(condition, "False", "InvalidSecretValue", str(unsafe)))
         return
     await step.apply(objects)
-    readiness = deployment_readiness(await step.get("apps/v1", "Deployment", inputs.names.server))
+    readiness = deployment_readiness(await step.get("apps/v1", "Deployment", deployment))
     step.converging |= not readiness.ready
     step.updates.append(
-        ConditionUpdate(AVAILABLE, "True" if readiness.ready else "False", readiness.reason, readiness.message)
+        ConditionUpdate(condition, "True" if readiness.ready else "False", readiness.reason, readiness.message)
     )
 
 
