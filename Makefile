@@ -56,7 +56,8 @@ cluster-down: ## stop the local control plane and delete its state
 run: deps binaries ## run the operator on $$KUBECONFIG, or on the local control plane, with the examples applied
 	@if [ -z "$(KUBECONFIG)" ]; then python3 hack/localcluster.py up --dir $(CLUSTER_DIR) >/dev/null; fi
 	$(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) apply --server-side --force-conflicts -k crds/
-	$(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) wait --for=condition=Established --timeout=60s -k crds/
+	$(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) wait --for=condition=Established --timeout=60s \
+	  crd/trackingservers.mlflow.operator.dev crd/registeredmodels.mlflow.operator.dev crd/modeldeployments.mlflow.operator.dev
 	$(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) apply -f examples/
 	@echo "operator running against $(RUN_KUBECONFIG); try: $(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) get mlflow"
 	KUBECONFIG=$(RUN_KUBECONFIG) $(VENV)/bin/mlflow-operator run --all-namespaces --log-format text
