@@ -43,6 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from mlflow_operator.adapters.errors import DependencyError
 from mlflow_operator.logic.registeredmodel import (
     REASON_MODEL_NOT_FOUND,
     REASON_REGISTRY_ERROR,
@@ -88,15 +89,10 @@ def _mlflow(module: str) -> Any:
 # --- errors ---------------------------------------------------------------------------------------------
 
 
-class RegistryError(Exception):
+class RegistryError(DependencyError):
     """A registry call failed; `reason` is the Synced condition reason, `code` MLflow's error code if any."""
 
     reason: str = REASON_REGISTRY_ERROR
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 class RegistryUnavailable(RegistryError):

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow_operator.adapters.errors import DependencyError
 from mlflow_operator.api.trackingserver import S3Artifacts
 from mlflow_operator.logic.lifecycle import (
     APPLY,
@@ -44,15 +45,10 @@ INVALID_LIFECYCLE_CODES = frozenset({"MalformedXML", "InvalidRequest", "InvalidA
 NO_LIFECYCLE_CODE = "NoSuchLifecycleConfiguration"
 
 
-class S3LifecycleError(Exception):
+class S3LifecycleError(DependencyError):
     """An S3 call failed; `reason` is the condition reason, `code` the S3 error code when there is one."""
 
     reason: str = REASON_S3_ERROR
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 class BucketUnreachable(S3LifecycleError):
