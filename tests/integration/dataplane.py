@@ -7,7 +7,8 @@ start, and `log_tails()` gathers them for a failing test. Postgres and PgBouncer
 as root they run as the `postgres` system user that Debian's package creates.
 
 The MLflow server runs from its own virtualenv, installed by `make deps` from exactly the image's
-requirements file (images/mlflow-server/requirements.txt), so the tests run what the image ships.
+requirements file (images/mlflow-server/requirements.txt), so the tests run what the image ships; the
+model server's (images/mlflow-model-server) likewise, see image_venv().
 """
 
 from __future__ import annotations
@@ -51,21 +52,41 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MLFLOW_OPERATOR_CACHE") or Path.home() / ".cache" / "mlflow-operator")
 
 
+def image_requirements(image: str) -> Path:
+    """images/<image>/requirements.txt: what the image installs, and what its test virtualenv installs."""
+    return REPO_ROOT / "images" / image / "requirements.txt"
+
+
+def _venv_path(image: str, requirements: Path) -> Path:
+    # hack/install-deps.sh's image_venv(): keyed by the first 16 hex of the requirements file's sha256.
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    return cache_dir() / "venvs" / f"{image}-{digest}"
+
+
+def image_venv_path(image: str) -> Path:
+    """Where hack/install-deps.sh installs images/<image>/requirements.txt (installed or not)."""
+    return _venv_path(image, image_requirements(image))
+
+
+def image_venv(image: str) -> Path:
+    """The installed virtualenv of images/<image>, or a DataplaneError telling to run `make deps`."""
+    venv = image_venv_path(image)
+    if not (venv / ".installed").is_file():
+        raise DataplaneError(
+            f"the {image} virtualenv {venv} is missing or incomplete "
+            f"(for {image_requirements(image).relative_to(REPO_ROOT)}): run `make deps`"
+        )
+    return venv
+
+
 def server_venv_path(requirements: Path = SERVER_REQUIREMENTS) -> Path:
     """Where hack/install-deps.sh installs the server: keyed by the first 16 hex of the file's sha256."""
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
-    return cache_dir() / "venvs" / f"mlflow-server-{digest}"
+    return _venv_path("mlflow-server", requirements)
 
 
 def server_venv() -> Path:
     """The installed server virtualenv, or a DataplaneError telling to run `make deps`."""
-    venv = server_venv_path()
-    if not (venv / ".installed").is_file():
-        raise DataplaneError(
-            f"the MLflow server virtualenv {venv} is missing or incomplete "
-            f"(for {SERVER_REQUIREMENTS.relative_to(REPO_ROOT)}): run `make deps`"
-        )
-    return venv
+    return image_venv("mlflow-server")
 
 
 def postgres_bin_dir() -> Path:
@@ -171,6 +192,18 @@ class Process:
         """Waits until ready() or the process exits or timeout passes; raises with the log if not ready."""
         if not wait_for(lambda: not self.running or ready(), timeout=timeout) or not self.running:
             raise self.failure(f"not {what} within {timeout:.0f} s")
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen is not None else None
+
+    def wait(self, timeout: float) -> int | None:
+        """Waits up to timeout for the program to exit; returns its exit code, or None if it still runs."""
+        if self._popen is None:
+            raise DataplaneError(f"{self.name}: not started")
+        with suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+        return self._popen.poll()
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20) -> None:
         """Sends sig to the group, waits up to timeout, then kills whatever is left of the group."""
