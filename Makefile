@@ -8,7 +8,7 @@ CLUSTER_DIR ?= $(HOME)/.cache/mlflow-operator/cluster
 RUN_KUBECONFIG = $(if $(KUBECONFIG),$(KUBECONFIG),$(CLUSTER_DIR)/kubeconfig)
 KUBECTL = $(shell python3 hack/localcluster.py env | sed -n 's/^kubectl=//p')
 
-.PHONY: help deps binaries crds check lint typecheck imports crds-check unit e2e test cluster cluster-down run
+.PHONY: help deps binaries crds check lint typecheck imports crds-check docs docs-check unit e2e test cluster cluster-down run
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,7 +36,14 @@ crds-check: deps ## fail when crds/ differ from what the models generate
 	@tmp=$$(mktemp -d) && $(VENV)/bin/mlflow-operator crds --output $$tmp && diff -ru crds $$tmp \
 	  && echo "crds/ up to date" || { echo "crds/ is stale or hand-edited: run 'make crds'"; exit 1; }
 
-check: lint typecheck imports crds-check ## all static checks
+docs: deps ## regenerate docs/api.md from the pydantic models
+	$(VENV)/bin/mlflow-operator docs --output docs/api.md
+
+docs-check: deps ## fail when docs/api.md differs from what the models generate
+	@$(VENV)/bin/mlflow-operator docs | diff -u docs/api.md - \
+	  && echo "docs/api.md up to date" || { echo "docs/api.md is stale or hand-edited: run 'make docs'"; exit 1; }
+
+check: lint typecheck imports crds-check docs-check ## all static checks
 
 unit: deps ## unit tests (no network)
 	$(PY) -m pytest tests/unit
@@ -61,6 +68,13 @@ run: deps binaries ## run the operator on $$KUBECONFIG, or on the local control 
 	$(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) apply -f examples/
 	@echo "operator running against $(RUN_KUBECONFIG); try: $(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) get mlflow"
 	KUBECONFIG=$(RUN_KUBECONFIG) $(VENV)/bin/mlflow-operator run --all-namespaces --log-format text
+
+.PHONY: chart lint-chart
+chart: crds ## copy crds/ into the Helm chart (charts/mlflow-operator/crds/; a unit test fails when they differ)
+	cp crds/mlflow.operator.dev_*.yaml charts/mlflow-operator/crds/
+
+lint-chart: deps ## helm lint, kubeconform and checkov over the chart, manifests/ and rendered examples
+	$(PY) -m pytest tests/integration/test_packaging.py tests/unit/test_chart.py
 
 .PHONY: bench
 bench: deps binaries ## benchmarks; results under bench/results/ (BENCH_ARGS=--quick: a short smoke run)

@@ -487,6 +487,7 @@ class Operator:
         argv = [
             str(binary), "run", "--namespace", namespace, "--liveness", f"http://127.0.0.1:{port}/healthz",
             "--log-format", "text", "--resync-seconds", f"{resync_seconds:g}",
+            "--metrics-address", f"127.0.0.1:{_free_port()}",
         ]  # fmt: skip
         with log_path.open("ab") as out:
             process = subprocess.Popen(

@@ -1,4 +1,5 @@
-"""The `mlflow-operator` command: run the operator, or print what it generates."""
+"""The `mlflow-operator` command: run the operator, or print what it generates (CRDs, API reference, the
+objects for a file of resources)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,43 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from mlflow_operator import __version__
+
+DEFAULT_METRICS_ADDRESS = "0.0.0.0:9090"
+OFF = ("", "off", "none", "0")
+
+
+def parse_address(text: str) -> tuple[str, int] | None:
+    """HOST:PORT (IPv6 as [::1]:9090; an empty host is 0.0.0.0), or None for off/empty."""
+    text = text.strip()
+    if text.lower() in OFF:
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT or 'off', got {text!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def serve_metrics(address: tuple[str, int] | None) -> Callable[[], None]:
+    """Serve the operator's registry on http://HOST:PORT/metrics from a daemon thread; returns a stopper."""
+    if address is None:
+        return lambda: None
+    from prometheus_client import start_http_server  # noqa: PLC0415
+
+    from mlflow_operator.metrics import REGISTRY  # noqa: PLC0415
+
+    server, thread = start_http_server(address[1], address[0], registry=REGISTRY)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -17,10 +52,15 @@ def _run(args: argparse.Namespace) -> int:
 
     from mlflow_operator import handlers  # noqa: PLC0415 - importing registers the handlers
 
-    handlers.configure(resync_seconds=args.resync_seconds)
+    handlers.configure(resync_seconds=args.resync_seconds, prometheus_address=args.prometheus_address)
 
     if not args.all_namespaces and not args.namespace:
         print("mlflow-operator run: give --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
+        return 2
+    try:
+        stop_metrics = serve_metrics(args.metrics_address)
+    except OSError as error:
+        print(f"mlflow-operator run: cannot serve metrics on --metrics-address: {error}", file=sys.stderr)
         return 2
     kopf.configure(
         verbose=args.verbose,
@@ -31,14 +71,17 @@ def _run(args: argparse.Namespace) -> int:
     for noisy in ("aiohttp.access", "httpx", "httpx2", "httpcore", "httpcore2", "botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # kopf installs SIGTERM/SIGINT handlers and finishes in-flight handlers before exiting.
-    asyncio.run(
-        kopf.operator(
-            clusterwide=args.all_namespaces,
-            namespaces=args.namespace or [],
-            standalone=True,  # peering is not leader election: run one replica (strategy Recreate)
-            liveness_endpoint=args.liveness,
+    try:
+        asyncio.run(
+            kopf.operator(
+                clusterwide=args.all_namespaces,
+                namespaces=args.namespace or [],
+                standalone=True,  # peering is not leader election: run one replica (strategy Recreate)
+                liveness_endpoint=args.liveness,
+            )
         )
-    )
+    finally:
+        stop_metrics()
     return 0
 
 
@@ -53,6 +96,46 @@ def _crds(args: argparse.Namespace) -> int:
     for name, text in files.items():
         (args.output / name).write_text(text)
     return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    import yaml  # noqa: PLC0415
+
+    from mlflow_operator.render import RenderError, render_documents, to_yaml  # noqa: PLC0415
+
+    try:
+        text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
+        documents = list(yaml.safe_load_all(text))
+    except (OSError, yaml.YAMLError) as error:
+        print(f"mlflow-operator render: {error}", file=sys.stderr)
+        return 2
+    try:
+        rendered = render_documents(documents, namespace=args.namespace, model_version=args.model_version)
+    except RenderError as error:
+        print(f"mlflow-operator render: {error}", file=sys.stderr)
+        return 2
+    for note in rendered.notes:
+        print(f"# {note}", file=sys.stderr)
+    sys.stdout.write(to_yaml(rendered.objects))
+    return 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from mlflow_operator.api.docs import api_reference  # noqa: PLC0415
+
+    text = api_reference()
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("a model version is 1 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +157,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often TrackingServers and ModelDeployments are compared with the cluster when nothing changed; "
         "RegisteredModels follow their spec.resyncInterval",
     )
+    run.add_argument(
+        "--metrics-address",
+        type=parse_address,
+        default=parse_address(DEFAULT_METRICS_ADDRESS),
+        metavar="HOST:PORT",
+        help=f"serve Prometheus metrics on http://HOST:PORT/metrics, or 'off' (default {DEFAULT_METRICS_ADDRESS})",
+    )
+    run.add_argument(
+        "--prometheus-address",
+        default=None,
+        metavar="URL",
+        help="the Prometheus a ModelDeployment's analysis queries when its spec.analysis.prometheusAddress is unset",
+    )
     run.set_defaults(func=_run)
+
+    render = commands.add_parser(
+        "render",
+        help="print every object the operator would create for the resources in a file, without a cluster",
+        description="Print (YAML, --- separated) every object the operator would create for the TrackingServers, "
+        "RegisteredModels and ModelDeployments in a file, computed offline by the operator's own builders: for "
+        "pull-request review and GitOps diffs. Owner references are added by the operator when it applies "
+        "objects, so rendered objects carry none. Generated credentials (and every Secret value derived from "
+        "them) are rendered as '<generated at runtime>', config hashes as '<computed at runtime>'. A model alias "
+        "is resolved by the registry at runtime: pass --model-version to render as if it resolved to that "
+        "version. Notes go to stderr; an invalid resource exits with code 2 and names the field.",
+    )
+    render.add_argument("--file", "-f", type=Path, required=True, help="a YAML file (multi-document), or - for stdin")
+    render.add_argument(
+        "--namespace", "-n", default="default", help="namespace for resources without metadata.namespace"
+    )
+    render.add_argument(
+        "--model-version", type=_positive, metavar="N", help="render ModelDeployments that follow an alias at version N"
+    )
+    render.set_defaults(func=_render)
+
+    docs = commands.add_parser("docs", help="print the API reference (Markdown), or write it to a file")
+    docs.add_argument("--output", "-o", type=Path, help="file to write, e.g. docs/api.md")
+    docs.set_defaults(func=_docs)
 
     crds = commands.add_parser("crds", help="print the CustomResourceDefinitions, or write them to a folder")
     crds.add_argument("--output", "-o", type=Path, help="folder to write one YAML file per CRD into")

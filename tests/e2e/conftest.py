@@ -27,6 +27,7 @@ from tests.kube import ROOT, Kubectl, eventually, find_kubectl
 NAMESPACE_PREFIX = "mlflow-e2e-"
 RESYNC_SECONDS = 5
 _server_version: dict[str, str] = {}
+_session_operator: dict[str, int] = {}  # the session operator's metrics port, for the `metrics_url` fixture
 
 
 def _free_port() -> int:
@@ -82,6 +83,11 @@ class OperatorProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     port: int
+    metrics_port: int | None = None  # /metrics on 127.0.0.1
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def log_tail(self, chars: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -114,8 +120,13 @@ class OperatorProcess:
         self.process.wait(timeout=10)
 
 
-def start_operator(kubeconfig: str, namespaces: str, log_path: Path) -> OperatorProcess:
+def start_operator(
+    kubeconfig: str, namespaces: str, log_path: Path, metrics_port: int | None = None
+) -> OperatorProcess:
+    """Metrics are always served on loopback (a free port unless `metrics_port` is given), never on the
+    operator's default 0.0.0.0:9090."""
     port = _free_port()
+    metrics_port = metrics_port or _free_port()
     binary = Path(sys.executable).parent / "mlflow-operator"
     argv = [
         str(binary),
@@ -130,12 +141,14 @@ def start_operator(kubeconfig: str, namespaces: str, log_path: Path) -> Operator
         # Short, so the tests see idle resyncs happen (and write nothing).
         "--resync-seconds",
         str(RESYNC_SECONDS),
+        "--metrics-address",
+        f"127.0.0.1:{metrics_port}",
     ]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             argv, env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=log, stderr=subprocess.STDOUT
         )
-    operator = OperatorProcess(process, log_path, port)
+    operator = OperatorProcess(process, log_path, port, metrics_port)
     operator.wait_healthy()
     return operator
 
@@ -145,11 +158,18 @@ def operator(kubeconfig: str, crds: None, tmp_path_factory: pytest.TempPathFacto
     """One operator for the session, watching the e2e namespaces."""
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
     running = start_operator(kubeconfig, f"{NAMESPACE_PREFIX}*", log_path)
+    _session_operator["metrics_port"] = int(running.metrics_port or 0)
     try:
         yield log_path
     finally:
         code = running.stop()
         assert code in (0, -15), f"operator did not shut down cleanly: {code}"
+
+
+@pytest.fixture
+def metrics_url(operator: Path) -> str:
+    """The session operator's /metrics URL (on 127.0.0.1)."""
+    return f"http://127.0.0.1:{_session_operator['metrics_port']}/metrics"
 
 
 @pytest.fixture

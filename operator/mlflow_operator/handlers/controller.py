@@ -5,6 +5,8 @@ a queue, and runs its reconcile function from a few workers. Children's events a
 enqueue the owner again. Unlike kopf's timers and daemons this adds no finalizer (so deleting a resource
 never hangs while the operator is down) and writes no bookkeeping annotations (so idle resyncs write
 nothing). Failures are retried with exponential backoff per key; a reconcile can ask to run again later.
+
+Each pass is counted and timed in mlflow_operator.metrics (per kind), along with the queue's depth.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlflow_operator import metrics
 from mlflow_operator.logic.backoff import exponential_backoff
 
 Key = tuple[str, str]  # (namespace, name)
@@ -45,6 +48,12 @@ class Controller:
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        metrics.init_kind(self.kind)
+
+    def _report(self) -> None:
+        metrics.set_queue(self.kind, len(self._queued), len(self._running), len(self.objects), len(self._failures))
+
     # ---- inputs
 
     def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
@@ -53,9 +62,12 @@ class Controller:
         if event_type == "DELETED":
             self.objects.pop(key, None)
             self._failures.pop(key, None)
+            metrics.forget_object(self.kind, *key)
+            self._report()
             return
         self.objects[key] = dict(body)
         self.enqueue(key)
+        self._report()
 
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
         if self._queue is None or key not in self.objects:
@@ -74,6 +86,7 @@ class Controller:
         elif key not in self._queued:
             self._queued.add(key)
             self._queue.put_nowait(key)
+            self._report()
 
     def _wake(self, key: Key) -> None:
         self._timers.pop(key, None)
@@ -110,8 +123,10 @@ class Controller:
             self._queued.discard(key)
             body = self.objects.get(key)
             if body is None:
+                self._report()
                 continue
             self._running.add(key)
+            self._report()
             try:
                 await self._run_once(key, body)
             finally:
@@ -119,6 +134,7 @@ class Controller:
                 if key in self._dirty:
                     self._dirty.discard(key)
                     self.enqueue(key)
+                self._report()
 
     async def _run_once(self, key: Key, body: dict[str, Any]) -> None:
         started = time.monotonic()
@@ -127,6 +143,7 @@ class Controller:
         except asyncio.CancelledError:
             raise
         except Exception:
+            metrics.observe_reconcile(self.kind, time.monotonic() - started, ok=False)
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
             delay = backoff_seconds(failures)
@@ -135,7 +152,9 @@ class Controller:
             )
             self.enqueue(key, delay)
             return
+        elapsed = time.monotonic() - started
+        metrics.observe_reconcile(self.kind, elapsed, ok=True)
         self._failures.pop(key, None)
-        logger.debug("%s %s/%s reconciled in %.3fs", self.kind, key[0], key[1], time.monotonic() - started)
+        logger.debug("%s %s/%s reconciled in %.3fs", self.kind, key[0], key[1], elapsed)
         if again:
             self.enqueue(key, again)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from mlflow_operator import metrics
 from mlflow_operator.adapters.kube import Kube
 from mlflow_operator.adapters.s3 import BucketLifecycle, InvalidLifecycle, S3Endpoint, S3LifecycleError
 from mlflow_operator.api.kinds import TRACKING_SERVER
@@ -350,6 +351,8 @@ async def bucket_lifecycle(
     except S3LifecycleError as error:
         step.updates.append(lifecycle.lifecycle_failure(error.reason, str(error)))
         return previous
+    if sync.put and applied is not None and applied.fingerprint == wanted:  # same rules re-applied: drift
+        metrics.count_lifecycle_correction(step.namespace, step.name)
     step.updates.append(lifecycle.lifecycle_condition(sync.decision))
     return sync.applied.to_dict() if sync.applied is not None else None
 

@@ -1,0 +1,189 @@
+"""The operator's own Prometheus metrics: one dedicated registry, served on --metrics-address at /metrics.
+
+Nothing here does I/O: the CLI serves REGISTRY from a thread, the controller and the handlers call the
+functions below. A dedicated CollectorRegistry (not prometheus_client's global one) keeps tests and any
+library that registers on the global registry apart; the standard process collector adds RSS, CPU and
+file descriptors.
+
+Per-object series (a ModelDeployment's phase and canary weight, registry sync errors, lifecycle
+corrections) are removed when the object is deleted (`forget_object`), so deleted resources do not leave
+series behind forever.
+"""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
+
+from mlflow_operator import __version__
+from mlflow_operator.logic.rollout import Phase
+
+# `*_created` series double every counter for no use on a dashboard.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+PREFIX = "mlflow_operator"
+PHASES: tuple[str, ...] = get_args(Phase)  # Progressing, Paused, Succeeded, RolledBack, Degraded
+SUCCESS, ERROR = "success", "error"
+# Reconciles take from milliseconds (an idle pass) to a minute (a slow registry or S3 behind retries).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+
+BUILD_INFO = Gauge(
+    f"{PREFIX}_build_info", "Always 1; the operator's version as a label.", ["version"], registry=REGISTRY
+)
+BUILD_INFO.labels(__version__).set(1)
+
+RECONCILES = Counter(
+    f"{PREFIX}_reconciles",
+    "Reconcile passes per kind; result=error when the pass raised (it is retried with backoff).",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    f"{PREFIX}_reconcile_duration_seconds",
+    "Duration of one reconcile pass per kind, successful or not.",
+    ["kind"],
+    buckets=DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge(
+    f"{PREFIX}_queue_depth",
+    "Objects waiting in a kind's work queue (not yet picked by a worker).",
+    ["kind"],
+    registry=REGISTRY,
+)
+IN_PROGRESS = Gauge(
+    f"{PREFIX}_reconciles_in_progress", "Reconcile passes running now per kind.", ["kind"], registry=REGISTRY
+)
+OBJECTS = Gauge(f"{PREFIX}_objects", "Custom resources of a kind the operator watches.", ["kind"], registry=REGISTRY)
+RETRYING = Gauge(
+    f"{PREFIX}_objects_retrying",
+    "Objects of a kind whose last reconcile raised and that wait for a retry with backoff.",
+    ["kind"],
+    registry=REGISTRY,
+)
+ROLLOUT_PHASE = Gauge(
+    f"{PREFIX}_modeldeployment_phase",
+    "1 for a ModelDeployment's current status.phase, 0 for the other phases (kube-state-metrics style).",
+    ["namespace", "name", "phase"],
+    registry=REGISTRY,
+)
+CANARY_WEIGHT = Gauge(
+    f"{PREFIX}_modeldeployment_canary_weight",
+    "Percent of a ModelDeployment's traffic going to its canary (status.canaryWeight).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+REGISTRY_SYNC_ERRORS = Counter(
+    f"{PREFIX}_registry_sync_errors",
+    "RegisteredModel syncs with the MLflow registry that failed, by condition reason.",
+    ["namespace", "name", "reason"],
+    registry=REGISTRY,
+)
+LIFECYCLE_CORRECTIONS = Counter(
+    f"{PREFIX}_lifecycle_corrections",
+    "Times a TrackingServer's bucket lifecycle rules had drifted from what the operator applied and were re-applied.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+
+# Label values in use per object, so that forgetting an object removes every one of its series.
+_rollout_phases: dict[tuple[str, str], set[str]] = {}
+_sync_error_reasons: dict[tuple[str, str], set[str]] = {}
+_corrected: set[tuple[str, str]] = set()
+
+
+# ---- the controller
+
+
+def observe_reconcile(kind: str, seconds: float, ok: bool) -> None:
+    """One reconcile pass finished (ok=False: it raised)."""
+    RECONCILES.labels(kind, SUCCESS if ok else ERROR).inc()
+    RECONCILE_DURATION.labels(kind).observe(seconds)
+
+
+def set_queue(kind: str, queued: int, running: int, objects: int, retrying: int) -> None:
+    """The state of a kind's controller: queued keys, passes running, objects known, objects in backoff."""
+    QUEUE_DEPTH.labels(kind).set(queued)
+    IN_PROGRESS.labels(kind).set(running)
+    OBJECTS.labels(kind).set(objects)
+    RETRYING.labels(kind).set(retrying)
+
+
+def init_kind(kind: str) -> None:
+    """Create a kind's series at zero, so dashboards and rate() see them before the first event."""
+    for result in (SUCCESS, ERROR):
+        RECONCILES.labels(kind, result)
+    RECONCILE_DURATION.labels(kind)
+    set_queue(kind, 0, 0, 0, 0)
+
+
+def forget_object(kind: str, namespace: str, name: str) -> None:
+    """An object was deleted: drop its per-object series."""
+    if kind == "ModelDeployment":
+        forget_rollout(namespace, name)
+    elif kind == "RegisteredModel":
+        for reason in _sync_error_reasons.pop((namespace, name), set()):
+            REGISTRY_SYNC_ERRORS.remove(namespace, name, reason)
+    elif kind == "TrackingServer" and (namespace, name) in _corrected:
+        _corrected.discard((namespace, name))
+        LIFECYCLE_CORRECTIONS.remove(namespace, name)
+
+
+# ---- the handlers
+
+
+def observe_rollout(namespace: str, name: str, phase: str | None, canary_weight: int) -> None:
+    """A ModelDeployment's rollout as its status now says: 1 for `phase`, 0 for the others (all 0 when
+    no phase yet), and the canary's traffic weight."""
+    key = (namespace, name)
+    phases = _rollout_phases.setdefault(key, set(PHASES))
+    if phase is not None:
+        phases.add(phase)  # a phase a newer rollout logic reports is shown too, and forgotten with the object
+    for candidate in phases:
+        ROLLOUT_PHASE.labels(namespace, name, candidate).set(1 if candidate == phase else 0)
+    CANARY_WEIGHT.labels(namespace, name).set(canary_weight)
+
+
+def forget_rollout(namespace: str, name: str) -> None:
+    """The ModelDeployment is gone: remove its series (idempotent)."""
+    phases = _rollout_phases.pop((namespace, name), None)
+    if phases is None:
+        return
+    for phase in phases:
+        ROLLOUT_PHASE.remove(namespace, name, phase)
+    CANARY_WEIGHT.remove(namespace, name)
+
+
+def count_registry_sync_error(namespace: str, name: str, reason: str) -> None:
+    """A RegisteredModel's sync failed with this condition reason (RegistryUnavailable, SecretNotFound...)."""
+    _sync_error_reasons.setdefault((namespace, name), set()).add(reason)
+    REGISTRY_SYNC_ERRORS.labels(namespace, name, reason).inc()
+
+
+def count_lifecycle_correction(namespace: str, name: str) -> None:
+    """A TrackingServer's bucket lifecycle rules drifted and were re-applied."""
+    _corrected.add((namespace, name))
+    LIFECYCLE_CORRECTIONS.labels(namespace, name).inc()
+
+
+# ---- introspection (dashboards and tests)
+
+
+def exported_names() -> set[str]:
+    """Every sample name /metrics can show (`x_total` for counters, `x_bucket`/`_sum`/`_count` for
+    histograms), whether or not a series exists yet."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count", "")}
+    names: set[str] = set()
+    for family in REGISTRY.collect():
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+def sample(name: str, labels: dict[str, str] | None = None) -> float | None:
+    """The current value of one series, or None (for tests and debugging)."""
+    return REGISTRY.get_sample_value(name, labels or {})
