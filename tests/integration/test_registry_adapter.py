@@ -25,6 +25,7 @@ import pytest
 
 from mlflow_operator.adapters import registry as registry_module
 from mlflow_operator.adapters.registry import (
+    AliasNotFound,
     CallCount,
     ModelNotFound,
     ModelRegistry,
@@ -200,6 +201,39 @@ def test_idle_resync_only_reads(servers: Servers, logged: list[dict[str, str]], 
     assert outcome.calls == CallCount(reads=2, writes=0)
     assert dict(registry.calls.by_api) == {"GetRegisteredModel": 1, "SearchModelVersions": 1}
     assert outcome.plan.in_sync
+
+
+def test_serving_resolves_aliases_and_versions_and_writes_back(
+    servers: Servers, logged: list[dict[str, str]], first_sync: SyncOutcome
+) -> None:
+    """What a ModelDeployment asks of the registry: one read per resolution, and its tags and alias moves
+    as the real client reads them back."""
+    registry = open_registry(servers.open.url)
+    before = registry.calls.snapshot()
+    champion = registry.resolve(MODEL, alias="champion")
+    assert (champion.version, champion.status) == (1, "READY")
+    assert (champion.source, champion.run_id) == (logged[0]["model_uri"], logged[0]["run_id"])
+    assert registry.resolve(MODEL, version=2).run_id == logged[1]["run_id"]
+    assert registry.calls.snapshot() - before == CallCount(reads=2, writes=0)
+    with pytest.raises(AliasNotFound):
+        registry.resolve(MODEL, alias="nope")
+    with pytest.raises(VersionNotFound):
+        registry.resolve(MODEL, version=99)
+    with pytest.raises(ModelNotFound):
+        registry.resolve("no-such-model", alias="champion")
+    with pytest.raises(VersionNotFound):  # MLflow answers "Model Version (name=..., version=1) not found"
+        registry.resolve("no-such-model", version=1)
+
+    registry.set_version_tags(MODEL, 2, {"mlflow.operator.dev/rollout": "Deployed", "note": "x" * 500})
+    registry.set_alias(MODEL, "production", 2)
+    read = read_back(servers.open.url)
+    assert read["aliases"]["production"] == 2
+    tags = next(v["tags"] for v in read["versions"] if v["version"] == 2)
+    assert tags["mlflow.operator.dev/rollout"] == "Deployed" and tags["note"] == "x" * 500
+    # Leave the model as the tests after this one expect it.
+    registry.store.delete_registered_model_alias(MODEL, "production")
+    registry.store.delete_model_version_tag(MODEL, "2", "mlflow.operator.dev/rollout")
+    registry.store.delete_model_version_tag(MODEL, "2", "note")
 
 
 def test_drift_is_put_back_and_foreign_changes_are_left_alone(

@@ -94,6 +94,14 @@ class Kube:
             raise
         return _as_dict(found)
 
+    async def list(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        """Objects of a kind in a namespace whose labels include `labels`."""
+        client: Any = self._client  # lightkube's overloads do not resolve for classes looked up at run time
+        return [
+            _as_dict(obj)
+            async for obj in client.list(resource_class(api_version, kind), namespace=namespace, labels=labels)
+        ]
+
     async def delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> bool:
         """Delete if present; True when something was deleted."""
         try:

@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 from mlflow_operator.adapters.errors import DependencyError
 from mlflow_operator.logic.registeredmodel import (
+    REASON_ALIAS_NOT_FOUND,
     REASON_MODEL_NOT_FOUND,
     REASON_REGISTRY_ERROR,
     REASON_REGISTRY_UNAVAILABLE,
@@ -113,6 +114,10 @@ class ModelNotFound(RegistryError):
 
 class VersionNotFound(RegistryError):
     reason = REASON_VERSION_NOT_FOUND
+
+
+class AliasNotFound(RegistryError):
+    reason = REASON_ALIAS_NOT_FOUND
 
 
 def _has_transport_cause(error: BaseException) -> bool:
@@ -310,6 +315,16 @@ class SyncOutcome:
         return self.plan.owned_aliases
 
 
+@dataclass(frozen=True)
+class ResolvedVersion:
+    """What a `models:/<name>@<alias>` or `models:/<name>/<version>` URI points at now."""
+
+    version: int
+    status: str | None  # READY, PENDING_REGISTRATION or FAILED_REGISTRATION
+    source: str | None
+    run_id: str | None
+
+
 class ModelRegistry:
     """The registry of one MLflow server. Blocking methods, each with an `*_async` twin."""
 
@@ -422,6 +437,45 @@ class ModelRegistry:
             return False
         return True
 
+    # --- serving: resolve a model, write the outcome of a rollout back ---
+
+    def resolve(self, name: str, *, alias: str | None = None, version: int | None = None) -> ResolvedVersion:
+        """The version an alias points at (one GetModelVersionByAlias), or a pinned version (one
+        GetModelVersion). ModelNotFound, AliasNotFound or VersionNotFound say which part is missing."""
+        what = f'resolving "{name}@{alias}"' if alias is not None else f'reading version {version} of "{name}"'
+        try:
+            with self._translated(what):
+                if alias is not None:
+                    found = self.store.get_model_version_by_alias(name, alias)
+                else:
+                    found = self.store.get_model_version(name, str(version))
+        except RegistryError as error:
+            # MLflow 3.17 answers a missing alias with INVALID_PARAMETER_VALUE ("Registered model alias x not
+            # found") and a missing version with RESOURCE_DOES_NOT_EXIST: MLflow's own message (the cause; ours
+            # names the alias and version we asked for) tells which part is missing.
+            text = str(error.__cause__ or error).lower()
+            if "not found" in text and alias is not None and "alias" in text:
+                raise AliasNotFound(error.message, error.code) from error
+            if "not found" in text and version is not None and "version" in text:
+                raise VersionNotFound(error.message, error.code) from error
+            raise
+        return ResolvedVersion(
+            version=int(found.version),
+            status=found.status or None,
+            source=found.source or None,
+            run_id=found.run_id or None,
+        )
+
+    def set_version_tags(self, name: str, version: int, tags: Mapping[str, str]) -> None:
+        version_tag = _mlflow("entities.model_registry").ModelVersionTag
+        with self._translated(f'tagging version {version} of "{name}"'):
+            for key, value in sorted(tags.items()):
+                self.store.set_model_version_tag(name, str(version), version_tag(key, value))
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        with self._translated(f'moving alias "{alias}" of "{name}" to version {version}'):
+            self.store.set_registered_model_alias(name, alias, str(version))
+
     # --- one reconcile pass ---
 
     def sync(
@@ -459,6 +513,21 @@ class ModelRegistry:
 
     async def apply_async(self, name: str, actions: Sequence[Action]) -> None:
         await self._bounded(self.endpoint.call_timeout, f'updating "{name}"', self.apply, name, actions)
+
+    async def resolve_async(
+        self, name: str, *, alias: str | None = None, version: int | None = None
+    ) -> ResolvedVersion:
+        return await self._bounded(
+            self.endpoint.call_timeout, f'resolving "{name}"', self.resolve, name, alias=alias, version=version
+        )
+
+    async def set_version_tags_async(self, name: str, version: int, tags: Mapping[str, str]) -> None:
+        await self._bounded(self.endpoint.call_timeout, f'tagging "{name}"', self.set_version_tags, name, version, tags)
+
+    async def set_alias_async(self, name: str, alias: str, version: int) -> None:
+        await self._bounded(
+            self.endpoint.call_timeout, f'moving an alias of "{name}"', self.set_alias, name, alias, version
+        )
 
     async def delete_model_async(self, name: str) -> bool:
         return await self._bounded(self.endpoint.call_timeout, f'deleting "{name}"', self.delete_model, name)

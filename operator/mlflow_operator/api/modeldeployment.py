@@ -23,7 +23,7 @@ from mlflow_operator.api.common import (
     conditions_field,
     validations,
 )
-from mlflow_operator.api.registeredmodel import AliasName, ModelName
+from mlflow_operator.api.registeredmodel import AliasName, ModelName, TagKey
 
 Message = Annotated[str, StringConstraints(max_length=1024)]
 
@@ -283,6 +283,16 @@ class AnalysisRun(ApiModel):
     last_measured_at: DateTime | None = Field(default=None, description="When the last measurement was taken.")
 
 
+class RegistryWrite(ApiModel):
+    """A write to the registry a rollout decided and the registry has not confirmed yet."""
+
+    version: int = Field(description="Model version.")
+    alias: AliasName | None = Field(default=None, description="Alias to point at the version.")
+    tags: dict[TagKey, Annotated[str, StringConstraints(max_length=1024)]] | None = Field(
+        default=None, max_length=8, description="Tags to set on the version."
+    )
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state of a model deployment."""
 
@@ -311,6 +321,11 @@ class ModelDeploymentStatus(ApiModel):
     )
     handled_request: Annotated[str, StringConstraints(max_length=256)] | None = Field(
         default=None, description="The last promote/abort/retry annotation acted on."
+    )
+    pending_registry_writes: list[RegistryWrite] | None = Field(
+        default=None,
+        max_length=16,
+        description="Registry tags and aliases decided by a rollout, retried until the registry accepts them.",
     )
     message: Message | None = Field(default=None, description="Human-readable summary.")
     conditions: list[Condition] = conditions_field()

@@ -73,10 +73,11 @@ for _group, _version, _plural in WATCHED_CHILDREN:
             CONTROLLERS[owner[0]].enqueue(owner[1])
 
 
-def configure(resync_seconds: float) -> None:
-    """Set before the operator starts (the CLI's --resync-seconds)."""
+def configure(resync_seconds: float, prometheus_address: str | None = None) -> None:
+    """Set before the operator starts (the CLI's --resync-seconds and --prometheus-address)."""
     for kind, controller in CONTROLLERS.items():
         controller.resync_seconds = _resync_for(kind, resync_seconds)
+    modeldeployment.DEFAULTS.prometheus_address = prometheus_address
 
 
 @kopf.on.startup()

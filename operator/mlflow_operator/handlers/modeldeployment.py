@@ -1,19 +1,326 @@
-"""ModelDeployment reconciler."""
+"""ModelDeployment reconciler: resolve the model, run one step of the rollout, execute its actions.
+
+Each pass:
+1. resolves spec.model in the registry (an alias every spec.pollInterval, a failure with backoff);
+2. reads the Deployment of each model version, the request annotations and, when the analysis step is
+   due, one Prometheus measurement;
+3. calls the pure state machine (logic.rollout.step) and executes its level actions: the tracks'
+   Deployments, the Services and the router's objects, applied in that order, then the removal of versions
+   no longer listed (traffic leaves a version before its pods do);
+4. writes status (the rollout state, the registry writes it decided, conditions) and the Events;
+5. writes the decided tags and alias moves to the registry, which may be down: they stay in
+   status.pendingRegistryWrites until it accepts them, so a rollback never waits for the registry and
+   no tag is lost to an outage or a restart.
+If applying the children fails, status is not written: the next pass computes the same transition from
+the same status and applies it again (every action is idempotent).
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from lightkube.core.exceptions import ApiError
+
+from mlflow_operator import metrics
+from mlflow_operator.adapters import prometheus
+from mlflow_operator.adapters.kube import Kube
+from mlflow_operator.adapters.registry import ModelRegistry, RegistryError
 from mlflow_operator.api.kinds import MODEL_DEPLOYMENT
-from mlflow_operator.handlers.reconcile import reconcile_skeleton
+from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
+from mlflow_operator.builders import modeldeployment as build
+from mlflow_operator.builders.common import selector
+from mlflow_operator.builders.routers import Weights
+from mlflow_operator.handlers.reconcile import SecretProblem, first_sight, validated, write_status
+from mlflow_operator.handlers.registry_access import RegistryAccess, registry_access
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
+from mlflow_operator.logic import modeldeployment as decide
+from mlflow_operator.logic import rollout
+from mlflow_operator.logic.backoff import exponential_backoff
+from mlflow_operator.logic.conditions import ConditionUpdate, rfc3339
 
-CONDITIONS = ("ModelResolved", "Available", "Progressing", cond.READY)
+CONTROLLER = "modeldeployment"
+CONDITIONS = (decide.MODEL_RESOLVED, rollout.AVAILABLE, rollout.PROGRESSING, cond.READY)
+RETRY_SECONDS = 5.0  # the first retry after a registry or API failure; doubled up to 5 minutes
+PROMETHEUS_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass
+class OperatorDefaults:
+    """Operator-wide settings from the command line (handlers.configure)."""
+
+    prometheus_address: str | None = None
+
+
+DEFAULTS = OperatorDefaults()
+
+# Per ModelDeployment (uid): the last answer of the registry, and consecutive failures of applying the
+# children ("apply") or of writing back to the registry ("registry"), for their backoff. In memory on
+# purpose: after a restart the model is resolved again at once, which is what a restart needs.
+_resolutions: dict[str, decide.Resolution] = {}
+_failures: Counter[tuple[str, str]] = Counter()
+
+
+@dataclass
+class Pass:
+    """One reconcile pass of one ModelDeployment."""
+
+    rt: Runtime
+    kube: Kube
+    body: dict[str, Any]
+    spec: ModelDeploymentSpec
+    now: datetime
+    access: RegistryAccess | None = None
+    requeue: list[float] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"]["namespace"])
+
+    @property
+    def uid(self) -> str:
+        return str(self.body["metadata"]["uid"])
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self.body.get("status") or {})
+
+    async def event(self, type_: str, reason: str, message: str) -> None:
+        await self.rt.status.post_event(self.body, type_, reason, message, rfc3339(self.now))
 
 
 async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
-    # Reconciliation of the children comes with this kind's own issue; until then the resource
-    # reports that it was seen and validated.
-    await reconcile_skeleton(rt, MODEL_DEPLOYMENT, CONDITIONS, body)
-    return None
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        # Children go with their owner references; the registry keeps its versions and tags.
+        forget(meta["uid"], meta["namespace"], meta["name"])
+        return None
+    spec, invalid = validated(MODEL_DEPLOYMENT, body)
+    if spec is None:
+        await write_status(rt, MODEL_DEPLOYMENT, body, invalid)
+        return None
+    md = Pass(rt, rt.kube(CONTROLLER), body, spec, rt.now())
+    resolution = await resolve_model(md)
+    observations = await observe(md, resolution)
+    state = rollout.RolloutState.from_status(md.status)
+    transition = rollout.step(spec, state, observations, md.now)
+    inputs = await apply_children(md, transition)
+    if inputs is None:
+        return min(md.requeue)
+    await report(md, resolution, transition, inputs)
+    await flush_registry_writes(md)
+    metrics.observe_rollout(md.namespace, md.name, transition.state.phase, transition.state.canary_weight)
+    if transition.requeue_after is not None:
+        md.requeue.append(transition.requeue_after)
+    md.requeue.append(seconds_until_resolution(md, resolution))
+    return max(0.5, min(md.requeue))
+
+
+def forget(uid: str, namespace: str, name: str) -> None:
+    _resolutions.pop(uid, None)
+    for what in ("apply", "registry"):
+        _failures.pop((uid, what), None)
+    metrics.forget_rollout(namespace, name)
+
+
+# --------------------------------------------------------------------------------------------- the model
+
+
+async def resolve_model(md: Pass) -> decide.Resolution:
+    """spec.model in the registry, at most every pollInterval (failures: with backoff)."""
+    previous = _resolutions.get(md.uid)
+    retry = exponential_backoff(previous.failures if previous else 1, base=RETRY_SECONDS)
+    try:
+        md.access = await registry_access(md.rt, md.body, md.spec)
+    except SecretProblem as problem:
+        return remember(md, decide.unresolved(md.spec, md.now, problem.reason, problem.message, failures(previous)))
+    if previous is not None and not decide.resolution_due(md.spec, previous, md.now, retry):
+        return previous
+    model = md.spec.model
+    try:
+        registry = await ModelRegistry.open_async(md.access.endpoint)
+        found = await registry.resolve_async(model.registered_model, alias=model.alias, version=model.version)
+    except RegistryError as problem:
+        return remember(md, decide.unresolved(md.spec, md.now, problem.reason, problem.message, failures(previous)))
+    return remember(md, decide.resolved(md.spec, md.now, found.version, found.status, found.source, found.run_id))
+
+
+def failures(previous: decide.Resolution | None) -> int:
+    return (previous.failures if previous is not None else 0) + 1
+
+
+def remember(md: Pass, resolution: decide.Resolution) -> decide.Resolution:
+    _resolutions[md.uid] = resolution
+    return resolution
+
+
+def seconds_until_resolution(md: Pass, resolution: decide.Resolution) -> float:
+    retry = exponential_backoff(max(1, resolution.failures), base=RETRY_SECONDS)
+    due = decide.next_resolution_at(md.spec, resolution, retry)
+    return max(0.0, (due - md.now).total_seconds())
+
+
+# ---------------------------------------------------------------------------------------------- observing
+
+
+def instance_selector(name: str) -> dict[str, str]:
+    return selector(name, build.COMPONENT, build.APP_NAME)
+
+
+async def observe(md: Pass, resolution: decide.Resolution) -> rollout.Observations:
+    deployments = await md.kube.list("apps/v1", "Deployment", md.namespace, instance_selector(md.name))
+    tracks = []
+    for deployment in deployments:
+        label = deployment["metadata"].get("labels", {}).get(build.VERSION_LABEL, "")
+        if label.isdigit():
+            tracks.append(decide.track_observation(int(label), deployment))
+    state = rollout.RolloutState.from_status(md.status)
+    measurement = await measure(md) if rollout.measurement_due(md.spec, state, md.now) else None
+    return rollout.Observations(
+        resolved_version=resolution.version,
+        tracks=tuple(tracks),
+        measurement=measurement,
+        request=decide.user_request(md.body["metadata"]),
+        resource=f"{md.namespace}/{md.name}",
+    )
+
+
+async def measure(md: Pass) -> rollout.Measurement:
+    analysis = md.spec.analysis
+    assert analysis is not None  # measurement_due is False without spec.analysis
+    queries = [(m.name, build.analysis_query(m.query, md.name, md.namespace)) for m in analysis.metrics]
+    size = analysis.sample_size_query
+    return await prometheus.measure(
+        analysis.prometheus_address or DEFAULTS.prometheus_address,
+        queries,
+        build.analysis_query(size, md.name, md.namespace) if size else None,
+        timeout=PROMETHEUS_TIMEOUT_SECONDS,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- executing
+
+
+def model_inputs(md: Pass, transition: rollout.Transition) -> build.ModelDeploymentInputs:
+    access = md.access
+    weights = transition.weights
+    return build.ModelDeploymentInputs(
+        name=md.name,
+        namespace=md.namespace,
+        spec=md.spec,
+        tracking_uri=access.endpoint.tracking_uri if access is not None else "",
+        credentials=access.secret if access is not None else None,
+        tracks=tuple(build.TrackPlan(t.track, t.version, t.size_percent) for t in transition.tracks),
+        weights=Weights(weights.canary, weights.canary_available),
+    )
+
+
+async def apply_children(md: Pass, transition: rollout.Transition) -> build.ModelDeploymentInputs | None:
+    """Apply the tracks, Services and router, then remove the versions no longer listed. None when the
+    cluster refused something: reported, and the same transition is computed again on the next pass."""
+    if transition.tracks and md.access is None:
+        # Pods need the registry's address; without it (a missing Secret) nothing new is started.
+        md.requeue.append(RETRY_SECONDS)
+        return None
+    inputs = model_inputs(md, transition)
+    try:
+        for obj in build.all_objects(inputs):
+            await md.kube.apply(obj, owner=md.body)
+        await prune_versions(md, {plan.version for plan in inputs.tracks})
+    except ApiError as error:
+        await report_apply_failure(md, error)
+        return None
+    return inputs
+
+
+async def prune_versions(md: Pass, wanted: set[int]) -> None:
+    """Per-version objects (Deployment, budget, autoscaler) of versions the rollout no longer runs."""
+    for api_version, kind in build.pruned_kinds():
+        for obj in await md.kube.list(api_version, kind, md.namespace, instance_selector(md.name)):
+            label = obj["metadata"].get("labels", {}).get(build.VERSION_LABEL, "")
+            if label.isdigit() and int(label) not in wanted:
+                await md.kube.delete(api_version, kind, obj["metadata"]["name"], md.namespace)
+
+
+async def report_apply_failure(md: Pass, error: ApiError) -> None:
+    """E.g. the Gateway API CRDs are not installed (404 on HTTPRoute), or a quota refuses a Deployment."""
+    code = error.status.code if error.status else None
+    message = f"applying the children failed ({code}): {error.status.message if error.status else error}"
+    if code == 404:
+        message += " (is the router's API installed? gatewayAPI needs the Gateway API CRDs)"
+    failure = ConditionUpdate(cond.READY, "False", decide.REASON_ROUTER_UNAVAILABLE, message[:1024])
+    await write_status(md.rt, MODEL_DEPLOYMENT, md.body, [*first_sight(md.body, CONDITIONS), failure])
+    md.requeue.append(exponential_backoff(count_failure(md, "apply"), base=RETRY_SECONDS))
+
+
+def count_failure(md: Pass, what: str) -> int:
+    _failures[(md.uid, what)] += 1
+    return _failures[(md.uid, what)]
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+
+
+async def report(
+    md: Pass, resolution: decide.Resolution, transition: rollout.Transition, inputs: build.ModelDeploymentInputs
+) -> None:
+    _failures.pop((md.uid, "apply"), None)
+    pending = [*(md.status.get("pendingRegistryWrites") or []), *decide.registry_writes(transition.actions)]
+    effective = build.effective_weights(inputs)
+    fields = {
+        **transition.state.to_status(),
+        "resolved": resolution.status_fields() or md.status.get("resolved"),
+        "weightApproximate": inputs.router.approximate or None,
+        "effectiveCanaryWeight": effective.canary,
+        "pendingRegistryWrites": pending or None,
+    }
+    updates = [*first_sight(md.body, CONDITIONS), resolution.condition, *transition.conditions]
+    updates.append(decide.ready_condition([resolution.condition, *transition.conditions]))
+    await write_status(md.rt, MODEL_DEPLOYMENT, md.body, updates, fields)
+    md.body = {**md.body, "status": {**md.status, **fields}}
+    for event in transition.events:
+        await md.event(event.type, event.reason, event.message)
+
+
+async def flush_registry_writes(md: Pass) -> None:
+    """Tags and alias moves the rollout decided, oldest first; status keeps what the registry refused."""
+    pending: list[dict[str, Any]] = list(md.status.get("pendingRegistryWrites") or [])
+    if not pending or md.access is None:
+        return
+    done = 0
+    try:
+        registry = await ModelRegistry.open_async(md.access.endpoint)
+        for write in pending:
+            await write_to_registry(registry, md.spec.model.registered_model, write)
+            done += 1
+    except RegistryError as problem:
+        failed = count_failure(md, "registry")
+        if failed == 1:  # one Warning per outage, not one per retry
+            await md.event("Warning", problem.reason, f"registry write-back pending (retried): {problem.message}")
+        md.requeue.append(exponential_backoff(failed, base=RETRY_SECONDS))
+    if done:
+        if done == len(pending):
+            _failures.pop((md.uid, "registry"), None)
+        remaining = pending[done:] or None
+        await md.rt.status.patch_status(
+            MODEL_DEPLOYMENT.kind, md.name, md.namespace, {"pendingRegistryWrites": remaining}
+        )
+
+
+async def write_to_registry(registry: ModelRegistry, model: str, write: dict[str, Any]) -> None:
+    version = int(write["version"])
+    if write.get("alias"):
+        await registry.set_alias_async(model, write["alias"], version)
+    if write.get("tags"):
+        await registry.set_version_tags_async(model, version, write["tags"])
+
+
+__all__: Sequence[str] = ["DEFAULTS", "reconcile"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from mlflow_operator.adapters.registry import ModelRegistry, RegistryEndpoint, RegistryError
-from mlflow_operator.api.kinds import API_VERSION, REGISTERED_MODEL, TRACKING_SERVER
+from mlflow_operator import metrics
+from mlflow_operator.adapters.registry import ModelRegistry, RegistryError
+from mlflow_operator.api.kinds import REGISTERED_MODEL
 from mlflow_operator.api.registeredmodel import RegisteredModelSpec
 from mlflow_operator.handlers.reconcile import (
     FINALIZER,
@@ -19,10 +20,10 @@ from mlflow_operator.handlers.reconcile import (
     ensure_finalizer,
     first_sight,
     generation,
-    read_secret_keys,
     validated,
     write_status,
 )
+from mlflow_operator.handlers.registry_access import registry_access
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import registeredmodel as plan
@@ -36,41 +37,6 @@ FOLLOW_UP_SECONDS = 5.0
 
 # Consecutive failures per object (uid), for the backoff of RegistryUnavailable and friends.
 _failures: dict[str, int] = {}
-
-
-async def registry_endpoint(rt: Runtime, body: dict[str, Any], spec: RegisteredModelSpec) -> RegistryEndpoint:
-    """trackingUri (+ credentialsSecret), or the referenced TrackingServer's URL and admin credentials."""
-    namespace = body["metadata"]["namespace"]
-    if spec.tracking_uri is not None:
-        ref = spec.credentials_secret
-        if ref is None:
-            return RegistryEndpoint(spec.tracking_uri)
-        if ref.token_key:
-            token = await read_secret_keys(
-                rt, namespace, ref.name, "spec.credentialsSecret", {ref.token_key: "tokenKey"}
-            )
-            return RegistryEndpoint(spec.tracking_uri, token=token[ref.token_key])
-        user_key, password_key = ref.username_key or "username", ref.password_key or "password"
-        data = await read_secret_keys(
-            rt, namespace, ref.name, "spec.credentialsSecret", {user_key: "usernameKey", password_key: "passwordKey"}
-        )
-        return RegistryEndpoint(spec.tracking_uri, username=data[user_key], password=data[password_key])
-    assert spec.tracking_server_ref is not None  # the API refuses neither/both
-    server_name = spec.tracking_server_ref.name
-    server = await rt.kube("registeredmodel").get(API_VERSION, TRACKING_SERVER.kind, server_name, namespace)
-    url = ((server or {}).get("status") or {}).get("url")
-    if not url:
-        raise SecretProblem(
-            "TrackingServerNotReady", f"TrackingServer {server_name} (spec.trackingServerRef.name) has no URL yet"
-        )
-    auth = ((server or {}).get("spec") or {}).get("auth") or {}
-    if not auth.get("enabled"):
-        return RegistryEndpoint(url)
-    admin = (auth.get("adminSecret") or {}).get("name") or f"{server_name}-admin"
-    data = await read_secret_keys(
-        rt, namespace, admin, "TrackingServer spec.auth.adminSecret", {"username": "username", "password": "password"}
-    )
-    return RegistryEndpoint(url, username=data["username"], password=data["password"])
 
 
 def was_synced(body: dict[str, Any]) -> bool:
@@ -92,12 +58,13 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     desired = plan.desired_model(spec, body["metadata"]["name"])
     status = body.get("status") or {}
     try:
-        registry = await ModelRegistry.open_async(await registry_endpoint(rt, body, spec))
+        registry = await ModelRegistry.open_async((await registry_access(rt, body, spec)).endpoint)
         outcome = await registry.sync_async(
             desired, status.get("ownedTags") or [], status.get("ownedAliases") or [], resync=was_synced(body)
         )
     except (SecretProblem, RegistryError) as problem:
         failures = _failures[uid] = _failures.get(uid, 0) + 1
+        metrics.count_registry_sync_error(body["metadata"]["namespace"], body["metadata"]["name"], problem.reason)
         failure = plan.sync_failure(problem.reason, problem.message)
         await write_status(rt, REGISTERED_MODEL, body, [*first_sight(body, CONDITIONS), failure, ready_from(failure)])
         return plan.retry_delay(failures)
@@ -135,7 +102,7 @@ async def finalize(rt: Runtime, body: dict[str, Any], spec: RegisteredModelSpec 
     if spec is not None and spec.deletion_policy == "Delete":
         name = plan.desired_model(spec, body["metadata"]["name"]).name
         try:
-            registry = await ModelRegistry.open_async(await registry_endpoint(rt, body, spec))
+            registry = await ModelRegistry.open_async((await registry_access(rt, body, spec)).endpoint)
             await registry.delete_model_async(name)
         except (SecretProblem, RegistryError) as problem:
             deleted_at = datetime.fromisoformat(body["metadata"]["deletionTimestamp"].replace("Z", "+00:00"))

@@ -51,6 +51,7 @@ REASON_VERSION_NOT_FOUND = "VersionNotFound"
 REASON_REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # connection refused, timeouts, 5xx
 REASON_UNAUTHORIZED = "Unauthorized"  # 401/403
 REASON_MODEL_NOT_FOUND = "ModelNotFound"  # the model vanished between the read and a write
+REASON_ALIAS_NOT_FOUND = "AliasNotFound"  # a ModelDeployment follows an alias the model does not have
 REASON_REGISTRY_ERROR = "RegistryError"  # anything else; the message carries MLflow's error code
 # The reason of the Event that lists drift corrections.
 REASON_DRIFT_CORRECTED = "DriftCorrected"

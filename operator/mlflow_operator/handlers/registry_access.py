@@ -1,0 +1,58 @@
+"""Where a RegisteredModel's or ModelDeployment's registry is, and with which credentials: spec.trackingUri
+(+ credentialsSecret), or the referenced TrackingServer's URL and admin Secret."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow_operator.adapters.registry import RegistryEndpoint
+from mlflow_operator.api.common import RegistryConnection, RegistryCredentials
+from mlflow_operator.api.kinds import API_VERSION, TRACKING_SERVER
+from mlflow_operator.handlers.reconcile import SecretProblem, read_secret_keys
+from mlflow_operator.handlers.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """The operator's endpoint (credentials read from their Secret), and the same credentials as a Secret
+    reference for pods (model servers fetch models with them; values never go into a pod spec)."""
+
+    endpoint: RegistryEndpoint
+    secret: RegistryCredentials | None = None
+
+
+async def registry_access(rt: Runtime, body: dict[str, Any], spec: RegistryConnection) -> RegistryAccess:
+    namespace = body["metadata"]["namespace"]
+    if spec.tracking_uri is not None:
+        ref = spec.credentials_secret
+        if ref is None:
+            return RegistryAccess(RegistryEndpoint(spec.tracking_uri))
+        if ref.token_key:
+            token = await read_secret_keys(
+                rt, namespace, ref.name, "spec.credentialsSecret", {ref.token_key: "tokenKey"}
+            )
+            return RegistryAccess(RegistryEndpoint(spec.tracking_uri, token=token[ref.token_key]), ref)
+        user_key, password_key = ref.username_key or "username", ref.password_key or "password"
+        data = await read_secret_keys(
+            rt, namespace, ref.name, "spec.credentialsSecret", {user_key: "usernameKey", password_key: "passwordKey"}
+        )
+        endpoint = RegistryEndpoint(spec.tracking_uri, username=data[user_key], password=data[password_key])
+        return RegistryAccess(endpoint, ref)
+    assert spec.tracking_server_ref is not None  # the API refuses neither/both
+    server_name = spec.tracking_server_ref.name
+    server = await rt.kube("registry").get(API_VERSION, TRACKING_SERVER.kind, server_name, namespace)
+    url = ((server or {}).get("status") or {}).get("url")
+    if not url:
+        raise SecretProblem(
+            "TrackingServerNotReady", f"TrackingServer {server_name} (spec.trackingServerRef.name) has no URL yet"
+        )
+    auth = ((server or {}).get("spec") or {}).get("auth") or {}
+    if not auth.get("enabled"):
+        return RegistryAccess(RegistryEndpoint(url))
+    admin = (auth.get("adminSecret") or {}).get("name") or f"{server_name}-admin"
+    data = await read_secret_keys(
+        rt, namespace, admin, "TrackingServer spec.auth.adminSecret", {"username": "username", "password": "password"}
+    )
+    endpoint = RegistryEndpoint(url, username=data["username"], password=data["password"])
+    return RegistryAccess(endpoint, RegistryCredentials(name=admin, username_key="username", password_key="password"))

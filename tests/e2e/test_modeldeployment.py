@@ -1,0 +1,367 @@
+"""ModelDeployment on a real API server, against a real MLflow registry and a real Prometheus.
+
+The registry is a local `mlflow server` (trackingUri with its loopback URL, as for RegisteredModel); the
+canary's metrics come from an exporter whose series the test sets, scraped by Prometheus every second.
+kwok runs the model-server pods (they become Ready without running), so this proves the operator's side:
+resolution, Deployments per version, HTTPRoute weights, analysis, rollback, promotion and registry
+write-back. The model server itself is proven against real processes in
+tests/integration/test_model_server.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import start_operator
+from tests.integration.dataplane import Postgres
+from tests.integration.prometheus_server import MetricsExporter, PrometheusServer, start_prometheus
+from tests.integration.registry_server import (
+    LOG_MODELS_SCRIPT,
+    READ_MODEL_SCRIPT,
+    TAMPER_SCRIPT,
+    RegistryServer,
+    migrated_server,
+    run_client,
+)
+from tests.kube import ROOT, Kubectl, condition, eventually
+
+API = "mlflow.operator.dev/v1alpha1"
+METRIC = "model_error_rate"
+INTERVAL_SECONDS = 3
+# Registers one version per logged model and points aliases at them.
+REGISTER_SCRIPT = """\
+import json, os
+from mlflow import MlflowClient
+
+params = json.loads(os.environ["TEST_PARAMS"])
+client = MlflowClient()
+client.create_registered_model(params["name"])
+versions = [
+    int(client.create_model_version(params["name"], s["source"], run_id=s["run_id"], model_id=s["model_id"]).version)
+    for s in params["sources"]
+]
+for alias, version in params["aliases"].items():
+    client.set_registered_model_alias(params["name"], alias, version)
+print(json.dumps(versions))
+"""
+
+
+@dataclass
+class Registry:
+    server: RegistryServer
+    logged: list[dict[str, str]]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def register(self, name: str, champion: int) -> None:
+        sources = [
+            {"source": item["model_uri"], "run_id": item["run_id"], "model_id": item["model_id"]}
+            for item in self.logged
+        ]
+        run_client(self.url, REGISTER_SCRIPT, {"name": name, "sources": sources, "aliases": {"champion": champion}})
+
+    def move_alias(self, name: str, alias: str, version: int) -> None:
+        run_client(self.url, TAMPER_SCRIPT, {"name": name, "set_aliases": {alias: version}})
+
+    def read(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = run_client(self.url, READ_MODEL_SCRIPT, {"name": name})
+        return result
+
+
+@dataclass
+class Metrics:
+    exporter: MetricsExporter
+    prometheus: PrometheusServer
+
+    def set_error_rate(self, namespace: str, name: str, value: float) -> None:
+        labels = {"namespace": namespace, "service": f"{name}-canary"}
+        self.exporter.set(METRIC, value, labels)
+        query = f'{METRIC}{{namespace="{namespace}",service="{name}-canary"}}'
+        self.prometheus.wait_for(query, lambda seen: seen == value)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    logs = tmp_path_factory.mktemp("registry-logs")
+    with ExitStack() as stack:
+        postgres = stack.enter_context(Postgres({"max_connections": "50"}, log_dir=logs))
+        server = migrated_server(postgres, "registry", tmp_path_factory.mktemp("artifacts"), logs)
+        stack.callback(server.stop)
+        logged = run_client(server.url, LOG_MODELS_SCRIPT, {"experiment": "e2e-serving", "adds": [1, 2, 3]})
+        yield Registry(server, logged)
+
+
+@pytest.fixture(scope="module")
+def metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Metrics]:
+    with MetricsExporter() as exporter:
+        prometheus = start_prometheus([exporter.target], tmp_path_factory.mktemp("prometheus"))
+        with prometheus:
+            yield Metrics(exporter, prometheus)
+
+
+def gateway_api_crds_dir() -> Path:
+    versions = dict(
+        line.split("=", 1) for line in (ROOT / "hack" / "versions.env").read_text().splitlines() if "=" in line
+    )
+    cache = Path.home() / ".cache" / "mlflow-operator" / "bin"
+    return cache / f"gateway-api-{versions['GATEWAY_API_VERSION'].strip()}"
+
+
+@pytest.fixture(scope="module")
+def gateway_api(kubectl: Kubectl) -> None:
+    """The Gateway API CRDs from the sigs.k8s.io/gateway-api module (hack/build-binaries.sh gateway-api)."""
+    directory = gateway_api_crds_dir()
+    if not (directory / "gateway.networking.k8s.io_httproutes.yaml").is_file():
+        subprocess.run([str(ROOT / "hack" / "build-binaries.sh"), "gateway-api"], check=True, timeout=600)
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(directory))
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/httproutes.gateway.networking.k8s.io")
+
+
+def model_deployment(name: str, registry: Registry, prometheus: str, model: str, **spec: Any) -> dict[str, Any]:
+    analysis = {
+        "prometheusAddress": prometheus,
+        "interval": f"{INTERVAL_SECONDS}s",
+        "count": 2,
+        "failureLimit": 0,
+        "inconclusiveLimit": 0,
+        "metrics": [
+            {
+                "name": "error-rate",
+                "query": f'max({METRIC}{{namespace="{{{{namespace}}}}",service="{{{{canary}}}}"}})',
+                "thresholdRange": {"max": 0.05},
+            }
+        ],
+    }
+    body = {
+        "trackingUri": registry.url,
+        "model": {"registeredModel": model, "alias": "champion"},
+        "pollInterval": "2s",
+        "replicas": 2,
+        "strategy": {
+            "canary": {
+                "steps": [
+                    {"setWeight": 25},
+                    {"analysis": {}},
+                    {"setWeight": 50},
+                    {"pause": {"duration": "2s"}},
+                ]
+            }
+        },
+        "trafficRouting": {"gatewayAPI": {"parentRefs": [{"name": "public"}]}},
+        "analysis": analysis,
+        "promotion": {"setAlias": "production"},
+        **spec,
+    }
+    return {"apiVersion": API, "kind": "ModelDeployment", "metadata": {"name": name}, "spec": body}
+
+
+def status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    obj = kubectl.get("modeldeployment", name, namespace) or {}
+    return dict(obj.get("status") or {})
+
+
+def wait_phase(kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 120, **fields: Any) -> dict:
+    def reached() -> dict[str, Any] | None:
+        current = status(kubectl, namespace, name)
+        wanted = current.get("phase") == phase and all(current.get(k) == v for k, v in fields.items())
+        return current if wanted else None
+
+    return eventually(reached, timeout=timeout, interval=0.5, what=f"{name} phase {phase} {fields}")
+
+
+def route_weights(kubectl: Kubectl, namespace: str, name: str) -> tuple[int, int] | None:
+    route = kubectl.get("httproute", name, namespace)
+    if route is None:
+        return None
+    refs = route["spec"]["rules"][-1]["backendRefs"]
+    weights = {ref["name"]: ref["weight"] for ref in refs}
+    return weights[f"{name}-stable"], weights[f"{name}-canary"]
+
+
+def deployments(kubectl: Kubectl, namespace: str) -> list[str]:
+    names = kubectl.run("get", "deployments", "-n", namespace, "-o", "name").stdout.split()
+    return sorted(n.split("/", 1)[1] for n in names)
+
+
+def events(kubectl: Kubectl, namespace: str, name: str) -> list[tuple[str, str]]:
+    """(reason, message) of the ModelDeployment's Events in creation order (resourceVersion: timestamps
+    have one-second resolution)."""
+    items = [e for e in kubectl.events(namespace) if e["involvedObject"]["name"] == name]
+    items.sort(key=lambda e: int(e["metadata"]["resourceVersion"]))
+    return [(e["reason"], e["message"]) for e in items]
+
+
+def in_order(seen: list[str], expected: list[str]) -> bool:
+    """Whether `expected` occurs in `seen` as a subsequence."""
+    remaining = iter(seen)
+    return all(any(item == wanted for item in remaining) for wanted in expected)
+
+
+def test_alias_moves_roll_out_with_analysis_then_a_failing_version_rolls_back(
+    kubectl: Kubectl, operator: Path, namespace: str, registry: Registry, metrics: Metrics, gateway_api: None
+) -> None:
+    name, model = "fraud", f"fraud-{uuid.uuid4().hex[:6]}"
+    registry.register(model, champion=1)
+    metrics.set_error_rate(namespace, name, 0.0)
+    kubectl.apply(model_deployment(name, registry, metrics.prometheus.url, model), namespace)
+
+    first = wait_phase(kubectl, namespace, name, "Succeeded", stableVersion=1)
+    assert first["resolved"]["version"] == 1 and first["resolved"]["runId"] == registry.logged[0]["run_id"]
+    assert route_weights(kubectl, namespace, name) == (100, 0)
+    assert deployments(kubectl, namespace) == [f"{name}-v1"]
+
+    # The alias moves: a canary of version 2 goes through every step; weights follow them in order.
+    registry.move_alias(model, "champion", 2)
+    seen_weights: list[tuple[int, int]] = []
+
+    def promoted() -> dict[str, Any] | None:
+        weights = route_weights(kubectl, namespace, name)
+        if weights is not None and (not seen_weights or seen_weights[-1] != weights):
+            seen_weights.append(weights)
+        current = status(kubectl, namespace, name)
+        return current if current.get("phase") == "Succeeded" and current.get("stableVersion") == 2 else None
+
+    done = eventually(promoted, timeout=120, interval=0.3, what="version 2 promoted")
+    promoted()  # the route as the promotion left it
+    assert in_order([str(w) for w in seen_weights], [str(w) for w in [(75, 25), (50, 50), (100, 0)]]), seen_weights
+    assert all(canary <= 50 for _, canary in seen_weights[:-1]), seen_weights
+    assert [r["outcome"] for r in done["history"]] == ["Succeeded", "Succeeded"]
+    assert [r["outcome"] for r in done["analysisResults"]] == ["Passed", "Passed"]
+    eventually(lambda: deployments(kubectl, namespace) == [f"{name}-v2"], timeout=30, what="version 1 removed")
+    read = registry.read(model)
+    assert read["aliases"] == {"champion": 2, "production": 2}
+    tags = {v["version"]: v["tags"] for v in read["versions"]}
+    assert tags[2]["mlflow.operator.dev/rollout"] == "Deployed"
+    assert tags[2]["mlflow.operator.dev/deployment"] == f"{namespace}/{name}"
+
+    # A failing version: the first measurement fails it, within one interval (+10 s) of its analysis.
+    metrics.set_error_rate(namespace, name, 0.5)
+    registry.move_alias(model, "champion", 3)
+    analysing = eventually(
+        lambda: (
+            status(kubectl, namespace, name).get("currentStep") == 1
+            and status(kubectl, namespace, name).get("canaryVersion") == 3
+        ),
+        timeout=60,
+        interval=0.2,
+        what="version 3 in its analysis step",
+    )
+    assert analysing
+    started = time.monotonic()
+    rolled_back = wait_phase(kubectl, namespace, name, "RolledBack", timeout=INTERVAL_SECONDS + 10)
+    assert time.monotonic() - started <= INTERVAL_SECONDS + 10
+    assert rolled_back["stableVersion"] == 2 and rolled_back["rolledBackVersion"] == 3
+    assert rolled_back.get("canaryVersion") is None and rolled_back["canaryWeight"] == 0
+    assert route_weights(kubectl, namespace, name) == (100, 0)
+    assert condition({"status": rolled_back}, "Ready")["status"] == "True"  # the stable serves: healthy
+    eventually(lambda: deployments(kubectl, namespace) == [f"{name}-v2"], timeout=30, what="version 3 removed")
+
+    def tagged() -> dict[str, str] | None:
+        version = next(v for v in registry.read(model)["versions"] if v["version"] == 3)
+        return version["tags"] if version["tags"].get("mlflow.operator.dev/rollout") == "RolledBack" else None
+
+    tags3 = eventually(tagged, timeout=30, interval=2, what="version 3 tagged RolledBack")
+    assert "error-rate" in tags3["mlflow.operator.dev/rollout-reason"]
+    assert tags3["mlflow.operator.dev/rollout-by"] == "mlflow-operator"
+    assert registry.read(model)["aliases"]["production"] == 2  # a rolled-back version is never promoted
+
+    reasons = [reason for reason, _ in events(kubectl, namespace, name)]
+    expected = [
+        *["RolloutStarted", "RolloutSucceeded"],  # version 1, directly
+        *["RolloutStarted", "TrafficShifted", "StepCompleted", "AnalysisPassed", "AnalysisPassed"],
+        *["StepCompleted", "TrafficShifted", "StepCompleted", "StepCompleted", "RolloutSucceeded"],
+        *["RolloutStarted", "TrafficShifted", "StepCompleted", "AnalysisFailed", "RolledBack"],
+    ]
+    assert in_order(reasons, expected), reasons
+
+
+def test_no_data_pauses_as_inconclusive_until_promoted(
+    kubectl: Kubectl, operator: Path, namespace: str, registry: Registry, metrics: Metrics, gateway_api: None
+) -> None:
+    name, model = "nodata", f"nodata-{uuid.uuid4().hex[:6]}"
+    registry.register(model, champion=1)
+    kubectl.apply(model_deployment(name, registry, metrics.prometheus.url, model), namespace)
+    wait_phase(kubectl, namespace, name, "Succeeded", stableVersion=1)
+
+    registry.move_alias(model, "champion", 2)  # nobody exports the canary's error rate: no data
+    paused = wait_phase(kubectl, namespace, name, "Paused", timeout=60, canaryVersion=2)
+    progressing = condition({"status": paused}, "Progressing")
+    assert progressing is not None and progressing["status"] == "False" and progressing["reason"] == "Inconclusive"
+    assert "no data" in progressing["message"]
+    assert paused["analysisResults"][-1]["outcome"] == "Inconclusive"
+    assert paused["canaryWeight"] == 25  # paused where it was: neither promoted nor rolled back
+    assert condition({"status": paused}, "Ready")["status"] == "True"  # version 1 still serves
+
+    # A person looks at it and promotes: the analysis step is skipped, the rollout completes.
+    kubectl.run("annotate", "modeldeployment", name, "-n", namespace, "mlflow.operator.dev/promote=1")
+    done = wait_phase(kubectl, namespace, name, "Succeeded", stableVersion=2)
+    assert done["handledRequest"] == "promote:1"
+    messages = [message for reason, message in events(kubectl, namespace, name) if reason == "Promoted"]
+    assert messages and "kubectl-annotate" in messages[0]
+
+
+def test_alias_that_does_not_exist_is_reported(
+    kubectl: Kubectl, operator: Path, namespace: str, registry: Registry, metrics: Metrics, gateway_api: None
+) -> None:
+    name, model = "missing", f"missing-{uuid.uuid4().hex[:6]}"
+    registry.register(model, champion=1)
+    spec = model_deployment(name, registry, metrics.prometheus.url, model)
+    spec["spec"]["model"]["alias"] = "nope"
+    kubectl.apply(spec, namespace)
+
+    def reported() -> dict[str, Any] | None:
+        ready = condition(kubectl.get("modeldeployment", name, namespace), "Ready")
+        return ready if ready is not None and ready["reason"] == "AliasNotFound" else None
+
+    ready = eventually(reported, timeout=60, what="Ready=False AliasNotFound")
+    assert ready["status"] == "False" and "nope" in ready["message"]
+    assert deployments(kubectl, namespace) == []
+    assert any(r == "AliasNotFound" for r, _ in events(kubectl, namespace, name))
+
+
+def test_operator_killed_mid_rollout_resumes_from_status(
+    kubectl: Kubectl,
+    kubeconfig: str,
+    crds: None,
+    registry: Registry,
+    metrics: Metrics,
+    gateway_api: None,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL the operator while a canary pauses; a new one finishes the same rollout: one start, one
+    success, no step repeated. The namespace is outside the session operator's: this test owns its own."""
+    namespace = f"mlflow-restart-{uuid.uuid4().hex[:8]}"
+    name, model = "resume", f"resume-{uuid.uuid4().hex[:6]}"
+    kubectl.run("create", "namespace", namespace)
+    registry.register(model, champion=1)
+    spec = model_deployment(name, registry, metrics.prometheus.url, model)
+    spec["spec"]["strategy"]["canary"]["steps"] = [{"setWeight": 30}, {"pause": {"duration": "6s"}}, {"setWeight": 60}]
+    del spec["spec"]["analysis"]
+    operator = start_operator(kubeconfig, namespace, tmp_path / "operator-1.log")
+    try:
+        kubectl.apply(spec, namespace)
+        wait_phase(kubectl, namespace, name, "Succeeded", stableVersion=1)
+        registry.move_alias(model, "champion", 2)
+        wait_phase(kubectl, namespace, name, "Progressing", timeout=60, canaryVersion=2, currentStep=1)
+        operator.kill()
+        operator = start_operator(kubeconfig, namespace, tmp_path / "operator-2.log")
+        done = wait_phase(kubectl, namespace, name, "Succeeded", stableVersion=2)
+        assert [r["outcome"] for r in done["history"]] == ["Succeeded", "Succeeded"]
+        reasons = [reason for reason, _ in events(kubectl, namespace, name)]
+        assert reasons.count("RolloutStarted") == 2 and reasons.count("RolloutSucceeded") == 2, reasons
+        assert reasons.count("StepCompleted") == 3, reasons  # each of the 3 steps once, across the restart
+        assert route_weights(kubectl, namespace, name) == (100, 0)
+    finally:
+        operator.stop()
+        kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
