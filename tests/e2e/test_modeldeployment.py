@@ -10,6 +10,7 @@ tests/integration/test_model_server.py.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import start_operator
+from tests.e2e.conftest import RESYNC_SECONDS, start_operator
 from tests.integration.dataplane import Postgres
 from tests.integration.prometheus_server import MetricsExporter, PrometheusServer, start_prometheus
 from tests.integration.registry_server import (
@@ -365,3 +366,68 @@ def test_operator_killed_mid_rollout_resumes_from_status(
     finally:
         operator.stop()
         kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def replicas(kubectl: Kubectl, namespace: str, name: str) -> int | None:
+    deployment = kubectl.get("deployment", name, namespace)
+    return None if deployment is None else int(deployment["spec"]["replicas"])
+
+
+def resource_versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    kinds = "modeldeployments,deployments,services,poddisruptionbudgets,serviceaccounts"
+    items = json.loads(kubectl.run("get", kinds, "-n", namespace, "-o", "json").stdout)["items"]
+    return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
+
+
+def test_replica_ratio_splits_by_replicas_and_idle_resyncs_write_nothing(
+    kubectl: Kubectl, operator: Path, namespace: str, registry: Registry, metrics: Metrics, gateway_api: None
+) -> None:
+    """No router: the entry Service selects both versions and the weight is approximated by replicas."""
+    name, model = "ratio", f"ratio-{uuid.uuid4().hex[:6]}"
+    registry.register(model, champion=1)
+    spec = model_deployment(name, registry, metrics.prometheus.url, model, replicas=4)
+    spec["spec"]["trafficRouting"] = {"replicaRatio": {}}
+    spec["spec"]["strategy"]["canary"]["steps"] = [{"setWeight": 25}, {"pause": {}}]
+    del spec["spec"]["analysis"]
+    kubectl.apply(spec, namespace)
+    wait_phase(kubectl, namespace, name, "Succeeded", stableVersion=1)
+    assert replicas(kubectl, namespace, f"{name}-v1") == 4
+
+    registry.move_alias(model, "champion", 2)
+    paused = wait_phase(kubectl, namespace, name, "Paused", timeout=60, canaryVersion=2)
+    assert (paused["canaryWeight"], paused["effectiveCanaryWeight"], paused["weightApproximate"]) == (25, 25, True)
+    assert (replicas(kubectl, namespace, f"{name}-v1"), replicas(kubectl, namespace, f"{name}-v2")) == (3, 1)
+    entry = kubectl.get("service", name, namespace)
+    assert entry is not None and "mlflow.operator.dev/model-version" not in entry["spec"]["selector"]
+    assert kubectl.get("httproute", name, namespace) is None
+
+    # Paused indefinitely: nothing changes while the operator resyncs (every 5 s here).
+    before = resource_versions(kubectl, namespace)
+    time.sleep(3 * RESYNC_SECONDS)
+    assert resource_versions(kubectl, namespace) == before
+
+    kubectl.run("annotate", "modeldeployment", name, "-n", namespace, "mlflow.operator.dev/promote=go")
+    wait_phase(kubectl, namespace, name, "Succeeded", stableVersion=2)
+    eventually(lambda: deployments(kubectl, namespace) == [f"{name}-v2"], timeout=30, what="version 1 removed")
+    assert replicas(kubectl, namespace, f"{name}-v2") == 4
+
+
+def test_without_a_strategy_a_pinned_version_change_replaces_the_old_one(
+    kubectl: Kubectl, operator: Path, namespace: str, registry: Registry
+) -> None:
+    name, model = "pinned", f"pinned-{uuid.uuid4().hex[:6]}"
+    registry.register(model, champion=1)
+    body = {"trackingUri": registry.url, "model": {"registeredModel": model, "version": 1}, "replicas": 1}
+    md = {"apiVersion": API, "kind": "ModelDeployment", "metadata": {"name": name}, "spec": body}
+    kubectl.apply(md, namespace)
+    wait_phase(kubectl, namespace, name, "Succeeded", stableVersion=1)
+
+    body["model"]["version"] = 2
+    kubectl.apply(md, namespace)
+    done = wait_phase(kubectl, namespace, name, "Succeeded", stableVersion=2)
+    assert done["resolved"]["version"] == 2 and done.get("canaryVersion") is None
+    eventually(lambda: deployments(kubectl, namespace) == [f"{name}-v2"], timeout=30, what="version 1 removed")
+    stable = kubectl.get("service", f"{name}-stable", namespace)
+    assert stable is not None and stable["spec"]["selector"]["mlflow.operator.dev/model-version"] == "2"
+    reasons = [reason for reason, _ in events(kubectl, namespace, name)]
+    assert reasons.count("RolloutStarted") == 2 and "StepCompleted" not in reasons, reasons

@@ -255,6 +255,15 @@ def test_an_indefinite_pause_waits_for_one_promote_per_annotation() -> None:
     assert t.steps_completed == [1]
 
 
+def test_a_planned_pause_without_any_analysis_is_not_reported_as_inconclusive() -> None:
+    """Found by the e2e suite: a spec without spec.analysis read as an unmeasurable analysis step."""
+    with_analysis = make_spec(steps=[{"setWeight": 25}, {"pause": {}}])
+    spec = with_analysis.model_copy(update={"analysis": None})
+    t = r.step(spec, stable_at(1, spec), obs(2, ready(1, 2)), T0)
+    assert t.state.phase == "Paused"
+    assert condition(t, r.PROGRESSING) == ("Unknown", r.REASON_PAUSED)
+
+
 def test_a_promote_with_nothing_to_promote_is_dropped_with_an_event() -> None:
     spec = make_spec(steps=[{"setWeight": 10}, {"pause": {}}])
     state = canary_at_step_0(spec)

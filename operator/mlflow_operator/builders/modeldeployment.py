@@ -78,7 +78,8 @@ SCORING_APP = "mlflow.pyfunc.scoring_server.app:app"
 MODEL_PATH_ENV = "__pyfunc_model_path__"
 REQUEST_TIMEOUT_SECONDS = 60
 PRE_STOP_SECONDS = 5
-GRACEFUL_SHUTDOWN_SECONDS = 25
+# A request admitted just before SIGTERM may run its full timeout: drain that long, so none is cut off.
+GRACEFUL_SHUTDOWN_SECONDS = REQUEST_TIMEOUT_SECONDS
 # Pods whose model does not load never become ready; after this the Deployment reports
 # ProgressDeadlineExceeded, which the rollout reads as a failed version (TrackObservation.failed).
 PROGRESS_DEADLINE_SECONDS = 600

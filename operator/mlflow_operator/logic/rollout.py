@@ -1104,7 +1104,9 @@ def _progressing(run: _Pass) -> ConditionUpdate:
                 and run.spec.analysis is not None
                 and (state.analysis.inconclusive > run.spec.analysis.inconclusive_limit)
             )
-            if inconclusive or run.spec.analysis is None:
+            # An analysis step without spec.analysis (the CRD refuses it) cannot pass either.
+            unmeasurable = run.spec.analysis is None and _current_analysis_step(run.spec, state) is not None
+            if inconclusive or unmeasurable:
                 return ConditionUpdate(PROGRESSING, "False", REASON_INCONCLUSIVE, run.waiting)
             # A planned pause is not a failure: Unknown, so no Warning Event and Ready says why.
             return ConditionUpdate(PROGRESSING, "Unknown", REASON_PAUSED, run.waiting)
