@@ -34,7 +34,7 @@ from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.builders.common import selector
 from mlflow_operator.builders.routers import Weights
-from mlflow_operator.handlers.reconcile import SecretProblem, first_sight, validated, write_status
+from mlflow_operator.handlers.reconcile import ResourcePass, SecretProblem, first_sight, validated, write_status
 from mlflow_operator.handlers.registry_access import RegistryAccess, registry_access
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
@@ -66,7 +66,7 @@ _failures: Counter[tuple[str, str]] = Counter()
 
 
 @dataclass
-class Pass:
+class Pass(ResourcePass):
     """One reconcile pass of one ModelDeployment."""
 
     rt: Runtime
@@ -76,18 +76,6 @@ class Pass:
     now: datetime
     access: RegistryAccess | None = None
     requeue: list[float] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return str(self.body["metadata"]["name"])
-
-    @property
-    def namespace(self) -> str:
-        return str(self.body["metadata"]["namespace"])
-
-    @property
-    def uid(self) -> str:
-        return str(self.body["metadata"]["uid"])
 
     @property
     def status(self) -> dict[str, Any]:

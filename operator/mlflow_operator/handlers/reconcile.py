@@ -39,6 +39,24 @@ async def read_secret_keys(rt: Runtime, namespace: str, name: str, field: str, k
     return {key: data[key] for key in keys}
 
 
+class ResourcePass:
+    """What every kind's reconcile pass knows of the resource it works on (mixed into each kind's Pass)."""
+
+    body: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"]["namespace"])
+
+    @property
+    def uid(self) -> str:
+        return str(self.body["metadata"]["uid"])
+
+
 def generation(body: dict[str, Any]) -> int | None:
     value = body["metadata"].get("generation")
     return int(value) if value is not None else None

@@ -23,6 +23,7 @@ from mlflow_operator.builders import trackingserver as build
 from mlflow_operator.handlers.reconcile import (
     FINALIZER,
     INVALID_SPEC,
+    ResourcePass,
     SecretProblem,
     current_conditions,
     ensure_finalizer,
@@ -49,7 +50,7 @@ CLEANUP_DEADLINE = timedelta(minutes=10)  # re-check soon while something is con
 
 
 @dataclass
-class Pass:
+class Pass(ResourcePass):
     """One reconcile pass: what it applied and what it concluded."""
 
     rt: Runtime
@@ -58,14 +59,6 @@ class Pass:
     spec: TrackingServerSpec
     updates: list[ConditionUpdate]
     converging: bool = False
-
-    @property
-    def name(self) -> str:
-        return str(self.body["metadata"]["name"])
-
-    @property
-    def namespace(self) -> str:
-        return str(self.body["metadata"]["namespace"])
 
     async def apply(self, objects: list[dict[str, Any]], owned: bool = True) -> None:
         for obj in objects:
