@@ -19,8 +19,9 @@ deps: ## install apt packages and the Python virtualenv (cached)
 binaries: ## build etcd, kube-apiserver & co., kwok from the Go module proxy (cached by version)
 	@hack/build-binaries.sh all
 
-crds: deps ## regenerate crds/ from the pydantic models
+crds: deps ## regenerate crds/ from the pydantic models (and the Helm chart's copies)
 	$(VENV)/bin/mlflow-operator crds --output crds
+	cp crds/mlflow.operator.dev_*.yaml charts/mlflow-operator/crds/
 
 lint: deps
 	$(VENV)/bin/ruff check operator tests hack
@@ -70,8 +71,7 @@ run: deps binaries ## run the operator on $$KUBECONFIG, or on the local control 
 	KUBECONFIG=$(RUN_KUBECONFIG) $(VENV)/bin/mlflow-operator run --all-namespaces --log-format text
 
 .PHONY: chart lint-chart
-chart: crds ## copy crds/ into the Helm chart (charts/mlflow-operator/crds/; a unit test fails when they differ)
-	cp crds/mlflow.operator.dev_*.yaml charts/mlflow-operator/crds/
+chart: crds ## refresh the Helm chart's CRD copies (make crds does it; a unit test fails when they differ)
 
 lint-chart: deps ## helm lint, kubeconform and checkov over the chart, manifests/ and rendered examples
 	$(PY) -m pytest tests/integration/test_packaging.py tests/unit/test_chart.py
@@ -80,3 +80,4 @@ lint-chart: deps ## helm lint, kubeconform and checkov over the chart, manifests
 bench: deps binaries ## benchmarks; results under bench/results/ (BENCH_ARGS=--quick: a short smoke run)
 	$(PY) -m bench.tracking_stack $(BENCH_ARGS)
 	$(PY) -m bench.registry $(BENCH_ARGS)
+	$(PY) -m bench.modeldeployment $(BENCH_ARGS)

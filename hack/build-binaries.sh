@@ -5,7 +5,10 @@
 #   $CACHE/bin/etcd-<v>/etcd
 #   $CACHE/bin/kwok-<v>/kwok   (+ stages.yaml taken from the module's kustomize/stage)
 #   $CACHE/bin/minio-<v>/minio (the S3 server of the lifecycle integration tests)
-# Usage: hack/build-binaries.sh [kubernetes|etcd|kwok|minio|all]
+#   $CACHE/bin/gateway-api-<v>/*.yaml (the standard-channel Gateway API CRDs, for the ModelDeployment e2e)
+#   $CACHE/bin/helm-<v>/helm   (renders and installs charts/mlflow-operator)
+#   $CACHE/bin/kubeconform-<v>/kubeconform (validates rendered manifests; schemas: hack/kubeconform-schemas.py)
+# Usage: hack/build-binaries.sh [kubernetes|etcd|kwok|minio|gateway-api|helm|kubeconform|all]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -101,11 +104,60 @@ build_minio() {
   "$out/minio" --version >&2
 }
 
+build_gateway_api() {
+  local out="$CACHE/bin/gateway-api-$GATEWAY_API_VERSION" dir
+  if [ -s "$out/gateway.networking.k8s.io_httproutes.yaml" ]; then log "cached: $out"; return; fi
+  log "fetching the Gateway API $GATEWAY_API_VERSION CRDs"
+  # Not a build: the module ships the CRDs as YAML (config/crd/standard), the same files as its releases.
+  dir=$(go mod download -json "sigs.k8s.io/gateway-api@${GATEWAY_API_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  mkdir -p "$out.tmp"
+  cp "$dir"/config/crd/standard/*.yaml "$out.tmp/"
+  chmod u+w "$out.tmp"/*.yaml
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
+build_helm() {
+  local out="$CACHE/bin/helm-$HELM_VERSION" gomod client_go minor ldf
+  if [ -x "$out/helm" ]; then log "cached: $out"; return; fi
+  log "building helm $HELM_VERSION (cold: 2-5 min on 2 cores)"
+  # Stamped as helm's Makefile does: the version, and the default Kubernetes version of `helm template`
+  # (.Capabilities.KubeVersion, checked against Chart.yaml's kubeVersion) derived from its client-go
+  # v0.Y.Z -> 1.Y; unstamped, helm assumes Kubernetes v1.20.
+  gomod=$(go mod download -json "helm.sh/helm/v3@${HELM_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
+  client_go=$(sed -n 's#^[[:space:]]*k8s\.io/client-go[[:space:]]\{1,\}\(v[0-9.]*\).*#\1#p' "$gomod" | head -1)
+  minor=$(echo "$client_go" | cut -d. -f2)
+  ldf="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in pkg/lint/rules pkg/chartutil; do
+    ldf="$ldf -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$minor"
+  done
+  mkdir -p "$out.tmp"
+  # helm's go.mod has no replace directives (checked for v3.22.0), so a plain `go install pkg@version` works;
+  # should a later version add some, build through a wrapper module as build_etcd does.
+  GOBIN="$out.tmp" go install -trimpath -ldflags "$ldf" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  "$out/helm" version --short >&2
+}
+
+build_kubeconform() {
+  local out="$CACHE/bin/kubeconform-$KUBECONFORM_VERSION"
+  if [ -x "$out/kubeconform" ]; then log "cached: $out"; return; fi
+  log "building kubeconform $KUBECONFORM_VERSION"
+  mkdir -p "$out.tmp"
+  # go.mod has no replace directives, so a plain `go install pkg@version` works.
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w -X main.version=${KUBECONFORM_VERSION}" \
+    "github.com/yannh/kubeconform/cmd/kubeconform@${KUBECONFORM_VERSION}"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  "$out/kubeconform" -v >&2
+}
+
 case "${1:-all}" in
   kubernetes) build_kubernetes ;;
   etcd) build_etcd ;;
   kwok) build_kwok ;;
   minio) build_minio ;;
-  all) build_etcd; build_kwok; build_kubernetes; build_minio ;;
-  *) echo "usage: $0 [kubernetes|etcd|kwok|minio|all]" >&2; exit 2 ;;
+  gateway-api) build_gateway_api ;;
+  helm) build_helm ;;
+  kubeconform) build_kubeconform ;;
+  all) build_etcd; build_kwok; build_kubernetes; build_minio; build_gateway_api; build_helm; build_kubeconform ;;
+  *) echo "usage: $0 [kubernetes|etcd|kwok|minio|gateway-api|helm|kubeconform|all]" >&2; exit 2 ;;
 esac

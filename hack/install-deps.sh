@@ -2,13 +2,16 @@
 # Installs what the tests and the local cluster need and is not in the repo, once; cached afterwards.
 #   - Debian packages (only the missing ones; `apt-get update` at most once per run)
 #   - the Python virtualenv in .venv (re-installed when pyproject.toml changes)
-#   - the MLflow server's virtualenv, outside the repo and keyed by its requirements file, for the
-#     integration tests (tests/integration/dataplane.py finds it with the same hash)
+#   - the MLflow server's and the model server's virtualenvs, outside the repo and keyed by their image's
+#     requirements file, for the integration tests (tests/integration/dataplane.py finds them by the same hash)
+#   - checkov in its own virtualenv keyed by its version (hack/versions.env), for tests/integration/test_packaging.py
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=versions.env
+. "$root/hack/versions.env"
 cache=${MLFLOW_OPERATOR_CACHE:-$HOME/.cache/mlflow-operator}
-# postgresql and pgbouncer: the integration tests run the data plane as local processes.
-APT_PACKAGES=(openssl ca-certificates curl postgresql pgbouncer)
+# postgresql, pgbouncer and prometheus: the integration and e2e tests run them as local processes.
+APT_PACKAGES=(openssl ca-certificates curl postgresql pgbouncer prometheus)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
@@ -31,16 +34,32 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-# The tracking server's own virtualenv, installed from exactly the image's requirements file and kept
-# apart from .venv so MLflow's dependencies never leak into the operator's. A new requirements file
-# gives a new directory; the stamp is written last, so an interrupted install is redone from scratch.
-requirements="$root/images/mlflow-server/requirements.txt"
-server_venv="$cache/venvs/mlflow-server-$(sha256sum "$requirements" | cut -c1-16)"
-if [ ! -f "$server_venv/.installed" ]; then
-  echo "[install-deps] creating $server_venv (MLflow server; takes a few minutes)" >&2
-  rm -rf "$server_venv"
-  python3 -m venv "$server_venv"
-  "$server_venv/bin/pip" install -q --upgrade pip
-  "$server_venv/bin/pip" install -q -r "$requirements"
-  touch "$server_venv/.installed"
+# Each image's own virtualenv, installed from exactly the image's requirements file and kept apart from
+# .venv so MLflow's dependencies never leak into the operator's. A new requirements file gives a new
+# directory; the stamp is written last, so an interrupted install is redone from scratch.
+image_venv() {
+  local image=$1 requirements="$root/images/$1/requirements.txt"
+  local venv="$cache/venvs/$image-$(sha256sum "$requirements" | cut -c1-16)"
+  if [ ! -f "$venv/.installed" ]; then
+    echo "[install-deps] creating $venv (takes a few minutes)" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q -r "$requirements"
+    touch "$venv/.installed"
+  fi
+}
+image_venv mlflow-server
+image_venv mlflow-model-server
+
+# checkov: pinned by version, not in pyproject.toml (it brings ~100 dependencies the operator must not
+# share). Same stamp-last rule as the image virtualenvs.
+checkov_venv="$cache/venvs/checkov-$CHECKOV_VERSION"
+if [ ! -f "$checkov_venv/.installed" ]; then
+  echo "[install-deps] creating $checkov_venv (takes a few minutes)" >&2
+  rm -rf "$checkov_venv"
+  python3 -m venv "$checkov_venv"
+  "$checkov_venv/bin/pip" install -q --upgrade pip
+  "$checkov_venv/bin/pip" install -q "checkov==$CHECKOV_VERSION"
+  touch "$checkov_venv/.installed"
 fi

@@ -202,6 +202,76 @@ INVALID = [
         ),
         "thresholdRange.min must not exceed max",
     ),
+    (
+        "md-version-zero",
+        "ModelDeployment",
+        {"model": {"registeredModel": "fraud", "version": 0}},
+        "spec.model.version: Invalid value: 0",
+    ),
+    (
+        "md-autoscaling-bounds",
+        "ModelDeployment",
+        {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+        "spec.autoscaling.minReplicas: Invalid value: autoscaling.minReplicas must not exceed maxReplicas",
+    ),
+    (
+        "md-mirror-percent",
+        "ModelDeployment",
+        {"trafficRouting": {"gatewayAPI": {"parentRefs": [{"name": "gw"}], "mirrorPercent": 0}}},
+        "spec.trafficRouting.gatewayAPI.mirrorPercent: Invalid value: 0",
+    ),
+    (
+        "md-no-parent-refs",
+        "ModelDeployment",
+        {"trafficRouting": {"gatewayAPI": {"parentRefs": []}}},
+        "spec.trafficRouting.gatewayAPI.parentRefs",
+    ),
+    (
+        "md-header-name",
+        "ModelDeployment",
+        {
+            "trafficRouting": {
+                "gatewayAPI": {"parentRefs": [{"name": "gw"}], "headerMatch": {"name": "bad header", "value": "1"}}
+            }
+        },
+        "spec.trafficRouting.gatewayAPI.headerMatch.name",
+    ),
+    (
+        "md-analysis-interval",
+        "ModelDeployment",
+        canary({"analysis": {}}, analysis={**ANALYSIS, "interval": "soon"}),
+        "spec.analysis.interval",
+    ),
+    (
+        "md-metric-without-range",
+        "ModelDeployment",
+        canary({"analysis": {}}, analysis={"metrics": [{"name": "e", "query": "up", "thresholdRange": {}}]}),
+        "thresholdRange needs min or max",
+    ),
+    (
+        "md-duplicate-metric-names",
+        "ModelDeployment",
+        canary({"analysis": {}}, analysis={"metrics": [ANALYSIS["metrics"][0], ANALYSIS["metrics"][0]]}),
+        "spec.analysis.metrics[1]: Duplicate value",
+    ),
+    (
+        "md-poll-interval",
+        "ModelDeployment",
+        {"pollInterval": "every minute"},
+        "spec.pollInterval",
+    ),
+    (
+        "md-promotion-alias",
+        "ModelDeployment",
+        {"promotion": {"setAlias": "bad alias!"}},
+        "spec.promotion.setAlias",
+    ),
+    (
+        "md-registered-model-name",
+        "ModelDeployment",
+        {"model": {"registeredModel": "team/fraud", "alias": "champion"}},
+        "spec.model.registeredModel",
+    ),
 ]
 
 

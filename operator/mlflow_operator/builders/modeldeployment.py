@@ -337,6 +337,7 @@ def get_model_deployment(inputs: ModelDeploymentInputs, plan: TrackPlan) -> Obj:
             "metadata": {"labels": pod_labels(name, version)},
             "spec": {
                 "serviceAccountName": inputs.names.service_account,
+                "automountServiceAccountToken": False,  # model servers never call the Kubernetes API
                 "securityContext": pod_security_context(APP_UID),
                 "terminationGracePeriodSeconds": PRE_STOP_SECONDS + GRACEFUL_SHUTDOWN_SECONDS + 5,
                 "topologySpreadConstraints": topology_spread(version_selector(name, version)),

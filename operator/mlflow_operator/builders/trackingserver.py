@@ -370,6 +370,7 @@ def get_postgres_statefulset(name: str, namespace: str, spec: TrackingServerSpec
             "template": {
                 "metadata": {"labels": labels(name, COMPONENT_POSTGRES)},
                 "spec": {
+                    "automountServiceAccountToken": False,  # no pod of the stack talks to the Kubernetes API
                     "securityContext": pod_security_context(POSTGRES_UID),
                     "terminationGracePeriodSeconds": 60,  # a clean shutdown checkpoints instead of recovering
                     "containers": [container],
@@ -514,6 +515,9 @@ def get_pgbouncer_deployment(inputs: TrackingServerInputs) -> Obj:
                     secret_env("PGBOUNCER_EXPORTER_CONNECTION_STRING", names.pooler_auth, "exporter-connection-string")
                 ],
                 "ports": [{"name": "metrics", "containerPort": EXPORTER_PORT}],
+                # TCP only: an HTTP scrape would query PgBouncer on every probe.
+                "readinessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10},
+                "livenessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 20, "failureThreshold": 6},
                 "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
                 "securityContext": container_security_context(),
             }
@@ -531,6 +535,7 @@ def get_pgbouncer_deployment(inputs: TrackingServerInputs) -> Obj:
                     "annotations": {CONFIG_HASH_ANNOTATION: content_hash(ini, auth)},
                 },
                 "spec": {
+                    "automountServiceAccountToken": False,  # no pod of the stack talks to the Kubernetes API
                     "securityContext": pod_security_context(APP_UID),
                     "terminationGracePeriodSeconds": 60,
                     "topologySpreadConstraints": topology_spread(match),
@@ -604,6 +609,7 @@ def get_migration_job(inputs: TrackingServerInputs, version: str) -> Obj:
                 "metadata": {"labels": labels(inputs.name, COMPONENT_MIGRATION)},
                 "spec": {
                     "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,  # no pod of the stack talks to the Kubernetes API
                     "securityContext": pod_security_context(APP_UID),
                     "containers": [
                         {
@@ -807,6 +813,8 @@ def get_tracking_deployment(inputs: TrackingServerInputs) -> Obj:
                 "metadata": {"labels": labels(inputs.name, COMPONENT_SERVER), "annotations": annotations},
                 "spec": {
                     "serviceAccountName": names.server,
+                    # IRSA / EKS Pod Identity inject their own projected token; MLflow needs no API token.
+                    "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(APP_UID),
                     "terminationGracePeriodSeconds": 35,
                     "topologySpreadConstraints": topology_spread(match),
@@ -908,6 +916,7 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
                         "metadata": {"labels": labels(inputs.name, COMPONENT_GC)},
                         "spec": {
                             "restartPolicy": "Never",
+                            "automountServiceAccountToken": False,
                             "securityContext": pod_security_context(APP_UID),
                             "containers": [
                                 {

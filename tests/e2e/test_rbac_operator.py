@@ -1,0 +1,202 @@
+"""The operator runs with exactly the permissions the Helm chart grants, and they are enough.
+
+The chart is installed for one namespace (`watchNamespaces`, the smallest grant: a Role there plus list/watch
+of CRDs and namespaces cluster-wide). The operator then runs as a local process, like the other e2e tests,
+but as the chart's ServiceAccount: its kubeconfig holds a TokenRequest token for that account and nothing
+else. Each scenario takes a resource through to its children and status; any 403 in the operator's log
+fails the test, since a missing rule often surfaces only as a logged, retried error.
+
+A scenario is a function of the ServiceAccount's kubeconfig (see `OperatorUnderTest`): the ModelDeployment
+scenario is added next to `trackingserver_scenario`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.e2e.conftest import RESYNC_SECONDS, OperatorProcess, _free_port
+from tests.e2e.test_trackingserver import apply_all, stack
+from tests.integration.packaging import CHART, helm
+from tests.integration.s3_servers import S3Server, moto_server
+from tests.kube import Kubectl, condition, eventually
+
+T = TypeVar("T")
+FORBIDDEN = re.compile(r"\b403\b|Forbidden|forbidden", re.IGNORECASE)
+
+
+@dataclass
+class OperatorUnderTest:
+    """The operator process running as the chart's ServiceAccount, and that account's kubeconfig."""
+
+    namespace: str
+    kubeconfig: str  # the ServiceAccount's: scenarios may use it to check what the operator can see
+    admin: Kubectl  # the test's own view of the cluster
+    log_path: Path
+
+    def forbidden_lines(self, since: int = 0) -> list[str]:
+        text = self.log_path.read_text(errors="replace")[since:]
+        return [line for line in text.splitlines() if FORBIDDEN.search(line)]
+
+    def log_size(self) -> int:
+        return len(self.log_path.read_text(errors="replace"))
+
+    def wait_for(self, check: Callable[[], T | None], what: str, timeout: float = 180) -> T:
+        """eventually(check), failing at once when the operator logs a 403 instead of after the timeout."""
+        start = self.log_size()
+
+        def checked() -> T | None:
+            if forbidden := self.forbidden_lines(start):
+                raise AssertionError("the chart's RBAC is missing rules:\n" + "\n".join(forbidden[:20]))
+            return check()
+
+        return eventually(checked, timeout=timeout, interval=1, what=what)
+
+
+def service_account_kubeconfig(kubectl: Kubectl, namespace: str, account: str, path: Path) -> str:
+    """A kubeconfig for the admin's cluster whose only credential is a token for namespace/account."""
+    token = kubectl.run("create", "token", account, "-n", namespace, "--duration", "2h").stdout.strip()
+    admin = json.loads(kubectl.run("config", "view", "--raw", "--minify", "--flatten", "-o", "json").stdout)
+    cluster = admin["clusters"][0]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [
+            {"name": account, "context": {"cluster": cluster["name"], "user": account, "namespace": namespace}}
+        ],
+        "current-context": account,
+    }
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return str(path)
+
+
+def start_operator_as(kubeconfig: str, namespace: str, log_path: Path) -> OperatorProcess:
+    """The console script as the chart's Deployment runs it (`run --namespace=NS`), on loopback ports."""
+    port = _free_port()
+    argv = [
+        str(Path(sys.executable).parent / "mlflow-operator"),
+        "run",
+        f"--namespace={namespace}",
+        f"--liveness=http://127.0.0.1:{port}/healthz",
+        f"--metrics-address=127.0.0.1:{_free_port()}",
+        "--log-format=text",
+        "--verbose",
+        f"--resync-seconds={RESYNC_SECONDS}",
+    ]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("KUBERNETES_SERVICE")}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(argv, env={**env, "KUBECONFIG": kubeconfig}, stdout=log, stderr=subprocess.STDOUT)
+    operator = OperatorProcess(process, log_path, port)
+    operator.wait_healthy()
+    return operator
+
+
+@pytest.fixture(scope="module")
+def operator_as_service_account(
+    kubectl: Kubectl, kubeconfig: str, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorUnderTest]:
+    # Outside the mlflow-e2e-* glob the session's (admin) operator watches.
+    namespace = f"mlflow-rbac-{uuid.uuid4().hex[:8]}"
+    release = "rbac"
+    account = f"{release}-mlflow-operator"
+    kubectl.run("create", "namespace", namespace)
+    workdir = tmp_path_factory.mktemp("rbac")
+    running = None
+    try:
+        helm(
+            kubeconfig, "install", release, str(CHART), "--namespace", namespace,
+            "--set", f"watchNamespaces={{{namespace}}}",
+        )  # fmt: skip
+        sa_kubeconfig = service_account_kubeconfig(kubectl, namespace, account, workdir / "kubeconfig")
+        # The token is the account's and nothing more: it may not read Secrets elsewhere.
+        probe = Kubectl(sa_kubeconfig, kubectl.binary)
+        assert probe.run("auth", "can-i", "get", "secrets", "-n", "kube-system", check=False).stdout.strip() == "no"
+        assert probe.run("auth", "can-i", "patch", "trackingservers", "-n", namespace).stdout.strip() == "yes"
+        log_path = workdir / "operator.log"
+        running = start_operator_as(sa_kubeconfig, namespace, log_path)
+        yield OperatorUnderTest(namespace, sa_kubeconfig, kubectl, log_path)
+    finally:
+        if running is not None:
+            code = running.stop()
+            assert code in (0, -15), f"operator did not shut down cleanly: {code}"
+        helm(kubeconfig, "uninstall", release, "--namespace", namespace, check=False)
+        kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with moto_server(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+def trackingserver_scenario(operator: OperatorUnderTest, s3: S3Server) -> None:
+    """The example TrackingServer (managed Postgres, PgBouncer, S3 on moto, auth, gc) to Ready and back out."""
+    kubectl, namespace = operator.admin, operator.namespace
+    bucket = s3.create_bucket()
+    apply_all(kubectl, stack(s3, bucket), namespace)
+
+    def ready(generation: int) -> dict[str, Any] | None:
+        ts = kubectl.get("trackingserver", "mlflow", namespace)
+        found = condition(ts, "Ready")
+        return ts if found and found["status"] == "True" and found["observedGeneration"] == generation else None
+
+    ts = operator.wait_for(lambda: ready(1), what="TrackingServer Ready")
+    assert ts["status"]["observedGeneration"] == ts["metadata"]["generation"]
+    assert {c["type"]: c["status"] for c in ts["status"]["conditions"]}["ArtifactsReady"] == "True"
+    for kind, name in [
+        ("secret", "mlflow-db"),
+        ("secret", "mlflow-admin"),
+        ("secret", "mlflow-backend"),
+        ("statefulset", "mlflow-postgres"),
+        ("configmap", "mlflow-pgbouncer"),
+        ("deployment", "mlflow-pgbouncer"),
+        ("deployment", "mlflow"),
+        ("serviceaccount", "mlflow"),
+        ("service", "mlflow"),
+        ("pdb", "mlflow"),
+        ("networkpolicy", "mlflow-postgres"),
+        ("cronjob", "mlflow-gc"),
+        ("job", "mlflow-migrate-3-17-2"),
+    ]:
+        assert kubectl.get(kind, name, namespace) is not None, f"{kind}/{name} missing"
+    # Events were written with the account's permissions.
+    reasons = {e["reason"] for e in kubectl.events(namespace) if e["involvedObject"].get("kind") == "TrackingServer"}
+    assert reasons, "the operator wrote no Events for the TrackingServer"
+    # A change is picked up and written back (patch of the resource and of its status).
+    kubectl.run("patch", "trackingserver", "mlflow", "-n", namespace, "--type=merge", "-p", '{"spec":{"replicas":1}}')
+    operator.wait_for(
+        lambda: (kubectl.get("deployment", "mlflow", namespace) or {}).get("spec", {}).get("replicas") == 1,
+        what="the server Deployment scaled to 1",
+    )
+    operator.wait_for(lambda: ready(2), what="Ready after the change")
+    # Deletion goes through the operator's finalizer (if any) with the same permissions.
+    kubectl.run("delete", "trackingserver", "mlflow", "-n", namespace, "--timeout=120s", timeout=130)
+    assert kubectl.get("trackingserver", "mlflow", namespace) is None
+
+
+def test_trackingserver_with_only_the_charts_permissions(
+    operator_as_service_account: OperatorUnderTest, s3: S3Server
+) -> None:
+    operator = operator_as_service_account
+    start = operator.log_size()
+    trackingserver_scenario(operator, s3)
+    forbidden = operator.forbidden_lines(start)
+    assert forbidden == [], "the chart's RBAC is missing rules:\n" + "\n".join(forbidden[:20])
+
+
+def test_operator_log_has_no_forbidden_at_all(operator_as_service_account: OperatorUnderTest) -> None:
+    """Startup included (kopf's discovery of CRDs and namespaces, watches of every kind and child kind)."""
+    assert operator_as_service_account.forbidden_lines() == []
