@@ -431,3 +431,44 @@ def test_without_a_strategy_a_pinned_version_change_replaces_the_old_one(
     assert stable is not None and stable["spec"]["selector"]["mlflow.operator.dev/model-version"] == "2"
     reasons = [reason for reason, _ in events(kubectl, namespace, name)]
     assert reasons.count("RolloutStarted") == 2 and "StepCompleted" not in reasons, reasons
+
+
+def test_registry_down_mid_rollout_rolls_back_anyway_and_tags_once_it_returns(
+    kubectl: Kubectl, operator: Path, namespace: str, registry: Registry, metrics: Metrics, gateway_api: None
+) -> None:
+    """Safety never waits for the registry: the rollback happens while MLflow is down, the tag it decided
+    waits in status.pendingRegistryWrites and is written when MLflow is back, with nobody's help."""
+    name, model = "outage", f"outage-{uuid.uuid4().hex[:6]}"
+    registry.register(model, champion=1)
+    metrics.set_error_rate(namespace, name, 0.5)  # version 2 will fail its analysis
+    kubectl.apply(model_deployment(name, registry, metrics.prometheus.url, model), namespace)
+    wait_phase(kubectl, namespace, name, "Succeeded", stableVersion=1)
+    registry.move_alias(model, "champion", 2)
+    wait_phase(kubectl, namespace, name, "Progressing", timeout=60, canaryVersion=2, currentStep=1)
+    registry.server.stop()
+    try:
+        rolled_back = wait_phase(kubectl, namespace, name, "RolledBack", timeout=INTERVAL_SECONDS + 20)
+        assert route_weights(kubectl, namespace, name) == (100, 0)
+
+        def pending() -> dict[str, Any] | None:
+            current = status(kubectl, namespace, name)
+            resolved = condition({"status": current}, "ModelResolved") or {}
+            waiting = current.get("pendingRegistryWrites") and resolved.get("reason") == "RegistryUnavailable"
+            return current if waiting else None
+
+        waiting = eventually(pending, timeout=60, what="the tag pending while MLflow is down")
+        assert waiting["pendingRegistryWrites"][0]["version"] == 2
+        assert rolled_back["stableVersion"] == 1
+        assert condition({"status": waiting}, "Ready")["status"] == "True"  # version 1 serves throughout
+    finally:
+        registry.server.start()
+
+    def flushed() -> dict[str, Any] | None:
+        current = status(kubectl, namespace, name)
+        return current if not current.get("pendingRegistryWrites") else None
+
+    eventually(flushed, timeout=120, interval=1, what="pending registry writes flushed after the outage")
+    version = next(v for v in registry.read(model)["versions"] if v["version"] == 2)
+    assert version["tags"]["mlflow.operator.dev/rollout"] == "RolledBack"
+    reasons = [reason for reason, _ in events(kubectl, namespace, name)]
+    assert "RegistryUnavailable" in reasons and "RolledBack" in reasons, reasons
