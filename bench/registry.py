@@ -30,27 +30,18 @@ SIGTERM, and the whole run is bounded by --timeout.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -59,53 +50,44 @@ from tests.integration import dataplane as dp
 from tests.integration import registry_server as rs
 from tests.kube import ROOT, Kubectl, find_kubectl
 
+from bench.common import (
+    RESULTS_DIR,
+    Operator,
+    Run,
+    cluster,
+    cpu_text,
+    execute,
+    latency_summary,
+    loads_text,
+    logger,
+    logs_dir,
+    machine,
+    metric_samples,
+    number,
+    parse_labels,  # noqa: F401 - re-exported: tests/unit/test_bench_registry.py imports it from here
+    proc_stat_cpu_ticks,  # noqa: F401
+    proc_status_kib,  # noqa: F401
+    report,
+    server_session,
+    session_cpu_seconds,
+    system_busy_seconds,
+    versions,
+)
 from bench.stats import percentile
 
-RESULTS_DIR = ROOT / "bench" / "results"
 API_VERSION = "mlflow.operator.dev/v1alpha1"
 REQUEST_METRIC = "mlflow_http_request_total"
 READ_METHODS = frozenset({"GET", "HEAD"})
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 QUIET_S = 1.5  # no request reached the server for this long: the follow-ups of the sync are over
 POLL_INTERVAL_S = 1.0
-CLUSTER_TIMEOUT_S = 900  # the control plane's binaries are cached; a cold build is `make cluster`'s business
-OPERATOR_STOP_TIMEOUT_S = 30
 NAME_PREFIX = "bench-model-"
 GET_MODEL_PATH = "/mlflow/registered-models/get"
 _REQUEST_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[0-9.]+"')
+log = logger("registry-bench")
 
 
 # --- pure helpers (tests/unit/test_bench_registry.py) -------------------------------------------------------
-
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?$")
-_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
-
-
-def parse_labels(text: str) -> dict[str, str]:
-    """`a="1",b="x\\"y"` -> {"a": "1", "b": 'x"y'} (Prometheus text format escapes: \\\\, \\", \\n)."""
-    labels, position = {}, 0
-    while position < len(text.rstrip()):
-        match = _LABEL.match(text, position)
-        if match is None:
-            raise ValueError(f"malformed labels at {position}: {text!r}")
-        labels[match.group(1)] = re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m.group(0)], match.group(2))
-        position = match.end()
-    return labels
-
-
-def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    """Every sample of the metric `name` (exactly: not `name_created`) in a Prometheus text exposition."""
-    samples = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        if match is None or match.group("name") != name:
-            continue
-        samples.append((parse_labels(match.group("labels") or ""), float(match.group("value"))))
-    return samples
 
 
 def requests_by(text: str, *labels: str, metric: str = REQUEST_METRIC) -> dict[tuple[str, ...], int]:
@@ -241,16 +223,6 @@ def changed(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
     return sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
 
 
-def latency_summary(values: Sequence[float]) -> dict[str, float | None]:
-    return {
-        "count": len(values),
-        "p50": percentile(values, 50),
-        "p90": percentile(values, 90),
-        "p99": percentile(values, 99),
-        "max": max(values) if values else None,
-    }
-
-
 def model_lookups(access_log: str, prefix: str = NAME_PREFIX) -> Counter[str]:
     """GetRegisteredModel requests per model name (those starting with prefix) in gunicorn access-log lines,
     whose quoted request line carries the query string: one per observe, so one per reconcile pass."""
@@ -282,20 +254,6 @@ def passes_summary(lookups: Mapping[str, int], names: Sequence[str]) -> dict[str
 
 def per_pass(count: int, passes: int) -> float | None:
     return count / passes if passes > 0 else None
-
-
-def proc_stat_cpu_ticks(stat_text: str) -> int:
-    """utime + stime of one /proc/<pid>/stat line (fields after the parenthesised command name)."""
-    fields = stat_text.rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def proc_status_kib(status_text: str, key: str) -> int | None:
-    """A `Key:   1234 kB` value of /proc/<pid>/status, in KiB."""
-    for line in status_text.splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1])
-    return None
 
 
 def evaluate(result: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -331,8 +289,8 @@ def evaluate(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             "target": "idle resync: reads only, zero writes",
             "met": calls["writes"] == 0 and calls["reads"] > 0 and passes["total"] > 0,
             "detail": f"{calls['reads']} reads, {calls['writes']} writes over {passes['total']} resync passes "
-            f"({passes['min']}..{passes['max']} per model): {_number(idle['reads_per_model_per_resync'], 2)} "
-            f"reads and {_number(idle['writes_per_model_per_resync'], 2)} writes per model per resync",
+            f"({passes['min']}..{passes['max']} per model): {number(idle['reads_per_model_per_resync'], 2)} "
+            f"reads and {number(idle['writes_per_model_per_resync'], 2)} writes per model per resync",
         }
     )
     moved = idle["resource_versions_changed"]
@@ -346,10 +304,6 @@ def evaluate(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     return targets
 
 
-def _number(value: float | None, digits: int, unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}{unit}"
-
-
 def markdown(result: Mapping[str, Any]) -> str:
     """The results table and the targets, as markdown."""
     p, machine = result["parameters"], result["machine"]
@@ -357,206 +311,62 @@ def markdown(result: Mapping[str, Any]) -> str:
     models = p["models"]
     per_model = sync.get("per_model_synced_s") or {}
     sync_calls, idle_calls = sync.get("requests") or {}, idle.get("requests") or {}
-    firsts = " / ".join(_number(per_model.get(k), 0, " s") for k in ("min", "p50", "p90"))
-    rss = " / ".join(_number(op.get(k), 0, " MiB") for k in ("rss_start_mib", "rss_peak_mib", "rss_end_mib"))
+    firsts = " / ".join(number(per_model.get(k), 0, " s") for k in ("min", "p50", "p90"))
+    rss = " / ".join(number(op.get(k), 0, " MiB") for k in ("rss_start_mib", "rss_peak_mib", "rss_end_mib"))
     idle_counts = " / ".join(str(idle_calls.get(k, "n/a")) for k in ("reads", "writes", "errors_5xx"))
     idle_passes = idle.get("passes") or {}
-    passes = " / ".join(_number(idle_passes.get(k), 0) for k in ("min", "median", "max"))
+    passes = " / ".join(number(idle_passes.get(k), 0) for k in ("min", "median", "max"))
     rows = [
         ("RegisteredModels", str(models)),
-        ("`kubectl apply` of all (one multi-document apply)", _number(sync.get("apply_s"), 1, " s")),
-        ("**time until all Synced** (from the apply)", _number(sync.get("all_synced_s"), 1, " s")),
+        ("`kubectl apply` of all (one multi-document apply)", number(sync.get("apply_s"), 1, " s")),
+        ("**time until all Synced** (from the apply)", number(sync.get("all_synced_s"), 1, " s")),
         ("first / p50 / p90 model Synced (1 s polls)", firsts),
         ("Synced at the end of the sync phase", f"{sync.get('synced', 0)}/{models}"),
         (
             "MLflow requests to sync, per model: reads / writes",
-            f"{_number(sync.get('reads_per_model'), 1)} / {_number(sync.get('writes_per_model'), 1)}",
+            f"{number(sync.get('reads_per_model'), 1)} / {number(sync.get('writes_per_model'), 1)}",
         ),
         ("MLflow 5xx answers during sync", str(sync_calls.get("errors_5xx", "n/a"))),
         (
             "idle window",
-            f"{_number(idle.get('window_s'), 1, ' s')} = {_number(idle.get('clock_periods'), 2)} x "
+            f"{number(idle.get('window_s'), 1, ' s')} = {number(idle.get('clock_periods'), 2)} x "
             f"{p['resync_seconds']:g} s (resyncInterval)",
         ),
         ("idle resync passes per model: min / median / max", passes),
-        ("idle effective resync period per model", _number(idle.get("effective_resync_s"), 1, " s")),
-        ("**idle reads per model per resync**", _number(idle.get("reads_per_model_per_resync"), 2)),
-        ("**idle writes per model per resync** (target 0)", _number(idle.get("writes_per_model_per_resync"), 2)),
+        ("idle effective resync period per model", number(idle.get("effective_resync_s"), 1, " s")),
+        ("**idle reads per model per resync**", number(idle.get("reads_per_model_per_resync"), 2)),
+        ("**idle writes per model per resync** (target 0)", number(idle.get("writes_per_model_per_resync"), 2)),
         ("idle MLflow requests: reads / writes / 5xx", idle_counts),
         ("**idle resourceVersions changed** (target 0)", str(idle.get("resource_versions_changed", "n/a"))),
         ("idle Events created", str(idle.get("events_created", "n/a"))),
         ("operator RSS: after start / peak (VmHWM) / end", rss),
-        ("operator CPU during sync: s (% of one core)", _cpu(op.get("cpu_sync_s"), op.get("cpu_sync_pct"))),
-        ("operator CPU while idle: s (% of one core)", _cpu(op.get("cpu_idle_s"), op.get("cpu_idle_pct"))),
+        ("operator CPU during sync: s (% of one core)", cpu_text(op.get("cpu_sync_s"), op.get("cpu_sync_pct"))),
+        ("operator CPU while idle: s (% of one core)", cpu_text(op.get("cpu_idle_s"), op.get("cpu_idle_pct"))),
         (
             "MLflow server CPU during sync: s (% of one core)",
-            _cpu(sync.get("server_cpu_s"), sync.get("server_cpu_pct")),
+            cpu_text(sync.get("server_cpu_s"), sync.get("server_cpu_pct")),
         ),
-        ("MLflow server CPU while idle: s (% of one core)", _cpu(idle.get("server_cpu_s"), idle.get("server_cpu_pct"))),
+        (
+            "MLflow server CPU while idle: s (% of one core)",
+            cpu_text(idle.get("server_cpu_s"), idle.get("server_cpu_pct")),
+        ),
         (
             "machine busy during sync (cores of " + str(machine["cores"]) + ")",
-            _number(sync.get("machine_busy_cores"), 2),
+            number(sync.get("machine_busy_cores"), 2),
         ),
         (
             "machine busy while idle (cores of " + str(machine["cores"]) + ")",
-            _number(idle.get("machine_busy_cores"), 2),
+            number(idle.get("machine_busy_cores"), 2),
         ),
         (
             "load average at start / end",
-            f"{_loads(machine.get('load_average_at_start'))} / {_loads(machine.get('load_average_at_end'))}",
+            f"{loads_text(machine.get('load_average_at_start'))} / {loads_text(machine.get('load_average_at_end'))}",
         ),
     ]
-    lines = [
-        f"# RegisteredModel benchmark ({result['date']}{', quick' if p.get('quick') else ''})",
-        "",
-        "| figure | value |",
-        "|---|---:|",
-        *(f"| {name} | {value} |" for name, value in rows),
-        "",
-        "Targets:",
-        "",
-    ]
-    marks = {True: "met", False: "MISSED", None: "not measured"}
-    lines += [f"- **{marks[t['met']]}**: {t['target']} ({t['detail']})" for t in result.get("targets") or []]
-    if result.get("error"):
-        lines += ["", f"**The run did not complete**: {result['error']}"]
-    lines += ["", *(f"Note: {note}" for note in result.get("notes") or [])]
-    return "\n".join(lines) + "\n"
-
-
-def _cpu(seconds: float | None, pct: float | None) -> str:
-    return f"{_number(seconds, 1)} ({_number(pct, 1)} %)"
-
-
-def _loads(values: Sequence[float] | None) -> str:
-    return "n/a" if not values else ", ".join(f"{v:.2f}" for v in values)
+    return report("RegisteredModel", result, rows)
 
 
 # --- processes ----------------------------------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(f"[registry-bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def cluster(logs: Path) -> Iterator[tuple[str, str]]:
-    """(kubeconfig, where from): $KUBECONFIG, else a local control plane started here and stopped after."""
-    if os.environ.get("KUBECONFIG"):
-        yield os.environ["KUBECONFIG"], "$KUBECONFIG"
-        return
-    workdir = Path(tempfile.mkdtemp(prefix="mlflow-bench-registry-cluster-"))
-    script = str(ROOT / "hack" / "localcluster.py")
-    try:
-        log(f"starting the local control plane in {workdir}")
-        with (logs / "localcluster.log").open("w") as out:
-            result = subprocess.run(
-                ["python3", script, "up", "--dir", str(workdir)],
-                stdout=subprocess.PIPE, stderr=out, stdin=subprocess.DEVNULL, text=True,
-                timeout=CLUSTER_TIMEOUT_S, check=False,
-            )  # fmt: skip
-        if result.returncode != 0:
-            raise RuntimeError(f"local control plane did not start; see {logs / 'localcluster.log'}")
-        yield result.stdout.strip().splitlines()[-1], "hack/localcluster.py"
-    finally:
-        log("stopping the local control plane")
-        subprocess.run(
-            ["python3", script, "down", "--dir", str(workdir)], capture_output=True, timeout=120, check=False
-        )
-
-
-@dataclass
-class Operator:
-    """`mlflow-operator run` as users run it, with its own log; /proc figures of its process."""
-
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    port: int
-    argv: list[str]
-
-    @classmethod
-    def start(cls, kubeconfig: str, namespace: str, resync_seconds: float, log_path: Path) -> Operator:
-        port = _free_port()
-        binary = Path(sys.executable).parent / "mlflow-operator"
-        argv = [
-            str(binary), "run", "--namespace", namespace, "--liveness", f"http://127.0.0.1:{port}/healthz",
-            "--log-format", "text", "--resync-seconds", f"{resync_seconds:g}",
-            "--metrics-address", f"127.0.0.1:{_free_port()}",
-        ]  # fmt: skip
-        with log_path.open("ab") as out:
-            process = subprocess.Popen(
-                argv, env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-        return cls(process, log_path, port, argv)
-
-    def wait_healthy(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"operator exited with {self.process.returncode}; log {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"operator not healthy within {timeout:.0f} s; log {self.log_path}")
-
-    def check_running(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"operator exited with {self.process.returncode}; log {self.log_path}")
-
-    def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=OPERATOR_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        return self.process.returncode
-
-    def cpu_seconds(self) -> float | None:
-        try:
-            return proc_stat_cpu_ticks(Path(f"/proc/{self.process.pid}/stat").read_text()) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            return None
-
-    def memory_mib(self, key: str = "VmRSS") -> float | None:
-        try:
-            kib = proc_status_kib(Path(f"/proc/{self.process.pid}/status").read_text(), key)
-        except OSError:
-            return None
-        return None if kib is None else kib / 1024
-
-
-def session_cpu_seconds(session_id: int) -> float:
-    """utime + stime of every live process of a session (the MLflow server: its arbiter and workers)."""
-    ticks = 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            text = (proc / "stat").read_text()
-        except OSError:
-            continue
-        if int(text.rsplit(")", 1)[1].split()[3]) == session_id:
-            ticks += proc_stat_cpu_ticks(text)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def server_session(server: dp.MlflowServer) -> int | None:
-    process = server.process
-    popen = getattr(process, "_popen", None) if process is not None else None
-    return None if popen is None else int(popen.pid)  # started with start_new_session: pid == session id
 
 
 def scrape(url: str) -> Requests:
@@ -593,25 +403,7 @@ def count_events(kubectl: Kubectl, namespace: str) -> Counter[str]:
     return Counter(f"{e.get('type')}/{e.get('reason')}" for e in items for _ in range(max(1, e.get("count") or 1)))
 
 
-def system_busy_seconds() -> float:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 # --- the run ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    args: argparse.Namespace
-    logs: Path
-    result: dict[str, Any]
-    stack: ExitStack
-    deadline: float = 0.0
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
 
 
 def start_registry(run: Run) -> tuple[dp.MlflowServer, dict[str, str], Path]:
@@ -800,16 +592,10 @@ def idle_phase(
     )
 
 
-def operator_log_problems(path: Path, limit: int = 10) -> dict[str, Any]:
-    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-    bad = [line for line in lines if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", line)]
-    warnings = [line for line in lines if re.search(r"\bWARNING\b", line)]
-    return {"lines": len(lines), "errors": len(bad), "warnings": len(warnings), "first_errors": bad[:limit]}
-
-
 def benchmark(run: Run) -> None:
     args, stack, result = run.args, run.stack, run.result
-    kubeconfig, source = stack.enter_context(cluster(run.logs))
+    found = stack.enter_context(cluster(run.logs, log, "mlflow-bench-registry-cluster-"))
+    kubeconfig, source = found.kubeconfig, found.source
     kubectl = Kubectl(kubeconfig=kubeconfig, binary=find_kubectl())
     version = json.loads(kubectl.run("version", "-o", "json").stdout)
     result["cluster"] = {
@@ -831,13 +617,7 @@ def benchmark(run: Run) -> None:
     operator = Operator.start(kubeconfig, namespace, args.resync_seconds, run.logs / "operator.log")
     operator_result: dict[str, Any] = result["operator"]
 
-    def stop_operator() -> None:
-        operator_result["rss_end_mib"] = operator.memory_mib()
-        operator_result["rss_peak_mib"] = operator.memory_mib("VmHWM")
-        operator_result["exit_code"] = operator.stop()
-        operator_result["log"] = operator_log_problems(operator.log_path)
-
-    stack.callback(stop_operator)
+    stack.callback(operator.stop_and_report, operator_result)
     operator.wait_healthy()
     operator_result["argv"] = [Path(operator.argv[0]).name, *operator.argv[1:]]
     operator_result["rss_start_mib"] = operator.memory_mib()
@@ -848,60 +628,6 @@ def benchmark(run: Run) -> None:
 
 
 # --- entry point --------------------------------------------------------------------------------------------
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextmanager
-def interrupts_unwind() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so every `with` and callback stops its processes."""
-    previous: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | None] = {}
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        previous[signum] = signal.signal(signum, _raise_interrupt)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in ("mlflow-operator", "kopf", "lightkube", "mlflow-skinny"):
-        with suppress(metadata.PackageNotFoundError):
-            found[package] = metadata.version(package)
-    code = "import importlib.metadata as m\nfor p in ('mlflow','gunicorn','SQLAlchemy'):\n    print(p, m.version(p))"
-    for line in dp.run_server_python(code).splitlines():
-        name, _, version = line.partition(" ")
-        found[f"server {name}"] = version
-    found["postgres"] = subprocess.run(
-        [str(dp.postgres_bin_dir() / "postgres"), "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return found
-
-
-def machine() -> dict[str, Any]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-    return {
-        "hostname": platform.node(),
-        "kernel": platform.release(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(memory_kib / 1024 / 1024, 1),
-        "load_average_at_start": os.getloadavg(),
-        "uptime_at_start": uptime,
-    }
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -926,16 +652,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _alarm(signum: int, frame: FrameType | None) -> None:
-    raise TimeoutError("the benchmark exceeded --timeout")
-
-
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parse_args(argv)
     dp.server_venv()  # fails fast with "run `make deps`"
-    stamp = datetime.datetime.now(datetime.UTC)
-    logs = Path(tempfile.gettempdir()) / f"mlflow-bench-registry-logs-{stamp:%Y%m%dT%H%M%S}"
-    logs.mkdir(parents=True, exist_ok=True)
+    stamp, logs = logs_dir("registry")
     result: dict[str, Any] = {
         "benchmark": "registry",
         "date": stamp.isoformat(timespec="seconds"),
@@ -972,44 +692,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         ],
     }
     output = args.output or RESULTS_DIR / ("registry-quick.json" if args.quick else "registry.json")
-    began = time.monotonic()
-    status = 0
-    previous_handlers = {
-        signum: signal.getsignal(signum) for signum in (signal.SIGALRM, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    }
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(int(args.timeout))
-    try:
-        with interrupts_unwind(), ExitStack() as stack:
-            run = Run(args, logs, result, stack, deadline=began + args.timeout)
-            try:
-                benchmark(run)
-            except (Exception, KeyboardInterrupt) as exc:
-                signal.alarm(0)
-                result["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-                status = 130 if isinstance(exc, KeyboardInterrupt) else 1
-                log(f"failed: {result['error']}; cleaning up")
-            finally:
-                # Cleaning up (the ExitStack unwinding) must not be cut short by the alarm or a second Ctrl-C.
-                signal.alarm(0)
-                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    signal.signal(signum, signal.SIG_IGN)
-    finally:
-        signal.alarm(0)
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
-        result["duration_s"] = round(time.monotonic() - began, 1)
-        result["machine"]["load_average_at_end"] = os.getloadavg()
-        result["machine"]["uptime_at_end"] = subprocess.run(
-            ["uptime"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        result["targets"] = evaluate(result)
-        text = markdown(result)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(result, indent=2) + "\n")
-        print(text, file=out)
-        log(f"results: {output}; logs: {logs}")
-    return status
+
+    def finish(document: dict[str, Any]) -> str:
+        document["targets"] = evaluate(document)
+        return markdown(document)
+
+    return execute(args, logs, result, benchmark, finish, output, log, out)
 
 
 if __name__ == "__main__":
