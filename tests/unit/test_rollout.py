@@ -264,6 +264,17 @@ def test_a_planned_pause_without_any_analysis_is_not_reported_as_inconclusive() 
     assert condition(t, r.PROGRESSING) == ("Unknown", r.REASON_PAUSED)
 
 
+def test_a_step_starting_mid_second_never_waits_less_than_its_interval() -> None:
+    """Status keeps whole seconds: the start is rounded up, so the first measurement is not early."""
+    spec = make_spec(steps=[{"analysis": {}}])
+    start = T0 + timedelta(seconds=10, milliseconds=900)
+    t = r.step(spec, stable_at(1, spec), obs(2, ready(1, 2)), start)
+    assert t.state.step_started_at == "2026-01-01T00:00:11Z"
+    due = r.next_measurement_at(spec, t.state)
+    assert due is not None and due - start >= timedelta(seconds=30)
+    assert not r.measurement_due(spec, t.state, start + timedelta(seconds=29, milliseconds=500))
+
+
 def test_a_promote_with_nothing_to_promote_is_dropped_with_an_event() -> None:
     spec = make_spec(steps=[{"setWeight": 10}, {"pause": {}}])
     state = canary_at_step_0(spec)
