@@ -6,8 +6,9 @@ but as the chart's ServiceAccount: its kubeconfig holds a TokenRequest token for
 else. Each scenario takes a resource through to its children and status; any 403 in the operator's log
 fails the test, since a missing rule often surfaces only as a logged, retried error.
 
-A scenario is a function of the ServiceAccount's kubeconfig (see `OperatorUnderTest`): the ModelDeployment
-scenario is added next to `trackingserver_scenario`.
+A scenario is a function of the ServiceAccount's kubeconfig (see `OperatorUnderTest`): one for a
+TrackingServer, one for a ModelDeployment (its registry, Prometheus and Gateway API fixtures are shared with
+tests/e2e/test_modeldeployment.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.e2e.conftest import RESYNC_SECONDS, OperatorProcess, _free_port
+from tests.e2e.test_modeldeployment import (  # noqa: F401 - module-scoped fixtures shared with that module
+    Metrics,
+    Registry,
+    gateway_api,
+    metrics,
+    model_deployment,
+    registry,
+    route_weights,
+)
 from tests.e2e.test_trackingserver import apply_all, stack
 from tests.integration.packaging import CHART, helm
 from tests.integration.s3_servers import S3Server, moto_server
@@ -193,6 +203,44 @@ def test_trackingserver_with_only_the_charts_permissions(
     operator = operator_as_service_account
     start = operator.log_size()
     trackingserver_scenario(operator, s3)
+    forbidden = operator.forbidden_lines(start)
+    assert forbidden == [], "the chart's RBAC is missing rules:\n" + "\n".join(forbidden[:20])
+
+
+def modeldeployment_scenario(operator: OperatorUnderTest, registry: Registry, metrics: Metrics) -> None:
+    """A canary with analysis through the HTTPRoute to promotion, with autoscaling (HPAs per version), then
+    the old version's Deployment, budget and autoscaler pruned: every kind and verb the handler uses."""
+    kubectl, namespace = operator.admin, operator.namespace
+    name, model = "fraud", f"rbac-{uuid.uuid4().hex[:6]}"
+    registry.register(model, champion=1)
+    metrics.set_error_rate(namespace, name, 0.0)
+    spec = model_deployment(name, registry, metrics.prometheus.url, model)
+    del spec["spec"]["replicas"]
+    spec["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 2}
+    kubectl.apply(spec, namespace)
+
+    def phase(wanted: str, stable: int) -> dict[str, Any] | None:
+        status = (kubectl.get("modeldeployment", name, namespace) or {}).get("status") or {}
+        return status if status.get("phase") == wanted and status.get("stableVersion") == stable else None
+
+    operator.wait_for(lambda: phase("Succeeded", 1), what="version 1 serving")
+    assert kubectl.get("hpa", f"{name}-v1", namespace) is not None
+    registry.move_alias(model, "champion", 2)
+    operator.wait_for(lambda: phase("Succeeded", 2), what="version 2 promoted")
+    operator.wait_for(
+        lambda: all(kubectl.get(kind, f"{name}-v1", namespace) is None for kind in ("deployment", "pdb", "hpa")),
+        what="version 1's Deployment, budget and autoscaler pruned",
+    )
+    assert route_weights(kubectl, namespace, name) == (100, 0)
+    assert registry.read(model)["aliases"]["production"] == 2  # registry write-back under the same account
+
+
+def test_modeldeployment_with_only_the_charts_permissions(
+    operator_as_service_account: OperatorUnderTest, registry: Registry, metrics: Metrics, gateway_api: None
+) -> None:
+    operator = operator_as_service_account
+    start = operator.log_size()
+    modeldeployment_scenario(operator, registry, metrics)
     forbidden = operator.forbidden_lines(start)
     assert forbidden == [], "the chart's RBAC is missing rules:\n" + "\n".join(forbidden[:20])
 
