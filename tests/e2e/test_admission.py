@@ -203,6 +203,30 @@ INVALID = [
         "thresholdRange.min must not exceed max",
     ),
     (
+        "ts-resource-name",
+        "TrackingServer",
+        {"resources": {"limits": {"gpu": "1"}}},
+        "spec.resources.limits: Invalid value: keys must match",
+    ),
+    (
+        "ts-storage-class",
+        "TrackingServer",
+        {"database": {"managed": {"storageClassName": "Fast SSD"}}},
+        'spec.database.managed.storageClassName: Invalid value: "Fast SSD"',
+    ),
+    (
+        "ts-annotation-key",
+        "TrackingServer",
+        {"artifacts": {"s3": {"bucket": "mlflow-bucket", "serviceAccountAnnotations": {"not a key": "v"}}}},
+        "spec.artifacts.s3.serviceAccountAnnotations",
+    ),
+    (
+        "ts-ingress-class",
+        "TrackingServer",
+        {"ingress": {"enabled": True, "host": "mlflow.example.com", "className": "Not A Class"}},
+        'spec.ingress.className: Invalid value: "Not A Class"',
+    ),
+    (
         "md-version-zero",
         "ModelDeployment",
         {"model": {"registeredModel": "fraud", "version": 0}},
@@ -290,6 +314,15 @@ def test_invalid_spec_is_refused_naming_the_field(
     result = kubectl.apply(obj, namespace, check=False)
     assert result.returncode != 0, f"{kind} was admitted: {changes}"
     assert expected in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("kind", ["TrackingServer", "ModelDeployment"])
+def test_dotted_name_is_refused_where_it_names_services(
+    kubectl: Kubectl, crds: None, namespace: str, kind: str
+) -> None:
+    result = kubectl.apply(resource(kind, {}, name="my.server"), namespace, check=False)
+    assert result.returncode != 0
+    assert "metadata.name must not contain dots" in result.stderr, result.stderr
 
 
 def test_unknown_field_is_refused(kubectl: Kubectl, crds: None, namespace: str) -> None:

@@ -7,6 +7,7 @@ service vector for the operator too. The CRD generator refuses a schema that lea
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints, model_validator
@@ -20,6 +21,17 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # Go-style durations as MLflow, Prometheus and kopf users write them, plus days: 30s, 5m, 1h30m, 30d.
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$"
+# A container resource name, as the API server accepts them: the standard ones or a domain-prefixed
+# extended resource (nvidia.com/gpu).
+RESOURCE_NAME_PATTERN = (
+    r"^(cpu|memory|ephemeral-storage|hugepages-[A-Za-z0-9]+|"
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$"
+)
+# An annotation or label key: an optional DNS-subdomain prefix and a name of at most 63 characters.
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
 # A Kubernetes resource quantity (100m, 1Gi, 0.5).
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$"
 
@@ -31,6 +43,24 @@ Duration = Annotated[str, StringConstraints(min_length=2, max_length=32, pattern
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")]
 Image = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
 Quantity = Annotated[int | str, Field(json_schema_extra={"pattern": QUANTITY_PATTERN, "maxLength": 64})]
+ResourceName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=RESOURCE_NAME_PATTERN)]
+QualifiedName = Annotated[str, StringConstraints(min_length=1, max_length=317, pattern=QUALIFIED_NAME_PATTERN)]
+_SUFFIXES: dict[str, Decimal] = {
+    **{suffix: Decimal(2) ** (10 * power) for power, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), 1)},
+    **{suffix: Decimal(10) ** (3 * power) for power, suffix in enumerate(("k", "M", "G", "T", "P", "E"), 1)},
+    "m": Decimal("0.001"),
+}
+
+
+def quantity_value(quantity: int | str) -> Decimal:
+    """The number a quantity stands for (QUANTITY_PATTERN: 100m, 1Gi, 1e3, 0.5), to compare two of them."""
+    text = str(quantity).lstrip("+")
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix) and not (suffix == "E" and "e" in text.lower()[:-1]):
+            return Decimal(text[: -len(suffix)]) * _SUFFIXES[suffix]
+    return Decimal(text)
+
+
 DateTime = Annotated[str, StringConstraints(max_length=64)]
 
 
@@ -101,12 +131,22 @@ class LocalObjectReference(ApiModel):
 class ResourceRequirements(ApiModel):
     """Compute resources of a container, as in a Pod spec."""
 
-    requests: dict[str, Quantity] | None = Field(
+    requests: dict[ResourceName, Quantity] | None = Field(
         default=None, max_length=16, description="Minimum resources, e.g. {cpu: 500m, memory: 1Gi}."
     )
-    limits: dict[str, Quantity] | None = Field(
+    limits: dict[ResourceName, Quantity] | None = Field(
         default=None, max_length=16, description="Maximum resources, e.g. {memory: 2Gi}."
     )
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceRequirements:
+        # The API server refuses a workload whose request exceeds its limit; the CRD cannot compare
+        # quantities, so the operator refuses the spec (InvalidSpec naming the resource) instead.
+        for name, request in (self.requests or {}).items():
+            limit = (self.limits or {}).get(name)
+            if limit is not None and quantity_value(request) > quantity_value(limit):
+                raise ValueError(f"requests.{name} ({request}) must not exceed limits.{name} ({limit})")
+        return self
 
 
 class EnvVar(ApiModel):

@@ -42,6 +42,8 @@ class KindInfo:
     printer_columns: tuple[dict[str, object], ...]
     # metadata.name length cap: child object names append suffixes and must stay valid DNS labels.
     max_name_length: int = 40
+    # Whether metadata.name must be a DNS label (no dots): it names Services and StatefulSets, which must.
+    dns_label_name: bool = True
     categories: tuple[str, ...] = field(default=("mlflow",))
 
     @property
@@ -85,6 +87,7 @@ REGISTERED_MODEL = KindInfo(
         {"name": "Synced", "type": "date", "jsonPath": ".status.lastSyncTime", "priority": 1},
         AGE_COLUMN,
     ),
+    dns_label_name=False,  # creates nothing in the cluster; its name may be a registry-style dotted name
 )
 
 MODEL_DEPLOYMENT = KindInfo(

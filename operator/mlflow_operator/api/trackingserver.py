@@ -8,6 +8,7 @@ from pydantic import Field, StringConstraints, field_validator
 
 from mlflow_operator.api.common import (
     DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
     ApiModel,
     Condition,
     DeletionPolicy,
@@ -15,6 +16,7 @@ from mlflow_operator.api.common import (
     Image,
     LocalObjectReference,
     ObjectName,
+    QualifiedName,
     ResourceRequirements,
     SecretKey,
     ShortText,
@@ -49,7 +51,7 @@ class ManagedDatabase(ApiModel):
         description="Size of the data volume (PVC).",
         json_schema_extra=validations(cel("self == oldSelf", "storageSize is immutable")),
     )
-    storage_class_name: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+    storage_class_name: Annotated[str, StringConstraints(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] | None = Field(
         default=None, description="StorageClass of the data volume; the cluster default when unset."
     )
     parameters: dict[Annotated[str, StringConstraints(max_length=64)], ShortText] | None = Field(
@@ -159,7 +161,7 @@ class S3Artifacts(ApiModel):
         default=None,
         description="Access keys; omit to use IRSA / workload identity (see serviceAccountAnnotations).",
     )
-    service_account_annotations: dict[Annotated[str, StringConstraints(max_length=253)], ShortText] | None = Field(
+    service_account_annotations: dict[QualifiedName, ShortText] | None = Field(
         default=None,
         max_length=16,
         description="Annotations on the tracking server's ServiceAccount, e.g. eks.amazonaws.com/role-arn for IRSA.",
@@ -298,7 +300,7 @@ class Ingress(ApiModel):
     host: Annotated[str, StringConstraints(max_length=253, pattern=r"^[a-z0-9*]([-a-z0-9.]*[a-z0-9])?$")] | None = (
         Field(default=None, description="Host name.")
     )
-    class_name: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+    class_name: Annotated[str, StringConstraints(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] | None = Field(
         default=None, description="IngressClass name."
     )
     tls_secret_name: ObjectName | None = Field(default=None, description="TLS Secret for the host.")
