@@ -81,3 +81,4 @@ bench: deps binaries ## benchmarks; results under bench/results/ (BENCH_ARGS=--q
 	$(PY) -m bench.tracking_stack $(BENCH_ARGS)
 	$(PY) -m bench.registry $(BENCH_ARGS)
 	$(PY) -m bench.modeldeployment $(BENCH_ARGS)
+	$(PY) -m bench.scale $(BENCH_ARGS)

@@ -162,8 +162,9 @@ class Cluster:
 
 
 @contextmanager
-def cluster(logs: Path, log: Callable[[str], None], prefix: str) -> Iterator[Cluster]:
-    """$KUBECONFIG, else a local control plane started here and stopped after."""
+def cluster(logs: Path, log: Callable[[str], None], prefix: str, nodes: int | None = None) -> Iterator[Cluster]:
+    """$KUBECONFIG, else a local control plane started here and stopped after (with `nodes` kwok nodes of 110
+    pods each, else localcluster.py's default)."""
     if os.environ.get("KUBECONFIG"):
         yield Cluster(os.environ["KUBECONFIG"], "$KUBECONFIG")
         return
@@ -173,7 +174,7 @@ def cluster(logs: Path, log: Callable[[str], None], prefix: str) -> Iterator[Clu
         log(f"starting the local control plane in {workdir}")
         with (logs / "localcluster.log").open("w") as out:
             result = subprocess.run(
-                ["python3", script, "up", "--dir", str(workdir)],
+                ["python3", script, "up", "--dir", str(workdir), *(["--nodes", str(nodes)] if nodes else [])],
                 stdout=subprocess.PIPE, stderr=out, stdin=subprocess.DEVNULL, text=True,
                 timeout=CLUSTER_TIMEOUT_S, check=False,
             )  # fmt: skip

@@ -89,6 +89,13 @@ LIFECYCLE_CORRECTIONS = Counter(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+KUBE_REQUESTS = Counter(
+    f"{PREFIX}_kube_requests",
+    "Kubernetes API requests the operator's reconcilers sent (children, status, Events, Secrets), by verb and "
+    "kind; kopf's own watches are not counted.",
+    ["verb", "kind"],
+    registry=REGISTRY,
+)
 
 # Label values in use per object, so that forgetting an object removes every one of its series.
 _rollout_phases: dict[tuple[str, str], set[str]] = {}
@@ -168,6 +175,11 @@ def count_lifecycle_correction(namespace: str, name: str) -> None:
     """A TrackingServer's bucket lifecycle rules drifted and were re-applied."""
     _corrected.add((namespace, name))
     LIFECYCLE_CORRECTIONS.labels(namespace, name).inc()
+
+
+def count_kube_request(verb: str, kind: str) -> None:
+    """One request to the Kubernetes API (apply, get, list, create, patch, delete) for an object of `kind`."""
+    KUBE_REQUESTS.labels(verb, kind).inc()
 
 
 # ---- introspection (dashboards and tests)

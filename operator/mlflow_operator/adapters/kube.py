@@ -17,6 +17,7 @@ from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.types import PatchType
 
+from mlflow_operator import metrics
 from mlflow_operator.api import GROUP, KINDS, VERSION
 
 FIELD_MANAGER_PREFIX = "mlflow-operator"
@@ -74,6 +75,7 @@ class Kube:
         desired = with_owner(obj, owner)
         res = resource_class(desired["apiVersion"], desired["kind"])
         metadata = desired["metadata"]
+        metrics.count_kube_request("apply", desired["kind"])
         applied = await self._client.patch(
             res,
             metadata["name"],
@@ -86,6 +88,7 @@ class Kube:
         return _as_dict(applied)
 
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+        metrics.count_kube_request("get", kind)
         try:
             found = await self._client.get(resource_class(api_version, kind), name, namespace=namespace)
         except ApiError as error:
@@ -96,6 +99,7 @@ class Kube:
 
     async def list(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         """Objects of a kind in a namespace whose labels include `labels`."""
+        metrics.count_kube_request("list", kind)  # one per page: lightkube follows `continue` on its own
         client: Any = self._client  # lightkube's overloads do not resolve for classes looked up at run time
         return [
             _as_dict(obj)
@@ -104,6 +108,7 @@ class Kube:
 
     async def delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> bool:
         """Delete if present; True when something was deleted."""
+        metrics.count_kube_request("delete", kind)
         try:
             await self._client.delete(resource_class(api_version, kind), name, namespace=namespace)
         except ApiError as error:
@@ -132,6 +137,7 @@ class KubeStatus:
 
     async def patch_status(self, kind: str, name: str, namespace: str, changes: dict[str, Any]) -> None:
         """A merge patch of only the changed status fields, through the status subresource."""
+        metrics.count_kube_request("patch", f"{kind}/status")
         await self._client.patch(
             _kind_resource(kind).Status,
             name,
@@ -141,6 +147,7 @@ class KubeStatus:
         )
 
     async def patch_metadata(self, kind: str, name: str, namespace: str, metadata: dict[str, Any]) -> None:
+        metrics.count_kube_request("patch", kind)
         await self._client.patch(
             _kind_resource(kind), name, {"metadata": metadata}, namespace=namespace, patch_type=PatchType.MERGE
         )
@@ -169,10 +176,12 @@ class KubeStatus:
             "reportingInstance": self._component,
         }
         event_class: Any = resource_registry.load("v1", "Event")
+        metrics.count_kube_request("create", "Event")
         await self._client.create(event_class.from_dict(event), namespace=meta["namespace"])
 
     async def read_secret(self, name: str, namespace: str) -> dict[str, str] | None:
         """A Secret's data decoded, or None when it does not exist."""
+        metrics.count_kube_request("get", "Secret")
         try:
             secret_class: Any = resource_registry.load("v1", "Secret")
             secret: Any = await self._client.get(secret_class, name, namespace=namespace)
@@ -186,6 +195,7 @@ class KubeStatus:
         """Create obj unless an object of that name exists; never overwrite (generated passwords)."""
         desired = with_owner(obj, owner)
         res: Any = resource_class(desired["apiVersion"], desired["kind"])
+        metrics.count_kube_request("create", desired["kind"])
         try:
             await self._client.create(res.from_dict(desired), namespace=desired["metadata"].get("namespace"))
         except ApiError as error:

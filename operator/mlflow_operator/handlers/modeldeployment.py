@@ -17,8 +17,6 @@ the same status and applies it again (every action is idempotent).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +34,14 @@ from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.builders.common import selector
 from mlflow_operator.builders.routers import Weights
-from mlflow_operator.handlers.reconcile import ResourcePass, SecretProblem, first_sight, validated, write_status
+from mlflow_operator.handlers.reconcile import (
+    AppliedChildren,
+    ResourcePass,
+    SecretProblem,
+    first_sight,
+    validated,
+    write_status,
+)
 from mlflow_operator.handlers.registry_access import RegistryAccess, registry_access
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
@@ -64,10 +69,9 @@ DEFAULTS = OperatorDefaults()
 # children ("apply") or of writing back to the registry ("registry"), for their backoff. In memory on
 # purpose: after a restart the model is resolved again at once, which is what a restart needs.
 _resolutions: dict[str, decide.Resolution] = {}
-# The children the last pass applied (fingerprint, when): the same children are applied again only after
-# REAPPLY_SECONDS, so someone's edit of a child is put back within that time (at once after a restart).
-_applied: dict[str, tuple[str, datetime]] = {}
-REAPPLY_SECONDS = 60.0
+# The children the last pass applied: the same children are applied again only after REAPPLY_SECONDS, so
+# someone's edit of a child is put back within that time (at once after a restart).
+_applied = AppliedChildren()
 _failures: Counter[tuple[str, str]] = Counter()
 
 
@@ -120,7 +124,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
 
 def forget(uid: str, namespace: str, name: str) -> None:
     _resolutions.pop(uid, None)
-    _applied.pop(uid, None)
+    _applied.forget(uid)
     for what in ("apply", "registry"):
         _failures.pop((uid, what), None)
     metrics.forget_rollout(namespace, name)
@@ -237,15 +241,11 @@ async def apply_children(
             await md.kube.apply(obj, owner=md.body)
         await prune_versions(md, wanted)
     except ApiError as error:
-        _applied.pop(md.uid, None)
+        _applied.forget(md.uid)
         await report_apply_failure(md, error)
         return None
-    _applied[md.uid] = (fingerprint(objects), md.now)
+    _applied.remember(md.uid, objects, md.now)
     return inputs
-
-
-def fingerprint(objects: list[dict[str, Any]]) -> str:
-    return hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()
 
 
 def unchanged_since_applied(md: Pass, objects: list[dict[str, Any]], wanted: set[int], running: set[int]) -> bool:
@@ -253,11 +253,7 @@ def unchanged_since_applied(md: Pass, objects: list[dict[str, Any]], wanted: set
     Deployment for each version wanted and none other: then applying again changes nothing but costs ~10
     API calls, and passes that only poll the alias or wait for a step would queue behind each other (the
     ModelDeployment benchmark measured 50 deployments waiting ~10 s for a worker)."""
-    last = _applied.get(md.uid)
-    if last is None or running != wanted:
-        return False
-    applied, at = last
-    return (md.now - at).total_seconds() < REAPPLY_SECONDS and applied == fingerprint(objects)
+    return running == wanted and _applied.unchanged(md.uid, objects, md.now)
 
 
 async def prune_versions(md: Pass, wanted: set[int]) -> None:
