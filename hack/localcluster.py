@@ -5,6 +5,8 @@ kube-controller-manager, kube-scheduler, and kwok for fake nodes whose pods beco
     localcluster.py up [--dir DIR] [--nodes N]   # idempotent; prints the kubeconfig path last
     localcluster.py down [--dir DIR]             # stops every process it started, deletes the state
     localcluster.py env                          # prints the paths of the cached binaries
+    localcluster.py restart NAME [--dir DIR]     # SIGKILL one component, start it with the same argv
+    localcluster.py pause|resume NAME [--dir DIR] # SIGSTOP / SIGCONT one component (e.g. etcd)
 
 No container engine is needed. Binaries come from hack/build-binaries.sh (built once, cached by
 version). Pod and Service IPs are fake: only the API server is reached over the network.
@@ -169,6 +171,7 @@ def start(state: dict, name: str, argv: list[str], workdir: Path) -> None:
         cwd=workdir,
     )
     state["pids"][name] = proc.pid
+    state.setdefault("argv", {})[name] = argv  # for `restart`: the same arguments again
     (workdir / "state.json").write_text(json.dumps(state, indent=2))
 
 
@@ -420,9 +423,80 @@ def stop(pid: int, grace: float = 10.0) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
+def load_state(workdir: Path) -> dict:
+    state_file = workdir / "state.json"
+    if not state_file.exists():
+        raise SystemExit(f"[localcluster] no cluster in {workdir}")
+    return dict(json.loads(state_file.read_text()))
+
+
+def restart(workdir: Path, name: str) -> None:
+    """SIGKILL one component (no clean shutdown, as when it crashes) and start it again with the arguments
+    it was started with; for kube-apiserver, wait until it is ready again."""
+    state = load_state(workdir)
+    argv = state.get("argv", {}).get(name)
+    if argv is None:
+        raise SystemExit(f"[localcluster] no recorded command line for {name!r} in {workdir}")
+    pid = state["pids"][name]
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGCONT)  # a paused process must not keep its port
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and alive(pid):
+        time.sleep(0.1)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+    ports = state["ports"]
+    port = {"kube-apiserver": ports["apiserver"], "etcd": ports["etcd"]}.get(name)
+    checks = {
+        "kube-apiserver": lambda: http_ok(f"https://127.0.0.1:{ports['apiserver']}/readyz", workdir / "pki" / "ca.crt"),
+        "etcd": lambda: http_ok(f"http://127.0.0.1:{ports['etcd']}/health"),
+    }
+    # Clients retrying against a dead loopback port can briefly hold it (a TCP self-connect): the new
+    # process then fails to bind. Start it again until it stays up, within the start-up timeout.
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        if port is not None:
+            wait_for(f"port {port} free", lambda: port_free(port), timeout=60, workdir=workdir)
+        start(state, name, argv, workdir)
+        if name not in checks:
+            break
+        new_pid = state["pids"][name]
+        while time.monotonic() < deadline and alive(new_pid):
+            with contextlib.suppress(Exception):
+                if checks[name]():
+                    break
+            time.sleep(0.5)
+        else:
+            if time.monotonic() >= deadline:
+                raise SystemExit(f"[localcluster] {name} not ready after restart (logs in {workdir})")
+            log(f"{name} exited right after its restart; starting it again")
+            continue
+        break
+    log(f"restarted {name} (pid {state['pids'][name]})")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def signal_component(workdir: Path, name: str, sig: signal.Signals) -> None:
+    """SIGSTOP or SIGCONT one component: a paused etcd is a hung (not a dead) dependency."""
+    pid = load_state(workdir)["pids"][name]
+    os.kill(pid, sig)
+    log(f"sent {sig.name} to {name} (pid {pid})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "env"])
+    parser.add_argument("command", choices=["up", "down", "env", "restart", "pause", "resume"])
+    parser.add_argument("component", nargs="?", help="restart/pause/resume: etcd, kube-apiserver, ...")
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory")
     parser.add_argument("--nodes", type=int, default=3, help="fake nodes to create")
     args = parser.parse_args()
@@ -431,6 +505,13 @@ def main() -> None:
         print(up(workdir, args.nodes))
     elif args.command == "down":
         down(workdir)
+    elif args.command in ("restart", "pause", "resume"):
+        if not args.component:
+            parser.error(f"{args.command} needs a component name")
+        if args.command == "restart":
+            restart(workdir, args.component)
+        else:
+            signal_component(workdir, args.component, signal.SIGSTOP if args.command == "pause" else signal.SIGCONT)
     else:
         for name, path in binaries().items():
             print(f"{name}={path}")

@@ -74,6 +74,11 @@ class S3Server:
     secret_access_key: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    # How it was started, for restart(): the same command on the same port (MinIO keeps its data on disk;
+    # moto keeps everything in memory, so a restarted moto is empty).
+    command: list[str] | None = None
+    env: dict[str, str] | None = None
+    health_url: str | None = None
 
     def endpoint(self, bucket: str) -> S3Endpoint:
         return S3Endpoint(
@@ -94,6 +99,17 @@ class S3Server:
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def restart(self) -> None:
+        """Start the stopped server again with the same command, on the same port, and wait until it serves."""
+        if self.command is None or self.health_url is None:
+            raise RuntimeError(f"{self.name} was not started with a recorded command")
+        self.stop()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
+        _wait_until_serving(self, self.health_url)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -136,10 +152,12 @@ def moto_server(workdir: Path) -> Iterator[S3Server]:
     port = free_port()
     log_path = workdir / "moto.log"
     moto = Path(sys.executable).parent / "moto_server"
-    process = _spawn([str(moto), "-H", "127.0.0.1", "-p", str(port)], log_path)
-    server = S3Server("moto", f"http://127.0.0.1:{port}", "testing", "testing", process, log_path)
+    command = [str(moto), "-H", "127.0.0.1", "-p", str(port)]
+    process = _spawn(command, log_path)
+    server = S3Server("moto", f"http://127.0.0.1:{port}", "testing", "testing", process, log_path, command)
+    server.health_url = f"{server.endpoint_url}/"
     try:
-        _wait_until_serving(server, f"{server.endpoint_url}/")
+        _wait_until_serving(server, server.health_url)
         yield server
     finally:
         server.stop()
@@ -170,9 +188,10 @@ def minio_server(workdir: Path) -> Iterator[S3Server]:
     ]
     log_path = workdir / "minio.log"
     process = _spawn(command, log_path, env)
-    server = S3Server("minio", f"http://127.0.0.1:{port}", user, password, process, log_path)
+    server = S3Server("minio", f"http://127.0.0.1:{port}", user, password, process, log_path, command, env)
+    server.health_url = f"{server.endpoint_url}/minio/health/ready"
     try:
-        _wait_until_serving(server, f"{server.endpoint_url}/minio/health/ready")
+        _wait_until_serving(server, server.health_url)
         yield server
     finally:
         server.stop()

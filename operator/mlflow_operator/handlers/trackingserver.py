@@ -35,7 +35,7 @@ from mlflow_operator.handlers.reconcile import (
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import lifecycle
-from mlflow_operator.logic.backoff import exponential_backoff
+from mlflow_operator.logic.backoff import RetrySchedule, after_failure
 from mlflow_operator.logic.conditions import ConditionUpdate
 from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
 from mlflow_operator.logic.trackingserver import decide_migration, phase, retry_failed_migration
@@ -46,7 +46,7 @@ ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE = "ArtifactsReady", "LifecycleAppl
 CONDITIONS = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE, cond.READY)
 READY_REQUIRES = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE)
 WAIT_SECONDS = 10.0
-_failures: dict[str, int] = {}  # consecutive failed passes per TrackingServer (uid), for the backoff
+_retries: dict[str, RetrySchedule] = {}  # per TrackingServer (uid) while something is broken, for the backoff
 CLEANUP_DEADLINE = timedelta(minutes=10)  # re-check soon while something is converging; the resync covers the idle case
 # Per TrackingServer (uid) and stage, what the last pass applied: unchanged stages are not re-applied for
 # REAPPLY_SECONDS (an idle resync applied ~20 children per TrackingServer, none of them changed).
@@ -140,17 +140,17 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     )
     fields.update(version=serving, phase=phase(ready.status == "True", failed, step.converging, serving))
     await write_status(rt, TRACKING_SERVER, body, [*step.updates, ready], fields)
-    return next_pass(body["metadata"]["uid"], ready.status == "True", failed)
+    return next_pass(body["metadata"]["uid"], ready.status == "True", failed, rt.now())
 
 
-def next_pass(uid: str, ready: bool, failed: bool) -> float | None:
+def next_pass(uid: str, ready: bool, failed: bool, now: datetime) -> float | None:
     """When to look again: soon while converging, with exponential backoff while something is broken
     (an unreachable bucket, a missing Secret), and only at the resync once Ready."""
     if ready or not failed:
-        _failures.pop(uid, None)
+        _retries.pop(uid, None)
         return None if ready else WAIT_SECONDS
-    failures = _failures[uid] = _failures.get(uid, 0) + 1
-    return exponential_backoff(failures, base=WAIT_SECONDS)
+    schedule = _retries[uid] = after_failure(_retries.get(uid), now, base=WAIT_SECONDS)
+    return schedule.delay(now)
 
 
 # ------------------------------------------------------------------------------------------------ database
