@@ -42,7 +42,8 @@ from tests.integration.s3_servers import S3Server, moto_server
 from tests.kube import Kubectl, condition, eventually
 
 T = TypeVar("T")
-FORBIDDEN = re.compile(r"\b403\b|Forbidden|forbidden", re.IGNORECASE)
+# An HTTP 403 or the word, never the digits 403 inside a log timestamp such as "18:43:38,403".
+FORBIDDEN = re.compile(r"(?<![\d,.:])\b403\b(?![.,:]\d)|forbidden", re.IGNORECASE)
 
 
 @dataclass
