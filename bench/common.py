@@ -353,6 +353,21 @@ def versions() -> dict[str, str]:
     return found
 
 
+def result_header(
+    benchmark: str, stamp: datetime.datetime, argv: Sequence[str] | None, parameters: dict[str, Any]
+) -> dict[str, Any]:
+    """The first keys of every benchmark's JSON: what ran, when, where, with which versions and parameters."""
+    command = " ".join([f"python -m bench.{benchmark}", *(argv if argv is not None else sys.argv[1:])])
+    return {
+        "benchmark": benchmark,
+        "date": stamp.isoformat(timespec="seconds"),
+        "command": command,
+        "machine": machine(),
+        "versions": versions(),
+        "parameters": parameters,
+    }
+
+
 def machine() -> dict[str, Any]:
     cpu = next(
         (

@@ -67,15 +67,14 @@ from bench.common import (
     loads_text,
     logger,
     logs_dir,
-    machine,
     machine_cpu_fields,
     metric_samples,
     number,
     report,
+    result_header,
     server_session,
     session_cpu_seconds,
     system_busy_seconds,
-    versions,
 )
 from bench.stats import percentile
 
@@ -944,23 +943,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         return rerender(args.rerender, out)
     dp.server_venv()  # fails fast with "run `make deps`"
     stamp, logs = logs_dir("modeldeployment")
+    parameters: dict[str, Any] = {
+        "deployments": args.deployments,
+        "repeats": args.repeats,
+        "interval_s": args.interval,
+        "fail_poll_interval_s": args.fail_poll_interval,
+        "scale_poll_interval_s": args.scale_poll_interval,
+        "resync_seconds": args.resync_seconds,
+        "idle_window_s": args.idle_window,
+        "quick": args.quick,
+        "bound_s": args.interval + BOUND_EXTRA_S,
+    }
     result: dict[str, Any] = {
-        "benchmark": "modeldeployment",
-        "date": stamp.isoformat(timespec="seconds"),
-        "command": " ".join(["python -m bench.modeldeployment", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine(),
-        "versions": versions(),
-        "parameters": {
-            "deployments": args.deployments,
-            "repeats": args.repeats,
-            "interval_s": args.interval,
-            "fail_poll_interval_s": args.fail_poll_interval,
-            "scale_poll_interval_s": args.scale_poll_interval,
-            "resync_seconds": args.resync_seconds,
-            "idle_window_s": args.idle_window,
-            "quick": args.quick,
-            "bound_s": args.interval + BOUND_EXTRA_S,
-        },
+        **result_header("modeldeployment", stamp, argv, parameters),
         "operator": {},
         "logs": str(logs),
         "notes": NOTES,

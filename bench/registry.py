@@ -61,17 +61,16 @@ from bench.common import (
     loads_text,
     logger,
     logs_dir,
-    machine,
     metric_samples,
     number,
     parse_labels,  # noqa: F401 - re-exported: tests/unit/test_bench_registry.py imports it from here
     proc_stat_cpu_ticks,  # noqa: F401
     proc_status_kib,  # noqa: F401
     report,
+    result_header,
     server_session,
     session_cpu_seconds,
     system_busy_seconds,
-    versions,
 )
 from bench.stats import percentile
 
@@ -656,23 +655,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parse_args(argv)
     dp.server_venv()  # fails fast with "run `make deps`"
     stamp, logs = logs_dir("registry")
+    parameters: dict[str, Any] = {
+        "models": args.models,
+        "idle_periods": args.idle_periods,
+        "resync_seconds": args.resync_seconds,
+        "quick": args.quick,
+        "poll_interval_s": POLL_INTERVAL_S,
+        "quiet_s": QUIET_S,
+        "model_spec": registered_model(0, "<server url>", "<logged model uri>", "<run id>", args.resync_seconds)[
+            "spec"
+        ],
+    }
     result: dict[str, Any] = {
-        "benchmark": "registry",
-        "date": stamp.isoformat(timespec="seconds"),
-        "command": " ".join(["python -m bench.registry", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine(),
-        "versions": versions(),
-        "parameters": {
-            "models": args.models,
-            "idle_periods": args.idle_periods,
-            "resync_seconds": args.resync_seconds,
-            "quick": args.quick,
-            "poll_interval_s": POLL_INTERVAL_S,
-            "quiet_s": QUIET_S,
-            "model_spec": registered_model(0, "<server url>", "<logged model uri>", "<run id>", args.resync_seconds)[
-                "spec"
-            ],
-        },
+        **result_header("registry", stamp, argv, parameters),
         "operator": {},
         "logs": str(logs),
         "notes": [

@@ -59,13 +59,12 @@ from bench.common import (
     loads_text,
     logger,
     logs_dir,
-    machine,
     metric_samples,
     number,
     report,
+    result_header,
     server_session,
     session_cpu_seconds,
-    versions,
 )
 from bench.modeldeployment import REGISTER_MANY_SCRIPT, CpuWindow, distribution, driver_cpu_seconds, usage_summary
 
@@ -855,23 +854,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         return rerender(args.rerender, out)
     dp.server_venv()  # fails fast with "run `make deps`"
     stamp, logs = logs_dir("scale")
+    parameters: dict[str, Any] = {
+        "tracking_servers": args.tracking_servers,
+        "model_deployments": args.model_deployments,
+        "namespaces": args.namespaces,
+        "kwok_nodes": args.nodes,
+        "idle_window_s": args.idle_window,
+        "settle_s": args.settle,
+        "background_window_s": args.background_window,
+        "resync_seconds": args.resync_seconds,
+        "quick": args.quick,
+    }
     result: dict[str, Any] = {
-        "benchmark": "scale",
-        "date": stamp.isoformat(timespec="seconds"),
-        "command": " ".join(["python -m bench.scale", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine(),
-        "versions": versions(),
-        "parameters": {
-            "tracking_servers": args.tracking_servers,
-            "model_deployments": args.model_deployments,
-            "namespaces": args.namespaces,
-            "kwok_nodes": args.nodes,
-            "idle_window_s": args.idle_window,
-            "settle_s": args.settle,
-            "background_window_s": args.background_window,
-            "resync_seconds": args.resync_seconds,
-            "quick": args.quick,
-        },
+        **result_header("scale", stamp, argv, parameters),
         "operator": {},
         "logs": str(logs),
         "notes": NOTES,

@@ -57,6 +57,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tests.integration import dataplane as dp
 
 from bench import loadgen, stats
+from bench.common import machine
 from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.builders import trackingserver as ts
 from mlflow_operator.builders.config import render_pgbouncer_ini
@@ -755,26 +756,6 @@ def versions() -> dict[str, str]:
         [str(dp.postgres_bin_dir() / "postgres"), "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
     return found
-
-
-def machine() -> dict[str, Any]:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    return {
-        "hostname": platform.node(),
-        "kernel": platform.release(),
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "memory_gib": round(memory_kib / 1024 / 1024, 1),
-        "load_average_at_start": os.getloadavg(),
-    }
 
 
 def flatten(scenarios: Mapping[str, Mapping[str, Any]], load_names: Sequence[str]) -> list[dict[str, Any]]:
