@@ -12,6 +12,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${MLFLOW_OPERATOR_CACHE:-$HOME/.cache/mlflow-operator}
 # postgresql, pgbouncer and prometheus: the integration and e2e tests run them as local processes.
 APT_PACKAGES=(openssl ca-certificates curl postgresql pgbouncer prometheus)
+# The real node of hack/localcluster.py: runc and the CNI plugins (bridge, host-local, loopback, portmap) are
+# Debian's, new enough for containerd 2.x; mmdebstrap + umoci build its images without a registry
+# (hack/node-images.sh); conntrack/iptables/nftables are what kube-proxy and the CNI plugins drive.
+APT_PACKAGES+=(runc containernetworking-plugins mmdebstrap umoci conntrack iptables nftables gcc libc6-dev)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
@@ -20,8 +24,9 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "[install-deps] apt-get install ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Other checkouts may run this at the same time: wait for dpkg's lock instead of failing on it.
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 stamp="$root/.venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
