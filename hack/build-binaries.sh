@@ -42,7 +42,7 @@ build_k8s_commands() {
   local out=$1; shift
   local cmds="$*" staging_version="v0.${K8S_VERSION#v1.}" minor work kgomod staging ldf
   minor=$(echo "$K8S_VERSION" | cut -d. -f2)
-  work=$(mktemp -d); trap 'rm -rf "$work"' RETURN
+  work=$(mktemp -d); trap 'rm -rf "$work"; trap - RETURN' RETURN
   (
     cd "$work"
     go mod init local/k8sbuild >/dev/null 2>&1
@@ -92,7 +92,7 @@ build_etcd() {
   log "building etcd $ETCD_VERSION"
   # server/go.mod has replace directives, so `go install pkg@v` refuses it; a wrapper module works
   # because a dependency's replaces are ignored and its requires are real versions.
-  work=$(mktemp -d); trap 'rm -rf "$work"' RETURN
+  work=$(mktemp -d); trap 'rm -rf "$work"; trap - RETURN' RETURN
   (
     cd "$work"
     go mod init local/etcdbuild >/dev/null 2>&1
@@ -206,7 +206,7 @@ build_coredns() {
   local out="$CACHE/bin/coredns-$COREDNS_VERSION" work p
   if [ -x "$out/coredns" ]; then log "cached: $out"; return; fi
   log "building CoreDNS $COREDNS_VERSION (cold: ~2 min on 2 cores)"
-  work=$(mktemp -d); trap 'rm -rf "$work"' RETURN
+  work=$(mktemp -d); trap 'rm -rf "$work"; trap - RETURN' RETURN
   (
     cd "$work"
     go mod init local/corednsbuild >/dev/null 2>&1
