@@ -16,7 +16,7 @@ help: ## list targets
 deps: ## install apt packages and the Python virtualenv (cached)
 	@hack/install-deps.sh
 
-binaries: ## build etcd, kube-apiserver & co., kwok from the Go module proxy (cached by version)
+binaries: ## build etcd, kube-apiserver & co., kwok, and the real node's kubelet, kube-proxy, containerd, CoreDNS, pause (cached by version)
 	@hack/build-binaries.sh all
 
 crds: deps ## regenerate crds/ from the pydantic models (and the Helm chart's copies)
@@ -55,10 +55,10 @@ e2e: deps binaries ## e2e tests on $$KUBECONFIG, or on a local control plane sta
 test: deps binaries check ## the whole suite, as CI runs it
 	$(PY) -m pytest tests
 
-cluster: binaries ## start the local control plane (idempotent); prints the kubeconfig path last
-	@python3 hack/localcluster.py up --dir $(CLUSTER_DIR)
+cluster: deps binaries ## start the local cluster with a real node (idempotent; CLUSTER_ARGS=--fake-nodes 3 adds kwok nodes); prints the kubeconfig path last
+	@python3 hack/localcluster.py up --dir $(CLUSTER_DIR) $(CLUSTER_ARGS)
 
-cluster-down: ## stop the local control plane and delete its state
+cluster-down: ## stop the local cluster and remove everything it created (processes, mounts, bridge, rules, state)
 	@python3 hack/localcluster.py down --dir $(CLUSTER_DIR)
 
 run: deps binaries ## run the operator on $$KUBECONFIG, or on the local control plane, with the examples applied

@@ -174,7 +174,8 @@ def cluster(logs: Path, log: Callable[[str], None], prefix: str, nodes: int | No
         log(f"starting the local control plane in {workdir}")
         with (logs / "localcluster.log").open("w") as out:
             result = subprocess.run(
-                ["python3", script, "up", "--dir", str(workdir), *(["--nodes", str(nodes)] if nodes else [])],
+                ["python3", script, "up", "--dir", str(workdir), "--no-real-node",
+                 *(["--fake-nodes", str(nodes)] if nodes else [])],
                 stdout=subprocess.PIPE, stderr=out, stdin=subprocess.DEVNULL, text=True,
                 timeout=CLUSTER_TIMEOUT_S, check=False,
             )  # fmt: skip

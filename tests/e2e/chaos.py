@@ -295,7 +295,7 @@ def own_cluster(workdir: Path) -> Iterator[OwnCluster]:
     script = [sys.executable, str(LOCALCLUSTER)]
     try:
         result = subprocess.run(
-            [*script, "up", "--dir", str(workdir), "--nodes", "1"],
+            [*script, "up", "--dir", str(workdir), "--no-real-node", "--fake-nodes", "1"],
             capture_output=True,
             text=True,
             timeout=600,

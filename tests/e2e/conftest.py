@@ -1,8 +1,10 @@
 """E2E fixtures: a real cluster ($KUBECONFIG, or the local control plane), CRDs, the operator process.
 
 A user with kind, or any cluster, sets KUBECONFIG and gets the same tests. Without it, the local control
-plane (hack/localcluster.py) is started for the session. If the cluster cannot start, the run fails: no
-skip markers hide the suite.
+plane (hack/localcluster.py) is started for the session, with kwok nodes only (--no-real-node): the operator's
+pods need images that the real node does not have yet, and kwok makes them Ready. tests/e2e/test_real_node.py
+starts its own cluster with the real node (one per machine) beside it. If a cluster cannot start, the run
+fails: no skip markers hide the suite.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def kubeconfig() -> Iterator[str]:
     script = str(ROOT / "hack" / "localcluster.py")
     try:
         result = subprocess.run(
-            [sys.executable, script, "up", "--dir", str(workdir)],
+            [sys.executable, script, "up", "--dir", str(workdir), "--no-real-node"],
             capture_output=True,
             text=True,
             timeout=1800,
@@ -58,6 +60,51 @@ def kubeconfig() -> Iterator[str]:
         subprocess.run(
             [sys.executable, script, "down", "--dir", str(workdir)], capture_output=True, timeout=120, check=False
         )
+
+
+@dataclass
+class RealNodeCluster:
+    """A local cluster with the real node (hack/localcluster.py's default), in its own state directory."""
+
+    workdir: Path
+    kubectl: Kubectl
+
+    def localcluster(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        script = str(ROOT / "hack" / "localcluster.py")
+        return subprocess.run(
+            [sys.executable, script, *args, "--dir", str(self.workdir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def up(self) -> None:
+        result = self.localcluster("up")
+        assert result.returncode == 0, f"real-node cluster did not start:\n{result.stderr[-4000:]}"
+        assert result.stdout.strip().splitlines()[-1] == self.kubectl.kubeconfig
+
+    def down(self) -> subprocess.CompletedProcess[str]:
+        return self.localcluster("down", timeout=300)
+
+
+@pytest.fixture(scope="module")
+def real_node_cluster() -> Iterator[RealNodeCluster]:
+    """Always the local real node, even with $KUBECONFIG set: these tests are about hack/localcluster.py's
+    node. One real node runs per machine, so a running `make cluster` makes them fail (stop it first)."""
+    images = subprocess.run(
+        [str(ROOT / "hack" / "node-images.sh"), "test"], capture_output=True, text=True, timeout=900, check=False
+    )
+    assert images.returncode == 0, f"test image build failed:\n{images.stderr[-3000:]}"
+    workdir = Path(tempfile.mkdtemp(prefix="mlflow-operator-realnode-"))
+    cluster = RealNodeCluster(workdir, Kubectl(kubeconfig=str(workdir / "kubeconfig"), binary=find_kubectl()))
+    try:
+        cluster.up()
+        info = json.loads(cluster.kubectl.run("get", "node", "realnode", "-o", "json").stdout)["status"]["nodeInfo"]
+        _server_version["node"] = f"{info['containerRuntimeVersion']}, kubelet {info['kubeletVersion']}"
+        yield cluster
+    finally:
+        cluster.down()
 
 
 @pytest.fixture(scope="session")
@@ -195,7 +242,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _server_version:
+    if "server" in _server_version:
         terminalreporter.write_line(
             f"e2e cluster: kube-apiserver {_server_version['server']}, kubectl {_server_version['client']}"
         )
+    if "node" in _server_version:
+        terminalreporter.write_line(f"e2e real node: {_server_version['node']}")
