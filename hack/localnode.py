@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 NODE_NAME = "realnode"
@@ -311,7 +314,7 @@ def netfilter_leftovers() -> list[str]:
 
 
 def _ours(rule: str) -> bool:
-    words = rule.split()
+    words = shlex.split(rule)  # `-S` prints rules shell-quoted (CNI's comments hold quotes and spaces)
     if len(words) >= 2 and words[0] == "-N":
         return words[1].startswith(NETFILTER_PREFIXES)
     return any(words[i] in ("-j", "-g") and words[i + 1].startswith(NETFILTER_PREFIXES) for i in range(len(words) - 1))
@@ -335,8 +338,9 @@ def _remove_chains(tool: str, table: str) -> None:
     for chain in chains:
         run(tool, "-t", table, "-F", chain)
     for rule in rules:
-        if rule.startswith("-A ") and _ours(rule) and rule.split()[1] not in chains:
-            run(tool, "-t", table, "-D", *rule.split()[1:])
+        words = shlex.split(rule)
+        if words[0] == "-A" and _ours(rule) and words[1] not in chains:
+            run(tool, "-t", table, "-D", *words[1:])
     for chain in chains:
         run(tool, "-t", table, "-X", chain)
 
@@ -417,25 +421,32 @@ def unmount_under(path: Path) -> None:
             run("umount", "-l", point)
 
 
-def remove_outside_writes() -> None:
-    for file in OUTSIDE_FILES:
-        file.unlink(missing_ok=True)
+def sandbox_leftover_files(workdir: Path) -> list[Path]:
+    """Files outside the state directory that a sandbox leaves when it is not torn down through CRI (a
+    crashed node, a kubelet killed mid-drain): its shim's socket (containerd records the address in the
+    task's bundle) and go-cni's cached results (named after the sandbox ID)."""
+    tasks = workdir / "containerd" / "state" / "io.containerd.runtime.v2.task" / "k8s.io"
+    sockets = []
+    for address in tasks.glob("*/address"):
+        with contextlib.suppress(OSError):
+            sockets.append(Path(address.read_text().strip().removeprefix("unix://")))
+    sandboxes = workdir / "containerd" / "root" / "io.containerd.grpc.v1.cri" / "sandboxes"
+    ids = [d.name for d in sandboxes.iterdir()] if sandboxes.is_dir() else []
     results = Path("/var/lib/cni/results")
-    if results.is_dir():
-        for entry in results.iterdir():
-            if entry.name.startswith("localcluster-"):  # go-cni names them <network>-<container>-<ifname>
-                entry.unlink(missing_ok=True)
+    cached = [f for f in results.iterdir() if any(i in f.name for i in ids)] if results.is_dir() and ids else []
+    return sockets + cached
+
+
+def remove_outside_writes(files: list[Path]) -> None:
+    for file in [*OUTSIDE_FILES, *files]:
+        file.unlink(missing_ok=True)
     for directory in OUTSIDE_DIRS:
         with contextlib.suppress(OSError):
             directory.rmdir()  # only if empty: someone else's files stay
 
 
 def outside_leftovers() -> list[str]:
-    results = Path("/var/lib/cni/results")
-    stale = [str(f) for f in OUTSIDE_FILES if f.exists()]
-    if results.is_dir():
-        stale += [str(e) for e in results.iterdir() if e.name.startswith("localcluster-")]
-    return stale
+    return [str(p) for p in [*OUTSIDE_FILES, *OUTSIDE_DIRS] if p.exists()]
 
 
 # ------------------------------------------------------------------------------------------------ ownership
@@ -475,15 +486,26 @@ def release(workdir: Path) -> None:
 def cleanup_host(workdir: Path, kube_proxy: Path | None, ip_forward: str | None) -> None:
     """Everything of the node outside its processes, once they are stopped: rules, mounts, cgroups, the
     bridge and its veths, files written outside the state directory, the forwarding sysctl."""
-    kill_node_processes(workdir / "containerd" / "containerd.sock")
-    remove_netfilter(kube_proxy)
-    unmount_under(workdir)
-    remove_kubepods_cgroups()
-    delete_bridge()
-    remove_outside_writes()
+    socket_path = workdir / "containerd" / "containerd.sock"
+    leftover_files = sandbox_leftover_files(workdir)  # read before the state directory goes
+    timed("kill shims and containers", lambda: kill_node_processes(socket_path))
+    timed("netfilter", lambda: remove_netfilter(kube_proxy))
+    timed("unmount", lambda: unmount_under(workdir))
+    timed("cgroups", remove_kubepods_cgroups)
+    timed("bridge", delete_bridge)
+    timed("outside files", lambda: remove_outside_writes(leftover_files))
     if ip_forward is not None:
         write_sysctl("net.ipv4.ip_forward", ip_forward)
     release(workdir)
+
+
+def timed(step: str, action: Callable[[], None]) -> None:
+    """Runs one teardown step; names it when it is slow (down should take seconds: a slow step is a bug)."""
+    began = time.monotonic()
+    action()
+    took = time.monotonic() - began
+    if took > 2:
+        print(f"[localcluster] down: {step} took {took:.1f} s", file=sys.stderr, flush=True)
 
 
 def leftovers(workdir: Path) -> dict[str, list[str]]:
