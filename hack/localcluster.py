@@ -638,9 +638,10 @@ def load_images(bins: dict[str, Path], workdir: Path) -> None:
             continue
         # The archive names the image by its tag only: the base name supplies the repository.
         base_name = reference.rsplit(":", 1)[0]
+        began = time.monotonic()
         if ctr(bins, workdir, "images", "import", "--base-name", base_name, str(archive)) is None:
             raise SystemExit(f"[localcluster] could not import {archive} as {reference} (logs in {workdir})")
-        log(f"imported {reference}")
+        log(f"imported {reference} in {time.monotonic() - began:.1f} s")
 
 
 def start_kwok(state: dict, bins: dict[str, Path], workdir: Path, count: int, tainted: bool) -> None:
