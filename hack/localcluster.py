@@ -45,6 +45,7 @@ HACK = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("MLFLOW_OPERATOR_CACHE", Path.home() / ".cache" / "mlflow-operator"))
 DEFAULT_DIR = CACHE / "cluster"
 STARTUP_TIMEOUT = 180.0
+NODE_MANIFEST = "node-manifest.tsv"  # hack/node-images.sh's; other image builders keep their own *.tsv
 
 
 def versions() -> dict[str, str]:
@@ -381,7 +382,7 @@ def fake_nodes_yaml(count: int, tainted: bool) -> str:
     return "\n---\n".join(NODE_TEMPLATE.format(name=f"kwok-node-{i}", zone=i % 3, taints=taints) for i in range(count))
 
 
-def up(workdir: Path, fake_nodes: int | None = None, real_node: bool = True) -> Path:
+def up(workdir: Path, fake_nodes: int | None = None, real_node: bool = True, node_images_only: bool = False) -> Path:
     kubeconfig = workdir / "kubeconfig"
     if running(workdir):
         log(f"already running in {workdir}")
@@ -394,7 +395,13 @@ def up(workdir: Path, fake_nodes: int | None = None, real_node: bool = True) -> 
         subprocess.run([str(HACK / "node-images.sh"), "node"], check=True)
     workdir.mkdir(parents=True, exist_ok=True)
     host = localnode.NODE_IP if real_node else "127.0.0.1"
-    state: dict = {"pids": {}, "ready": False, "real_node": real_node, "host": host}
+    state: dict = {
+        "pids": {},
+        "ready": False,
+        "real_node": real_node,
+        "host": host,
+        "node_images_only": node_images_only,
+    }
     if real_node:
         # The bridge first: the API server binds its address.
         localnode.create_bridge()
@@ -552,7 +559,7 @@ def start_node(state: dict, bins: dict[str, Path], workdir: Path) -> None:
         env={"PATH": path},
     )
     wait_for("containerd", lambda: ctr(bins, workdir, "version") is not None, workdir=workdir)
-    load_images(bins, workdir)
+    load_images(bins, workdir, state["node_images_only"])
     log("starting kubelet, kube-proxy")
     start(
         state,
@@ -619,11 +626,11 @@ def ctr(bins: dict[str, Path], workdir: Path, *args: str) -> str | None:
     return result.stdout if result.returncode == 0 else None
 
 
-def image_manifest_entries() -> list[tuple[Path, str]]:
+def image_manifest_entries(node_only: bool) -> list[tuple[Path, str]]:
     """(archive, reference) from every manifest in $CACHE/images (hack/node-images.sh and any other image
-    builder keep one each: `<archive>\\t<reference>` lines)."""
+    builder keep one each: `<archive>\t<reference>` lines), or only from the node's own."""
     entries = []
-    for manifest in sorted((CACHE / "images").glob("*.tsv")):
+    for manifest in sorted((CACHE / "images").glob(NODE_MANIFEST if node_only else "*.tsv")):
         for line in manifest.read_text().splitlines():
             if "\t" in line:
                 archive, reference = line.split("\t", 1)
@@ -631,8 +638,8 @@ def image_manifest_entries() -> list[tuple[Path, str]]:
     return entries
 
 
-def load_images(bins: dict[str, Path], workdir: Path) -> None:
-    for archive, reference in image_manifest_entries():
+def load_images(bins: dict[str, Path], workdir: Path, node_only: bool) -> None:
+    for archive, reference in image_manifest_entries(node_only):
         if not archive.exists():
             log(f"skipping {reference}: {archive} is gone")
             continue
@@ -930,7 +937,7 @@ def load_images_command(workdir: Path) -> None:
     state = load_state(workdir)
     if not state.get("real_node"):
         raise SystemExit(f"[localcluster] the cluster in {workdir} has no real node")
-    load_images(binaries(), workdir)
+    load_images(binaries(), workdir, state.get("node_images_only", False))
 
 
 def main() -> None:
@@ -951,10 +958,17 @@ def main() -> None:
     parser.add_argument(
         "--no-real-node", dest="real_node", action="store_false", help="no real node: only kwok nodes, on loopback"
     )
+    # Every listed image is imported at each `up` (containerd's store lives in the state directory, which
+    # `down` removes): ~25 s per 300 MB archive here. Without the application images up/down take seconds.
+    parser.add_argument(
+        "--node-images-only",
+        action="store_true",
+        help=f"import only $CACHE/images/{NODE_MANIFEST} (pause, CoreDNS, test images), not other builders' lists",
+    )
     args = parser.parse_args()
     workdir = args.dir.resolve()
     if args.command == "up":
-        print(up(workdir, args.fake_nodes, args.real_node))
+        print(up(workdir, args.fake_nodes, args.real_node, args.node_images_only))
     elif args.command == "down":
         down(workdir)
     elif args.command == "load-images":

@@ -349,14 +349,28 @@ def _remove_chains(tool: str, table: str) -> None:
 
 
 def pids_mentioning(text: str) -> list[int]:
-    """Processes whose command line names `text` (the shims name our containerd socket)."""
+    """Processes whose command line names `text` (the shims name our containerd socket), except this one and
+    its ancestors (`make cluster-down CLUSTER_DIR=...` names the state directory too)."""
     found = []
+    ours = ancestors()
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
+        if proc.name.isdigit() and int(proc.name) not in ours:
             with contextlib.suppress(OSError):
                 if text.encode() in (proc / "cmdline").read_bytes():
                     found.append(int(proc.name))
     return found
+
+
+def ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            break
+        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+    return pids
 
 
 def kubepods_cgroups() -> list[Path]:

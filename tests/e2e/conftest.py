@@ -80,7 +80,7 @@ class RealNodeCluster:
         )
 
     def up(self) -> None:
-        result = self.localcluster("up")
+        result = self.localcluster("up", "--node-images-only")  # the tests need no application image
         assert result.returncode == 0, f"real-node cluster did not start:\n{result.stderr[-4000:]}"
         assert result.stdout.strip().splitlines()[-1] == self.kubectl.kubeconfig
 

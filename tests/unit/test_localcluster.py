@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import yaml
 
 from tests.kube import ROOT
@@ -123,3 +124,19 @@ def test_node_configs_carry_this_machines_settings(tmp_path: Path) -> None:
     objects = list(yaml.safe_load_all(localnode.coredns_manifest("localhost/coredns:1.15.0")))
     service = next(o for o in objects if o["kind"] == "Service")
     assert service["spec"]["clusterIP"] == localnode.CLUSTER_DNS == kubelet["clusterDNS"][0]
+
+
+def test_every_listed_image_is_imported_unless_only_the_nodes_are_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "node-manifest.tsv").write_text("/c/pause.oci.tar\tlocalhost/pause:3.10.2\n")
+    (images / "manifest.tsv").write_text("/c/pg.oci.tar\tdocker.io/library/postgres:15\nnot a line\n")
+    (images / "manifest.tsv.partial").write_text("/c/half.oci.tar\tghcr.io/half:1\n")  # being written: ignored
+    monkeypatch.setattr(localcluster, "CACHE", tmp_path)
+    assert localcluster.image_manifest_entries(node_only=False) == [
+        (Path("/c/pg.oci.tar"), "docker.io/library/postgres:15"),
+        (Path("/c/pause.oci.tar"), "localhost/pause:3.10.2"),
+    ]
+    assert localcluster.image_manifest_entries(node_only=True) == [(Path("/c/pause.oci.tar"), "localhost/pause:3.10.2")]
