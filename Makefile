@@ -62,7 +62,7 @@ cluster-down: ## stop the local cluster and remove everything it created (proces
 	@python3 hack/localcluster.py down --dir $(CLUSTER_DIR)
 
 run: deps binaries ## run the operator on $$KUBECONFIG, or on the local control plane, with the examples applied
-	@if [ -z "$(KUBECONFIG)" ]; then python3 hack/localcluster.py up --dir $(CLUSTER_DIR) >/dev/null; fi
+	@if [ -z "$(KUBECONFIG)" ]; then python3 hack/localcluster.py up --dir $(CLUSTER_DIR) $(CLUSTER_ARGS) >/dev/null; fi
 	$(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) apply --server-side --force-conflicts -k crds/
 	$(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) wait --for=condition=Established --timeout=60s \
 	  crd/trackingservers.mlflow.operator.dev crd/registeredmodels.mlflow.operator.dev crd/modeldeployments.mlflow.operator.dev
