@@ -700,7 +700,8 @@ def down(workdir: Path, quiet: bool = False) -> None:
         # CRI and CNI, which releases its IP, veth and CNI rules the ordinary way.
         for name in ("kube-controller-manager", "kube-scheduler", "kwok", "provisioner"):
             stop_component(pids, name, quiet)
-        drain_node(state, workdir)
+        if "kubelet" in pids and alive(pids["kubelet"]):  # only a running kubelet completes the deletions
+            drain_node(state, workdir)
         for name in ("kube-proxy", "kubelet", "containerd"):
             stop_component(pids, name, quiet)
     for name in reversed(list(pids)):

@@ -37,6 +37,7 @@ RUNC = "/usr/sbin/runc"  # Debian's runc
 # then directories left empty go).
 OUTSIDE_FILES = [Path("/var/lib/kubelet/device-plugins/kubelet.sock")]
 OUTSIDE_DIRS = [  # deepest first
+    Path("/var/log/containers"),  # the kubelet's symlinks to container logs (hard-coded ContainerLogsDir)
     Path("/var/lib/kubelet/device-plugins"),
     Path("/var/lib/kubelet/pki"),
     Path("/var/lib/kubelet"),
@@ -438,17 +439,23 @@ def unmount_under(path: Path) -> None:
 def sandbox_leftover_files(workdir: Path) -> list[Path]:
     """Files outside the state directory that a sandbox leaves when it is not torn down through CRI (a
     crashed node, a kubelet killed mid-drain): its shim's socket (containerd records the address in the
-    task's bundle) and go-cni's cached results (named after the sandbox ID)."""
+    task's bundle), go-cni's cached results (named after the sandbox ID), the kubelet's log symlinks."""
     tasks = workdir / "containerd" / "state" / "io.containerd.runtime.v2.task" / "k8s.io"
     sockets = []
-    for address in tasks.glob("*/address"):
-        with contextlib.suppress(OSError):
-            sockets.append(Path(address.read_text().strip().removeprefix("unix://")))
+    for bootstrap in tasks.glob("*/bootstrap.json"):  # containerd 2.x: {"address": "unix:///run/...", ...}
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            sockets.append(Path(json.loads(bootstrap.read_text())["address"].removeprefix("unix://")))
     sandboxes = workdir / "containerd" / "root" / "io.containerd.grpc.v1.cri" / "sandboxes"
     ids = [d.name for d in sandboxes.iterdir()] if sandboxes.is_dir() else []
     results = Path("/var/lib/cni/results")
     cached = [f for f in results.iterdir() if any(i in f.name for i in ids)] if results.is_dir() and ids else []
-    return sockets + cached
+    logs = Path("/var/log/containers")
+    links = (
+        [f for f in logs.iterdir() if f.is_symlink() and str(f.readlink()).startswith(f"{workdir}/")]
+        if logs.is_dir()
+        else []
+    )
+    return sockets + cached + links
 
 
 def remove_outside_writes(files: list[Path]) -> None:

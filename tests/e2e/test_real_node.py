@@ -288,6 +288,7 @@ def host_leftovers(workdir: Path) -> dict[str, list[str]]:
                 Path("/run/containerd/s"),
                 Path("/run/containerd/fifo"),
                 Path("/var/lib/cni/results"),
+                Path("/var/log/containers"),
             )
             if p.exists()
         ],
