@@ -405,7 +405,7 @@ def up(workdir: Path, fake_nodes: int | None = None, real_node: bool = True, nod
     if real_node:
         # The bridge first: the API server binds its address.
         localnode.create_bridge()
-        state["ip_forward"] = localnode.enable_forwarding()
+        state["sysctls"] = localnode.enable_forwarding()
     make_pki(workdir / "pki", real_node)
     state["ports"] = {name: free_port() for name in ("etcd", "etcd-peer", "kcm", "scheduler", "kwok")}
     state["ports"]["apiserver"] = free_port(host)
@@ -707,7 +707,7 @@ def down(workdir: Path, quiet: bool = False) -> None:
     for name in reversed(list(pids)):
         stop_component(pids, name, quiet)
     if real_node:
-        localnode.cleanup_host(workdir, binaries()["kube-proxy"], state.get("ip_forward"))
+        localnode.cleanup_host(workdir, binaries()["kube-proxy"], state.get("sysctls"))
     if workdir.exists():
         shutil.rmtree(workdir, ignore_errors=True)
     if real_node and not quiet:

@@ -275,14 +275,17 @@ def write_sysctl(name: str, value: str) -> None:
     Path("/proc/sys", *name.split(".")).write_text(value)
 
 
-def enable_forwarding() -> str:
-    """Routes pod and Service traffic; returns ip_forward's previous value for `down` to restore."""
-    previous = read_sysctl("net.ipv4.ip_forward")
-    write_sysctl("net.ipv4.ip_forward", "1")
-    # kube-proxy's rules must see bridged (pod to pod) traffic: br_netfilter, loaded on demand.
+FORWARDING_SYSCTLS = ("net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables")
+
+
+def enable_forwarding() -> dict[str, str]:
+    """Routes pod and Service traffic, and makes bridged (pod to pod) traffic pass kube-proxy's rules;
+    returns the previous values for `down` to restore."""
     if not Path("/proc/sys/net/bridge").exists():
-        run("modprobe", "br_netfilter")
-    write_sysctl("net.bridge.bridge-nf-call-iptables", "1")
+        run("modprobe", "br_netfilter")  # provides the bridge-nf sysctls
+    previous = {name: read_sysctl(name) for name in FORWARDING_SYSCTLS}
+    for name in FORWARDING_SYSCTLS:
+        write_sysctl(name, "1")
     return previous
 
 
@@ -504,7 +507,7 @@ def release(workdir: Path) -> None:
             OWNER.parent.rmdir()
 
 
-def cleanup_host(workdir: Path, kube_proxy: Path | None, ip_forward: str | None) -> None:
+def cleanup_host(workdir: Path, kube_proxy: Path | None, sysctls: dict[str, str] | None) -> None:
     """Everything of the node outside its processes, once they are stopped: rules, mounts, cgroups, the
     bridge and its veths, files written outside the state directory, the forwarding sysctl."""
     socket_path = workdir / "containerd" / "containerd.sock"
@@ -515,8 +518,8 @@ def cleanup_host(workdir: Path, kube_proxy: Path | None, ip_forward: str | None)
     timed("cgroups", remove_kubepods_cgroups)
     timed("bridge", delete_bridge)
     timed("outside files", lambda: remove_outside_writes(leftover_files))
-    if ip_forward is not None:
-        write_sysctl("net.ipv4.ip_forward", ip_forward)
+    for name, value in (sysctls or {}).items():
+        write_sysctl(name, value)
     release(workdir)
 
 
