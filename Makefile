@@ -82,3 +82,4 @@ bench: deps binaries ## benchmarks; results under bench/results/ (BENCH_ARGS=--q
 	$(PY) -m bench.registry $(BENCH_ARGS)
 	$(PY) -m bench.modeldeployment $(BENCH_ARGS)
 	$(PY) -m bench.scale $(BENCH_ARGS)
+	$(PY) -m bench.lifecycle_safety $(BENCH_ARGS)

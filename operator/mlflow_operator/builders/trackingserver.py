@@ -838,6 +838,11 @@ def get_tracking_service(name: str, namespace: str) -> Obj:
     }
 
 
+# Where the operator reaches a TrackingServer's registry when it cannot use the Service's URL: an operator run
+# outside the cluster (development, `make run` against a remote cluster) does not resolve cluster DNS names.
+REGISTRY_URL_ANNOTATION = "mlflow.operator.dev/registry-url"
+
+
 def tracking_url(name: str, namespace: str) -> str:
     return f"http://{name}.{namespace}.svc:{MLFLOW_PORT}"
 

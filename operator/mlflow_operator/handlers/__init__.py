@@ -82,7 +82,8 @@ def configure(resync_seconds: float, prometheus_address: str | None = None) -> N
 
 @kopf.on.startup()
 async def _start(**_: Any) -> None:
-    start_runtime()
+    rt = start_runtime()
+    rt.wake = lambda kind, namespace, name: CONTROLLERS[kind].enqueue((namespace, name))
     for controller in CONTROLLERS.values():
         controller.start()
 

@@ -42,7 +42,7 @@ from mlflow_operator.handlers.reconcile import (
     validated,
     write_status,
 )
-from mlflow_operator.handlers.registry_access import RegistryAccess, registry_access
+from mlflow_operator.handlers.registry_access import RegistryAccess, registry_access, wake_tracking_server
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import modeldeployment as decide
@@ -149,6 +149,8 @@ async def resolve_model(md: Pass) -> decide.Resolution:
         found = await registry.resolve_async(model.registered_model, alias=model.alias, version=model.version)
     except RegistryError as problem:
         return remember(md, decide.unresolved(md.spec, md.now, problem.reason, problem.message, failures(previous)))
+    if previous is None or previous.version != found.version:
+        wake_tracking_server(md.rt, md.spec, md.namespace)
     return remember(md, decide.resolved(md.spec, md.now, found.version, found.status, found.source, found.run_id))
 
 

@@ -15,11 +15,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _no_wake(kind: str, namespace: str, name: str) -> None:
+    return None
+
+
 @dataclass
 class Runtime:
     client: AsyncClient
     status: KubeStatus
     now: Callable[[], datetime] = utcnow
+    # Reconcile another resource soon: (kind, namespace, name). Set by the controllers' wiring.
+    wake: Callable[[str, str, str], None] = _no_wake
 
     def kube(self, controller: str) -> Kube:
         return Kube(self.client, controller)
