@@ -28,7 +28,7 @@ from tests.integration.dataplane import Postgres, server_venv
 from tests.integration.s3_servers import S3Server, minio_server
 from tests.integration.test_trackingserver_dataplane import Plane, rendered_plane, run_client, tracking_inputs
 
-GC_TIMEOUT = 900  # against a dead S3 the MLflow client retries each 500 with backoff: ~4.5 min measured
+GC_TIMEOUT = 900  # against a dead S3 the MLflow client retries each 500 with backoff: the gc took 240-260 s
 DAY_MS = 86_400_000
 
 # Runs with one artifact each, a model registered from a logged model of a run, then some runs deleted.
@@ -51,7 +51,7 @@ class AddN(mlflow.pyfunc.PythonModel):
 client = MlflowClient()
 experiment_id = mlflow.create_experiment(params["experiment"])
 workdir = pathlib.Path(tempfile.mkdtemp())
-runs = {}
+runs, model_id = {}, None
 for label in params["runs"]:
     note = workdir / f"{label}.txt"
     note.write_text(f"{label}\\n")
@@ -62,10 +62,11 @@ for label in params["runs"]:
                 name="model", python_model=AddN(10), registered_model_name=params["model"],
                 pip_requirements=["mlflow==" + mlflow.__version__],
             )
+            model_id = info.model_id
     runs[label] = run.info.run_id
 for label in params["delete"]:
     client.delete_run(runs[label])
-print(json.dumps({"experiment_id": experiment_id, "runs": runs, "model_id": info.model_id}))
+print(json.dumps({"experiment_id": experiment_id, "runs": runs, "model_id": model_id}))
 """
 
 LOAD_SCRIPT = """\
