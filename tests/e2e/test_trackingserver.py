@@ -101,7 +101,9 @@ def test_example_becomes_a_ready_stack(
         "LifecycleApplied": "True",
         "Available": "True",
         "Ready": "True",
+        "GarbageCollected": "Unknown",  # retention is set, no gc Job has run yet; never gates Ready
     }
+    assert condition(ts, "GarbageCollected")["reason"] == "NotRunYet"  # type: ignore[index]
 
     postgres = kubectl.get("statefulset", "mlflow-postgres", namespace)
     assert postgres is not None
@@ -404,3 +406,77 @@ def test_idle_resync_changes_nothing(
     assert after == before, {
         k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)
     }
+
+
+def failed_gc_job(cronjob: dict[str, Any], name: str) -> dict[str, Any]:
+    """A Job as the CronJob controller creates it (its jobTemplate, owned by the CronJob), but managed by
+    the test: no Kubernetes controller runs it (kwok runs no containers anyway), the test writes its status."""
+    template = cronjob["spec"]["jobTemplate"]
+    meta = cronjob["metadata"]
+    owner = {"apiVersion": "batch/v1", "kind": "CronJob", "name": meta["name"], "uid": meta["uid"], "controller": True}
+    spec = {**copy.deepcopy(template["spec"]), "managedBy": "e2e.mlflow.operator.dev/test"}
+    labels = template["metadata"]["labels"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": labels, "ownerReferences": [owner]},
+        "spec": spec,
+    }
+
+
+def mark_failed(kubectl: Kubectl, namespace: str, job: str, message: str) -> None:
+    """Failed through the status subresource, as the Job controller writes it after backoffLimit."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    failure = {"reason": "BackoffLimitExceeded", "message": message, "lastTransitionTime": now}
+    status = {
+        "startTime": now,
+        "failed": 3,
+        "conditions": [
+            {"type": "FailureTarget", "status": "True", **failure},
+            {"type": "Failed", "status": "True", **failure},
+        ],
+    }
+    patch = json.dumps({"status": status})
+    kubectl.run("patch", "job", job, "-n", namespace, "--subresource=status", "--type=merge", "-p", patch)
+
+
+def test_a_failed_gc_job_is_reported_once(
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer
+) -> None:
+    bucket = s3.create_bucket()
+    apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
+    wait_ready(kubectl, namespace)
+    cronjob = kubectl.get("cronjob", "mlflow-gc", namespace)
+    assert cronjob is not None
+
+    kubectl.apply(failed_gc_job(cronjob, "mlflow-gc-29000001"), namespace)
+    mark_failed(kubectl, namespace, "mlflow-gc-29000001", "Job has reached the specified backoff limit")
+
+    def gc_failed(job: str) -> dict[str, Any] | None:
+        found = condition(kubectl.get("trackingserver", "mlflow", namespace), "GarbageCollected")
+        return found if found and found["status"] == "False" and job in found["message"] else None
+
+    reported = eventually(lambda: gc_failed("mlflow-gc-29000001"), what="GarbageCollected=False")
+    assert reported["reason"] == "GarbageCollectionFailed"
+    assert reported["message"].startswith("Job mlflow-gc-29000001 failed at ")
+    assert "BackoffLimitExceeded: Job has reached the specified backoff limit" in reported["message"]
+
+    def warnings(job: str) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in kubectl.events(namespace)
+            if e["reason"] == "GarbageCollectionFailed" and e["type"] == "Warning" and job in e["message"]
+        ]
+
+    eventually(lambda: warnings("mlflow-gc-29000001"), what="a Warning Event naming the Job")
+    # The TrackingServer stays Ready: a failed gc does not stop MLflow from serving.
+    assert condition(kubectl.get("trackingserver", "mlflow", namespace), "Ready")["status"] == "True"  # type: ignore[index]
+    time.sleep(3 * RESYNC_SECONDS)  # resyncs see the same failed Job: no second Event
+    assert len(warnings("mlflow-gc-29000001")) == 1
+
+    # The next night's Job fails too: the condition keeps its status and reason, and a new Event names it.
+    kubectl.apply(failed_gc_job(cronjob, "mlflow-gc-29001441"), namespace)
+    mark_failed(kubectl, namespace, "mlflow-gc-29001441", "Job was active longer than specified deadline")
+    eventually(lambda: gc_failed("mlflow-gc-29001441"), what="GarbageCollected names the second Job")
+    eventually(lambda: warnings("mlflow-gc-29001441"), what="a Warning Event naming the second Job")
+    assert len(warnings("mlflow-gc-29000001")) == 1

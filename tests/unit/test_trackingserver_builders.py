@@ -141,6 +141,28 @@ def test_migration_goes_straight_to_postgres_and_the_server_through_the_pooler()
     assert "sslmode=verify-full" in without_pooler["direct-uri"]
 
 
+# mlflow gc's own --older-than regex (mlflow/cli/__init__.py, 3.17): d, h, m, s, each once, in that order.
+# tests/integration/test_gc.py runs the real `mlflow gc` on these forms; this copy keeps the unit fast.
+MLFLOW_GC_AGE = re.compile(r"^(([.\d]+?)d)?(([.\d]+?)h)?(([.\d]+?)m)?(([.\d]+?)s)?$")
+
+
+@pytest.mark.parametrize(
+    ("duration", "older_than"),
+    [("30d", "30d"), ("1h30m", "1h30m"), ("30m1h", "1h30m"), ("90m", "1h30m"), ("1d1d", "2d"), ("500ms", "0.5s"),
+     ("0s", "0s"), ("61s", "1m1s"), ("2h3ms", "2h0.003s")],
+)  # fmt: skip
+def test_gc_age_is_rendered_in_the_form_mlflow_gc_parses(duration: str, older_than: str) -> None:
+    assert build.gc_older_than(duration) == older_than
+    assert MLFLOW_GC_AGE.match(older_than)
+
+
+def test_gc_jobs_carry_the_labels_the_trackingserver_lists_them_by() -> None:
+    cronjob = build.get_gc_cronjob(inputs_for(CASES["example"]))
+    assert cronjob is not None
+    assert cronjob["spec"]["jobTemplate"]["metadata"]["labels"] == cronjob["metadata"]["labels"]
+    assert build.get_gc_cronjob(inputs_for(CASES["external-session-pool-delete"])) is None  # no retention
+
+
 def test_postgres_max_connections_covers_every_pooler_replica() -> None:
     spec = TrackingServerSpec.model_validate(CASES["example"])
     assert int(build.postgres_parameters(spec)["max_connections"]) >= 2 * 50 + 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import shlex
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -879,6 +880,24 @@ def get_ingress(inputs: TrackingServerInputs) -> Obj | None:
     }
 
 
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
+_MILLIS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+
+
+def gc_older_than(duration: str) -> str:
+    """A duration of the API (units in any order, repeated, milliseconds) as `mlflow gc --older-than`
+    parses it: its regex takes days, hours, minutes, seconds, each at most once and in that order, and
+    fails the whole run on anything else (30m1h, 1d12h30m0s1s or 500ms made every gc Job fail)."""
+    total = sum(int(number) * _MILLIS[unit] for number, unit in _DURATION_PART.findall(duration))
+    days, rest = divmod(total, _MILLIS["d"])
+    hours, rest = divmod(rest, _MILLIS["h"])
+    minutes, millis = divmod(rest, _MILLIS["m"])
+    seconds = f"{millis / 1000:.3f}".rstrip("0").rstrip(".")
+    parts = [(days, "d"), (hours, "h"), (minutes, "m")]
+    text = "".join(f"{value}{unit}" for value, unit in parts if value)
+    return text + f"{seconds}s" if millis or not text else text
+
+
 def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
     """`mlflow gc` of runs deleted long enough ago; MLFLOW_TRACKING_URI makes it delete their artifacts
     through the server's artifact proxy too."""
@@ -890,6 +909,11 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
     env = [
         secret_env("MLFLOW_BACKEND_STORE_URI", names.backend_secret, "pooled-uri"),
         {"name": "MLFLOW_TRACKING_URI", "value": tracking_url(inputs.name, inputs.namespace)},
+        # As for the server: no usage telemetry leaves the cluster from the nightly Job either.
+        {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+        # MLflow's client retries a failing artifact delete 7 times with exponential backoff: about 4 minutes
+        # before an unreachable bucket fails the Job. The Job retries itself (backoffLimit), so 2 are enough.
+        {"name": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "value": "2"},
     ]
     if inputs.spec.auth is not None and inputs.spec.auth.enabled:
         admin = inputs.spec.auth.admin_secret.name if inputs.spec.auth.admin_secret else names.admin_secret
@@ -901,7 +925,7 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
         "mlflow",
         "gc",
         "--older-than",
-        retention.deleted_runs_older_than,
+        gc_older_than(retention.deleted_runs_older_than),
         "--backend-store-uri",
         "$(MLFLOW_BACKEND_STORE_URI)",
     ]
@@ -915,6 +939,8 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
             "successfulJobsHistoryLimit": 1,
             "failedJobsHistoryLimit": 3,
             "jobTemplate": {
+                # Labelled Jobs: the TrackingServer reads its gc Jobs' outcome with one label-selected list.
+                "metadata": {"labels": labels(inputs.name, COMPONENT_GC)},
                 "spec": {
                     "backoffLimit": 2,
                     "template": {
@@ -940,7 +966,7 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
                             "volumes": [tmp],
                         },
                     },
-                }
+                },
             },
         },
     }

@@ -21,6 +21,7 @@ from mlflow_operator.adapters.s3 import BucketLifecycle, InvalidLifecycle, S3End
 from mlflow_operator.api.kinds import TRACKING_SERVER
 from mlflow_operator.api.trackingserver import Lifecycle, LifecycleRule, TrackingServerSpec
 from mlflow_operator.builders import trackingserver as build
+from mlflow_operator.builders.common import selector
 from mlflow_operator.handlers.reconcile import (
     FINALIZER,
     INVALID_SPEC,
@@ -36,9 +37,9 @@ from mlflow_operator.handlers.reconcile import (
 from mlflow_operator.handlers.registry_access import tracking_server_registry
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
-from mlflow_operator.logic import lifecycle, lifecycle_safety
+from mlflow_operator.logic import gc, lifecycle, lifecycle_safety
 from mlflow_operator.logic.backoff import RetrySchedule, after_failure
-from mlflow_operator.logic.conditions import ConditionUpdate
+from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec
 from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
 from mlflow_operator.logic.trackingserver import decide_migration, phase, retry_failed_migration
 
@@ -65,6 +66,7 @@ class Pass(ResourcePass):
     spec: TrackingServerSpec
     updates: list[ConditionUpdate]
     converging: bool = False
+    gc_warning: EventSpec | None = None
 
     async def apply(self, objects: list[dict[str, Any]], owned: bool = True) -> None:
         for obj in objects:
@@ -132,6 +134,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
             ConditionUpdate(AVAILABLE, "False", "WaitingForDatabase", "no server without a database"),
         ]
     fields["lifecycle"] = await artifacts(step, status)
+    await garbage_collection(step)
     conditions = cond.apply_updates(current_conditions(body), step.updates, None, rt.now())
     ready = cond.summarize_ready(conditions, ready_requires(conditions))
     failed = any(
@@ -141,7 +144,12 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
         if c["type"] in READY_REQUIRES
     )
     fields.update(version=serving, phase=phase(ready.status == "True", failed, step.converging, serving))
-    await write_status(rt, TRACKING_SERVER, body, [*step.updates, ready], fields)
+    # GarbageCollected posts its own Events, one per failed Job (a transition Event misses the second one).
+    own_events = {gc.GARBAGE_COLLECTED}
+    await write_status(rt, TRACKING_SERVER, body, [*step.updates, ready], fields, own_events=own_events)
+    if step.gc_warning is not None:
+        warning = step.gc_warning
+        await rt.status.post_event(body, warning.type, warning.reason, warning.message, cond.rfc3339(rt.now()))
     return next_pass(body["metadata"]["uid"], ready.status == "True", failed, rt.now())
 
 
@@ -429,6 +437,29 @@ def safety_condition(safety: lifecycle_safety.SafetyDecision, registry_problem: 
             f"check that no registered model version lives under them: {registry_problem}",
         )
     return None
+
+
+# ------------------------------------------------------------------------------------ garbage collection
+
+
+async def garbage_collection(step: Pass) -> None:
+    """GarbageCollected from the gc CronJob and its Jobs: one GET and one label-selected LIST (the CronJob
+    keeps at most 4 Jobs), and only with spec.retention. Removing retention deletes the CronJob, once."""
+    previous = cond.find(current_conditions(step.body), gc.GARBAGE_COLLECTED)
+    name = build.Names(step.name).gc
+    if step.spec.retention is None:
+        if previous is not None and previous.get("reason") != gc.REASON_RETENTION_UNSET:
+            await step.kube.delete("batch/v1", "CronJob", name, step.namespace)
+            step.updates.append(gc.retention_unset())
+        return
+    cronjob = await step.get("batch/v1", "CronJob", name)
+    jobs = []
+    if cronjob is not None:
+        labels = selector(step.name, build.COMPONENT_GC)
+        jobs = await step.kube.list("batch/v1", "Job", step.namespace, labels)
+    report = gc.gc_report(cronjob, jobs, previous)
+    step.updates.append(report.condition)
+    step.gc_warning = report.warning
 
 
 # ------------------------------------------------------------------------------------------------ deletion
