@@ -56,7 +56,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = ROOT / "images"
-SCRIPT = Path(__file__).resolve()
+# Read once, at start: the hash must describe the code that runs, even if the file is edited mid-build.
+SCRIPT_TEXT = Path(__file__).resolve().read_bytes()
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 # PyPI is reached through a TLS-intercepting proxy whose CA is only in the host's bundle: pip in the chroot
@@ -221,7 +222,7 @@ def content_hash(script_text: bytes, files: list[tuple[str, bytes]], sources: li
 
 def image_hash(image: Image, root: Path = ROOT) -> str:
     files = [(str(p.relative_to(root)), p.read_bytes()) for p in input_files(image, root)]
-    return content_hash(SCRIPT.read_bytes(), files, apt_sources(image.suite))
+    return content_hash(SCRIPT_TEXT, files, apt_sources(image.suite))
 
 
 def archive_path(cache: Path, image: Image, digest: str) -> Path:
@@ -306,6 +307,9 @@ def mmdebstrap_command(image: Image, rootfs_tar: Path, root: Path = ROOT) -> lis
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--dpkgopt=path-exclude=/usr/share/locale/*",
         "--dpkgopt=path-include=/usr/share/locale/locale.alias",
+        # Keep what the packages put in /run, as a docker build does: postgresql-common's /run/postgresql
+        # (2775 postgres) lets the image run without a volume there.
+        "--skip=cleanup/run",
         f"--essential-hook={user_hook(image.user)}",
         *(f"--essential-hook={hook}" for hook in early),
         *(f"--customize-hook={hook}" for hook in customize),
@@ -336,7 +340,13 @@ def run(command: list[str], log: str) -> None:
 def build(image: Image, archive: Path) -> None:
     """mmdebstrap -> rootfs.tar -> umoci layout -> archive, written atomically next to its final name."""
     archive.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"{image.name}-", dir=archive.parent) as work_dir:
+    # An interrupted build (SIGTERM skips the cleanup) leaves its work directory: gigabytes.
+    # (tempfile's suffix: 8 of [a-z0-9_]; the exact pattern keeps pgbouncer off pgbouncer-exporter's.)
+    leftover = re.compile(re.escape(f".work-{image.name}-") + r"[a-z0-9_]{8}")
+    for path in archive.parent.iterdir():
+        if leftover.fullmatch(path.name):
+            shutil.rmtree(path)
+    with tempfile.TemporaryDirectory(prefix=f".work-{image.name}-", dir=archive.parent) as work_dir:
         work = Path(work_dir)
         rootfs, layout = work / "rootfs.tar", work / "oci"
         start = time.monotonic()

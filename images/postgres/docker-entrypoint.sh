@@ -48,7 +48,13 @@ init_cluster() {
 if [ "${1:0:1}" = "-" ]; then
   set -- postgres "$@"
 fi
-if [ "$1" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
-  init_cluster
+if [ "$1" = postgres ]; then
+  if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    init_cluster
+  fi
+  # The kubelet applies the pod's fsGroup to the volume on every mount: g+rw and setgid on each directory,
+  # PGDATA included, and postgres refuses a data directory that its group can write. Undo it here (the
+  # official entrypoint does the same on every start).
+  chmod 0700 "$PGDATA"
 fi
 exec "$@"
