@@ -26,6 +26,7 @@ from mlflow_operator.builders.common import Obj
 from mlflow_operator.builders.trackingserver import (
     Credentials,
     TrackingServerInputs,
+    get_migration_job,
     get_pgbouncer_configmap,
     get_pgbouncer_deployment,
     get_pooler_auth_secret,
@@ -149,10 +150,12 @@ def test_operator_image_runs_the_cli(runtime: Runtime, pod: Pod, image: Callable
 
 def inputs() -> TrackingServerInputs:
     spec = rendered.example_spec(s3_endpoint="http://s3.invalid:9000", bucket="unused")
-    return TrackingServerInputs("mlflow", NAMESPACE, spec, spec.version, Credentials("mlflow", PASSWORD))
+    database, admin = Credentials("mlflow", PASSWORD), Credentials("admin", ADMIN_PASSWORD)
+    return TrackingServerInputs("mlflow", NAMESPACE, spec, spec.version, database, admin)
 
 
 PASSWORD = secrets.token_urlsafe(18)
+ADMIN_PASSWORD = secrets.token_urlsafe(18)
 
 
 def only_container(obj: Obj, name: str) -> Obj:
@@ -362,3 +365,30 @@ def wait_listening(pod: Pod, port: int, container: Container, timeout: float = 6
         assert container.status() == "running", f"exited:\n{container.logs()[-4000:]}"
         time.sleep(0.3)
     raise AssertionError(f"port {port} not listening after {timeout} s:\n{container.logs()[-4000:]}")
+
+
+def test_mlflow_image_creates_the_schema_and_runs_the_migration_job(
+    runtime: Runtime, pod: Pod, image: Callable[[str], Unpacked], running_postgres: Container
+) -> None:
+    """From the mlflow-server image as UID 10001 on a read-only root, against the Postgres container: the
+    schema a first server start creates, then the rendered migration Job's container (`mlflow db upgrade
+    $(MLFLOW_DIRECT_URI)`; MLflow's migrations start from that schema, not from an empty database)."""
+    server = image("mlflow-server")
+    job = get_migration_job(inputs(), inputs().spec.version)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    values = rendered.rendered_secrets(inputs())
+    env, uid = resolved_env(container, values), pod_uid(job)
+    mounts = [Mount(m["mountPath"], runtime.empty_dir(uid)) for m in container["volumeMounts"]]
+
+    def run_in_job_pod(name: str, argv: list[str]) -> str:
+        spec = containers.runtime_spec(server.config, server.rootfs, argv, env, mounts, pod, uid)
+        return output(containers.run(runtime, f"{name}-{secrets.token_hex(3)}", spec))
+
+    create = "import os; from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as S; "
+    create += "S(os.environ['MLFLOW_DIRECT_URI'], '/tmp/artifacts')"
+    run_in_job_pod("schema", ["python", "-c", create])
+    head = output(psql(pod, PASSWORD, "select version_num from alembic_version")).strip()
+    assert head
+    run_in_job_pod("migrate", rendered.container_argv(container, values))
+    assert output(psql(pod, PASSWORD, "select version_num from alembic_version")).strip() == head
+    assert output(psql(pod, PASSWORD, "select name from experiments")).strip() == "Default"
