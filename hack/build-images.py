@@ -39,6 +39,7 @@ Needs root (mmdebstrap's root mode, chroot) and the apt packages mmdebstrap and 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -50,6 +51,8 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -476,12 +479,31 @@ def write_manifest(cache: Path, images: list[Image]) -> Path:
     return manifest
 
 
+@contextmanager
+def build_lock(cache: Path) -> Iterator[None]:
+    """One build at a time per cache: a second `make images` (another test session) waits, instead of
+    building the same archive twice or deleting the first one's work directory as a leftover."""
+    lock_path = cache / "images" / ".build.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def command_build(names: list[str]) -> int:
     cache = cache_dir()
     for tool in ("mmdebstrap", "umoci"):
         if shutil.which(tool) is None:
             sys.exit(f"[build-images] {tool} is missing: run hack/install-deps.sh")
-    for name in names or image_names():
+    with build_lock(cache):
+        build_missing(cache, names or image_names())
+        manifest = write_manifest(cache, [load_image(n) for n in image_names()])
+    print(manifest)
+    return 0
+
+
+def build_missing(cache: Path, names: list[str]) -> None:
+    for name in names:
         image = load_image(name)
         archive = archive_path(cache, image, image_hash(image))
         if archive.exists():
@@ -489,9 +511,6 @@ def command_build(names: list[str]) -> int:
             continue
         build(image, archive)
         remove_stale(image, archive)
-    manifest = write_manifest(cache, [load_image(n) for n in image_names()])
-    print(manifest)
-    return 0
 
 
 def command_dockerfiles(check: bool) -> int:
