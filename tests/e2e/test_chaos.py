@@ -92,7 +92,7 @@ def chaos_namespace(kubectl: Kubectl) -> str:
 def tracking_server(guard: DataGuard, name: str, external: bool, **spec: Any) -> list[dict[str, Any]]:
     """The example TrackingServer named `name`, on the guard's bucket, with our lifecycle rules (MinIO
     supports them all), and the guard's Postgres as its external database when `external`."""
-    docs = copy.deepcopy(stack(guard.s3, guard.bucket, **spec))
+    docs = copy.deepcopy(stack(guard.s3, guard.bucket, None, **spec))  # LIFECYCLE needs no registry check
     ts = ts_of(docs)
     ts["metadata"]["name"] = name
     ts["spec"]["artifacts"]["lifecycle"] = LIFECYCLE

@@ -40,7 +40,7 @@ def example_docs() -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((ROOT / "examples" / "tracking-server.yaml").read_text()) if d]
 
 
-def stack(s3: S3Server, bucket: str, registry: RegistryServer, **spec_changes: Any) -> list[dict[str, Any]]:
+def stack(s3: S3Server, bucket: str, registry: RegistryServer | None, **spec_changes: Any) -> list[dict[str, Any]]:
     """The example, pointed at the test's S3 server and bucket, and at a registry that stands in for its own."""
     docs = copy.deepcopy(example_docs())
     for doc in docs:
@@ -49,7 +49,7 @@ def stack(s3: S3Server, bucket: str, registry: RegistryServer, **spec_changes: A
         if doc["kind"] == "TrackingServer":
             doc["spec"]["artifacts"]["s3"].update(endpoint=s3.endpoint_url, bucket=bucket)
             doc["spec"].update(spec_changes)
-    return with_registry(docs, registry.url)
+    return with_registry(docs, registry.url) if registry is not None else docs
 
 
 def apply_all(kubectl: Kubectl, docs: list[dict[str, Any]], namespace: str) -> None:
