@@ -134,6 +134,16 @@ made["sources"] = {version.name: version.source for version in client.search_mod
 print(json.dumps(made))
 """
 
+EMPTY_EXPERIMENT_SCRIPT = """\
+import json, os
+import mlflow
+from mlflow import MlflowClient
+
+experiment_id = mlflow.create_experiment(json.loads(os.environ["TEST_PARAMS"])["name"])
+MlflowClient().delete_experiment(experiment_id)
+print(json.dumps({"experiment_id": experiment_id}))
+"""
+
 LOAD_SCRIPT = """\
 import json, os
 import mlflow
@@ -256,6 +266,24 @@ def set_up_runs(plane: Plane, experiment: str, labels: list[str], delete: list[s
     return run_client(plane, SETUP_SCRIPT, params)
 
 
+def set_up_registry(plane: Plane, postgres: Postgres) -> dict[str, Any]:
+    """REGISTRY_SCRIPT's resources, deleted 40 days ago except gc/young (29 days)."""
+    made = run_client(plane, REGISTRY_SCRIPT, {})
+    runs, experiments, models = made["runs"], made["experiments"], made["models"]
+    # What each version was registered from, as the server stored it: the client resolves runs:/ to the run's
+    # artifact directory (the version reads its files from there), a logged model to models:/m-.
+    from_run = f"mlflow-artifacts:/{experiments['gc']}/{runs['from-run']}/artifacts/model"
+    assert made["sources"]["gc-from-run"] == from_run, made["sources"]
+    assert made["sources"]["gc-trained"] == f"models:/{models['trained']}", made["sources"]
+    old = [runs[label] for label in ("old", "trained", "from-run", "exp-kept", "exp-gone")]
+    age(postgres, "runs", "deleted_time", "run_uuid", old, days=40)
+    age(postgres, "runs", "deleted_time", "run_uuid", [runs["young"]], days=29)
+    age(postgres, "logged_models", "last_updated_timestamp_ms", "model_id", [models["lm"]], days=40)
+    deleted = [experiments["gc-exp-kept"], experiments["gc-exp-gone"]]
+    age(postgres, "experiments", "last_update_time", "experiment_id", deleted, days=40)
+    return made
+
+
 # --- tests ----------------------------------------------------------------------------------------------------
 
 
@@ -265,19 +293,8 @@ def test_rendered_gc_keeps_what_registered_versions_need_and_collects_the_rest(m
         inputs = tracking_inputs(minio, bucket, Credentials(postgres.user, postgres.password))
         assert inputs.spec.retention is not None and inputs.spec.retention.deleted_runs_older_than == "30d"
         with rendered_plane(postgres, inputs, minio, bucket, tmp_path) as plane:
-            made = run_client(plane, REGISTRY_SCRIPT, {})
+            made = set_up_registry(plane, postgres)
             runs, experiments, models = made["runs"], made["experiments"], made["models"]
-            # What each version was registered from, as the server stored it: the client resolves runs:/ to the
-            # run's artifact directory (the version reads its files from there), a logged model to models:/m-.
-            from_run = f"mlflow-artifacts:/{experiments['gc']}/{runs['from-run']}/artifacts/model"
-            assert made["sources"]["gc-from-run"] == from_run, made["sources"]
-            assert made["sources"]["gc-trained"] == f"models:/{models['trained']}", made["sources"]
-            old = [runs[label] for label in ("old", "trained", "from-run", "exp-kept", "exp-gone")]
-            age(postgres, "runs", "deleted_time", "run_uuid", old, days=40)
-            age(postgres, "runs", "deleted_time", "run_uuid", [runs["young"]], days=29)
-            age(postgres, "logged_models", "last_updated_timestamp_ms", "model_id", [models["lm"]], days=40)
-            deleted = [experiments["gc-exp-kept"], experiments["gc-exp-gone"]]
-            age(postgres, "experiments", "last_update_time", "experiment_id", deleted, days=40)
             before, runs_before = etags(plane), run_rows(postgres)
 
             result = run_gc(plane, tmp_path)
@@ -322,6 +339,19 @@ def test_rendered_gc_keeps_what_registered_versions_need_and_collects_the_rest(m
             assert "Nothing to collect" in again.stdout and deletion_lines(again.stdout) == set()
             assert kept_lines(again.stdout) == kept
             assert run_rows(postgres) == runs_before - collected
+            assert etags(plane) == after
+
+            # Only an empty deleted experiment to collect: the lists of runs and logged models to collect are
+            # empty, and mlflow gc's code must read them as "none", not as "every deleted one".
+            empty = run_client(plane, EMPTY_EXPERIMENT_SCRIPT, {"name": "gc-empty"})["experiment_id"]
+            age(postgres, "experiments", "last_update_time", "experiment_id", [empty], days=40)
+            third = run_gc(plane, tmp_path)
+            print(third.stdout, third.stderr[-4000:], sep="\n")
+            assert third.returncode == 0, third.stderr[-4000:]
+            assert deletion_lines(third.stdout) == {f"Experiment with ID {empty} has been permanently deleted."}
+            assert kept_lines(third.stdout) == kept
+            assert run_rows(postgres) == runs_before - collected
+            assert set(models.values()) <= rows(postgres, "logged_models", "model_id")
             assert etags(plane) == after
 
 
