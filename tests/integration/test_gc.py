@@ -195,15 +195,15 @@ def gc_env(plane: Plane, home: Path) -> dict[str, str]:
     return {"PATH": f"{server_venv() / 'bin'}:/usr/bin:/bin", "HOME": str(home), **env}
 
 
-def run_gc(plane: Plane, home: Path) -> subprocess.CompletedProcess[str]:
+def run_gc(plane: Plane, home: Path, **env_changes: str) -> subprocess.CompletedProcess[str]:
     """The container's command with the image's `python`, the rendered ConfigMap's script written where its
-    mount path points, $(VAR) expanded from the env."""
+    mount path points, $(VAR) expanded from the env (with env_changes, to break one setting)."""
     cronjob, configmap = get_gc_cronjob(plane.inputs), get_gc_configmap(plane.inputs)
     assert cronjob is not None and configmap is not None
     pod_spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     mounts_dir = Path(tempfile.mkdtemp(prefix="gc-mounts-", dir=home))
     mounts = rendered.write_configmap_mounts(pod_spec, gc_container(plane), [configmap], mounts_dir)
-    env = gc_env(plane, home)
+    env = {**gc_env(plane, home), **env_changes}
     argv = rendered.relocate_mounts(rendered.expand_dependent_vars(gc_container(plane)["command"], env), mounts)
     assert argv[0] == "python" and argv[1].startswith(str(mounts_dir)), argv
     python = str(server_venv() / "bin" / "python")
@@ -355,7 +355,9 @@ def test_rendered_gc_keeps_what_registered_versions_need_and_collects_the_rest(m
             assert etags(plane) == after
 
 
-def test_rendered_gc_fails_visibly_when_the_bucket_is_unreachable(minio: S3Server, tmp_path: Path) -> None:
+def test_rendered_gc_fails_visibly_when_the_registry_or_the_bucket_is_unreachable(
+    minio: S3Server, tmp_path: Path
+) -> None:
     bucket = minio.create_bucket()
     with Postgres(log_dir=tmp_path / "logs") as postgres:
         inputs = tracking_inputs(minio, bucket, Credentials(postgres.user, postgres.password))
@@ -364,6 +366,14 @@ def test_rendered_gc_fails_visibly_when_the_bucket_is_unreachable(minio: S3Serve
             old, experiment_id = made["runs"]["old"], made["experiment_id"]
             deleted_days_ago(postgres, [old], days=40)
             before = etags(plane)
+            # A registry the Job cannot read (wrong credentials): it fails before deleting anything, because
+            # without the versions it cannot know what they need.
+            refused = run_gc(plane, tmp_path, MLFLOW_TRACKING_PASSWORD="not-the-admin-password")
+            print(refused.stdout, refused.stderr[-4000:], sep="\n")
+            assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr[-4000:]
+            assert deletion_lines(refused.stdout) == set()
+            assert run_rows(postgres) == set(made["runs"].values())
+            assert etags(plane) == before
             minio.stop()
             try:
                 result = run_gc(plane, tmp_path)

@@ -262,8 +262,12 @@ def main(argv: list[str]) -> int:
     older_than = parser.parse_args(argv).older_than
     time_delta = older_than_millis(older_than)
 
+    import mlflow.cli
     from mlflow.tracking import _get_store
 
+    if not hasattr(mlflow.cli, "_gc_tracking_resources"):
+        # Older MLflow inlines its gc in the command, which cannot be told to skip a kind: refuse, delete nothing.
+        raise SystemExit(f"MLflow {mlflow.__version__} has no mlflow.cli._gc_tracking_resources: nothing deleted")
     # The store `mlflow gc --backend-store-uri` builds (mlflow is untyped: hence the ignore).
     store = _get_store(os.environ["MLFLOW_BACKEND_STORE_URI"])  # type: ignore[no-untyped-call]
     # Versions first: a registry that cannot be read must stop the gc before anything is deleted.
