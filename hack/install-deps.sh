@@ -5,13 +5,16 @@
 #   - the MLflow server's and the model server's virtualenvs, outside the repo and keyed by their image's
 #     requirements file, for the integration tests (tests/integration/dataplane.py finds them by the same hash)
 #   - checkov in its own virtualenv keyed by its version (hack/versions.env), for tests/integration/test_packaging.py
+# `hack/install-deps.sh apt` installs only the Debian packages (what `make images` needs).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=versions.env
 . "$root/hack/versions.env"
 cache=${MLFLOW_OPERATOR_CACHE:-$HOME/.cache/mlflow-operator}
 # postgresql, pgbouncer and prometheus: the integration and e2e tests run them as local processes.
-APT_PACKAGES=(openssl ca-certificates curl postgresql pgbouncer prometheus)
+# mmdebstrap and umoci: hack/build-images.py builds the images from Debian packages without a registry;
+# runc and iproute2 (ip netns): tests/integration/test_images.py runs them.
+APT_PACKAGES=(openssl ca-certificates curl postgresql pgbouncer prometheus mmdebstrap umoci runc iproute2)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
@@ -23,6 +26,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+[ "${1:-}" != apt ] || exit 0
 
 stamp="$root/.venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

@@ -148,8 +148,8 @@ def test_example_becomes_a_ready_stack(
     assert [ref["kind"] for ref in script["metadata"]["ownerReferences"]] == ["TrackingServer"]
 
     rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert {r["ID"] for r in rules} == {"team-archive", "expire-scratch", "noncurrent-versions", "abort-multipart"}
-    assert next(r for r in rules if r["ID"] == "abort-multipart")["AbortIncompleteMultipartUpload"] == {
+    assert {r["ID"] for r in rules} == {"team-archive", "expire-scratch", "old-versions-and-uploads"}
+    assert next(r for r in rules if r["ID"] == "old-versions-and-uploads")["AbortIncompleteMultipartUpload"] == {
         "DaysAfterInitiation": 3
     }
     reasons = [e["reason"] for e in kubectl.events(namespace) if e["involvedObject"]["kind"] == "TrackingServer"]
@@ -266,7 +266,7 @@ def test_delete_collects_children_and_keeps_the_data(
     assert kubectl.get("pvc", "data-mlflow-postgres-0", namespace) is not None, "database volume must be retained"
     assert kubectl.get("secret", "mlflow-db", namespace) is not None, "database password must be retained"
     rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert {r["ID"] for r in rules} == {"expire-scratch", "noncurrent-versions", "abort-multipart"}, (
+    assert {r["ID"] for r in rules} == {"expire-scratch", "old-versions-and-uploads"}, (
         "bucket rules are retained by default"
     )
 
@@ -348,7 +348,7 @@ def test_a_version_registered_under_an_applied_rule_withdraws_it(
     assert f"would delete model version {model}/{registered['version']}" in message
     assert f"s3://{bucket}/mlflow/scratch/{namespace}/models/{registered['model_id']}/artifacts/" in message
     rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert {r["ID"] for r in rules} == {"noncurrent-versions", "abort-multipart"}, "the other rules stay"
+    assert {r["ID"] for r in rules} == {"old-versions-and-uploads"}, "the other rules stay"
 
     def warnings() -> list[dict[str, Any]]:
         return [e for e in kubectl.events(namespace) if e["reason"] == "EndangersRegisteredModels"]

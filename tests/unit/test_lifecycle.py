@@ -157,15 +157,10 @@ def test_example_tracking_server_rules() -> None:
             "Expiration": {"Days": 14},
         },
         {
-            "ID": "noncurrent-versions",
+            "ID": "old-versions-and-uploads",
             "Status": "Enabled",
             "Filter": {"Prefix": ""},
             "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
-        },
-        {
-            "ID": "abort-multipart",
-            "Status": "Enabled",
-            "Filter": {"Prefix": ""},
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 3},
         },
     ]

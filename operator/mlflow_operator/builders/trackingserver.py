@@ -42,8 +42,9 @@ from mlflow_operator.builders.config import (
 
 MLFLOW_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:{version}"
 POSTGRES_IMAGE = "docker.io/library/postgres:{version}"
-PGBOUNCER_IMAGE = "ghcr.io/mlflow-operator/pgbouncer:1.18"
-PGBOUNCER_EXPORTER_IMAGE = "quay.io/prometheuscommunity/pgbouncer-exporter:v0.11.0"
+# PgBouncer 1.24 (Debian trixie, images/pgbouncer): protocol-level prepared statements behind a transaction pool.
+PGBOUNCER_IMAGE = "ghcr.io/mlflow-operator/pgbouncer:1.24"
+PGBOUNCER_EXPORTER_IMAGE = "quay.io/prometheuscommunity/pgbouncer-exporter:v0.10.2"
 MLFLOW_PORT = 5000
 POSTGRES_PORT = 5432
 PGBOUNCER_PORT = 6432

@@ -90,6 +90,7 @@ def configure(resync_seconds: float, prometheus_address: str | None = None) -> N
 async def _start(**_: Any) -> None:
     rt = start_runtime()
     rt.wake = lambda kind, namespace, name: CONTROLLERS[kind].enqueue((namespace, name))
+    rt.objects = lambda kind: list(CONTROLLERS[kind].objects.values())
     for controller in CONTROLLERS.values():
         controller.start()
 

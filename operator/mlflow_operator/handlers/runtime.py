@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from lightkube import AsyncClient
 
@@ -19,6 +20,10 @@ def _no_wake(kind: str, namespace: str, name: str) -> None:
     return None
 
 
+def _no_objects(kind: str) -> list[dict[str, Any]]:
+    return []
+
+
 @dataclass
 class Runtime:
     client: AsyncClient
@@ -26,6 +31,8 @@ class Runtime:
     now: Callable[[], datetime] = utcnow
     # Reconcile another resource soon: (kind, namespace, name). Set by the controllers' wiring.
     wake: Callable[[str, str, str], None] = _no_wake
+    # The latest body of every watched resource of a kind (the controllers' cache: no API call).
+    objects: Callable[[str], list[dict[str, Any]]] = _no_objects
 
     def kube(self, controller: str) -> Kube:
         return Kube(self.client, controller)

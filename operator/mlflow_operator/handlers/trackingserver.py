@@ -50,6 +50,7 @@ CONDITIONS = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE
 READY_REQUIRES = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE)
 WAIT_SECONDS = 10.0
 _retries: dict[str, RetrySchedule] = {}  # per TrackingServer (uid) while something is broken, for the backoff
+_gc_warned: dict[str, str] = {}  # per TrackingServer (uid), the last gc failure announced with an Event
 CLEANUP_DEADLINE = timedelta(minutes=10)  # re-check soon while something is converging; the resync covers the idle case
 # Per TrackingServer (uid) and stage, what the last pass applied: unchanged stages are not re-applied for
 # REAPPLY_SECONDS (an idle resync applied ~20 children per TrackingServer, none of them changed).
@@ -147,8 +148,11 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     # GarbageCollected posts its own Events, one per failed Job (a transition Event misses the second one).
     own_events = {gc.GARBAGE_COLLECTED}
     await write_status(rt, TRACKING_SERVER, body, [*step.updates, ready], fields, own_events=own_events)
-    if step.gc_warning is not None:
-        warning = step.gc_warning
+    warning = step.gc_warning
+    # A pass may start from a body older than the previous pass's status write (the watch lags): the
+    # condition it reads back cannot tell it the Event was posted, this memo can.
+    if warning is not None and _gc_warned.get(step.uid) != warning.message:
+        _gc_warned[step.uid] = warning.message
         await rt.status.post_event(body, warning.type, warning.reason, warning.message, cond.rfc3339(rt.now()))
     return next_pass(body["metadata"]["uid"], ready.status == "True", failed, rt.now())
 
