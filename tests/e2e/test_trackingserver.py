@@ -142,6 +142,10 @@ def test_example_becomes_a_ready_stack(
         ("serviceaccount", "mlflow"),
     ]:
         assert kubectl.get(kind, name, namespace) is not None, f"{kind}/{name} missing"
+    # The gc Job's script travels in a ConfigMap the TrackingServer owns (the image has mlflow, not the operator).
+    script = kubectl.get("configmap", "mlflow-gc", namespace)
+    assert script is not None and "safe_gc.py" in script["data"], "configmap/mlflow-gc missing its script"
+    assert [ref["kind"] for ref in script["metadata"]["ownerReferences"]] == ["TrackingServer"]
 
     rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert {r["ID"] for r in rules} == {"team-archive", "expire-scratch", "old-versions-and-uploads"}

@@ -31,7 +31,14 @@ from mlflow_operator.builders.common import (
     tmp_volume,
     topology_spread,
 )
-from mlflow_operator.builders.config import PgBouncerConfig, content_hash, render_pgbouncer_ini, userlist_line
+from mlflow_operator.builders.config import (
+    GC_SCRIPT,
+    PgBouncerConfig,
+    content_hash,
+    gc_script,
+    render_pgbouncer_ini,
+    userlist_line,
+)
 
 MLFLOW_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:{version}"
 POSTGRES_IMAGE = "docker.io/library/postgres:{version}"
@@ -47,6 +54,7 @@ APP_UID = 10001  # the non-root user of our images
 DATABASE_NAME = "mlflow"
 DATABASE_USER = "mlflow"
 PROMETHEUS_DIR = "/tmp/prometheus"
+GC_SCRIPT_DIR = "/etc/mlflow-gc"
 
 COMPONENT_POSTGRES = "postgres"
 COMPONENT_POOLER = "pgbouncer"
@@ -899,9 +907,28 @@ def gc_older_than(duration: str) -> str:
     return text + f"{seconds}s" if millis or not text else text
 
 
+def get_gc_configmap(inputs: TrackingServerInputs) -> Obj | None:
+    """The gc Job's script (builders/templates/safe_gc.py): the mlflow-server image has mlflow, not the
+    operator, so the script travels in a ConfigMap."""
+    if inputs.spec.retention is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(inputs.names.gc, inputs.namespace, labels(inputs.name, COMPONENT_GC)),
+        "data": {GC_SCRIPT: gc_script()},
+    }
+
+
+def gc_command(older_than: str) -> list[str]:
+    """The image's python running the mounted script. The backend URI stays in the env: on the command line
+    its password would show in the pod spec's expansion and the process list."""
+    return ["python", f"{GC_SCRIPT_DIR}/{GC_SCRIPT}", "--older-than", gc_older_than(older_than)]
+
+
 def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
-    """`mlflow gc` of runs deleted long enough ago; MLFLOW_TRACKING_URI makes it delete their artifacts
-    through the server's artifact proxy too."""
+    """`mlflow gc` of what was deleted long enough ago, except what a registered model version needs (see
+    templates/safe_gc.py); MLFLOW_TRACKING_URI makes it delete artifacts through the server's proxy."""
     retention = inputs.spec.retention
     if retention is None:
         return None
@@ -922,18 +949,11 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
             secret_env("MLFLOW_TRACKING_USERNAME", admin, "username"),
             secret_env("MLFLOW_TRACKING_PASSWORD", admin, "password"),
         ]
-    command = [
-        "mlflow",
-        "gc",
-        "--older-than",
-        gc_older_than(retention.deleted_runs_older_than),
-        "--backend-store-uri",
-        "$(MLFLOW_BACKEND_STORE_URI)",
-    ]
+    pod_labels = labels(inputs.name, COMPONENT_GC)
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": metadata(names.gc, inputs.namespace, labels(inputs.name, COMPONENT_GC)),
+        "metadata": metadata(names.gc, inputs.namespace, pod_labels),
         "spec": {
             "schedule": retention.schedule,
             "concurrencyPolicy": "Forbid",
@@ -941,11 +961,13 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
             "failedJobsHistoryLimit": 3,
             "jobTemplate": {
                 # Labelled Jobs: the TrackingServer reads its gc Jobs' outcome with one label-selected list.
-                "metadata": {"labels": labels(inputs.name, COMPONENT_GC)},
+                "metadata": {"labels": pod_labels},
                 "spec": {
                     "backoffLimit": 2,
                     "template": {
-                        "metadata": {"labels": labels(inputs.name, COMPONENT_GC)},
+                        # No config-hash annotation: each Job's pod mounts the ConfigMap as it is when the pod
+                        # starts, so a changed script reaches the next run without rolling anything.
+                        "metadata": {"labels": pod_labels},
                         "spec": {
                             "restartPolicy": "Never",
                             "automountServiceAccountToken": False,
@@ -954,17 +976,20 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
                                 {
                                     "name": "gc",
                                     "image": mlflow_image(inputs.spec, inputs.serving_version),
-                                    "command": command,
+                                    "command": gc_command(retention.deleted_runs_older_than),
                                     "env": env,
                                     "resources": {
                                         "requests": {"cpu": "100m", "memory": "256Mi"},
                                         "limits": {"memory": "1Gi"},
                                     },
                                     "securityContext": container_security_context(),
-                                    "volumeMounts": [tmp_mount],
+                                    "volumeMounts": [
+                                        tmp_mount,
+                                        {"name": "script", "mountPath": GC_SCRIPT_DIR, "readOnly": True},
+                                    ],
                                 }
                             ],
-                            "volumes": [tmp],
+                            "volumes": [tmp, {"name": "script", "configMap": {"name": names.gc}}],
                         },
                     },
                 },
@@ -985,6 +1010,7 @@ def desired_server(inputs: TrackingServerInputs) -> list[Obj]:
         get_tracking_service(name, namespace),
         pod_disruption_budget(name, namespace, labels(name, COMPONENT_SERVER), selector(name, COMPONENT_SERVER)),
         get_ingress(inputs),
+        get_gc_configmap(inputs),
         get_gc_cronjob(inputs),
     ]
     return [obj for obj in objects if obj is not None]
