@@ -76,9 +76,18 @@ chart: crds ## refresh the Helm chart's CRD copies (make crds does it; a unit te
 lint-chart: deps ## helm lint, kubeconform and checkov over the chart, manifests/ and rendered examples
 	$(PY) -m pytest tests/integration/test_packaging.py tests/unit/test_chart.py
 
+.PHONY: images dockerfiles
+images: ## build every image offline (Debian packages + PyPI, no registry) into ~/.cache/mlflow-operator/images, listed in manifest.tsv
+	@hack/install-deps.sh apt
+	@python3 hack/build-images.py build
+
+dockerfiles: ## regenerate images/*/Dockerfile from images/*/image.toml (a unit test fails when they differ)
+	@python3 hack/build-images.py dockerfiles
+
 .PHONY: bench
 bench: deps binaries ## benchmarks; results under bench/results/ (BENCH_ARGS=--quick: a short smoke run)
 	$(PY) -m bench.tracking_stack $(BENCH_ARGS)
 	$(PY) -m bench.registry $(BENCH_ARGS)
 	$(PY) -m bench.modeldeployment $(BENCH_ARGS)
 	$(PY) -m bench.scale $(BENCH_ARGS)
+	$(PY) -m bench.lifecycle_safety $(BENCH_ARGS)

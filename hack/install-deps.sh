@@ -5,6 +5,7 @@
 #   - the MLflow server's and the model server's virtualenvs, outside the repo and keyed by their image's
 #     requirements file, for the integration tests (tests/integration/dataplane.py finds them by the same hash)
 #   - checkov in its own virtualenv keyed by its version (hack/versions.env), for tests/integration/test_packaging.py
+# `hack/install-deps.sh apt` installs only the Debian packages (what `make images` needs).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=versions.env
@@ -13,9 +14,10 @@ cache=${MLFLOW_OPERATOR_CACHE:-$HOME/.cache/mlflow-operator}
 # postgresql, pgbouncer and prometheus: the integration and e2e tests run them as local processes.
 APT_PACKAGES=(openssl ca-certificates curl postgresql pgbouncer prometheus)
 # The real node of hack/localcluster.py: runc and the CNI plugins (bridge, host-local, loopback, portmap) are
-# Debian's, new enough for containerd 2.x; mmdebstrap + umoci build its images without a registry
-# (hack/node-images.sh); conntrack/iptables/nftables are what kube-proxy and the CNI plugins drive.
-APT_PACKAGES+=(runc containernetworking-plugins mmdebstrap umoci conntrack iptables nftables gcc libc6-dev)
+# Debian's, new enough for containerd 2.x; mmdebstrap + umoci build its images and the operator's without a
+# registry (hack/node-images.sh, hack/build-images.py); conntrack/iptables/nftables are what kube-proxy and
+# the CNI plugins drive; iproute2 (ip netns): tests/integration/test_images.py runs the images with runc.
+APT_PACKAGES+=(runc containernetworking-plugins mmdebstrap umoci conntrack iptables nftables gcc libc6-dev iproute2)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
@@ -28,6 +30,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get -o DPkg::Lock::Timeout=600 update -qq
   apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+[ "${1:-}" != apt ] || exit 0
 
 stamp="$root/.venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

@@ -29,6 +29,8 @@ from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.builders import modeldeployment as md_build
 from mlflow_operator.builders import trackingserver as ts_build
 from mlflow_operator.builders.common import CONFIG_HASH_ANNOTATION
+from mlflow_operator.logic.lifecycle import validate_rules
+from mlflow_operator.logic.lifecycle_safety import deleting_action, layout_refusals
 from mlflow_operator.logic.validation import Invalid, validate_spec
 
 Obj = dict[str, Any]
@@ -110,13 +112,32 @@ def render_tracking_server(name: str, namespace: str, spec: TrackingServerSpec) 
             f"{where}: Secret values are placeholders ({GENERATED}), generated or derived from credentials by the "
             f"operator at runtime: {', '.join(secrets)}; config-hash annotations likewise ({COMPUTED})"
         )
-    lifecycle = spec.artifacts.lifecycle
-    if lifecycle is not None and lifecycle.rules:
-        notes.append(
-            f"{where}: {len(lifecycle.rules)} lifecycle rule(s) go to the bucket s3://{spec.artifacts.s3.bucket} "
-            "(S3 configuration, not Kubernetes objects)"
-        )
+    notes += _lifecycle_notes(where, spec)
     return Rendered(objects, notes)
+
+
+def _lifecycle_notes(where: str, spec: TrackingServerSpec) -> list[str]:
+    """What the operator would send to the bucket; RenderError for rules it would refuse or withhold by
+    layout (whether a rule reaches a registered version needs the registry: said in the note)."""
+    lifecycle = spec.artifacts.lifecycle
+    if lifecycle is None or not lifecycle.rules:
+        return []
+    problems = validate_rules(lifecycle.rules) + [
+        refusal.message for refusal in layout_refusals(lifecycle.rules, spec.artifacts.s3.prefix)
+    ]
+    if problems:
+        raise RenderError(f"{where}: " + "; ".join(problems))
+    deleting = [rule.id for rule in lifecycle.rules if deleting_action(rule)]
+    checked = (
+        f"; rules that delete objects ({', '.join(deleting)}) go only after the operator checked the registry: "
+        "none may reach a registered model version's artifacts"
+        if deleting
+        else ""
+    )
+    return [
+        f"{where}: {len(lifecycle.rules)} lifecycle rule(s) go to the bucket s3://{spec.artifacts.s3.bucket} "
+        f"(S3 configuration, not Kubernetes objects){checked}"
+    ]
 
 
 def render_registered_model(name: str, namespace: str, spec: RegisteredModelSpec) -> Rendered:

@@ -20,10 +20,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mlflow_operator.api import KINDS
+from mlflow_operator.builders.trackingserver import REGISTRY_URL_ANNOTATION
+from tests.integration.registry_server import RegistryServer
 from tests.kube import ROOT, Kubectl, eventually, find_kubectl
 
 NAMESPACE_PREFIX = "mlflow-e2e-"
@@ -120,7 +123,14 @@ def kubectl(kubeconfig: str) -> Kubectl:
 def crds(kubectl: Kubectl) -> None:
     kubectl.run("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
     names = [f"crd/{info.crd_name}" for info in KINDS]
-    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", *names)
+
+    # `kubectl wait` fails at once ("conditions accessor error") on a CRD whose status has no conditions yet,
+    # which is how a just-created CRD starts: ask again until the API server has written them.
+    def established() -> bool:
+        result = kubectl.run("wait", "--for=condition=Established", "--timeout=60s", *names, check=False)
+        return result.returncode == 0
+
+    eventually(established, timeout=90, what="CRDs Established")
 
 
 @dataclass
@@ -211,6 +221,29 @@ def operator(kubeconfig: str, crds: None, tmp_path_factory: pytest.TempPathFacto
     finally:
         code = running.stop()
         assert code in (0, -15), f"operator did not shut down cleanly: {code}"
+
+
+@pytest.fixture(scope="session")
+def tracking_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A real MLflow registry (sqlite backend) that stands in for TrackingServers' own servers, which do not
+    run on kwok nodes: tests point a TrackingServer at it with REGISTRY_URL_ANNOTATION, so that the
+    operator's lifecycle safety check reads a real registry."""
+    root = tmp_path_factory.mktemp("tracking-registry")
+    server = RegistryServer(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def with_registry(docs: list[dict[str, Any]], url: str) -> list[dict[str, Any]]:
+    """The TrackingServers among docs, annotated to use the registry at url (the operator runs outside the
+    cluster and cannot reach their Services)."""
+    for doc in docs:
+        if doc["kind"] == "TrackingServer":
+            doc.setdefault("metadata", {}).setdefault("annotations", {})[REGISTRY_URL_ANNOTATION] = url
+    return docs
 
 
 @pytest.fixture

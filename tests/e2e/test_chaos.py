@@ -55,7 +55,17 @@ UPGRADE_TO = "3.18.0"
 KILLS = {"create": 20, "upgrade": 20, "rollout": 20}
 OUTAGE_SECONDS = 50
 WAVES = 5  # TrackingServers created (then upgraded) one after the other under the kills
-LIFECYCLE = {"rules": [{"id": "expire-tmp", "filter": {"prefix": "mlflow/tmp/"}, "expiration": {"days": 7}}]}
+# Rules that delete no current object, so that applying them needs no registry check (the TrackingServers'
+# own servers do not run on kwok nodes; test_trackingserver.py covers the check with a real registry).
+LIFECYCLE = {
+    "rules": [
+        {
+            "id": "tmp-old-versions",
+            "filter": {"prefix": "mlflow/tmp/"},
+            "noncurrentVersionExpiration": {"noncurrentDays": 7},
+        }
+    ]
+}
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +92,7 @@ def chaos_namespace(kubectl: Kubectl) -> str:
 def tracking_server(guard: DataGuard, name: str, external: bool, **spec: Any) -> list[dict[str, Any]]:
     """The example TrackingServer named `name`, on the guard's bucket, with our lifecycle rules (MinIO
     supports them all), and the guard's Postgres as its external database when `external`."""
-    docs = copy.deepcopy(stack(guard.s3, guard.bucket, **spec))
+    docs = copy.deepcopy(stack(guard.s3, guard.bucket, None, **spec))  # LIFECYCLE needs no registry check
     ts = ts_of(docs)
     ts["metadata"]["name"] = name
     ts["spec"]["artifacts"]["lifecycle"] = LIFECYCLE
@@ -354,7 +364,11 @@ def test_s3_down_during_lifecycle_reconciliation_backs_off_and_recovers(
         apply(kubectl, docs, namespace)
         eventually(lambda: ts_converged(kubectl, namespace, ["mlflow"], "3.17.2"), timeout=120, what="Ready")
         ts = ts_of(docs)
-        rule = {"id": "expire-scratch", "filter": {"prefix": "mlflow/scratch/"}, "expiration": {"days": 1}}
+        rule = {
+            "id": "scratch-old-versions",
+            "filter": {"prefix": "mlflow/scratch/"},
+            "noncurrentVersionExpiration": {"noncurrentDays": 1},
+        }
         ts["spec"]["artifacts"]["lifecycle"] = {"rules": [*LIFECYCLE["rules"], rule]}
         guard.s3.process.kill()  # the endpoint dies: connections refused
         guard.s3.process.wait(timeout=10)
@@ -391,7 +405,7 @@ def test_s3_down_during_lifecycle_reconciliation_backs_off_and_recovers(
         )
         print(f"S3 back: Ready again after {time.monotonic() - back:.1f}s")
         ids = {r["ID"] for r in guard.s3.client().get_bucket_lifecycle_configuration(Bucket=guard.bucket)["Rules"]}
-        assert ids == {"expire-tmp", "expire-scratch"}, ids
+        assert ids == {"tmp-old-versions", "scratch-old-versions"}, ids
         guard.assert_intact()
     finally:
         operator.kill()
@@ -418,7 +432,7 @@ def test_delete_while_operator_is_down(
         except Exception:  # NoSuchLifecycleConfiguration: run on its own
             bucket_rules = []
         # Whatever earlier tests left, plus a rule of somebody else's; none of ours.
-        keep = [r for r in bucket_rules if r["ID"] not in {"expire-tmp", "expire-scratch", "team-archive"}]
+        keep = [r for r in bucket_rules if r["ID"] not in {"tmp-old-versions", "scratch-old-versions", "team-archive"}]
         keep.append(foreign)
         guard.s3.client().put_bucket_lifecycle_configuration(
             Bucket=guard.bucket, LifecycleConfiguration={"Rules": keep}
@@ -450,7 +464,7 @@ def test_delete_while_operator_is_down(
         rules = guard.s3.client().get_bucket_lifecycle_configuration(Bucket=guard.bucket)["Rules"]
         ids = {r["ID"] for r in rules}
         assert "team-archive" in ids, "foreign rules are never removed"
-        assert ("expire-tmp" in ids) == (policy == "Retain"), ids
+        assert ("tmp-old-versions" in ids) == (policy == "Retain"), ids
         _, orphans = child_inventory(kubectl, namespace, retained("mlflow"))
         assert not orphans, orphans
         guard.assert_intact()

@@ -472,3 +472,42 @@ def test_registry_down_mid_rollout_rolls_back_anyway_and_tags_once_it_returns(
     assert version["tags"]["mlflow.operator.dev/rollout"] == "RolledBack"
     reasons = [reason for reason, _ in events(kubectl, namespace, name)]
     assert "RegistryUnavailable" in reasons and "RolledBack" in reasons, reasons
+
+
+def test_a_promotion_alias_owned_by_a_registered_model_is_reported_and_left_alone(
+    kubectl: Kubectl, operator: Path, namespace: str, registry: Registry
+) -> None:
+    name, model = "owned", f"owned-{uuid.uuid4().hex[:6]}"
+    registry.register(model, champion=1)
+    owner = {
+        "apiVersion": API,
+        "kind": "RegisteredModel",
+        "metadata": {"name": "owner"},
+        "spec": {"trackingUri": registry.url, "modelName": model, "aliases": {"production": 1}},
+    }
+    kubectl.apply(owner, namespace)
+    body = {
+        "trackingUri": registry.url,
+        "model": {"registeredModel": model, "alias": "champion"},
+        "pollInterval": "2s",
+        "replicas": 1,
+        "promotion": {"setAlias": "production"},
+    }
+    kubectl.apply({"apiVersion": API, "kind": "ModelDeployment", "metadata": {"name": name}, "spec": body}, namespace)
+    wait_phase(kubectl, namespace, name, "Succeeded", stableVersion=1)
+    registry.move_alias(model, "champion", 2)
+    wait_phase(kubectl, namespace, name, "Succeeded", stableVersion=2)
+
+    conflict = condition(kubectl.get("modeldeployment", name, namespace), "AliasConflict")
+    assert conflict is not None and (conflict["status"], conflict["reason"]) == ("True", "PromotionAliasOwned")
+    assert "RegisteredModel owner" in conflict["message"]
+
+    def tagged() -> dict[str, Any] | None:
+        read = registry.read(model)
+        version = next(v for v in read["versions"] if v["version"] == 2)
+        return read if version["tags"].get("mlflow.operator.dev/rollout") == "Deployed" else None
+
+    read = eventually(tagged, timeout=30, what="version 2 tagged Deployed")
+    assert read["aliases"]["production"] == 1, "the RegisteredModel's alias was not moved by the promotion"
+    succeeded = [message for reason, message in events(kubectl, namespace, name) if reason == "RolloutSucceeded"]
+    assert succeeded and all("alias" not in message for message in succeeded), succeeded

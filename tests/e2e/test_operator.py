@@ -19,10 +19,11 @@ EXPECTED_CONDITIONS = {
         "Migrated",
         "ArtifactsReady",
         "LifecycleApplied",
+        "GarbageCollected",
         "Ready",
     },
     "RegisteredModel": {"Synced", "Ready"},
-    "ModelDeployment": {"ModelResolved", "Available", "Progressing", "Ready"},
+    "ModelDeployment": {"ModelResolved", "Available", "Progressing", "AliasConflict", "Ready"},
 }
 
 

@@ -38,6 +38,7 @@ from tests.e2e.test_modeldeployment import (  # noqa: F401 - module-scoped fixtu
 )
 from tests.e2e.test_trackingserver import apply_all, stack
 from tests.integration.packaging import CHART, helm
+from tests.integration.registry_server import RegistryServer
 from tests.integration.s3_servers import S3Server, moto_server
 from tests.kube import Kubectl, condition, eventually
 
@@ -153,11 +154,11 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
 
 
-def trackingserver_scenario(operator: OperatorUnderTest, s3: S3Server) -> None:
+def trackingserver_scenario(operator: OperatorUnderTest, s3: S3Server, registry: RegistryServer) -> None:
     """The example TrackingServer (managed Postgres, PgBouncer, S3 on moto, auth, gc) to Ready and back out."""
     kubectl, namespace = operator.admin, operator.namespace
     bucket = s3.create_bucket()
-    apply_all(kubectl, stack(s3, bucket), namespace)
+    apply_all(kubectl, stack(s3, bucket, registry), namespace)
 
     def ready(generation: int) -> dict[str, Any] | None:
         ts = kubectl.get("trackingserver", "mlflow", namespace)
@@ -199,11 +200,11 @@ def trackingserver_scenario(operator: OperatorUnderTest, s3: S3Server) -> None:
 
 
 def test_trackingserver_with_only_the_charts_permissions(
-    operator_as_service_account: OperatorUnderTest, s3: S3Server
+    operator_as_service_account: OperatorUnderTest, s3: S3Server, tracking_registry: RegistryServer
 ) -> None:
     operator = operator_as_service_account
     start = operator.log_size()
-    trackingserver_scenario(operator, s3)
+    trackingserver_scenario(operator, s3, tracking_registry)
     forbidden = operator.forbidden_lines(start)
     assert forbidden == [], "the chart's RBAC is missing rules:\n" + "\n".join(forbidden[:20])
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import RESYNC_SECONDS
+from tests.e2e.conftest import RESYNC_SECONDS, with_registry
+from tests.integration.registry_server import RegistryServer, run_client
 from tests.integration.s3_servers import S3Server, moto_server
 from tests.kube import ROOT, Kubectl, condition, eventually
 
@@ -39,8 +40,8 @@ def example_docs() -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((ROOT / "examples" / "tracking-server.yaml").read_text()) if d]
 
 
-def stack(s3: S3Server, bucket: str, **spec_changes: Any) -> list[dict[str, Any]]:
-    """The example, pointed at the test's S3 server and bucket."""
+def stack(s3: S3Server, bucket: str, registry: RegistryServer | None, **spec_changes: Any) -> list[dict[str, Any]]:
+    """The example, pointed at the test's S3 server and bucket, and at a registry that stands in for its own."""
     docs = copy.deepcopy(example_docs())
     for doc in docs:
         if doc["kind"] == "Secret":
@@ -48,7 +49,7 @@ def stack(s3: S3Server, bucket: str, **spec_changes: Any) -> list[dict[str, Any]
         if doc["kind"] == "TrackingServer":
             doc["spec"]["artifacts"]["s3"].update(endpoint=s3.endpoint_url, bucket=bucket)
             doc["spec"].update(spec_changes)
-    return docs
+    return with_registry(docs, registry.url) if registry is not None else docs
 
 
 def apply_all(kubectl: Kubectl, docs: list[dict[str, Any]], namespace: str) -> None:
@@ -80,10 +81,12 @@ def container(workload: dict[str, Any], name: str) -> dict[str, Any]:
     return next(c for c in spec["containers"] if c["name"] == name)
 
 
-def test_example_becomes_a_ready_stack(kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server) -> None:
+def test_example_becomes_a_ready_stack(
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer
+) -> None:
     bucket = s3.create_bucket()
     s3.client().put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [FOREIGN_RULE]})
-    apply_all(kubectl, stack(s3, bucket), namespace)
+    apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
     ts = wait_ready(kubectl, namespace)
 
     status = ts["status"]
@@ -98,7 +101,9 @@ def test_example_becomes_a_ready_stack(kubectl: Kubectl, operator: Path, namespa
         "LifecycleApplied": "True",
         "Available": "True",
         "Ready": "True",
+        "GarbageCollected": "Unknown",  # retention is set, no gc Job has run yet; never gates Ready
     }
+    assert condition(ts, "GarbageCollected")["reason"] == "NotRunYet"  # type: ignore[index]
 
     postgres = kubectl.get("statefulset", "mlflow-postgres", namespace)
     assert postgres is not None
@@ -137,10 +142,14 @@ def test_example_becomes_a_ready_stack(kubectl: Kubectl, operator: Path, namespa
         ("serviceaccount", "mlflow"),
     ]:
         assert kubectl.get(kind, name, namespace) is not None, f"{kind}/{name} missing"
+    # The gc Job's script travels in a ConfigMap the TrackingServer owns (the image has mlflow, not the operator).
+    script = kubectl.get("configmap", "mlflow-gc", namespace)
+    assert script is not None and "safe_gc.py" in script["data"], "configmap/mlflow-gc missing its script"
+    assert [ref["kind"] for ref in script["metadata"]["ownerReferences"]] == ["TrackingServer"]
 
     rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert {r["ID"] for r in rules} == {"team-archive", "expire-tmp", "abort-multipart"}
-    assert next(r for r in rules if r["ID"] == "abort-multipart")["AbortIncompleteMultipartUpload"] == {
+    assert {r["ID"] for r in rules} == {"team-archive", "expire-scratch", "old-versions-and-uploads"}
+    assert next(r for r in rules if r["ID"] == "old-versions-and-uploads")["AbortIncompleteMultipartUpload"] == {
         "DaysAfterInitiation": 3
     }
     reasons = [e["reason"] for e in kubectl.events(namespace) if e["involvedObject"]["kind"] == "TrackingServer"]
@@ -148,10 +157,10 @@ def test_example_becomes_a_ready_stack(kubectl: Kubectl, operator: Path, namespa
 
 
 def test_changes_roll_through_and_upgrades_migrate_first(
-    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer
 ) -> None:
     bucket = s3.create_bucket()
-    docs = stack(s3, bucket)
+    docs = stack(s3, bucket, tracking_registry)
     apply_all(kubectl, docs, namespace)
     wait_ready(kubectl, namespace)
     pooler_hash = kubectl.get("deployment", "mlflow-pgbouncer", namespace)["spec"]["template"]["metadata"][  # type: ignore[index]
@@ -201,7 +210,7 @@ def test_changes_roll_through_and_upgrades_migrate_first(
 
 
 def test_missing_external_secret_is_reported_and_nothing_starts(
-    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer
 ) -> None:
     bucket = s3.create_bucket()
     external = {
@@ -212,7 +221,7 @@ def test_missing_external_secret_is_reported_and_nothing_starts(
             "credentialsSecret": {"name": "mlflow-db-credentials"},
         }
     }
-    docs = stack(s3, bucket, database=external)
+    docs = stack(s3, bucket, tracking_registry, database=external)
     apply_all(kubectl, docs, namespace)
 
     def database_condition() -> dict[str, Any] | None:
@@ -246,10 +255,10 @@ def test_missing_external_secret_is_reported_and_nothing_starts(
 
 
 def test_delete_collects_children_and_keeps_the_data(
-    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer
 ) -> None:
     bucket = s3.create_bucket()
-    apply_all(kubectl, stack(s3, bucket), namespace)
+    apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
     wait_ready(kubectl, namespace)
     kubectl.run("delete", "trackingserver", "mlflow", "-n", namespace, "--timeout=60s")
     eventually(lambda: kubectl.get("deployment", "mlflow", namespace) is None, what="server Deployment collected")
@@ -257,32 +266,111 @@ def test_delete_collects_children_and_keeps_the_data(
     assert kubectl.get("pvc", "data-mlflow-postgres-0", namespace) is not None, "database volume must be retained"
     assert kubectl.get("secret", "mlflow-db", namespace) is not None, "database password must be retained"
     rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert {r["ID"] for r in rules} == {"expire-tmp", "abort-multipart"}, "bucket rules are retained by default"
+    assert {r["ID"] for r in rules} == {"expire-scratch", "old-versions-and-uploads"}, (
+        "bucket rules are retained by default"
+    )
 
 
 def test_rule_that_would_expire_model_artifacts_is_refused(
-    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer
 ) -> None:
     bucket = s3.create_bucket()
-    docs = stack(s3, bucket)
+    docs = stack(s3, bucket, tracking_registry)
     ts_of(docs)["spec"]["artifacts"]["lifecycle"] = {"rules": [{"id": "expire-all", "expiration": {"days": 30}}]}
     apply_all(kubectl, docs, namespace)
 
     def refused() -> dict[str, Any] | None:
         found = condition(kubectl.get("trackingserver", "mlflow", namespace), "LifecycleApplied")
-        return found if found and found["reason"] == "InvalidSpec" else None
+        return found if found and found["reason"] == "EndangersRegisteredModels" else None
 
-    assert "registered model" in eventually(refused, what="LifecycleApplied=False/InvalidSpec")["message"]
+    message = eventually(refused, what="LifecycleApplied=False/EndangersRegisteredModels")["message"]
+    assert 'rules[0].expiration (rule "expire-all"): would delete registered model artifacts' in message
     with pytest.raises(Exception, match="NoSuchLifecycleConfiguration"):
         s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)
 
 
+# Registers a version of a model logged in a scratch experiment (artifact_location under scratch/): what a
+# user does when an experiment meant to be thrown away produced a model worth keeping.
+REGISTER_IN_SCRATCH_SCRIPT = """\
+import json, os
+import mlflow
+
+params = json.loads(os.environ["TEST_PARAMS"])
+
+
+class Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+experiment = mlflow.create_experiment(params["experiment"], artifact_location=params["location"])
+with mlflow.start_run(experiment_id=experiment):
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=Echo(), pip_requirements=["mlflow==" + mlflow.__version__],
+        registered_model_name=params["model"],
+    )
+print(json.dumps({"version": info.registered_model_version, "model_id": info.model_id}))
+"""
+
+
+@pytest.fixture
+def own_registry(tmp_path: Path) -> Iterator[RegistryServer]:
+    """A registry for one test: a version registered in the shared one would endanger every later test's rule."""
+    server = RegistryServer(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_version_registered_under_an_applied_rule_withdraws_it(
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, own_registry: RegistryServer
+) -> None:
+    tracking_registry = own_registry
+    bucket = s3.create_bucket()
+    apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
+    wait_ready(kubectl, namespace)
+    rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert "expire-scratch" in {r["ID"] for r in rules}
+
+    model = f"kept-{namespace}"
+    params = {"experiment": namespace, "location": f"mlflow-artifacts:/scratch/{namespace}", "model": model}
+    registered = run_client(tracking_registry.url, REGISTER_IN_SCRATCH_SCRIPT, params)
+    registered_at = time.monotonic()
+
+    def withdrawn() -> dict[str, Any] | None:
+        found = condition(kubectl.get("trackingserver", "mlflow", namespace), "LifecycleApplied")
+        return found if found and found["reason"] == "EndangersRegisteredModels" else None
+
+    message = eventually(withdrawn, timeout=3 * RESYNC_SECONDS + 30, what="rule withdrawn")["message"]
+    elapsed = time.monotonic() - registered_at
+    assert f"would delete model version {model}/{registered['version']}" in message
+    assert f"s3://{bucket}/mlflow/scratch/{namespace}/models/{registered['model_id']}/artifacts/" in message
+    rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert {r["ID"] for r in rules} == {"old-versions-and-uploads"}, "the other rules stay"
+
+    def warnings() -> list[dict[str, Any]]:
+        return [e for e in kubectl.events(namespace) if e["reason"] == "EndangersRegisteredModels"]
+
+    announced = warnings()
+    assert announced and all(e["type"] == "Warning" for e in announced)
+    assert any(f"model version {model}/" in e["message"] for e in announced), announced
+    print(f"rule withdrawn {elapsed:.1f} s after the registration (resync {RESYNC_SECONDS} s)")
+
+    # Stays withdrawn across resyncs (no flapping, no further Event) until the spec's rules change.
+    time.sleep(2 * RESYNC_SECONDS)
+    rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert "expire-scratch" not in {r["ID"] for r in rules}
+    assert [e["count"] for e in warnings()] == [e["count"] for e in announced]
+
+
 def test_delete_policy_removes_data_and_only_our_bucket_rules(
-    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer
 ) -> None:
     bucket = s3.create_bucket()
     s3.client().put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [FOREIGN_RULE]})
-    apply_all(kubectl, stack(s3, bucket, deletionPolicy="Delete"), namespace)
+    apply_all(kubectl, stack(s3, bucket, tracking_registry, deletionPolicy="Delete"), namespace)
     ts = wait_ready(kubectl, namespace)
     assert "mlflow.operator.dev/cleanup" in ts["metadata"]["finalizers"]
     assert kubectl.get("secret", "mlflow-db", namespace)["metadata"]["ownerReferences"]  # type: ignore[index]
@@ -304,9 +392,11 @@ def resource_versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
     return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
 
 
-def test_idle_resync_changes_nothing(kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server) -> None:
+def test_idle_resync_changes_nothing(
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer
+) -> None:
     bucket = s3.create_bucket()
-    apply_all(kubectl, stack(s3, bucket), namespace)
+    apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
     wait_ready(kubectl, namespace)
     eventually(
         lambda: (c := condition(kubectl.get("trackingserver", "mlflow", namespace), "Ready")) and c["status"] == "True",
@@ -320,3 +410,77 @@ def test_idle_resync_changes_nothing(kubectl: Kubectl, operator: Path, namespace
     assert after == before, {
         k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)
     }
+
+
+def failed_gc_job(cronjob: dict[str, Any], name: str) -> dict[str, Any]:
+    """A Job as the CronJob controller creates it (its jobTemplate, owned by the CronJob), but managed by
+    the test: no Kubernetes controller runs it (kwok runs no containers anyway), the test writes its status."""
+    template = cronjob["spec"]["jobTemplate"]
+    meta = cronjob["metadata"]
+    owner = {"apiVersion": "batch/v1", "kind": "CronJob", "name": meta["name"], "uid": meta["uid"], "controller": True}
+    spec = {**copy.deepcopy(template["spec"]), "managedBy": "e2e.mlflow.operator.dev/test"}
+    labels = template["metadata"]["labels"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": labels, "ownerReferences": [owner]},
+        "spec": spec,
+    }
+
+
+def mark_failed(kubectl: Kubectl, namespace: str, job: str, message: str) -> None:
+    """Failed through the status subresource, as the Job controller writes it after backoffLimit."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    failure = {"reason": "BackoffLimitExceeded", "message": message, "lastTransitionTime": now}
+    status = {
+        "startTime": now,
+        "failed": 3,
+        "conditions": [
+            {"type": "FailureTarget", "status": "True", **failure},
+            {"type": "Failed", "status": "True", **failure},
+        ],
+    }
+    patch = json.dumps({"status": status})
+    kubectl.run("patch", "job", job, "-n", namespace, "--subresource=status", "--type=merge", "-p", patch)
+
+
+def test_a_failed_gc_job_is_reported_once(
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer
+) -> None:
+    bucket = s3.create_bucket()
+    apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
+    wait_ready(kubectl, namespace)
+    cronjob = kubectl.get("cronjob", "mlflow-gc", namespace)
+    assert cronjob is not None
+
+    kubectl.apply(failed_gc_job(cronjob, "mlflow-gc-29000001"), namespace)
+    mark_failed(kubectl, namespace, "mlflow-gc-29000001", "Job has reached the specified backoff limit")
+
+    def gc_failed(job: str) -> dict[str, Any] | None:
+        found = condition(kubectl.get("trackingserver", "mlflow", namespace), "GarbageCollected")
+        return found if found and found["status"] == "False" and job in found["message"] else None
+
+    reported = eventually(lambda: gc_failed("mlflow-gc-29000001"), what="GarbageCollected=False")
+    assert reported["reason"] == "GarbageCollectionFailed"
+    assert reported["message"].startswith("Job mlflow-gc-29000001 failed at ")
+    assert "BackoffLimitExceeded: Job has reached the specified backoff limit" in reported["message"]
+
+    def warnings(job: str) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in kubectl.events(namespace)
+            if e["reason"] == "GarbageCollectionFailed" and e["type"] == "Warning" and job in e["message"]
+        ]
+
+    eventually(lambda: warnings("mlflow-gc-29000001"), what="a Warning Event naming the Job")
+    # The TrackingServer stays Ready: a failed gc does not stop MLflow from serving.
+    assert condition(kubectl.get("trackingserver", "mlflow", namespace), "Ready")["status"] == "True"  # type: ignore[index]
+    time.sleep(3 * RESYNC_SECONDS)  # resyncs see the same failed Job: no second Event
+    assert len(warnings("mlflow-gc-29000001")) == 1
+
+    # The next night's Job fails too: the condition keeps its status and reason, and a new Event names it.
+    kubectl.apply(failed_gc_job(cronjob, "mlflow-gc-29001441"), namespace)
+    mark_failed(kubectl, namespace, "mlflow-gc-29001441", "Job was active longer than specified deadline")
+    eventually(lambda: gc_failed("mlflow-gc-29001441"), what="GarbageCollected names the second Job")
+    eventually(lambda: warnings("mlflow-gc-29001441"), what="a Warning Event naming the second Job")
+    assert len(warnings("mlflow-gc-29000001")) == 1

@@ -11,7 +11,7 @@ differently from this machine is substituted, each in one place below:
 - `--host 0.0.0.0` becomes 127.0.0.1 (only loopback may receive traffic here) and `--port <containerPort>`
   a free port; the probes' named port resolves to that port;
 - env from a Secret (valueFrom.secretKeyRef) comes from the test's values for that Secret and key;
-- the image: its PATH (the venv's bin first, then python:3.11-slim's), its ENV lines that the rendered env
+- the image: its PATH (the venv's bin first, then the image's), its ENV lines that the rendered env
   does not set (IMAGE_ENV), its WORKDIR (/tmp, i.e. the tmp volume); nothing else of this machine's
   environment leaks in;
 - the main container runs as PID 1 of its own PID namespace (`unshare --pid --fork`), as in a container,
@@ -30,6 +30,7 @@ import shutil
 import signal
 import subprocess
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -51,14 +52,17 @@ from tests.integration.dataplane import (
     wait_for,
     with_option,
 )
-from tests.integration.rendered import SecretValues, expand_dependent_vars, resolve_env
+from tests.integration.rendered import REPO_ROOT, SecretValues, expand_dependent_vars, resolve_env
 
 MODEL_SERVER_IMAGE = "mlflow-model-server"  # images/<this>
-# The image's ENV (images/mlflow-model-server/Dockerfile) as the base of every container's environment; the
-# rendered env is applied over it. Its HOME and __pyfunc_model_path__ are rendered by the operator too.
-IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # python:3.11-slim's
-IMAGE_WORKDIR = "/tmp"
+# The image's env (images/mlflow-model-server/image.toml, the Dockerfile's ENV lines) as the base of every
+# container's environment; the rendered env is applied over it. Its HOME and __pyfunc_model_path__ are
+# rendered by the operator too. PATH: the image's with its venv's bin replaced by the local venv's.
+_IMAGE = tomllib.loads((REPO_ROOT / "images" / MODEL_SERVER_IMAGE / "image.toml").read_text())
+_VENV_BIN = f"{_IMAGE['python']['venv']}/bin:"
+IMAGE_ENV = {k: v for k, v in _IMAGE["config"]["env"].items() if k not in ("PATH", "HOME", "__pyfunc_model_path__")}
+IMAGE_PATH = _IMAGE["config"]["env"]["PATH"].removeprefix(_VENV_BIN)
+IMAGE_WORKDIR = _IMAGE["config"]["workdir"]
 ANY_ADDRESS = "0.0.0.0"
 
 

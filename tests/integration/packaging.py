@@ -46,7 +46,7 @@ OPERATOR_PERMISSIONS: dict[tuple[str, str], set[str]] = {
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("batch", "cronjobs"): {"get", "create", "patch"},
+    ("batch", "cronjobs"): {"get", "create", "patch", "delete"},  # delete: spec.retention removed
     ("policy", "poddisruptionbudgets"): {"get", "list", "create", "patch", "delete"},
     ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "create", "patch", "delete"},
     ("networking.k8s.io", "networkpolicies"): {"get", "create", "patch"},

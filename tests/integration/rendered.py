@@ -218,6 +218,38 @@ def expand_dependent_vars(argv: Sequence[str], env: Mapping[str, str]) -> list[s
     return [_DEPENDENT_VAR.sub(substitute, arg) for arg in argv]
 
 
+def write_configmap_mounts(pod_spec: Obj, container: Obj, configmaps: Sequence[Obj], directory: Path) -> dict[str, str]:
+    """The container's ConfigMap volumes written as the kubelet projects them (one file per key) into
+    directory/<volume>/, read-only; returns mount path -> local directory."""
+    by_name = {configmap["metadata"]["name"]: configmap for configmap in configmaps}
+    volumes = {volume["name"]: volume for volume in pod_spec["volumes"]}
+    mounts: dict[str, str] = {}
+    for mount in container["volumeMounts"]:
+        source = volumes[mount["name"]].get("configMap")
+        if source is None:
+            continue
+        local = directory / mount["name"]
+        local.mkdir(parents=True)
+        for key, text in by_name[source["name"]]["data"].items():
+            (local / key).write_text(text)
+            (local / key).chmod(0o444)
+        mounts[mount["mountPath"]] = str(local)
+    return mounts
+
+
+def relocate_mounts(argv: Sequence[str], mounts: Mapping[str, str]) -> list[str]:
+    """argv with each argument under a mount path pointed at the local directory holding that mount."""
+
+    def relocate(arg: str) -> str:
+        for mount_path, local in mounts.items():
+            root = mount_path.rstrip("/")
+            if arg == root or arg.startswith(root + "/"):
+                return local + arg[len(root) :]
+        return arg
+
+    return [relocate(arg) for arg in argv]
+
+
 def container_argv(container: Obj, secrets: SecretValues) -> list[str]:
     """A Job container's command with its env's $(VAR) references expanded."""
     return expand_dependent_vars(container["command"], resolve_env(container["env"], secrets))

@@ -30,6 +30,7 @@ from mlflow_operator.logic.lifecycle import (
     desired_rules,
     validate_rules,
 )
+from mlflow_operator.logic.lifecycle_safety import layout_refusals
 from tests.integration.s3_servers import (
     ROOT,
     S3Server,
@@ -73,7 +74,8 @@ def bucket_on(server: S3Server) -> CountingBucket:
 def spec_rules(*rules: dict[str, Any], artifacts_prefix: str = "mlflow") -> list[S3Rule]:
     """Rules as the operator would send them, checked by its own validation first."""
     lifecycle = Lifecycle.model_validate({"rules": list(rules)})
-    assert validate_rules(lifecycle.rules, artifacts_prefix) == []
+    assert validate_rules(lifecycle.rules) == []
+    assert layout_refusals(lifecycle.rules, artifacts_prefix) == []
     return desired_rules(lifecycle)
 
 
@@ -85,7 +87,8 @@ def example_spec() -> TrackingServerSpec:
 def example_rules() -> list[S3Rule]:
     spec = example_spec()
     assert spec.artifacts.lifecycle is not None
-    assert validate_rules(spec.artifacts.lifecycle.rules, spec.artifacts.s3.prefix) == []
+    assert validate_rules(spec.artifacts.lifecycle.rules) == []
+    assert layout_refusals(spec.artifacts.lifecycle.rules, spec.artifacts.s3.prefix) == []
     return desired_rules(spec.artifacts.lifecycle)
 
 
@@ -94,7 +97,7 @@ FOREIGN_WITHOUT_ID = {"Status": "Enabled", "Filter": {"Prefix": "scratch/"}, "Ex
 EVERY_FIELD = [
     {"id": "noncurrent", "noncurrentVersionExpiration": {"noncurrentDays": 30, "newerNoncurrentVersions": 3}},
     {"id": "one-tag-disabled", "status": "Disabled", "filter": {"tags": [{"key": "tmp", "value": "yes"}]},
-     "expiration": {"days": 9}},
+     "noncurrentVersionExpiration": {"noncurrentDays": 9}},
     {"id": "archive-scratch",
      "filter": {"prefix": "mlflow/scratch/", "tags": [{"key": "a", "value": "1"}, {"key": "b"}]},
      "transitions": [{"days": 30, "storageClass": "STANDARD_IA"}, {"days": 90, "storageClass": "GLACIER"}],
@@ -123,7 +126,7 @@ def test_moto_keeps_the_example_rules_exactly(moto: S3Server) -> None:
     desired = example_rules()
     first = bucket.reconcile(desired, None)
     assert (first.put, first.decision.action) == (True, IN_SYNC), first.decision.message
-    assert by_id(bucket.get_rules())["abort-multipart"] == desired[1]  # moto keeps AbortIncompleteMultipartUpload
+    assert by_id(bucket.get_rules())["old-versions-and-uploads"] == desired[1]  # moto keeps every field here
     second = bucket.reconcile(desired, first.applied)
     assert (second.put, second.decision.action) == (False, IN_SYNC)
     assert len(bucket.puts) == 1
@@ -149,7 +152,7 @@ def test_moto_round_trips_every_field_but_newer_noncurrent_versions(moto: S3Serv
     assert by_id(after)["noncurrent"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
     # Everything else comes back in the very shape it was sent (a tag's empty Value aside).
     sent = by_id(desired)
-    for rule_id in ("expire-tmp", "abort-multipart", "one-tag-disabled", "two-tags", "delete-markers"):
+    for rule_id in ("expire-scratch", "old-versions-and-uploads", "one-tag-disabled", "two-tags", "delete-markers"):
         assert by_id(after)[rule_id] == sent[rule_id], rule_id
     assert by_id(after)["archive-scratch"]["Transitions"] == sent["archive-scratch"]["Transitions"]
     assert by_id(after)["archive-scratch"]["Filter"] == {
@@ -173,13 +176,13 @@ def test_moto_removing_a_rule_from_the_spec_removes_only_it(moto: S3Server) -> N
     )
     both = example_rules()
     applied = bucket.reconcile(both, None).applied
-    assert applied is not None and applied.rule_ids == ("expire-tmp", "abort-multipart")
+    assert applied is not None and applied.rule_ids == ("expire-scratch", "old-versions-and-uploads")
 
-    only_abort = [rule for rule in both if rule["ID"] == "abort-multipart"]
-    sync = bucket.reconcile(only_abort, applied)
+    only_old_versions = [rule for rule in both if rule["ID"] == "old-versions-and-uploads"]
+    sync = bucket.reconcile(only_old_versions, applied)
 
     assert sync.put and sync.decision.action == IN_SYNC
-    assert bucket.get_rules() == [FOREIGN_WITH_ID, *only_abort]
+    assert bucket.get_rules() == [FOREIGN_WITH_ID, *only_old_versions]
     # An empty spec removes the operator's rules and leaves the foreign one.
     assert bucket.reconcile([], sync.applied).put
     assert bucket.get_rules() == [FOREIGN_WITH_ID]
@@ -234,7 +237,7 @@ def test_minio_drops_abort_incomplete_multipart_upload_and_is_not_reapplied(mini
 
 def test_minio_refuses_a_rule_whose_only_action_is_abort(minio: S3Server) -> None:
     bucket = bucket_on(minio)
-    abort_only = [rule for rule in example_rules() if rule["ID"] == "abort-multipart"]
+    abort_only = spec_rules({"id": "abort-multipart", "abortIncompleteMultipartUpload": {"daysAfterInitiation": 3}})
     with pytest.raises(InvalidLifecycle) as refused:
         bucket.reconcile(abort_only, None)
     assert refused.value.reason == "InvalidLifecycle"

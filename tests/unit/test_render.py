@@ -150,3 +150,28 @@ def test_help_says_owner_references_are_not_rendered(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         cli.main(["render", "--help"])
     assert "Owner references" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ({"id": "expire-all", "expiration": {"days": 30}}, 'rules[0].expiration (rule "expire-all")'),
+        ({"id": "exp5", "filter": {"prefix": "mlflow/5/"}, "expiration": {"days": 30}}, "covers experiment 5"),
+        (
+            {"id": "cold", "transitions": [{"days": 90, "storageClass": "DEEP_ARCHIVE"}]},
+            'rules[0].transitions[0].storageClass (rule "cold")',
+        ),
+    ],
+)
+def test_rules_that_would_delete_models_exit_2_naming_the_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rule: dict[str, Any], expected: str
+) -> None:
+    """The operator withholds these rules; render refuses them as it refuses other invalid specs."""
+    docs = list(yaml.safe_load_all((ROOT / "examples" / "tracking-server.yaml").read_text()))
+    server = next(d for d in docs if d["kind"] == "TrackingServer")
+    server["spec"]["artifacts"]["lifecycle"] = {"rules": [rule]}
+    path = tmp_path / "ts.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    assert cli.main(["render", "-f", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and expected in err and "would delete registered model artifacts" in err

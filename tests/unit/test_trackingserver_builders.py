@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 
 from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.builders import trackingserver as build
-from mlflow_operator.builders.config import PgBouncerConfig, UnsafeConfigValue, render_pgbouncer_ini, userlist_line
+from mlflow_operator.builders.config import (
+    GC_SCRIPT,
+    PgBouncerConfig,
+    UnsafeConfigValue,
+    render_pgbouncer_ini,
+    userlist_line,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -139,6 +145,47 @@ def test_migration_goes_straight_to_postgres_and_the_server_through_the_pooler()
     without_pooler = build.backend_uris(inputs_for(CASES["external-no-pooler-ingress"]))
     assert without_pooler["pooled-uri"] == without_pooler["direct-uri"]
     assert "sslmode=verify-full" in without_pooler["direct-uri"]
+
+
+# mlflow gc's own --older-than regex (mlflow/cli/__init__.py, 3.17): d, h, m, s, each once, in that order.
+# tests/integration/test_gc.py runs the real `mlflow gc` on these forms; this copy keeps the unit fast.
+MLFLOW_GC_AGE = re.compile(r"^(([.\d]+?)d)?(([.\d]+?)h)?(([.\d]+?)m)?(([.\d]+?)s)?$")
+
+
+@pytest.mark.parametrize(
+    ("duration", "older_than"),
+    [("30d", "30d"), ("1h30m", "1h30m"), ("30m1h", "1h30m"), ("90m", "1h30m"), ("1d1d", "2d"), ("500ms", "0.5s"),
+     ("0s", "0s"), ("61s", "1m1s"), ("2h3ms", "2h0.003s")],
+)  # fmt: skip
+def test_gc_age_is_rendered_in_the_form_mlflow_gc_parses(duration: str, older_than: str) -> None:
+    assert build.gc_older_than(duration) == older_than
+    assert MLFLOW_GC_AGE.match(older_than)
+
+
+def test_gc_jobs_carry_the_labels_the_trackingserver_lists_them_by() -> None:
+    cronjob = build.get_gc_cronjob(inputs_for(CASES["example"]))
+    assert cronjob is not None
+    assert cronjob["spec"]["jobTemplate"]["metadata"]["labels"] == cronjob["metadata"]["labels"]
+    assert build.get_gc_cronjob(inputs_for(CASES["external-session-pool-delete"])) is None  # no retention
+
+
+def test_gc_job_runs_the_script_from_its_configmap_read_only() -> None:
+    inputs = inputs_for(CASES["example"])
+    cronjob, configmap = build.get_gc_cronjob(inputs), build.get_gc_configmap(inputs)
+    assert cronjob is not None and configmap is not None
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    script = configmap["data"][GC_SCRIPT]
+    assert script == (ROOT / "operator/mlflow_operator/builders/templates" / GC_SCRIPT).read_text()
+    assert container["command"] == ["python", f"/etc/mlflow-gc/{GC_SCRIPT}", "--older-than", "30d"]
+    assert {"name": "script", "mountPath": "/etc/mlflow-gc", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "script", "configMap": {"name": configmap["metadata"]["name"]}} in pod["spec"]["volumes"]
+    # The database password stays in the env, out of the command line.
+    assert not any("BACKEND_STORE_URI" in arg for arg in container["command"])
+    # The operator applies it with the CronJob, and owns it like every child.
+    kinds = [(obj["kind"], obj["metadata"]["name"]) for obj in build.desired_server(inputs)]
+    assert kinds.index(("ConfigMap", "mlflow-gc")) < kinds.index(("CronJob", "mlflow-gc"))
+    assert build.get_gc_configmap(inputs_for(CASES["external-session-pool-delete"])) is None  # no retention
 
 
 def test_postgres_max_connections_covers_every_pooler_replica() -> None:

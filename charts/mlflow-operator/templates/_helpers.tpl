@@ -77,9 +77,10 @@ namespaces it serves.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch, delete]
+# delete: the gc CronJob goes when spec.retention is removed.
 - apiGroups: [batch]
   resources: [cronjobs]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, create, patch, delete]

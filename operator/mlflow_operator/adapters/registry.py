@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from mlflow_operator.adapters.errors import DependencyError
+from mlflow_operator.logic.lifecycle_safety import VersionArtifacts
 from mlflow_operator.logic.registeredmodel import (
     REASON_ALIAS_NOT_FOUND,
     REASON_MODEL_NOT_FOUND,
@@ -73,9 +74,16 @@ UNAUTHORIZED_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "CUSTOME
 NOT_FOUND_CODE = "RESOURCE_DOES_NOT_EXIST"
 ALREADY_EXISTS_CODES = frozenset({"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"})
 # The registry's APIs that only read (all GETs); everything else writes.
-READ_APIS = frozenset({"GetRegisteredModel", "SearchModelVersions", "GetModelVersion", "GetModelVersionByAlias"})
+READ_APIS = frozenset(
+    {"GetRegisteredModel", "SearchModelVersions", "GetModelVersion", "GetModelVersionByAlias"}
+    | {"GetLoggedModel", "GetRun"}  # where versions keep their artifacts
+)
 # The one write that is not idempotent: each successful request adds a version.
 NON_IDEMPOTENT_APIS = frozenset({"CreateModelVersion"})
+# Tracking APIs read to find where a version's artifacts are (its source names a logged model or a run).
+LOGGED_MODEL_PATH = "/api/2.0/mlflow/logged-models/{model_id}"
+RUN_PATH = "/api/2.0/mlflow/runs/get"
+MAX_CACHED_LOCATIONS = 200_000
 VERSIONS_PAGE_SIZE = 1000  # the server's default page is 10000 and its maximum 200000
 MAX_VERSION_PAGES = 200
 # Passes of one sync: the plan, and its follow-up when aliases wait for versions registered by the first.
@@ -263,6 +271,18 @@ def make_store(endpoint: RegistryEndpoint, on_call: Callable[[str], None]) -> An
 
 # --- the adapter ------------------------------------------------------------------------------------------
 
+# (tracking URI, model, version, source) -> artifact URI: a version's source never changes, and resolving it
+# costs a request, so each process resolves each version once.
+_LOCATIONS: dict[tuple[str, str, int, str], str] = {}
+_LOCATIONS_LOCK = threading.Lock()
+
+
+def _remember_location(key: tuple[str, str, int, str], location: str) -> None:
+    with _LOCATIONS_LOCK:
+        _LOCATIONS[key] = location
+        while len(_LOCATIONS) > MAX_CACHED_LOCATIONS:
+            del _LOCATIONS[next(iter(_LOCATIONS))]
+
 
 def _search_filter(name: str) -> str:
     """`name = '<name>'` in MLflow's search grammar, which has no escapes: quote with the other quote."""
@@ -366,21 +386,22 @@ class ModelRegistry:
         )
 
     def _all_versions(self, name: str) -> list[Any]:
+        return self._search_versions(_search_filter(name), ["version_number DESC"], f'listing the versions of "{name}"')
+
+    def _search_versions(self, filter_string: str | None, order_by: list[str], what: str) -> list[Any]:
+        """Every page of a SearchModelVersions; `order_by` must be stable (page tokens are offsets)."""
         versions: list[Any] = []
         token = None
         for _ in range(MAX_VERSION_PAGES):
-            with self._translated(f'listing the versions of "{name}"'):
+            with self._translated(what):
                 page = self.store.search_model_versions(
-                    filter_string=_search_filter(name),
-                    max_results=VERSIONS_PAGE_SIZE,
-                    order_by=["version_number DESC"],  # a stable order for offset-based page tokens
-                    page_token=token,
+                    filter_string=filter_string, max_results=VERSIONS_PAGE_SIZE, order_by=order_by, page_token=token
                 )
             versions.extend(page)
             token = page.token
             if not token:
                 return versions
-        raise RegistryError(f'"{name}" has more than {MAX_VERSION_PAGES * VERSIONS_PAGE_SIZE} versions')
+        raise RegistryError(f"{what}: more than {MAX_VERSION_PAGES * VERSIONS_PAGE_SIZE} versions")
 
     # --- writes ---
 
@@ -476,6 +497,66 @@ class ModelRegistry:
         with self._translated(f'moving alias "{alias}" of "{name}" to version {version}'):
             self.store.set_registered_model_alias(name, alias, str(version))
 
+    # --- where every version keeps its artifacts (lifecycle safety) ---
+
+    def version_artifacts(self) -> list[VersionArtifacts]:
+        """Every registered model version of the server, with its artifact location. One SearchModelVersions
+        per 1000 versions, plus one GetLoggedModel or GetRun per version whose source names one and that no
+        earlier call resolved: a version's source never changes, so resolved locations are cached."""
+        found = []
+        for version in self._every_version():
+            source = version.source or ""
+            key = (self.endpoint.tracking_uri, version.name, int(version.version), source)
+            location = _LOCATIONS.get(key)
+            if location is None:
+                location = self._artifact_uri(source)
+                if location is not None:
+                    _remember_location(key, location)
+            found.append(VersionArtifacts(version.name, int(version.version), source, location))
+        return found
+
+    def _every_version(self) -> list[Any]:
+        return self._search_versions(None, ["name ASC", "version_number DESC"], "listing every model version")
+
+    def _artifact_uri(self, source: str) -> str | None:
+        """Where a source's artifacts are: a logged model's or a run's artifact URI (None when the server no
+        longer finds it), or the source itself when it is already a location (mlflow-artifacts:, s3:...)."""
+        if source.startswith("models:/m-"):
+            model_id = source.removeprefix("models:/").split("/", 1)[0]
+            answer = self._get_json(LOGGED_MODEL_PATH.format(model_id=model_id), {}, f"reading logged model {model_id}")
+            return ((answer or {}).get("model", {}).get("info", {}).get("artifact_uri")) or None
+        if source.startswith("runs:/"):
+            run_id, _, path = source.removeprefix("runs:/").partition("/")
+            answer = self._get_json(RUN_PATH, {"run_id": run_id}, f"reading run {run_id}")
+            run_uri = (answer or {}).get("run", {}).get("info", {}).get("artifact_uri")
+            return f"{run_uri.rstrip('/')}/{path}".rstrip("/") if run_uri else None
+        if source.startswith("models:/"):
+            return None  # a registry URI: which version it named then is not recorded
+        return source
+
+    def _get_json(self, path: str, params: Mapping[str, str], what: str) -> dict[str, Any] | None:
+        """A tracking API GET with this registry's credentials and bounds; None when it does not exist."""
+        rest_utils = _mlflow("utils.rest_utils")
+        self.calls.record("GetRun" if path == RUN_PATH else "GetLoggedModel")
+        try:
+            with self._translated(what):
+                response = rest_utils.http_request(
+                    self.endpoint.host_creds(),
+                    path,
+                    "GET",
+                    params=dict(params),
+                    max_retries=self.endpoint.max_retries,
+                    backoff_factor=self.endpoint.backoff_factor,
+                    backoff_jitter=self.endpoint.backoff_jitter,
+                    timeout=self.endpoint.timeout,
+                    respect_retry_after_header=False,
+                )
+                response = rest_utils.verify_rest_response(response, path)
+                answer: dict[str, Any] = json.loads(response.text)
+        except ModelNotFound:
+            return None
+        return answer
+
     # --- one reconcile pass ---
 
     def sync(
@@ -528,6 +609,9 @@ class ModelRegistry:
         await self._bounded(
             self.endpoint.call_timeout, f'moving an alias of "{name}"', self.set_alias, name, alias, version
         )
+
+    async def version_artifacts_async(self) -> list[VersionArtifacts]:
+        return await self._bounded(self.endpoint.sync_timeout, "listing every model version", self.version_artifacts)
 
     async def delete_model_async(self, name: str) -> bool:
         return await self._bounded(self.endpoint.call_timeout, f'deleting "{name}"', self.delete_model, name)

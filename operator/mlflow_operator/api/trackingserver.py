@@ -358,6 +358,15 @@ class TrackingServerSpec(ApiModel):
 TrackingServerPhase = Literal["Pending", "Provisioning", "Migrating", "Ready", "Failed"]
 
 
+class WithheldRule(ApiModel):
+    """A lifecycle rule the operator keeps off the bucket because it could delete registered model artifacts."""
+
+    id: RuleId = Field(description="The rule's id.")
+    message: Annotated[str, StringConstraints(max_length=1024)] = Field(
+        description="Why: the field, and one model version (or the layout) it endangers."
+    )
+
+
 class LifecycleStatus(ApiModel):
     """What the operator last applied to the bucket, so it knows its rules and the server's behaviour."""
 
@@ -373,6 +382,14 @@ class LifecycleStatus(ApiModel):
     )
     refused_message: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
         default=None, description="The server's reason for refusing them."
+    )
+    withheld: list[WithheldRule] | None = Field(
+        default=None,
+        max_length=50,
+        description="Rules kept off the bucket because they could delete registered model artifacts.",
+    )
+    withheld_for: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        default=None, description="Hash of the spec's rules the withheld list was decided for; a change re-checks."
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 
 import jinja2
 
@@ -98,6 +99,15 @@ def render_pgbouncer_ini(config: PgBouncerConfig) -> str:
     return _environment.get_template("pgbouncer.ini.j2").render(
         database=config.database, connection=connection, settings=dict(config.settings)
     )
+
+
+GC_SCRIPT = "safe_gc.py"
+
+
+def gc_script() -> str:
+    """The gc Job's script, verbatim: Python, so not rendered by jinja2 (its braces are code, and the Job
+    takes its settings from env and argv)."""
+    return resources.files("mlflow_operator.builders").joinpath("templates", GC_SCRIPT).read_text()
 
 
 def content_hash(*parts: str) -> str:

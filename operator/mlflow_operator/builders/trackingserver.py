@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import shlex
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -30,12 +31,20 @@ from mlflow_operator.builders.common import (
     tmp_volume,
     topology_spread,
 )
-from mlflow_operator.builders.config import PgBouncerConfig, content_hash, render_pgbouncer_ini, userlist_line
+from mlflow_operator.builders.config import (
+    GC_SCRIPT,
+    PgBouncerConfig,
+    content_hash,
+    gc_script,
+    render_pgbouncer_ini,
+    userlist_line,
+)
 
 MLFLOW_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:{version}"
 POSTGRES_IMAGE = "docker.io/library/postgres:{version}"
-PGBOUNCER_IMAGE = "ghcr.io/mlflow-operator/pgbouncer:1.18"
-PGBOUNCER_EXPORTER_IMAGE = "quay.io/prometheuscommunity/pgbouncer-exporter:v0.11.0"
+# PgBouncer 1.24 (Debian trixie, images/pgbouncer): protocol-level prepared statements behind a transaction pool.
+PGBOUNCER_IMAGE = "ghcr.io/mlflow-operator/pgbouncer:1.24"
+PGBOUNCER_EXPORTER_IMAGE = "quay.io/prometheuscommunity/pgbouncer-exporter:v0.10.2"
 MLFLOW_PORT = 5000
 POSTGRES_PORT = 5432
 PGBOUNCER_PORT = 6432
@@ -45,6 +54,7 @@ APP_UID = 10001  # the non-root user of our images
 DATABASE_NAME = "mlflow"
 DATABASE_USER = "mlflow"
 PROMETHEUS_DIR = "/tmp/prometheus"
+GC_SCRIPT_DIR = "/etc/mlflow-gc"
 
 COMPONENT_POSTGRES = "postgres"
 COMPONENT_POOLER = "pgbouncer"
@@ -838,6 +848,11 @@ def get_tracking_service(name: str, namespace: str) -> Obj:
     }
 
 
+# Where the operator reaches a TrackingServer's registry when it cannot use the Service's URL: an operator run
+# outside the cluster (development, `make run` against a remote cluster) does not resolve cluster DNS names.
+REGISTRY_URL_ANNOTATION = "mlflow.operator.dev/registry-url"
+
+
 def tracking_url(name: str, namespace: str) -> str:
     return f"http://{name}.{namespace}.svc:{MLFLOW_PORT}"
 
@@ -874,9 +889,46 @@ def get_ingress(inputs: TrackingServerInputs) -> Obj | None:
     }
 
 
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
+_MILLIS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+
+
+def gc_older_than(duration: str) -> str:
+    """A duration of the API (units in any order, repeated, milliseconds) as `mlflow gc --older-than`
+    parses it: its regex takes days, hours, minutes, seconds, each at most once and in that order, and
+    fails the whole run on anything else (30m1h, 1d12h30m0s1s or 500ms made every gc Job fail)."""
+    total = sum(int(number) * _MILLIS[unit] for number, unit in _DURATION_PART.findall(duration))
+    days, rest = divmod(total, _MILLIS["d"])
+    hours, rest = divmod(rest, _MILLIS["h"])
+    minutes, millis = divmod(rest, _MILLIS["m"])
+    seconds = f"{millis / 1000:.3f}".rstrip("0").rstrip(".")
+    parts = [(days, "d"), (hours, "h"), (minutes, "m")]
+    text = "".join(f"{value}{unit}" for value, unit in parts if value)
+    return text + f"{seconds}s" if millis or not text else text
+
+
+def get_gc_configmap(inputs: TrackingServerInputs) -> Obj | None:
+    """The gc Job's script (builders/templates/safe_gc.py): the mlflow-server image has mlflow, not the
+    operator, so the script travels in a ConfigMap."""
+    if inputs.spec.retention is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(inputs.names.gc, inputs.namespace, labels(inputs.name, COMPONENT_GC)),
+        "data": {GC_SCRIPT: gc_script()},
+    }
+
+
+def gc_command(older_than: str) -> list[str]:
+    """The image's python running the mounted script. The backend URI stays in the env: on the command line
+    its password would show in the pod spec's expansion and the process list."""
+    return ["python", f"{GC_SCRIPT_DIR}/{GC_SCRIPT}", "--older-than", gc_older_than(older_than)]
+
+
 def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
-    """`mlflow gc` of runs deleted long enough ago; MLFLOW_TRACKING_URI makes it delete their artifacts
-    through the server's artifact proxy too."""
+    """`mlflow gc` of what was deleted long enough ago, except what a registered model version needs (see
+    templates/safe_gc.py); MLFLOW_TRACKING_URI makes it delete artifacts through the server's proxy."""
     retention = inputs.spec.retention
     if retention is None:
         return None
@@ -885,6 +937,11 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
     env = [
         secret_env("MLFLOW_BACKEND_STORE_URI", names.backend_secret, "pooled-uri"),
         {"name": "MLFLOW_TRACKING_URI", "value": tracking_url(inputs.name, inputs.namespace)},
+        # As for the server: no usage telemetry leaves the cluster from the nightly Job either.
+        {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+        # MLflow's client retries a failing artifact delete 7 times with exponential backoff: about 4 minutes
+        # before an unreachable bucket fails the Job. The Job retries itself (backoffLimit), so 2 are enough.
+        {"name": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "value": "2"},
     ]
     if inputs.spec.auth is not None and inputs.spec.auth.enabled:
         admin = inputs.spec.auth.admin_secret.name if inputs.spec.auth.admin_secret else names.admin_secret
@@ -892,28 +949,25 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
             secret_env("MLFLOW_TRACKING_USERNAME", admin, "username"),
             secret_env("MLFLOW_TRACKING_PASSWORD", admin, "password"),
         ]
-    command = [
-        "mlflow",
-        "gc",
-        "--older-than",
-        retention.deleted_runs_older_than,
-        "--backend-store-uri",
-        "$(MLFLOW_BACKEND_STORE_URI)",
-    ]
+    pod_labels = labels(inputs.name, COMPONENT_GC)
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": metadata(names.gc, inputs.namespace, labels(inputs.name, COMPONENT_GC)),
+        "metadata": metadata(names.gc, inputs.namespace, pod_labels),
         "spec": {
             "schedule": retention.schedule,
             "concurrencyPolicy": "Forbid",
             "successfulJobsHistoryLimit": 1,
             "failedJobsHistoryLimit": 3,
             "jobTemplate": {
+                # Labelled Jobs: the TrackingServer reads its gc Jobs' outcome with one label-selected list.
+                "metadata": {"labels": pod_labels},
                 "spec": {
                     "backoffLimit": 2,
                     "template": {
-                        "metadata": {"labels": labels(inputs.name, COMPONENT_GC)},
+                        # No config-hash annotation: each Job's pod mounts the ConfigMap as it is when the pod
+                        # starts, so a changed script reaches the next run without rolling anything.
+                        "metadata": {"labels": pod_labels},
                         "spec": {
                             "restartPolicy": "Never",
                             "automountServiceAccountToken": False,
@@ -922,20 +976,23 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
                                 {
                                     "name": "gc",
                                     "image": mlflow_image(inputs.spec, inputs.serving_version),
-                                    "command": command,
+                                    "command": gc_command(retention.deleted_runs_older_than),
                                     "env": env,
                                     "resources": {
                                         "requests": {"cpu": "100m", "memory": "256Mi"},
                                         "limits": {"memory": "1Gi"},
                                     },
                                     "securityContext": container_security_context(),
-                                    "volumeMounts": [tmp_mount],
+                                    "volumeMounts": [
+                                        tmp_mount,
+                                        {"name": "script", "mountPath": GC_SCRIPT_DIR, "readOnly": True},
+                                    ],
                                 }
                             ],
-                            "volumes": [tmp],
+                            "volumes": [tmp, {"name": "script", "configMap": {"name": names.gc}}],
                         },
                     },
-                }
+                },
             },
         },
     }
@@ -953,6 +1010,7 @@ def desired_server(inputs: TrackingServerInputs) -> list[Obj]:
         get_tracking_service(name, namespace),
         pod_disruption_budget(name, namespace, labels(name, COMPONENT_SERVER), selector(name, COMPONENT_SERVER)),
         get_ingress(inputs),
+        get_gc_configmap(inputs),
         get_gc_cronjob(inputs),
     ]
     return [obj for obj in objects if obj is not None]

@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 
 from mlflow_operator.api import GROUP, KINDS, VERSION
+from mlflow_operator.builders.trackingserver import COMPONENT_GC
 from mlflow_operator.handlers import modeldeployment, operator_settings, registeredmodel, trackingserver
 from mlflow_operator.handlers.controller import Controller
 from mlflow_operator.handlers.runtime import Runtime, runtime, start_runtime
@@ -58,9 +59,14 @@ for _info in KINDS:
 
 
 def _owner_key(body: kopf.Body) -> tuple[str, tuple[str, str]] | None:
-    for reference in body.get("metadata", {}).get("ownerReferences") or []:
+    metadata = body.get("metadata", {})
+    for reference in metadata.get("ownerReferences") or []:
         if reference.get("apiVersion", "").startswith(f"{GROUP}/") and reference.get("kind") in CONTROLLERS:
-            return reference["kind"], (body["metadata"]["namespace"], reference["name"])
+            return reference["kind"], (metadata["namespace"], reference["name"])
+    # gc Jobs are owned by the CronJob, not the TrackingServer: their labels name it (GarbageCollected).
+    labels = metadata.get("labels") or {}
+    if labels.get("app.kubernetes.io/component") == COMPONENT_GC and labels.get("app.kubernetes.io/instance"):
+        return "TrackingServer", (metadata["namespace"], labels["app.kubernetes.io/instance"])
     return None
 
 
@@ -82,7 +88,9 @@ def configure(resync_seconds: float, prometheus_address: str | None = None) -> N
 
 @kopf.on.startup()
 async def _start(**_: Any) -> None:
-    start_runtime()
+    rt = start_runtime()
+    rt.wake = lambda kind, namespace, name: CONTROLLERS[kind].enqueue((namespace, name))
+    rt.objects = lambda kind: list(CONTROLLERS[kind].objects.values())
     for controller in CONTROLLERS.values():
         controller.start()
 

@@ -29,7 +29,7 @@ from mlflow_operator import metrics
 from mlflow_operator.adapters import prometheus
 from mlflow_operator.adapters.kube import Kube
 from mlflow_operator.adapters.registry import ModelRegistry, RegistryError
-from mlflow_operator.api.kinds import MODEL_DEPLOYMENT
+from mlflow_operator.api.kinds import MODEL_DEPLOYMENT, REGISTERED_MODEL
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.builders.common import selector
@@ -42,16 +42,16 @@ from mlflow_operator.handlers.reconcile import (
     validated,
     write_status,
 )
-from mlflow_operator.handlers.registry_access import RegistryAccess, registry_access
+from mlflow_operator.handlers.registry_access import RegistryAccess, registry_access, wake_tracking_server
 from mlflow_operator.handlers.runtime import Runtime
+from mlflow_operator.logic import alias_ownership, rollout
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import modeldeployment as decide
-from mlflow_operator.logic import rollout
 from mlflow_operator.logic.backoff import exponential_backoff
 from mlflow_operator.logic.conditions import ConditionUpdate, rfc3339
 
 CONTROLLER = "modeldeployment"
-CONDITIONS = (decide.MODEL_RESOLVED, rollout.AVAILABLE, rollout.PROGRESSING, cond.READY)
+CONDITIONS = (decide.MODEL_RESOLVED, rollout.AVAILABLE, rollout.PROGRESSING, alias_ownership.ALIAS_CONFLICT, cond.READY)
 RETRY_SECONDS = 5.0  # the first retry after a registry or API failure; doubled up to 5 minutes
 PROMETHEUS_TIMEOUT_SECONDS = 10.0
 
@@ -86,6 +86,7 @@ class Pass(ResourcePass):
     now: datetime
     access: RegistryAccess | None = None
     requeue: list[float] = field(default_factory=list)
+    aliases: alias_ownership.AliasReport = alias_ownership.NO_OWNERS
 
     @property
     def status(self) -> dict[str, Any]:
@@ -106,10 +107,12 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
         await write_status(rt, MODEL_DEPLOYMENT, body, invalid)
         return None
     md = Pass(rt, rt.kube(CONTROLLER), body, spec, rt.now())
+    md.aliases = alias_ownership.alias_report(spec, alias_owners(md))
     resolution = await resolve_model(md)
     observations = await observe(md, resolution)
     state = rollout.RolloutState.from_status(md.status)
-    transition = rollout.step(spec, state, observations, md.now)
+    # An alias a RegisteredModel owns is not moved on promotion: the state machine never sees it.
+    transition = rollout.step(md.aliases.rollout_spec(spec), state, observations, md.now)
     inputs = await apply_children(md, transition, observations)
     if inputs is None:
         return min(md.requeue)
@@ -149,6 +152,8 @@ async def resolve_model(md: Pass) -> decide.Resolution:
         found = await registry.resolve_async(model.registered_model, alias=model.alias, version=model.version)
     except RegistryError as problem:
         return remember(md, decide.unresolved(md.spec, md.now, problem.reason, problem.message, failures(previous)))
+    if previous is None or previous.version != found.version:
+        wake_tracking_server(md.rt, md.spec, md.namespace)
     return remember(md, decide.resolved(md.spec, md.now, found.version, found.status, found.source, found.run_id))
 
 
@@ -276,6 +281,17 @@ async def report_apply_failure(md: Pass, error: ApiError) -> None:
     md.requeue.append(exponential_backoff(count_failure(md, "apply"), base=RETRY_SECONDS))
 
 
+def alias_owners(md: Pass) -> list[alias_ownership.AliasOwner]:
+    """The RegisteredModels of this namespace, from the controllers' cache (no API call per pass)."""
+    owners = []
+    for body in md.rt.objects(REGISTERED_MODEL.kind):
+        if body["metadata"]["namespace"] == md.namespace and not body["metadata"].get("deletionTimestamp"):
+            spec, _ = validated(REGISTERED_MODEL, body)
+            if spec is not None:
+                owners.append(alias_ownership.alias_owner(body["metadata"]["name"], spec))
+    return owners
+
+
 def count_failure(md: Pass, what: str) -> int:
     _failures[(md.uid, what)] += 1
     return _failures[(md.uid, what)]
@@ -298,6 +314,7 @@ async def report(
         "pendingRegistryWrites": pending or None,
     }
     updates = [*first_sight(md.body, CONDITIONS), resolution.condition, *transition.conditions]
+    updates.append(md.aliases.condition)
     updates.append(decide.ready_condition([resolution.condition, *transition.conditions]))
     await write_status(md.rt, MODEL_DEPLOYMENT, md.body, updates, fields)
     md.body = {**md.body, "status": {**md.status, **fields}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -97,8 +97,10 @@ async def write_status(
     body: dict[str, Any],
     updates: Sequence[ConditionUpdate],
     fields: dict[str, Any] | None = None,
+    own_events: Collection[str] = (),
 ) -> list[dict[str, Any]]:
-    """Apply condition updates and other status fields; patch only what changed; one Event per transition."""
+    """Apply condition updates and other status fields; patch only what changed; one Event per transition,
+    except for the condition types in own_events, whose Events the caller posts."""
     now = rt.now()
     old = current_conditions(body)
     new = cond.apply_updates(old, updates, generation(body), now)
@@ -107,7 +109,7 @@ async def write_status(
     meta = body["metadata"]
     if changes:
         await rt.status.patch_status(info.kind, meta["name"], meta["namespace"], changes)
-    for event in cond.transition_events(old, new):
+    for event in cond.transition_events(old, [c for c in new if c["type"] not in own_events]):
         await rt.status.post_event(body, event.type, event.reason, event.message, rfc3339(now))
     return new
 

@@ -23,7 +23,7 @@ from mlflow_operator.handlers.reconcile import (
     validated,
     write_status,
 )
-from mlflow_operator.handlers.registry_access import registry_access
+from mlflow_operator.handlers.registry_access import registry_access, wake_tracking_server
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import registeredmodel as plan
@@ -70,6 +70,8 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
         return plan.retry_delay(failures)
     _failures.pop(uid, None)
     fields = plan.status_fields(desired.name, outcome.observed, outcome.owned_tags, outcome.owned_aliases)
+    if fields["latestVersion"] != status.get("latestVersion"):
+        wake_tracking_server(rt, spec, body["metadata"]["namespace"])
     synced = plan.synced_condition(outcome.plan, desired, outcome.observed)
     # lastSyncTime moves when the registry was changed to match (or first verified): an idle resync that
     # only reads writes nothing, not even a timestamp.

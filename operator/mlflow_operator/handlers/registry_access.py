@@ -9,6 +9,7 @@ from typing import Any
 from mlflow_operator.adapters.registry import RegistryEndpoint
 from mlflow_operator.api.common import RegistryConnection, RegistryCredentials
 from mlflow_operator.api.kinds import API_VERSION, TRACKING_SERVER
+from mlflow_operator.builders.trackingserver import REGISTRY_URL_ANNOTATION
 from mlflow_operator.handlers.reconcile import SecretProblem, read_secret_keys
 from mlflow_operator.handlers.runtime import Runtime
 
@@ -42,12 +43,27 @@ async def registry_access(rt: Runtime, body: dict[str, Any], spec: RegistryConne
     assert spec.tracking_server_ref is not None  # the API refuses neither/both
     server_name = spec.tracking_server_ref.name
     server = await rt.kube("registry").get(API_VERSION, TRACKING_SERVER.kind, server_name, namespace)
-    url = ((server or {}).get("status") or {}).get("url")
+    return await tracking_server_registry(rt, server or {"metadata": {"name": server_name, "namespace": namespace}})
+
+
+def wake_tracking_server(rt: Runtime, spec: RegistryConnection, namespace: str) -> None:
+    """A version the referenced TrackingServer has not checked its lifecycle rules against may exist: have it
+    look now rather than at its next resync (a rule that expires that version's artifacts must come off)."""
+    if spec.tracking_server_ref is not None:
+        rt.wake(TRACKING_SERVER.kind, namespace, spec.tracking_server_ref.name)
+
+
+async def tracking_server_registry(rt: Runtime, server: dict[str, Any]) -> RegistryAccess:
+    """The registry of a TrackingServer: its URL (status.url, or the REGISTRY_URL_ANNOTATION) and, with auth
+    enabled, its admin credentials."""
+    metadata = server["metadata"]
+    server_name, namespace = metadata["name"], metadata["namespace"]
+    url = (metadata.get("annotations") or {}).get(REGISTRY_URL_ANNOTATION) or (server.get("status") or {}).get("url")
     if not url:
         raise SecretProblem(
             "TrackingServerNotReady", f"TrackingServer {server_name} (spec.trackingServerRef.name) has no URL yet"
         )
-    auth = ((server or {}).get("spec") or {}).get("auth") or {}
+    auth = (server.get("spec") or {}).get("auth") or {}
     if not auth.get("enabled"):
         return RegistryAccess(RegistryEndpoint(url))
     admin = (auth.get("adminSecret") or {}).get("name") or f"{server_name}-admin"

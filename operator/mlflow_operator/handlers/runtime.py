@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from lightkube import AsyncClient
 
@@ -15,11 +16,23 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _no_wake(kind: str, namespace: str, name: str) -> None:
+    return None
+
+
+def _no_objects(kind: str) -> list[dict[str, Any]]:
+    return []
+
+
 @dataclass
 class Runtime:
     client: AsyncClient
     status: KubeStatus
     now: Callable[[], datetime] = utcnow
+    # Reconcile another resource soon: (kind, namespace, name). Set by the controllers' wiring.
+    wake: Callable[[str, str, str], None] = _no_wake
+    # The latest body of every watched resource of a kind (the controllers' cache: no API call).
+    objects: Callable[[str], list[dict[str, Any]]] = _no_objects
 
     def kube(self, controller: str) -> Kube:
         return Kube(self.client, controller)

@@ -16,10 +16,12 @@ from urllib.parse import unquote, urlparse
 
 from mlflow_operator import metrics
 from mlflow_operator.adapters.kube import Kube
+from mlflow_operator.adapters.registry import ModelRegistry, RegistryError
 from mlflow_operator.adapters.s3 import BucketLifecycle, InvalidLifecycle, S3Endpoint, S3LifecycleError
 from mlflow_operator.api.kinds import TRACKING_SERVER
-from mlflow_operator.api.trackingserver import TrackingServerSpec
+from mlflow_operator.api.trackingserver import Lifecycle, LifecycleRule, TrackingServerSpec
 from mlflow_operator.builders import trackingserver as build
+from mlflow_operator.builders.common import selector
 from mlflow_operator.handlers.reconcile import (
     FINALIZER,
     INVALID_SPEC,
@@ -32,11 +34,12 @@ from mlflow_operator.handlers.reconcile import (
     validated,
     write_status,
 )
+from mlflow_operator.handlers.registry_access import tracking_server_registry
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
-from mlflow_operator.logic import lifecycle
+from mlflow_operator.logic import gc, lifecycle, lifecycle_safety
 from mlflow_operator.logic.backoff import RetrySchedule, after_failure
-from mlflow_operator.logic.conditions import ConditionUpdate
+from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec
 from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
 from mlflow_operator.logic.trackingserver import decide_migration, phase, retry_failed_migration
 
@@ -47,6 +50,7 @@ CONDITIONS = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE
 READY_REQUIRES = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE)
 WAIT_SECONDS = 10.0
 _retries: dict[str, RetrySchedule] = {}  # per TrackingServer (uid) while something is broken, for the backoff
+_gc_warned: dict[str, str] = {}  # per TrackingServer (uid), the last gc failure announced with an Event
 CLEANUP_DEADLINE = timedelta(minutes=10)  # re-check soon while something is converging; the resync covers the idle case
 # Per TrackingServer (uid) and stage, what the last pass applied: unchanged stages are not re-applied for
 # REAPPLY_SECONDS (an idle resync applied ~20 children per TrackingServer, none of them changed).
@@ -63,6 +67,7 @@ class Pass(ResourcePass):
     spec: TrackingServerSpec
     updates: list[ConditionUpdate]
     converging: bool = False
+    gc_warning: EventSpec | None = None
 
     async def apply(self, objects: list[dict[str, Any]], owned: bool = True) -> None:
         for obj in objects:
@@ -130,6 +135,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
             ConditionUpdate(AVAILABLE, "False", "WaitingForDatabase", "no server without a database"),
         ]
     fields["lifecycle"] = await artifacts(step, status)
+    await garbage_collection(step)
     conditions = cond.apply_updates(current_conditions(body), step.updates, None, rt.now())
     ready = cond.summarize_ready(conditions, ready_requires(conditions))
     failed = any(
@@ -139,7 +145,15 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
         if c["type"] in READY_REQUIRES
     )
     fields.update(version=serving, phase=phase(ready.status == "True", failed, step.converging, serving))
-    await write_status(rt, TRACKING_SERVER, body, [*step.updates, ready], fields)
+    # GarbageCollected posts its own Events, one per failed Job (a transition Event misses the second one).
+    own_events = {gc.GARBAGE_COLLECTED}
+    await write_status(rt, TRACKING_SERVER, body, [*step.updates, ready], fields, own_events=own_events)
+    warning = step.gc_warning
+    # A pass may start from a body older than the previous pass's status write (the watch lags): the
+    # condition it reads back cannot tell it the Event was posted, this memo can.
+    if warning is not None and _gc_warned.get(step.uid) != warning.message:
+        _gc_warned[step.uid] = warning.message
+        await rt.status.post_event(body, warning.type, warning.reason, warning.message, cond.rfc3339(rt.now()))
     return next_pass(body["metadata"]["uid"], ready.status == "True", failed, rt.now())
 
 
@@ -347,7 +361,7 @@ async def bucket_lifecycle(
 ) -> dict[str, Any] | None:
     lifecycle_spec = step.spec.artifacts.lifecycle
     rules = lifecycle_spec.rules if lifecycle_spec else []
-    problems = lifecycle.validate_rules(rules, step.spec.artifacts.s3.prefix)
+    problems = lifecycle.validate_rules(rules)
     if problems:
         step.updates.append(lifecycle.lifecycle_failure(lifecycle.REASON_INVALID_SPEC, "; ".join(problems)))
         return previous
@@ -355,7 +369,8 @@ async def bucket_lifecycle(
     if not rules and applied is None:
         step.updates.append(ConditionUpdate(LIFECYCLE_APPLIED, "True", "NoRules", "no lifecycle rules requested"))
         return previous
-    desired = lifecycle.desired_rules(lifecycle_spec)
+    safety, registry_problem = await model_safety(step, rules, previous, applied)
+    desired = lifecycle.desired_rules(Lifecycle(rules=safety.allowed(rules)))
     wanted = lifecycle.fingerprint(desired)
     if previous and previous.get("refusedFingerprint") == wanted:
         # The server refused exactly these rules before: wait for a spec change instead of a hot loop.
@@ -375,8 +390,80 @@ async def bucket_lifecycle(
         return previous
     if sync.put and applied is not None and applied.fingerprint == wanted:  # same rules re-applied: drift
         metrics.count_lifecycle_correction(step.namespace, step.name)
-    step.updates.append(lifecycle.lifecycle_condition(sync.decision))
-    return sync.applied.to_dict() if sync.applied is not None else None
+    step.updates.append(safety_condition(safety, registry_problem) or lifecycle.lifecycle_condition(sync.decision))
+    record = sync.applied.to_dict() if sync.applied is not None else {}
+    return {**record, **safety.record} or None
+
+
+async def model_safety(
+    step: Pass, rules: list[LifecycleRule], previous: dict[str, Any] | None, applied: lifecycle.AppliedLifecycle | None
+) -> tuple[lifecycle_safety.SafetyDecision, str | None]:
+    """Which rules could delete what a registered model version needs (see logic.lifecycle_safety), and why
+    the registry could not be read, if it could not. The registry is read only when a rule that deletes
+    objects passed the layout check. (The condition's change to EndangersRegisteredModels is the Warning
+    Event: write_status posts one per condition transition.)"""
+    s3 = step.spec.artifacts.s3
+    spec_rules = lifecycle.fingerprint(lifecycle.desired_rules(step.spec.artifacts.lifecycle))
+    layout_refused = {r.rule_id for r in lifecycle_safety.layout_refusals(rules, s3.prefix)}
+    versions: list[lifecycle_safety.VersionArtifacts] | None = []
+    problem: str | None = None
+    if any(lifecycle_safety.deleting_action(rule) and rule.id not in layout_refused for rule in rules):
+        try:
+            versions = await registry_versions(step)
+        except (SecretProblem, RegistryError) as error:
+            versions, problem = None, str(error)
+    safety = lifecycle_safety.safety_decision(
+        rules, s3.prefix, s3.bucket, versions, previous, spec_rules, applied.fingerprint if applied else None
+    )
+    return safety, problem
+
+
+async def registry_versions(step: Pass) -> list[lifecycle_safety.VersionArtifacts]:
+    """Every registered model version of this TrackingServer's own registry, with its artifact location."""
+    status = {**(step.body.get("status") or {}), "url": build.tracking_url(step.name, step.namespace)}
+    body = {**step.body, "status": status}
+    access = await tracking_server_registry(step.rt, body)
+    registry = await ModelRegistry.open_async(access.endpoint)
+    return await registry.version_artifacts_async()
+
+
+def safety_condition(safety: lifecycle_safety.SafetyDecision, registry_problem: str | None) -> ConditionUpdate | None:
+    """LifecycleApplied when the safety check holds rules back; None when every rule went to the bucket."""
+    if safety.withheld:
+        reason, message = lifecycle_safety.REASON_ENDANGERS_MODELS, lifecycle_safety.withheld_message(safety)
+        return ConditionUpdate(LIFECYCLE_APPLIED, "False", reason, message)
+    if safety.unverified:
+        return ConditionUpdate(
+            LIFECYCLE_APPLIED,
+            "Unknown",
+            lifecycle_safety.REASON_REGISTRY_UNAVAILABLE,
+            f"rules that delete objects ({', '.join(safety.unverified)}) wait until the registry can be read, to "
+            f"check that no registered model version lives under them: {registry_problem}",
+        )
+    return None
+
+
+# ------------------------------------------------------------------------------------ garbage collection
+
+
+async def garbage_collection(step: Pass) -> None:
+    """GarbageCollected from the gc CronJob and its Jobs: one GET and one label-selected LIST (the CronJob
+    keeps at most 4 Jobs), and only with spec.retention. Removing retention deletes the CronJob, once."""
+    previous = cond.find(current_conditions(step.body), gc.GARBAGE_COLLECTED)
+    name = build.Names(step.name).gc
+    if step.spec.retention is None:
+        if previous is not None and previous.get("reason") != gc.REASON_RETENTION_UNSET:
+            await step.kube.delete("batch/v1", "CronJob", name, step.namespace)
+            step.updates.append(gc.retention_unset())
+        return
+    cronjob = await step.get("batch/v1", "CronJob", name)
+    jobs = []
+    if cronjob is not None:
+        labels = selector(step.name, build.COMPONENT_GC)
+        jobs = await step.kube.list("batch/v1", "Job", step.namespace, labels)
+    report = gc.gc_report(cronjob, jobs, previous)
+    step.updates.append(report.condition)
+    step.gc_warning = report.warning
 
 
 # ------------------------------------------------------------------------------------------------ deletion

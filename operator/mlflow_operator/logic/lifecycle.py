@@ -1,9 +1,9 @@
 """Bucket lifecycle rules of a TrackingServer's artifact bucket, as pure decisions.
 
 The spec's typed rules become boto3 `put_bucket_lifecycle_configuration` rule dicts; they are validated
-before any call (S3 reports many mistakes late, as a bare MalformedXML, and some valid rules would delete
-registered models); they are merged with the rules of the bucket the operator does not own; and what the
-server returns on read-back is compared field by field.
+before any call (S3 reports many mistakes late, as a bare MalformedXML; which valid rules would delete
+registered models is decided in lifecycle_safety); they are merged with the rules of the bucket the
+operator does not own; and what the server returns on read-back is compared field by field.
 
 The read-back matters because S3-compatible servers do not all keep what they accept: MinIO silently drops
 AbortIncompleteMultipartUpload and moto drops NoncurrentVersionExpiration.NewerNoncurrentVersions. A
@@ -112,46 +112,6 @@ def artifact_root(artifacts_prefix: str) -> str:
     return f"{root}/" if root else ""
 
 
-def covers_artifact_root(filter_: LifecycleFilter | None, artifacts_prefix: str) -> bool:
-    """Whether the filter selects every artifact, registered models included.
-
-    MLflow with proxied artifacts keeps run artifacts and logged/registered model artifacts side by side
-    under `<artifacts_prefix>/`, so a prefix that is itself a prefix of that root ("", "mlf", "mlflow")
-    selects every model. A narrower prefix ("mlflow/tmp/", "mlflow/5/" for one experiment) or a tag filter
-    is a deliberate choice of a subset, and is allowed.
-    """
-    if filter_ is not None and filter_.tags:
-        return False
-    prefix = (filter_.prefix if filter_ else None) or ""
-    return artifact_root(artifacts_prefix).startswith(prefix)
-
-
-def _registered_model_problems(rule: LifecycleRule, path: str, artifacts_prefix: str) -> list[str]:
-    # Checked whatever the rule's status: enabling a rule is a one-word edit and should not be the moment
-    # the operator first says it is dangerous.
-    if not covers_artifact_root(rule.filter, artifacts_prefix):
-        return []
-    root = artifact_root(artifacts_prefix)
-    scope = (
-        f'covers the whole artifact root "{root}"' if root else "covers the whole bucket (artifacts are at its root)"
-    )
-    advice = f'use a narrower filter.prefix (e.g. "{root}tmp/") or a filter.tags'
-    problems = []
-    if rule.expiration is not None and rule.expiration.days is not None:
-        problems.append(
-            f"{path}.expiration: would expire registered model artifacts: the rule's filter {scope}, where "
-            f"MLflow keeps run and registered model artifacts; {advice}"
-        )
-    for j, transition in enumerate(rule.transitions or []):
-        if transition.storage_class in ARCHIVE_STORAGE_CLASSES:
-            problems.append(
-                f"{path}.transitions[{j}].storageClass: would archive registered model artifacts to "
-                f"{transition.storage_class}, where they cannot be read without a restore: the rule's filter "
-                f"{scope}; {advice}"
-            )
-    return problems
-
-
 def _transition_problems(rule: LifecycleRule, path: str) -> list[str]:
     problems = []
     transitions = rule.transitions or []
@@ -206,9 +166,10 @@ def _has_action(rule: LifecycleRule) -> bool:
     ) or bool(rule.transitions)
 
 
-def validate_rules(rules: Sequence[LifecycleRule], artifacts_prefix: str) -> list[str]:
-    """Problems S3 would report late (as MalformedXML or InvalidArgument) or that would delete registered
-    models, each naming its field as `spec.artifacts.lifecycle.rules[i].<field>`. Empty when valid.
+def validate_rules(rules: Sequence[LifecycleRule]) -> list[str]:
+    """Problems S3 would report late (as MalformedXML or InvalidArgument), each naming its field as
+    `spec.artifacts.lifecycle.rules[i].<field>`. Empty when valid. Whether a valid rule would delete
+    registered models is mlflow_operator.logic.lifecycle_safety's question.
 
     Some of these are also CEL rules of the CRD; they are repeated here because a spec read from the
     cluster was admitted by whatever CRD version was installed at the time.
@@ -227,7 +188,6 @@ def validate_rules(rules: Sequence[LifecycleRule], artifacts_prefix: str) -> lis
             )
         problems += _filter_problems(rule, path)
         problems += _transition_problems(rule, path)
-        problems += _registered_model_problems(rule, path, artifacts_prefix)
     return problems
 
 
