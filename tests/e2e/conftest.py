@@ -26,7 +26,7 @@ import pytest
 
 from mlflow_operator.api import KINDS
 from mlflow_operator.builders.trackingserver import REGISTRY_URL_ANNOTATION
-from tests.integration.registry_server import RegistryServer
+from tests.integration.registry_server import RegistryServer, sqlite_registry
 from tests.kube import ROOT, Kubectl, eventually, find_kubectl
 
 NAMESPACE_PREFIX = "mlflow-e2e-"
@@ -228,13 +228,8 @@ def tracking_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regi
     """A real MLflow registry (sqlite backend) that stands in for TrackingServers' own servers, which do not
     run on kwok nodes: tests point a TrackingServer at it with REGISTRY_URL_ANNOTATION, so that the
     operator's lifecycle safety check reads a real registry."""
-    root = tmp_path_factory.mktemp("tracking-registry")
-    server = RegistryServer(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", root)
-    server.start()
-    try:
+    with sqlite_registry(tmp_path_factory.mktemp("tracking-registry")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def with_registry(docs: list[dict[str, Any]], url: str) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import RESYNC_SECONDS, with_registry
-from tests.integration.registry_server import RegistryServer, run_client
+from tests.integration.registry_server import RegistryServer, run_client, sqlite_registry
 from tests.integration.s3_servers import S3Server, moto_server
 from tests.kube import ROOT, Kubectl, condition, eventually
 
@@ -316,12 +316,8 @@ print(json.dumps({"version": info.registered_model_version, "model_id": info.mod
 @pytest.fixture
 def own_registry(tmp_path: Path) -> Iterator[RegistryServer]:
     """A registry for one test: a version registered in the shared one would endanger every later test's rule."""
-    server = RegistryServer(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", tmp_path)
-    server.start()
-    try:
+    with sqlite_registry(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_a_version_registered_under_an_applied_rule_withdraws_it(

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import secrets
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,17 @@ class RegistryServer:
         return self.server.log_tail()
 
 
+@contextmanager
+def sqlite_registry(root: Path) -> Iterator[RegistryServer]:
+    """A started server on a sqlite backend in root (no Postgres needed), stopped on exit."""
+    server = RegistryServer(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def migrated_server(
     postgres: Postgres, database: str, artifacts: Path, logs: Path, *, admin: Admin | None = None
 ) -> RegistryServer:
@@ -116,21 +128,28 @@ def run_client(url: str, script: str, params: Mapping[str, Any], *, admin: Admin
     return json.loads(output.strip().splitlines()[-1])
 
 
-# Logs tiny pyfunc models, one run each, and prints what a registration needs.
-LOG_MODELS_SCRIPT = """\
-import json, os
-import mlflow
-
-params = json.loads(os.environ["TEST_PARAMS"])
-
-
+# The tiny pyfunc model the client scripts log: it adds n to column x, so a prediction tells which it was.
+ADD_N_MODEL = """\
 class AddN(mlflow.pyfunc.PythonModel):
     def __init__(self, n):
         self.n = n
 
     def predict(self, context, model_input, params=None):
         return model_input["x"] + self.n
+"""
 
+# Logs tiny pyfunc models, one run each, and prints what a registration needs.
+LOG_MODELS_SCRIPT = (
+    """\
+import json, os
+import mlflow
+
+params = json.loads(os.environ["TEST_PARAMS"])
+
+
+"""
+    + ADD_N_MODEL
+    + """
 
 mlflow.set_experiment(params["experiment"])
 logged = []
@@ -143,6 +162,7 @@ for n in params["adds"]:
     logged.append({"run_id": run.info.run_id, "model_uri": info.model_uri, "model_id": info.model_id})
 print(json.dumps(logged))
 """
+)
 
 # Reads a registered model back with the real client: what MlflowClient users and the UI see.
 READ_MODEL_SCRIPT = """\

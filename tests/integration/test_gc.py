@@ -29,6 +29,7 @@ from mlflow_operator.builders.trackingserver import (
 )
 from tests.integration import rendered
 from tests.integration.dataplane import Postgres, server_venv
+from tests.integration.registry_server import ADD_N_MODEL
 from tests.integration.s3_servers import S3Server, minio_server
 from tests.integration.test_trackingserver_dataplane import Plane, rendered_plane, run_client, tracking_inputs
 
@@ -36,7 +37,8 @@ GC_TIMEOUT = 900  # against a dead S3 the MLflow client retries each 500 with ba
 DAY_MS = 86_400_000
 
 # Runs with one artifact each, a model registered from a logged model of a run, then some runs deleted.
-SETUP_SCRIPT = """\
+SETUP_SCRIPT = (
+    """\
 import json, os, pathlib, tempfile
 import mlflow
 from mlflow import MlflowClient
@@ -44,13 +46,9 @@ from mlflow import MlflowClient
 params = json.loads(os.environ["TEST_PARAMS"])
 
 
-class AddN(mlflow.pyfunc.PythonModel):
-    def __init__(self, n):
-        self.n = n
-
-    def predict(self, context, model_input, params=None):
-        return model_input["x"] + self.n
-
+"""
+    + ADD_N_MODEL
+    + """
 
 client = MlflowClient()
 experiment_id = mlflow.create_experiment(params["experiment"])
@@ -72,6 +70,7 @@ for label in params["delete"]:
     client.delete_run(runs[label])
 print(json.dumps({"experiment_id": experiment_id, "runs": runs, "model_id": model_id}))
 """
+)
 
 # Every way a registered version comes to need a resource gc collects, next to resources nobody needs:
 #   gc/trained:   log_model(registered_model_name=...) in a run deleted since (the version names the run);
@@ -79,19 +78,16 @@ print(json.dumps({"experiment_id": experiment_id, "runs": runs, "model_id": mode
 #   gc-lm/lm:     a version of a logged model deleted since (models:/m-...), its run live;
 #   gc-exp-kept:  an experiment deleted with the run whose logged model a version was registered from;
 #   gc/old, gc-exp-gone: a deleted run and a deleted experiment that no version needs.
-REGISTRY_SCRIPT = """\
+REGISTRY_SCRIPT = (
+    """\
 import json, os, pathlib, tempfile
 import mlflow
 from mlflow import MlflowClient
 
 
-class AddN(mlflow.pyfunc.PythonModel):
-    def __init__(self, n):
-        self.n = n
-
-    def predict(self, context, model_input, params=None):
-        return model_input["x"] + self.n
-
+"""
+    + ADD_N_MODEL
+    + """
 
 client = MlflowClient()
 workdir = pathlib.Path(tempfile.mkdtemp())
@@ -133,6 +129,7 @@ for experiment in ("gc-exp-kept", "gc-exp-gone"):
 made["sources"] = {version.name: version.source for version in client.search_model_versions()}
 print(json.dumps(made))
 """
+)
 
 EMPTY_EXPERIMENT_SCRIPT = """\
 import json, os

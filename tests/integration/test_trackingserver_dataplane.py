@@ -40,6 +40,7 @@ from tests.integration.dataplane import (
     run_server_python,
     wait_for,
 )
+from tests.integration.registry_server import ADD_N_MODEL
 from tests.integration.s3_servers import S3Server, minio_server
 
 NAMESPACE = "mlflow-dataplane"
@@ -47,7 +48,8 @@ HOSTILE_PASSWORD = "p@ss:w/rd%\"' ;#\\ x"
 CLIENT_TIMEOUT = 300  # logging a model imports pandas and pickles it: slow on a busy 2-core machine
 
 # Runs in the server's virtualenv (the full mlflow package); prints what it read back as one JSON line.
-CLIENT_SCRIPT = """\
+CLIENT_SCRIPT = (
+    """\
 import json, os, pathlib, tempfile
 import mlflow
 import pandas as pd
@@ -56,13 +58,9 @@ from mlflow import MlflowClient
 params = json.loads(os.environ["TEST_PARAMS"])
 
 
-class AddN(mlflow.pyfunc.PythonModel):
-    def __init__(self, n):
-        self.n = n
-
-    def predict(self, context, model_input, params=None):
-        return model_input["x"] + self.n
-
+"""
+    + ADD_N_MODEL
+    + """
 
 client = MlflowClient()
 experiment_id = mlflow.create_experiment(params["experiment"])
@@ -105,6 +103,7 @@ print(json.dumps({
     "prediction": loaded.predict(pd.DataFrame({"x": [1, 2]})).tolist(),
 }))
 """
+)
 
 # The hostile-password test needs only the database: runs and params, no artifacts or models.
 DATABASE_SCRIPT = """\
