@@ -148,6 +148,7 @@ def expected_ts_children(name: str, external: bool, versions: list[str]) -> set[
         f"Secret/{name}-auth-config",
         f"Secret/{name}-backend",
         f"CronJob/{name}-gc",
+        f"ConfigMap/{name}-gc",  # the safe gc script the CronJob mounts
         f"Deployment/{name}-pgbouncer",
         f"Service/{name}-pgbouncer",
         f"ConfigMap/{name}-pgbouncer",
