@@ -130,8 +130,8 @@ def install_crds(cluster: Cluster) -> None:
     if not (gateway_api / "gateway.networking.k8s.io_httproutes.yaml").is_file():
         subprocess.run([str(HACK / "build-binaries.sh"), "gateway-api"], check=True)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(gateway_api))
-    crds = ["trackingservers", "registeredmodels", "modeldeployments"]
-    cluster.wait(" ".join(f"crd/{kind}.mlflow.operator.dev" for kind in crds), "condition=Established", "60s")
+    for kind in ("trackingservers", "registeredmodels", "modeldeployments"):
+        cluster.wait(f"crd/{kind}.mlflow.operator.dev", "condition=Established", "60s")
     cluster.wait("crd/httproutes.gateway.networking.k8s.io", "condition=Established", "60s")
 
 
