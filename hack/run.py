@@ -310,9 +310,19 @@ def fit_to_node(objects: dict, millicpu: int) -> None:
             log(f"node has {millicpu}m CPU: ModelDeployment {item['metadata']['name']} requests 100m CPU per pod")
 
 
+def json_stream(text: str) -> list[dict]:
+    """kubectl -o json prints one document per object, one after the other (not a List)."""
+    decoder, objects, position = json.JSONDecoder(), [], 0
+    while position < len(text.rstrip()):
+        obj, end = decoder.raw_decode(text, position)
+        objects.append(obj)
+        position = end + (len(text[end:]) - len(text[end:].lstrip()))
+    return objects
+
+
 def run_examples(cluster: Cluster) -> None:
-    rendered = json.loads(cluster.kubectl("create", "--dry-run=client", "-o", "json", "-f", str(ROOT / "examples")))
-    examples = rendered if rendered.get("kind") == "List" else {"apiVersion": "v1", "kind": "List", "items": [rendered]}
+    rendered = cluster.kubectl("create", "--dry-run=client", "-o", "json", "-f", str(ROOT / "examples"))
+    examples = {"apiVersion": "v1", "kind": "List", "items": json_stream(rendered)}
     fit_to_node(examples, node_millicpu(cluster))
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps(examples))
     log("examples applied")
