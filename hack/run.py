@@ -110,7 +110,9 @@ def images_newer_than(workdir: Path) -> list[str]:
 def local_cluster(workdir: Path, up_args: list[str]) -> Path:
     stale = images_newer_than(workdir) if localcluster.running(workdir) else []
     up = [sys.executable, str(HACK / "localcluster.py"), "up", "--dir", str(workdir), *up_args]
-    kubeconfig = Path(run(up).strip().splitlines()[-1])
+    # Its progress (stderr) shows: importing the images takes a minute; the kubeconfig is stdout's last line.
+    printed = subprocess.run(up, stdout=subprocess.PIPE, text=True, check=True).stdout
+    kubeconfig = Path(printed.strip().splitlines()[-1])
     if stale:
         log(f"importing rebuilt images into the running node: {', '.join(stale)}")
         subprocess.run(
