@@ -107,7 +107,8 @@ def images_newer_than(workdir: Path) -> list[str]:
     ]
 
 
-def local_cluster(workdir: Path, up_args: list[str]) -> Path:
+def local_cluster(workdir: Path, up_args: list[str]) -> tuple[Path, list[str]]:
+    """The kubeconfig, and the references imported again into an already running node."""
     stale = images_newer_than(workdir) if localcluster.running(workdir) else []
     up = [sys.executable, str(HACK / "localcluster.py"), "up", "--dir", str(workdir), *up_args]
     # Its progress (stderr) shows: importing the images takes a minute; the kubeconfig is stdout's last line.
@@ -120,7 +121,7 @@ def local_cluster(workdir: Path, up_args: list[str]) -> Path:
         )
         (workdir / "state.json").touch()
     log(f"cluster up: {kubeconfig}")
-    return kubeconfig
+    return kubeconfig, stale
 
 
 # --- what the examples need ------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def install_crds(cluster: Cluster) -> None:
     cluster.wait("crd/httproutes.gateway.networking.k8s.io", "condition=Established", "60s")
 
 
-def install_operator(cluster: Cluster) -> None:
+def install_operator(cluster: Cluster, reimported: list[str]) -> None:
     # The image is on the node (imported or kind-loaded), never pulled: there may be no registry at all.
     # watchNamespaces stays [] (all namespaces): the examples live in `default`.
     cluster.helm(
@@ -145,6 +146,11 @@ def install_operator(cluster: Cluster) -> None:
         "--create-namespace", "--set", "image.pullPolicy=IfNotPresent", "--set", "logFormat=text",
         "--wait", "--timeout", "5m",
     )  # fmt: skip
+    if any(reference.startswith("ghcr.io/mlflow-operator/mlflow-operator:") for reference in reimported):
+        # Same tag, new content (the operator's sources changed): helm sees no change, so restart the pod.
+        cluster.kubectl("-n", OPERATOR_NAMESPACE, "rollout", "restart", "deployment/mlflow-operator")
+        cluster.kubectl("-n", OPERATOR_NAMESPACE, "rollout", "status", "deployment/mlflow-operator", "--timeout=5m")
+        log("operator restarted on its rebuilt image")
     log("operator installed by helm and available")
 
 
@@ -365,14 +371,15 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=localcluster.DEFAULT_DIR, help="local cluster state directory")
     args, up_args = parser.parse_known_args()
     build_images()
+    reimported: list[str] = []
     if os.environ.get("KUBECONFIG"):
         kubeconfig = Path(os.environ["KUBECONFIG"])
         log(f"using KUBECONFIG={kubeconfig}: its nodes must have the images (images/README.md)")
     else:
-        kubeconfig = local_cluster(args.dir.resolve(), up_args)
+        kubeconfig, reimported = local_cluster(args.dir.resolve(), up_args)
     cluster = Cluster(kubeconfig)
     install_crds(cluster)
-    install_operator(cluster)
+    install_operator(cluster, reimported)
     run_minio(cluster)
     run_examples(cluster)
     print_usage(cluster)
