@@ -4,9 +4,6 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= $(HOME)/.cache/mlflow-operator/cluster
-# The kubeconfig `make run` uses: yours if set, else the local control plane's.
-RUN_KUBECONFIG = $(if $(KUBECONFIG),$(KUBECONFIG),$(CLUSTER_DIR)/kubeconfig)
-KUBECTL = $(shell python3 hack/localcluster.py env | sed -n 's/^kubectl=//p')
 
 .PHONY: help deps binaries crds check lint typecheck imports crds-check docs docs-check unit e2e test cluster cluster-down run
 
@@ -61,14 +58,8 @@ cluster: deps binaries ## start the local cluster with a real node (idempotent; 
 cluster-down: ## stop the local cluster and remove everything it created (processes, mounts, bridge, rules, state)
 	@python3 hack/localcluster.py down --dir $(CLUSTER_DIR)
 
-run: deps binaries ## run the operator on $$KUBECONFIG, or on the local control plane, with the examples applied
-	@if [ -z "$(KUBECONFIG)" ]; then python3 hack/localcluster.py up --dir $(CLUSTER_DIR) $(CLUSTER_ARGS) >/dev/null; fi
-	$(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) apply --server-side --force-conflicts -k crds/
-	$(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) wait --for=condition=Established --timeout=60s \
-	  crd/trackingservers.mlflow.operator.dev crd/registeredmodels.mlflow.operator.dev crd/modeldeployments.mlflow.operator.dev
-	$(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) apply -f examples/
-	@echo "operator running against $(RUN_KUBECONFIG); try: $(KUBECTL) --kubeconfig $(RUN_KUBECONFIG) get mlflow"
-	KUBECONFIG=$(RUN_KUBECONFIG) $(VENV)/bin/mlflow-operator run --all-namespaces --log-format text
+run: deps binaries ## the examples working: images, local cluster (or $$KUBECONFIG), operator by Helm, MinIO, seeded registry (hack/run.py)
+	@python3 hack/run.py --dir $(CLUSTER_DIR) $(CLUSTER_ARGS)
 
 .PHONY: chart lint-chart
 chart: crds ## refresh the Helm chart's CRD copies (make crds does it; a unit test fails when they differ)

@@ -17,13 +17,16 @@
 #
 # Usage: hack/node-images.sh node   # localhost/pause:<PAUSE_VERSION>, localhost/coredns:<COREDNS_VERSION>
 #        hack/node-images.sh test   # localhost/test/python:1 (Debian's python3, for the e2e tests' pods)
+#        hack/node-images.sh minio  # localhost/minio:<MINIO_VERSION> (the examples' S3 server, for `make run`),
+#                                   # listed in $CACHE/images/run-manifest.tsv, not the node's: test clusters
+#                                   # started with --node-images-only then do not import its 110 MB
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 . "$here/versions.env"
 CACHE=${MLFLOW_OPERATOR_CACHE:-$HOME/.cache/mlflow-operator}
 IMAGES="$CACHE/images"
-MANIFEST="$IMAGES/node-manifest.tsv"
+MANIFEST="$IMAGES/node-manifest.tsv"  # `minio` sets its own
 SUITE=bookworm   # the host's Debian: mmdebstrap then takes the host's apt sources, no mirror argument
 
 log() { echo "[node-images] $*" >&2; }
@@ -111,8 +114,17 @@ node_images() {
   binary_image "localhost/coredns:${COREDNS_VERSION#v}" "$coredns" 65532:65532
 }
 
+minio_image() {
+  local minio="$CACHE/bin/minio-$MINIO_VERSION/minio"
+  [ -x "$minio" ] || "$here/build-binaries.sh" minio
+  MANIFEST="$IMAGES/run-manifest.tsv"
+  # MinIO's binary is static (CGO off): it needs no root filesystem; 10001 like the project's other images.
+  binary_image "localhost/minio:$MINIO_VERSION" "$minio" 10001:10001
+}
+
 case "${1:-node}" in
   node) node_images ;;
+  minio) minio_image ;;
   test) debian_image localhost/test/python:1 python3,ca-certificates ;;
-  *) echo "usage: $0 [node|test]" >&2; exit 2 ;;
+  *) echo "usage: $0 [node|test|minio]" >&2; exit 2 ;;
 esac

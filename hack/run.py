@@ -1,0 +1,389 @@
+#!/usr/bin/env python3
+"""`make run`: the examples working on a cluster, with the operator installed by its Helm chart.
+
+    run.py [--dir DIR] [UP_ARGS...]   # DIR: the local cluster's state directory; UP_ARGS go to
+                                      # `localcluster.py up` (both ignored when KUBECONFIG is set)
+
+1. builds the images (hack/build-images.py: the operator's and the application images; hack/node-images.sh
+   minio: the examples' S3 server), cached by content, so normally a no-op;
+2. without KUBECONFIG starts the local cluster with its real node (hack/localcluster.py up, idempotent),
+   which imports every archive listed in $CACHE/images/*.tsv; with KUBECONFIG uses that cluster, whose
+   nodes must already have the images (kind: `kind load image-archive <archive>` per manifest line);
+3. installs the CRDs, the Gateway API CRDs (the example ModelDeployment routes with an HTTPRoute) and the
+   operator with charts/mlflow-operator (helm upgrade --install: a second run changes nothing);
+4. runs MinIO in namespace `storage` (Service minio:9000, keys minioadmin/minioadmin) and creates the
+   examples' bucket;
+5. applies examples/, waits for TrackingServer `mlflow` Ready and RegisteredModel `fraud` Synced, seeds the
+   registry (hack/seed_model.py as a Job: version 1 of `fraud`, alias champion -> 1), waits for
+   ModelDeployment `fraud` Ready, and prints how to reach the UI and the model.
+
+Standard library only, like localcluster.py: it runs before any virtualenv exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import localcluster  # the sibling module: binaries, versions, the image manifests
+
+HACK = Path(__file__).resolve().parent
+ROOT = HACK.parent
+CACHE = localcluster.CACHE
+CHART = ROOT / "charts" / "mlflow-operator"
+OPERATOR_NAMESPACE = "mlflow-operator"
+STORAGE_NAMESPACE = "storage"
+MINIO_KEYS = "minioadmin"  # examples/tracking-server.yaml's Secret mlflow-artifacts-s3 holds these
+BUCKET = "mlflow-artifacts"
+SERVER_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"  # python + boto3, for the bucket Job
+MODEL_SERVER_IMAGE = "ghcr.io/mlflow-operator/mlflow-model-server:3.17.2"  # mlflow + scikit-learn, for the seed
+IMAGE_UID = 10001
+# Cold-ish on 2 shared cores: Postgres init, the migration and two gunicorn servers take minutes.
+TRACKING_TIMEOUT = "15m"
+STARTED = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[run {time.monotonic() - STARTED:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+class Cluster:
+    """kubectl and helm against one kubeconfig."""
+
+    def __init__(self, kubeconfig: Path):
+        self.kubeconfig = kubeconfig
+        self.kubectl_binary = localcluster.binaries()["kubectl"]
+        self.helm_binary = CACHE / "bin" / f"helm-{localcluster.versions()['HELM_VERSION']}" / "helm"
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        return run([str(self.kubectl_binary), "--kubeconfig", str(self.kubeconfig), *args], stdin, check)
+
+    def helm(self, *args: str) -> str:
+        return run([str(self.helm_binary), "--kubeconfig", str(self.kubeconfig), *args])
+
+    def apply(self, *objects: dict) -> None:
+        self.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+
+    def wait(self, what: str, condition: str, timeout: str, namespace: str = "default") -> None:
+        began = time.monotonic()
+        self.kubectl("-n", namespace, "wait", f"--for={condition}", what, f"--timeout={timeout}")
+        log(f"{what}: {condition} after {time.monotonic() - began:.1f} s")
+
+
+def run(argv: list[str], stdin: str | None = None, check: bool = True) -> str:
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise SystemExit(f"[run] {' '.join(argv[:4])} ... failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+# --- images and cluster ----------------------------------------------------------------------------------
+
+
+def build_images() -> None:
+    began = time.monotonic()
+    subprocess.run([sys.executable, str(HACK / "build-images.py"), "build"], check=True)
+    subprocess.run([str(HACK / "node-images.sh"), "minio"], check=True)
+    log(f"images built or cached in {time.monotonic() - began:.1f} s")
+
+
+def images_newer_than(workdir: Path) -> list[str]:
+    """References whose archive changed after the running cluster imported its images (state.json is saved
+    last by `up`): those the node would otherwise run in an old version, or not have at all."""
+    state_file = workdir / "state.json"
+    if not state_file.exists():
+        return []
+    imported_at = state_file.stat().st_mtime
+    return [
+        reference
+        for archive, reference in localcluster.image_manifest_entries(node_only=False)
+        if archive.exists() and archive.stat().st_mtime > imported_at
+    ]
+
+
+def local_cluster(workdir: Path, up_args: list[str]) -> tuple[Path, list[str]]:
+    """The kubeconfig, and the references imported again into an already running node."""
+    stale = images_newer_than(workdir) if localcluster.running(workdir) else []
+    up = [sys.executable, str(HACK / "localcluster.py"), "up", "--dir", str(workdir), *up_args]
+    # Its progress (stderr) shows: importing the images takes a minute; the kubeconfig is stdout's last line.
+    printed = subprocess.run(up, stdout=subprocess.PIPE, text=True, check=True).stdout
+    kubeconfig = Path(printed.strip().splitlines()[-1])
+    if stale:
+        log(f"importing rebuilt images into the running node: {', '.join(stale)}")
+        subprocess.run(
+            [sys.executable, str(HACK / "localcluster.py"), "load-images", "--dir", str(workdir)], check=True
+        )
+        (workdir / "state.json").touch()
+    log(f"cluster up: {kubeconfig}")
+    return kubeconfig, stale
+
+
+# --- what the examples need ------------------------------------------------------------------------------
+
+
+def install_crds(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
+    gateway_api = CACHE / "bin" / f"gateway-api-{localcluster.versions()['GATEWAY_API_VERSION']}"
+    if not (gateway_api / "gateway.networking.k8s.io_httproutes.yaml").is_file():
+        subprocess.run([str(HACK / "build-binaries.sh"), "gateway-api"], check=True)
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(gateway_api))
+    for kind in ("trackingservers", "registeredmodels", "modeldeployments"):
+        cluster.wait(f"crd/{kind}.mlflow.operator.dev", "condition=Established", "60s")
+    cluster.wait("crd/httproutes.gateway.networking.k8s.io", "condition=Established", "60s")
+
+
+def install_operator(cluster: Cluster, reimported: list[str]) -> None:
+    # The image is on the node (imported or kind-loaded), never pulled: there may be no registry at all.
+    # watchNamespaces stays [] (all namespaces): the examples live in `default`.
+    cluster.helm(
+        "upgrade", "--install", "mlflow-operator", str(CHART), "--namespace", OPERATOR_NAMESPACE,
+        "--create-namespace", "--set", "image.pullPolicy=IfNotPresent", "--set", "logFormat=text",
+        "--wait", "--timeout", "5m",
+    )  # fmt: skip
+    if any(reference.startswith("ghcr.io/mlflow-operator/mlflow-operator:") for reference in reimported):
+        # Same tag, new content (the operator's sources changed): helm sees no change, so restart the pod.
+        cluster.kubectl("-n", OPERATOR_NAMESPACE, "rollout", "restart", "deployment/mlflow-operator")
+        cluster.kubectl("-n", OPERATOR_NAMESPACE, "rollout", "status", "deployment/mlflow-operator", "--timeout=5m")
+        log("operator restarted on its rebuilt image")
+    log("operator installed by helm and available")
+
+
+def restricted_pod(containers: list[dict], volumes: list[dict], restart: str = "Always") -> dict:
+    """A pod spec Pod Security "restricted" admits, with /tmp writable (HOME=/tmp in the Python images)."""
+    security = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    for container in containers:
+        container.update(imagePullPolicy="IfNotPresent", securityContext=security)
+        container.setdefault("volumeMounts", []).append({"name": "tmp", "mountPath": "/tmp"})
+    return {
+        "restartPolicy": restart,
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": IMAGE_UID,
+            "runAsGroup": IMAGE_UID,
+            "fsGroup": IMAGE_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": containers,
+        "volumes": [*volumes, {"name": "tmp", "emptyDir": {}}],
+    }
+
+
+def minio_objects() -> list[dict]:
+    image = f"localhost/minio:{localcluster.versions()['MINIO_VERSION']}"
+    labels = {"app.kubernetes.io/name": "minio"}
+    container = {
+        "name": "minio",
+        "image": image,
+        # --certs-dir: MinIO otherwise creates ~/.minio, and the root filesystem is read-only.
+        "args": ["server", "/data", "--address", ":9000", "--console-address", ":9001", "--certs-dir", "/tmp/certs"],
+        "env": [
+            {"name": "MINIO_ROOT_USER", "value": MINIO_KEYS},
+            {"name": "MINIO_ROOT_PASSWORD", "value": MINIO_KEYS},
+            {"name": "MINIO_BROWSER", "value": "off"},
+            {"name": "MINIO_UPDATE", "value": "off"},
+        ],
+        "ports": [{"name": "s3", "containerPort": 9000}],
+        "readinessProbe": {"httpGet": {"path": "/minio/health/ready", "port": 9000}, "periodSeconds": 2},
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }
+    # emptyDir: the bucket lives as long as the pod, i.e. as long as the local cluster (a demo, not a store).
+    pod = restricted_pod([container], [{"name": "data", "emptyDir": {}}])
+    meta = {"name": "minio", "namespace": STORAGE_NAMESPACE, "labels": labels}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": STORAGE_NAMESPACE}},
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {"selector": labels, "ports": [{"name": "s3", "port": 9000, "targetPort": 9000}]},
+        },
+    ]
+
+
+# MinIO (single drive) keeps buckets in its own metadata, not as plain directories: create it through S3.
+CREATE_BUCKET = f"""
+import boto3
+s3 = boto3.client("s3", endpoint_url="http://minio:9000", aws_access_key_id="{MINIO_KEYS}",
+                  aws_secret_access_key="{MINIO_KEYS}", region_name="us-east-1")
+try:
+    s3.create_bucket(Bucket="{BUCKET}")
+    print("created bucket {BUCKET}")
+except s3.exceptions.BucketAlreadyOwnedByYou:
+    print("bucket {BUCKET} exists")
+"""
+
+
+def job(name: str, namespace: str, image: str, argv: list[str], env: list[dict], volumes: list[dict]) -> dict:
+    container = {"name": name, "image": image, "command": argv, "env": env}
+    if volumes:
+        container["volumeMounts"] = [{"name": v["name"], "mountPath": f"/{v['name']}"} for v in volumes]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "backoffLimit": 6,  # retries while a Service's endpoints come up
+            "template": {"spec": restricted_pod([container], volumes, restart="OnFailure")},
+        },
+    }
+
+
+def run_minio(cluster: Cluster) -> None:
+    cluster.apply(*minio_objects())
+    cluster.wait("deployment/minio", "condition=Available", "5m", STORAGE_NAMESPACE)
+    bucket_job = job(
+        "create-bucket", STORAGE_NAMESPACE, SERVER_IMAGE, ["/opt/venv/bin/python", "-c", CREATE_BUCKET], [], []
+    )
+    apply_job(cluster, bucket_job)
+    cluster.wait("job/create-bucket", "condition=Complete", "5m", STORAGE_NAMESPACE)
+
+
+def apply_job(cluster: Cluster, spec: dict) -> None:
+    """A Job's pod template is immutable: one that already completed is left alone, one that failed is
+    replaced (a second `make run` retries it)."""
+    name, namespace = spec["metadata"]["name"], spec["metadata"]["namespace"]
+    found = cluster.kubectl("-n", namespace, "get", "job", name, "-o", "json", "--ignore-not-found")
+    if found and json.loads(found).get("status", {}).get("succeeded"):
+        return
+    if found:
+        cluster.kubectl("-n", namespace, "delete", "job", name, "--wait=true")
+    cluster.apply(spec)
+
+
+def seed_registry(cluster: Cluster) -> None:
+    script = (HACK / "seed_model.py").read_text()
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "fraud-seed", "namespace": "default"},
+        "data": {"seed_model.py": script},
+    }
+    admin = [
+        {"name": f"MLFLOW_TRACKING_{key.upper()}", "valueFrom": {"secretKeyRef": {"name": "mlflow-admin", "key": key}}}
+        for key in ("username", "password")
+    ]
+    env = [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.default.svc:5000"}, *admin]
+    volume = {"name": "seed", "configMap": {"name": "fraud-seed"}}
+    argv = ["/opt/venv/bin/python", "/seed/seed_model.py"]
+    cluster.apply(config_map)
+    apply_job(cluster, job("fraud-seed", "default", MODEL_SERVER_IMAGE, argv, env, [volume]))
+    cluster.wait("job/fraud-seed", "condition=Complete", "10m")
+
+
+def node_millicpu(cluster: Cluster) -> int:
+    """Allocatable CPU of the schedulable nodes (kwok's tainted fake nodes do not count), in millicores."""
+    nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json"))["items"]
+    total = 0
+    for node in nodes:
+        if node["spec"].get("taints"):
+            continue
+        cpu = node["status"]["allocatable"]["cpu"]
+        total += int(cpu[:-1]) if cpu.endswith("m") else int(float(cpu) * 1000)
+    return total
+
+
+def fit_to_node(objects: dict, millicpu: int) -> None:
+    """The examples request what production needs: the TrackingServer's pods ask ~1.6 CPUs (two 500m servers,
+    Postgres, two PgBouncers, plus the operator and CoreDNS), and each of the ModelDeployment's two model
+    servers 500m more, which a 2-core node cannot schedule (Pending, Insufficient cpu). On a small node the
+    model servers ask 100m instead; nothing else changes, and the log says so."""
+    if millicpu >= 4000:
+        return
+    small = {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+    for item in objects["items"]:
+        if item["kind"] == "ModelDeployment":
+            item["spec"].setdefault("runtime", {})["resources"] = small
+            log(f"node has {millicpu}m CPU: ModelDeployment {item['metadata']['name']} requests 100m CPU per pod")
+
+
+def json_stream(text: str) -> list[dict]:
+    """kubectl -o json prints one document per object, one after the other (not a List)."""
+    decoder, objects, position = json.JSONDecoder(), [], 0
+    while position < len(text.rstrip()):
+        obj, end = decoder.raw_decode(text, position)
+        objects.append(obj)
+        position = end + (len(text[end:]) - len(text[end:].lstrip()))
+    return objects
+
+
+def run_examples(cluster: Cluster) -> None:
+    rendered = cluster.kubectl("create", "--dry-run=client", "-o", "json", "-f", str(ROOT / "examples"))
+    examples = json_stream(rendered)
+    fit_to_node({"items": examples}, node_millicpu(cluster))
+    # The ModelDeployment goes last, once `champion` exists: applied before the seed it reports ModelNotFound
+    # and the operator's backoff then costs ~40 s more than the seed itself.
+    deployments = [item for item in examples if item["kind"] == "ModelDeployment"]
+    cluster.apply(*[item for item in examples if item["kind"] != "ModelDeployment"])
+    log("examples applied but the ModelDeployment")
+    cluster.wait("trackingserver/mlflow", "condition=Ready", TRACKING_TIMEOUT)
+    cluster.wait("registeredmodel/fraud", "condition=Synced", "5m")
+    seed_registry(cluster)
+    cluster.apply(*deployments)
+    cluster.wait("modeldeployment/fraud", "condition=Ready", "10m")
+
+
+ADMIN_TEMPLATE = "{{.data.username|base64decode}} {{.data.password|base64decode}}"
+
+
+def print_usage(cluster: Cluster) -> None:
+    body = '{"dataframe_split": {"columns": ["amount", "hour"], "data": [[1500.0, 3], [20.0, 14]]}}'
+    print(
+        f"""
+Every example is Ready ({time.monotonic() - STARTED:.0f} s). The operator runs as a pod (helm release
+mlflow-operator in namespace {OPERATOR_NAMESPACE}).
+  export KUBECONFIG={cluster.kubeconfig}
+  alias kubectl={cluster.kubectl_binary}
+  kubectl get mlflow
+  kubectl -n {OPERATOR_NAMESPACE} logs deploy/mlflow-operator -f
+MLflow UI, user and password from the Secret mlflow-admin:
+  kubectl get secret mlflow-admin -o go-template='{ADMIN_TEMPLATE}'
+  kubectl port-forward svc/mlflow 5000      # then http://127.0.0.1:5000
+A prediction from fraud@champion:
+  kubectl port-forward svc/fraud-stable 8080:80 &
+  curl -s -H 'Content-Type: application/json' -d '{body}' http://127.0.0.1:8080/invocations"""
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", type=Path, default=localcluster.DEFAULT_DIR, help="local cluster state directory")
+    args, up_args = parser.parse_known_args()
+    build_images()
+    reimported: list[str] = []
+    if os.environ.get("KUBECONFIG"):
+        kubeconfig = Path(os.environ["KUBECONFIG"])
+        log(f"using KUBECONFIG={kubeconfig}: its nodes must have the images (images/README.md)")
+    else:
+        kubeconfig, reimported = local_cluster(args.dir.resolve(), up_args)
+    cluster = Cluster(kubeconfig)
+    install_crds(cluster)
+    install_operator(cluster, reimported)
+    run_minio(cluster)
+    run_examples(cluster)
+    print_usage(cluster)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Seeds the examples' registry (run by hack/run.py as a Job in the model-server image, which has mlflow,
+scikit-learn and pandas): logs a tiny scikit-learn classifier, registers it as a version of `fraud` and
+points the alias `champion` at it, which is what examples/model-deployment.yaml serves.
+
+Idempotent: when `champion` already names a version, nothing is logged (a second `make run` adds no version).
+The tracking URI and the admin credentials come from the Job's env (MLFLOW_TRACKING_URI, _USERNAME, _PASSWORD).
+"""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from sklearn.linear_model import LogisticRegression
+
+MODEL = "fraud"
+ALIAS = "champion"
+EXPERIMENT = "fraud"
+
+
+def champion_version(client: MlflowClient) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(MODEL, ALIAS).version)
+    except MlflowException:  # no such alias (or model) yet
+        return None
+
+
+def training_data() -> tuple[pd.DataFrame, list[int]]:
+    """Card transactions: large amounts at night are fraud. Named columns give the model a signature, so the
+    scoring server accepts {"dataframe_split": {"columns": ["amount", "hour"], ...}}."""
+    features = pd.DataFrame(
+        {
+            "amount": [12.0, 40.0, 7.5, 950.0, 1200.0, 30.0, 2200.0, 15.0],
+            "hour": [14, 10, 18, 3, 2, 12, 4, 9],
+        }
+    )
+    return features, [0, 0, 0, 1, 1, 0, 1, 0]
+
+
+def log_and_register() -> str:
+    features, labels = training_data()
+    model = LogisticRegression(max_iter=1000).fit(features, labels)
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name="seed"):
+        info = mlflow.sklearn.log_model(
+            model, name="model", input_example=features.head(2), registered_model_name=MODEL
+        )
+    return str(info.registered_model_version)
+
+
+def main() -> None:
+    client = MlflowClient()
+    existing = champion_version(client)
+    if existing is not None:
+        print(f"{MODEL}@{ALIAS} is already version {existing}: nothing to seed")
+        return
+    version = log_and_register()
+    client.set_registered_model_alias(MODEL, ALIAS, version)
+    print(f"registered {MODEL} version {version}, {ALIAS} -> {version}")
+
+
+if __name__ == "__main__":
+    main()
