@@ -8,7 +8,6 @@ operator renders for examples/tracking-server.yaml: their args, env, mounts and 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import secrets
 import stat
@@ -18,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -34,23 +32,14 @@ from mlflow_operator.builders.trackingserver import (
 )
 from tests.integration import containers, rendered
 from tests.integration.containers import Container, Mount, Pod, Runtime, Unpacked
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 3600  # a cold build of all six images: ~10 min here, far more on a loaded machine
 NAMESPACE = "images"
 
 
-def load_definitions() -> Any:
-    """hack/build-images.py, loaded by path (a program with a dash in its name)."""
-    spec = importlib.util.spec_from_file_location("build_images", ROOT / "hack" / "build-images.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_images"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bi = load_definitions()
+bi = load_script("build_images", ROOT / "hack" / "build-images.py")
 
 
 @pytest.fixture(scope="module")

@@ -4,33 +4,21 @@ The images themselves are built and run by tests/integration/test_images.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
 
 from mlflow_operator.api.trackingserver import DEFAULT_MLFLOW_VERSION, DEFAULT_POSTGRES_VERSION
 from mlflow_operator.builders import modeldeployment, trackingserver
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["mlflow-model-server", "mlflow-server", "operator", "pgbouncer", "pgbouncer-exporter", "postgres"]
 
 
-def load_build_images() -> ModuleType:
-    # A script with a dash in its name, run by make as a program: load it by path.
-    spec = importlib.util.spec_from_file_location("build_images", ROOT / "hack" / "build-images.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_images"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-bi = load_build_images()
+bi = load_script("build_images", ROOT / "hack" / "build-images.py")
 
 
 def image(name: str) -> object:

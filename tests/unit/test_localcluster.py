@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
 
 from tests.kube import ROOT
+from tests.scripts import load_script
 
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "hack" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-localcluster = load("localcluster")
-localnode = load("localnode")
+localcluster = load_script("localcluster", ROOT / "hack" / "localcluster.py")
+localnode = load_script("localnode", ROOT / "hack" / "localnode.py")
 
 
 def claim(phase: str = "Pending", storage_class: str = "standard", volume: str = "") -> dict:

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from tests.kube import ROOT
+from tests.scripts import load_script
 
-
-def load(name: str) -> ModuleType:
-    sys.path.insert(0, str(ROOT / "hack"))  # run.py imports its sibling localcluster
-    spec = importlib.util.spec_from_file_location(name, ROOT / "hack" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-run = load("run")
+sys.path.insert(0, str(ROOT / "hack"))  # run.py imports its sibling localcluster
+run = load_script("run", ROOT / "hack" / "run.py")
 
 
 def examples() -> dict:

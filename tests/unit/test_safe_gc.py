@@ -5,27 +5,17 @@ real server, database and bucket."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "operator/mlflow_operator/builders/templates/safe_gc.py"
 
 
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("safe_gc", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-gc = load_script()
+gc = load_script("safe_gc", SCRIPT)
 RUN = "0123456789abcdef0123456789abcdef"
 MODEL = "m-fedcba9876543210fedcba98765432"
 
