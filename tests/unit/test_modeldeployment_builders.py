@@ -190,6 +190,17 @@ def test_pods_fetch_and_check_the_version_before_serving_it() -> None:
     assert deployment["metadata"]["annotations"][build.TRACK_ANNOTATION] == "canary"
 
 
+@pytest.mark.parametrize(("deadline", "seconds"), [(None, 600), ("90s", 90), ("1h30m", 5400), ("250ms", 1), ("0s", 1)])
+def test_progress_deadline_bounds_how_long_pods_may_take(deadline: str | None, seconds: int) -> None:
+    """spec.progressDeadline becomes the Deployment's deadline, in whole seconds, never 0 (the API refuses 0)."""
+    spec = {"model": {"registeredModel": "fraud", "version": 4}, "trackingUri": "http://mlflow:5000"}
+    if deadline is not None:
+        spec["progressDeadline"] = deadline
+    inputs = case(spec, (build.TrackPlan("stable", 4),), Weights())
+    deployment = by_kind(build.all_objects(inputs), "Deployment")["fraud-v4"]
+    assert deployment["spec"]["progressDeadlineSeconds"] == seconds
+
+
 def test_a_token_replaces_username_and_password() -> None:
     fetch = by_kind(build.all_objects(CASES["pinned-autoscaling"]), "Deployment")["fraud-v7"]
     env = fetch["spec"]["template"]["spec"]["initContainers"][0]["env"]

@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from mlflow_operator.api import kind_info
+from mlflow_operator.api.common import duration_seconds
 from mlflow_operator.api.trackingserver import TrackingServerSpec
-from mlflow_operator.logic.status import changed_fields, duration_seconds
+from mlflow_operator.logic.status import changed_fields
 from mlflow_operator.logic.validation import Invalid, Valid, validate_spec
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,6 +7,7 @@ service vector for the operator too. The CRD generator refuses a schema that lea
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -43,6 +44,19 @@ Duration = Annotated[str, StringConstraints(min_length=2, max_length=32, pattern
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")]
 Image = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
 Quantity = Annotated[int | str, Field(json_schema_extra={"pattern": QUANTITY_PATTERN, "maxLength": 64})]
+
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in a Duration as the API admits them (DURATION_PATTERN): 30s, 5m, 1h30m, 250ms, 7d."""
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
 ResourceName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=RESOURCE_NAME_PATTERN)]
 QualifiedName = Annotated[str, StringConstraints(min_length=1, max_length=317, pattern=QUALIFIED_NAME_PATTERN)]
 _SUFFIXES: dict[str, Decimal] = {

@@ -220,6 +220,11 @@ class ModelDeploymentSpec(RegistryConnection):
     analysis: Analysis | None = Field(default=None, description="Canary metric analysis.")
     promotion: Promotion | None = Field(default=None, description="Registry write-back on success.")
     poll_interval: Duration = Field(default="1m", description="How often the model alias is resolved.")
+    progress_deadline: Duration = Field(
+        default="10m",
+        description="How long a version's pods may take to become ready (the model downloads and loads) "
+        "before the version counts as failed and a canary is rolled back.",
+    )
 
     model_config = {
         "json_schema_extra": validations(

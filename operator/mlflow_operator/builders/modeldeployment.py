@@ -41,9 +41,10 @@ scikit-learn comes with MLflow; anything else needs a `runtime.image` built FROM
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from mlflow_operator.api.common import RegistryCredentials
+from mlflow_operator.api.common import RegistryCredentials, duration_seconds
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders.common import (
     Obj,
@@ -80,10 +81,6 @@ REQUEST_TIMEOUT_SECONDS = 60
 PRE_STOP_SECONDS = 5
 # A request admitted just before SIGTERM may run its full timeout: drain that long, so none is cut off.
 GRACEFUL_SHUTDOWN_SECONDS = REQUEST_TIMEOUT_SECONDS
-# Pods whose model does not load never become ready; after this the Deployment reports
-# ProgressDeadlineExceeded, which the rollout reads as a failed version (TrackObservation.failed).
-PROGRESS_DEADLINE_SECONDS = 600
-
 SERVER_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
 FETCH_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
@@ -332,7 +329,9 @@ def get_model_deployment(inputs: ModelDeploymentInputs, plan: TrackPlan) -> Obj:
     deployment_spec: Obj = {
         "selector": {"matchLabels": version_selector(name, version)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-        "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+        # Pods whose model does not load never become ready; after spec.progressDeadline the Deployment reports
+        # ProgressDeadlineExceeded, which the rollout reads as a failed version (TrackObservation.failed).
+        "progressDeadlineSeconds": max(1, math.ceil(duration_seconds(inputs.spec.progress_deadline))),  # API: > 0
         "template": {
             "metadata": {"labels": pod_labels(name, version)},
             "spec": {

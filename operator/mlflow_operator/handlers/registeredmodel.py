@@ -11,6 +11,7 @@ from typing import Any
 
 from mlflow_operator import metrics
 from mlflow_operator.adapters.registry import ModelRegistry, RegistryError
+from mlflow_operator.api.common import duration_seconds
 from mlflow_operator.api.kinds import REGISTERED_MODEL
 from mlflow_operator.api.registeredmodel import RegisteredModelSpec
 from mlflow_operator.handlers.reconcile import (
@@ -28,7 +29,6 @@ from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import registeredmodel as plan
 from mlflow_operator.logic.conditions import ConditionUpdate, rfc3339
-from mlflow_operator.logic.status import duration_seconds
 
 SYNCED = plan.CONDITION_TYPE
 CONDITIONS = (SYNCED, cond.READY)

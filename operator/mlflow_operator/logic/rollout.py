@@ -45,12 +45,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from mlflow_operator.api.common import duration_seconds
 from mlflow_operator.api.modeldeployment import Analysis, CanaryStep, ModelDeploymentSpec
 from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec, rfc3339
 
@@ -117,16 +117,9 @@ FULL_SIZE = 100
 
 # --- durations ------------------------------------------------------------------------------------------
 
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
 
 def parse_duration(text: str) -> timedelta:
-    """Go-style durations as the API admits them (api.common.DURATION_PATTERN): 30s, 1h30m, 500ms, 2d."""
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(number + unit for number, unit in parts) != text:
-        raise ValueError(f"not a duration: {text!r}")
-    return timedelta(seconds=sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts))
+    return timedelta(seconds=duration_seconds(text))
 
 
 def parse_time(stamp: str) -> datetime:
