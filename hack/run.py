@@ -11,7 +11,8 @@
    nodes must already have the images (kind: `kind load image-archive <archive>` per manifest line);
 3. installs the CRDs, the Gateway API CRDs (the example ModelDeployment routes with an HTTPRoute) and the
    operator with charts/mlflow-operator (helm upgrade --install: a second run changes nothing);
-4. runs MinIO in namespace `storage` (Service minio:9000, keys minioadmin/minioadmin) and creates the
+4. on the local cluster, makes namespace `default` enforce Pod Security "restricted" (so does `storage`);
+   runs MinIO in namespace `storage` (Service minio:9000, keys minioadmin/minioadmin) and creates the
    examples' bucket;
 5. applies examples/, waits for TrackingServer `mlflow` Ready and RegisteredModel `fraud` Synced, seeds the
    registry (hack/seed_model.py as a Job: version 1 of `fraud`, alias champion -> 1), waits for
@@ -44,6 +45,9 @@ BUCKET = "mlflow-artifacts"
 SERVER_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"  # python + boto3, for the bucket Job
 MODEL_SERVER_IMAGE = "ghcr.io/mlflow-operator/mlflow-model-server:3.17.2"  # mlflow + scikit-learn, for the seed
 IMAGE_UID = 10001
+# Pod Security "restricted" enforced: every pod there (the operator's and ours) must run as non-root with no
+# capabilities, or the API server refuses it.
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 # Cold-ish on 2 shared cores: Postgres init, the migration and two gunicorn servers take minutes.
 TRACKING_TIMEOUT = "15m"
 STARTED = time.monotonic()
@@ -201,7 +205,7 @@ def minio_objects() -> list[dict]:
     pod = restricted_pod([container], [{"name": "data", "emptyDir": {}}])
     meta = {"name": "minio", "namespace": STORAGE_NAMESPACE, "labels": labels}
     return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": STORAGE_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": STORAGE_NAMESPACE, "labels": RESTRICTED}},
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -305,17 +309,26 @@ def node_millicpu(cluster: Cluster) -> int:
 
 
 def fit_to_node(objects: dict, millicpu: int) -> None:
-    """The examples request what production needs: the TrackingServer's pods ask ~1.6 CPUs (two 500m servers,
-    Postgres, two PgBouncers, plus the operator and CoreDNS), and each of the ModelDeployment's two model
-    servers 500m more, which a 2-core node cannot schedule (Pending, Insufficient cpu). On a small node the
-    model servers ask 100m instead; nothing else changes, and the log says so."""
+    """The examples request what production needs: the TrackingServer's two servers 500m CPU each (with
+    Postgres, two PgBouncers, the operator and CoreDNS about 1.6 CPUs), each of the ModelDeployment's two
+    model servers 500m more. A 2-core node cannot schedule the model servers (Pending, Insufficient cpu),
+    nor the one extra server pod a rolling update of the TrackingServer starts (maxSurge 1, maxUnavailable
+    0: an upgrade would wait forever). On a small node the servers ask 250m and the model servers 100m;
+    nothing else changes, and the log says so."""
     if millicpu >= 4000:
         return
-    small = {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+    small = {
+        "TrackingServer": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+        "ModelDeployment": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+    }
     for item in objects["items"]:
-        if item["kind"] == "ModelDeployment":
-            item["spec"].setdefault("runtime", {})["resources"] = small
-            log(f"node has {millicpu}m CPU: ModelDeployment {item['metadata']['name']} requests 100m CPU per pod")
+        resources = small.get(item["kind"])
+        if resources is None:
+            continue
+        spec = item["spec"]
+        (spec.setdefault("runtime", {}) if item["kind"] == "ModelDeployment" else spec)["resources"] = resources
+        cpu = resources["requests"]["cpu"]
+        log(f"node has {millicpu}m CPU: {item['kind']} {item['metadata']['name']} requests {cpu} CPU per pod")
 
 
 def json_stream(text: str) -> list[dict]:
@@ -326,6 +339,13 @@ def json_stream(text: str) -> list[dict]:
         objects.append(obj)
         position = end + (len(text[end:]) - len(text[end:].lstrip()))
     return objects
+
+
+def enforce_restricted(cluster: Cluster, namespace: str) -> None:
+    """Only on the local cluster, which is ours: a user's cluster keeps its own namespace policy."""
+    labels = [f"{key}={value}" for key, value in RESTRICTED.items()]
+    cluster.kubectl("label", "--overwrite", "namespace", namespace, *labels)
+    log(f"namespace {namespace} enforces Pod Security restricted")
 
 
 def run_examples(cluster: Cluster) -> None:
@@ -378,6 +398,8 @@ def main() -> None:
     else:
         kubeconfig, reimported = local_cluster(args.dir.resolve(), up_args)
     cluster = Cluster(kubeconfig)
+    if not os.environ.get("KUBECONFIG"):
+        enforce_restricted(cluster, "default")
     install_crds(cluster)
     install_operator(cluster, reimported)
     run_minio(cluster)

@@ -2,11 +2,16 @@
 scikit-learn and pandas): logs a tiny scikit-learn classifier, registers it as a version of `fraud` and
 points the alias `champion` at it, which is what examples/model-deployment.yaml serves.
 
+The version carries the tag `sample_predictions`: what the trained model itself predicts for SAMPLE (the
+request the README sends), so anyone (the real-pod e2e tests) can check a server's answer against the model.
+
 Idempotent: when `champion` already names a version, nothing is logged (a second `make run` adds no version).
 The tracking URI and the admin credentials come from the Job's env (MLFLOW_TRACKING_URI, _USERNAME, _PASSWORD).
 """
 
 from __future__ import annotations
+
+import json
 
 import mlflow
 import pandas as pd
@@ -17,6 +22,8 @@ from sklearn.linear_model import LogisticRegression
 MODEL = "fraud"
 ALIAS = "champion"
 EXPERIMENT = "fraud"
+SAMPLE = {"columns": ["amount", "hour"], "data": [[1500.0, 3], [20.0, 14]]}  # the README's request body
+PREDICTIONS_TAG = "sample_predictions"
 
 
 def champion_version(client: MlflowClient) -> str | None:
@@ -38,15 +45,23 @@ def training_data() -> tuple[pd.DataFrame, list[int]]:
     return features, [0, 0, 0, 1, 1, 0, 1, 0]
 
 
-def log_and_register() -> str:
-    features, labels = training_data()
-    model = LogisticRegression(max_iter=1000).fit(features, labels)
+def log_and_register(model: LogisticRegression, model_name: str = MODEL) -> str:
+    """Logs `model`, registers it as a new version of `model_name` tagged with its SAMPLE predictions."""
+    features, _ = training_data()
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name="seed"):
         info = mlflow.sklearn.log_model(
-            model, name="model", input_example=features.head(2), registered_model_name=MODEL
+            model, name="model", input_example=features.head(2), registered_model_name=model_name
         )
-    return str(info.registered_model_version)
+    version = str(info.registered_model_version)
+    predictions = model.predict(pd.DataFrame(SAMPLE["data"], columns=SAMPLE["columns"])).tolist()
+    MlflowClient().set_model_version_tag(model_name, version, PREDICTIONS_TAG, json.dumps(predictions))
+    return version
+
+
+def fraud_classifier() -> LogisticRegression:
+    features, labels = training_data()
+    return LogisticRegression(max_iter=1000).fit(features, labels)
 
 
 def main() -> None:
@@ -55,7 +70,7 @@ def main() -> None:
     if existing is not None:
         print(f"{MODEL}@{ALIAS} is already version {existing}: nothing to seed")
         return
-    version = log_and_register()
+    version = log_and_register(fraud_classifier())
     client.set_registered_model_alias(MODEL, ALIAS, version)
     print(f"registered {MODEL} version {version}, {ALIAS} -> {version}")
 

@@ -92,3 +92,18 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
         if item["type"] == type_:
             return dict(item)
     return None
+
+
+def md_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    """A ModelDeployment's status ({} while it has none)."""
+    obj = kubectl.get("modeldeployment", name, namespace) or {}
+    return dict(obj.get("status") or {})
+
+
+def wait_phase(kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 120, **fields: Any) -> dict:
+    def reached() -> dict[str, Any] | None:
+        current = md_status(kubectl, namespace, name)
+        wanted = current.get("phase") == phase and all(current.get(k) == v for k, v in fields.items())
+        return current if wanted else None
+
+    return eventually(reached, timeout=timeout, interval=0.5, what=f"{name} phase {phase} {fields}")

@@ -91,6 +91,12 @@ class RealNodeCluster:
         return self.localcluster("down", timeout=300)
 
 
+def record_real_node(kubectl: Kubectl) -> None:
+    """The real node's runtime and kubelet versions, for the test summary."""
+    info = json.loads(kubectl.run("get", "node", "realnode", "-o", "json").stdout)["status"]["nodeInfo"]
+    _server_version["node"] = f"{info['containerRuntimeVersion']}, kubelet {info['kubeletVersion']}"
+
+
 @pytest.fixture(scope="module")
 def real_node_cluster() -> Iterator[RealNodeCluster]:
     """Always the local real node, even with $KUBECONFIG set: these tests are about hack/localcluster.py's
@@ -103,8 +109,7 @@ def real_node_cluster() -> Iterator[RealNodeCluster]:
     cluster = RealNodeCluster(workdir, Kubectl(kubeconfig=str(workdir / "kubeconfig"), binary=find_kubectl()))
     try:
         cluster.up()
-        info = json.loads(cluster.kubectl.run("get", "node", "realnode", "-o", "json").stdout)["status"]["nodeInfo"]
-        _server_version["node"] = f"{info['containerRuntimeVersion']}, kubelet {info['kubeletVersion']}"
+        record_real_node(cluster.kubectl)
         yield cluster
     finally:
         cluster.down()

@@ -44,12 +44,11 @@ from tests.e2e.test_modeldeployment import (  # noqa: F401 - fixtures, used by n
     model_deployment,
     registry,
     route_weights,
-    status,
 )
 from tests.e2e.test_trackingserver import stack, ts_of
 from tests.integration.dataplane import Postgres
 from tests.integration.s3_servers import S3Server, minio_server
-from tests.kube import ROOT, Kubectl, condition, eventually
+from tests.kube import ROOT, Kubectl, condition, eventually, md_status
 
 UPGRADE_TO = "3.18.0"
 KILLS = {"create": 20, "upgrade": 20, "rollout": 20}
@@ -273,7 +272,7 @@ def check_children(kubectl: Kubectl, namespace: str, servers: dict[str, bool], v
 
 
 def md_converged(kubectl: Kubectl, namespace: str, name: str, version: int) -> bool:
-    current = status(kubectl, namespace, name)
+    current = md_status(kubectl, namespace, name)
     return current.get("phase") == "Succeeded" and current.get("stableVersion") == version
 
 
@@ -324,7 +323,7 @@ def test_sigkill_during_canary_rollouts_converges(
         )
         converged_in = time.monotonic() - started
         for name, model in models.items():
-            done = status(kubectl, namespace, name)
+            done = md_status(kubectl, namespace, name)
             history = [(r["version"], r["outcome"]) for r in done["history"]]
             assert history == [(1, "Succeeded"), (2, "Succeeded"), (3, "Succeeded")], (seed, name, history)
             assert route_weights(kubectl, namespace, name) == (100, 0), seed

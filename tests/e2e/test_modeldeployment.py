@@ -33,7 +33,7 @@ from tests.integration.registry_server import (
     migrated_server,
     run_client,
 )
-from tests.kube import ROOT, Kubectl, condition, eventually
+from tests.kube import ROOT, Kubectl, condition, eventually, md_status, wait_phase
 
 API = "mlflow.operator.dev/v1alpha1"
 METRIC = "model_error_rate"
@@ -167,20 +167,6 @@ def model_deployment(name: str, registry: Registry, prometheus: str, model: str,
     return {"apiVersion": API, "kind": "ModelDeployment", "metadata": {"name": name}, "spec": body}
 
 
-def status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
-    obj = kubectl.get("modeldeployment", name, namespace) or {}
-    return dict(obj.get("status") or {})
-
-
-def wait_phase(kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 120, **fields: Any) -> dict:
-    def reached() -> dict[str, Any] | None:
-        current = status(kubectl, namespace, name)
-        wanted = current.get("phase") == phase and all(current.get(k) == v for k, v in fields.items())
-        return current if wanted else None
-
-    return eventually(reached, timeout=timeout, interval=0.5, what=f"{name} phase {phase} {fields}")
-
-
 def route_weights(kubectl: Kubectl, namespace: str, name: str) -> tuple[int, int] | None:
     route = kubectl.get("httproute", name, namespace)
     if route is None:
@@ -230,7 +216,7 @@ def test_alias_moves_roll_out_with_analysis_then_a_failing_version_rolls_back(
         weights = route_weights(kubectl, namespace, name)
         if weights is not None and (not seen_weights or seen_weights[-1] != weights):
             seen_weights.append(weights)
-        current = status(kubectl, namespace, name)
+        current = md_status(kubectl, namespace, name)
         return current if current.get("phase") == "Succeeded" and current.get("stableVersion") == 2 else None
 
     done = eventually(promoted, timeout=120, interval=0.3, what="version 2 promoted")
@@ -251,8 +237,8 @@ def test_alias_moves_roll_out_with_analysis_then_a_failing_version_rolls_back(
     registry.move_alias(model, "champion", 3)
     analysing = eventually(
         lambda: (
-            status(kubectl, namespace, name).get("currentStep") == 1
-            and status(kubectl, namespace, name).get("canaryVersion") == 3
+            md_status(kubectl, namespace, name).get("currentStep") == 1
+            and md_status(kubectl, namespace, name).get("canaryVersion") == 3
         ),
         timeout=60,
         interval=0.2,
@@ -451,7 +437,7 @@ def test_registry_down_mid_rollout_rolls_back_anyway_and_tags_once_it_returns(
         assert route_weights(kubectl, namespace, name) == (100, 0)
 
         def pending() -> dict[str, Any] | None:
-            current = status(kubectl, namespace, name)
+            current = md_status(kubectl, namespace, name)
             resolved = condition({"status": current}, "ModelResolved") or {}
             waiting = current.get("pendingRegistryWrites") and resolved.get("reason") == "RegistryUnavailable"
             return current if waiting else None
@@ -464,7 +450,7 @@ def test_registry_down_mid_rollout_rolls_back_anyway_and_tags_once_it_returns(
         registry.server.start()
 
     def flushed() -> dict[str, Any] | None:
-        current = status(kubectl, namespace, name)
+        current = md_status(kubectl, namespace, name)
         return current if not current.get("pendingRegistryWrites") else None
 
     eventually(flushed, timeout=120, interval=1, what="pending registry writes flushed after the outage")

@@ -24,12 +24,13 @@ def examples() -> dict:
     }
 
 
-def test_a_small_node_gets_model_servers_that_fit_and_nothing_else_changes() -> None:
+def test_a_small_node_gets_servers_that_fit_and_nothing_else_changes() -> None:
     objects = examples()
     run.fit_to_node(objects, 2000)
     tracking, deployment = objects["items"]
     assert deployment["spec"]["runtime"]["resources"]["requests"]["cpu"] == "100m"
     assert deployment["spec"]["replicas"] == 2
+    assert tracking["spec"].pop("resources")["requests"]["cpu"] == "250m"
     assert tracking == examples()["items"][0]
 
 

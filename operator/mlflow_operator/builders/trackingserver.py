@@ -792,12 +792,17 @@ def get_tracking_deployment(inputs: TrackingServerInputs) -> Obj:
         "command": tracking_server_args(inputs),
         "env": tracking_server_env(inputs),
         "ports": [{"name": "http", "containerPort": MLFLOW_PORT}],
-        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3},
+        # Sync workers answer /health only after the requests queued before it: under a burst of clients an
+        # HTTP readiness probe timed out on every pod at once, the Service lost all its endpoints and every
+        # client got "connection refused" (200 concurrent clients on the real node). The open listening
+        # socket is what readiness needs (MLflow's /health checks nothing more, and gunicorn itself replaces
+        # hung workers after --timeout); liveness waits minutes before restarting an overloaded server.
+        "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 5},
         "livenessProbe": {
             "httpGet": {"path": "/health", "port": "http"},
             "periodSeconds": 20,
-            "timeoutSeconds": 5,
-            "failureThreshold": 6,
+            "timeoutSeconds": 10,
+            "failureThreshold": 9,
         },
         "startupProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5, "failureThreshold": 60},
         # Let endpoints drop the pod before gunicorn stops accepting requests.
