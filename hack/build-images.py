@@ -14,6 +14,11 @@ Usage:
   hack/build-images.py build [NAME...]       build the missing archives (default: all), write the manifest
   hack/build-images.py dockerfiles [--check] (re)write images/*/Dockerfile, or only compare them
   hack/build-images.py manifest              print the manifest of the current definitions
+  hack/build-images.py variant NAME TAG PIN...
+                                             NAME's image with requirements re-pinned (PIN: pkg==version)
+                                             and tagged TAG, e.g. `variant mlflow-server 3.18.0
+                                             mlflow==3.18.0` for an upgrade test; cached like the others,
+                                             listed in no manifest; prints `<archive>\t<reference>`
 
 Output, the interface for whatever imports the images (e.g. a real node's containerd):
   $MLFLOW_OPERATOR_CACHE/images/<name>-<hash>.oci.tar   (cache default: ~/.cache/mlflow-operator)
@@ -53,7 +58,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -513,6 +518,57 @@ def build_missing(cache: Path, names: list[str]) -> None:
         remove_stale(image, archive)
 
 
+def repin(requirements: str, pins: list[str]) -> str:
+    """The requirements with each `name==version` line of a pinned package replaced by its pin."""
+    lines = requirements.splitlines()
+    for pin in pins:
+        name = pin.split("==", 1)[0].strip().lower()
+        matches = [i for i, line in enumerate(lines) if line.split("==", 1)[0].strip().lower() == name]
+        if "==" not in pin or len(matches) != 1:
+            raise SystemExit(f"[build-images] {pin!r}: expected name==version for exactly one pinned requirement")
+        lines[matches[0]] = pin
+    return "\n".join(lines) + "\n"
+
+
+def variant_image(base: Image, tag: str, requirements: Path) -> Image:
+    """`base` under another tag (and archive name) that installs `requirements` instead of its own."""
+    assert base.python is not None
+    return replace(
+        base,
+        name=f"{base.name}-{tag}",
+        ref=f"{base.repository}:{tag}",
+        python=replace(base.python, requirements=str(requirements)),
+    )
+
+
+def command_variant(name: str, tag: str, pins: list[str]) -> int:
+    base = load_image(name)
+    if base.python is None or base.python.requirements is None:
+        sys.exit(f"[build-images] {name} has no requirements file to re-pin")
+    cache = cache_dir()
+    text = repin((base.directory / base.python.requirements).read_text(), pins)
+    # The requirements live in the cache, named by their content: the image hash covers them by path.
+    requirements = cache / "images" / "variants" / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
+    requirements.parent.mkdir(parents=True, exist_ok=True)
+    requirements.write_text(text)
+    image = variant_image(base, tag, requirements)
+    files = [
+        (str(p.relative_to(ROOT)), p.read_bytes())
+        for p in input_files(base)
+        if p != base.directory / base.python.requirements
+    ]
+    digest = content_hash(SCRIPT_TEXT, [*files, ("requirements.txt", text.encode())], apt_sources(image.suite))
+    archive = archive_path(cache, image, digest)
+    with build_lock(cache):
+        if archive.exists():
+            print(f"[build-images] {image.name}: cached {archive}", file=sys.stderr)
+        else:
+            build(image, archive)
+            remove_stale(image, archive)
+    print(f"{archive}\t{image.ref}")
+    return 0
+
+
 def command_dockerfiles(check: bool) -> int:
     stale = []
     for name in image_names():
@@ -542,11 +598,17 @@ def main(argv: list[str]) -> int:
     commands.add_parser("build").add_argument("names", nargs="*")
     commands.add_parser("dockerfiles").add_argument("--check", action="store_true")
     commands.add_parser("manifest")
+    variant = commands.add_parser("variant")
+    variant.add_argument("name")
+    variant.add_argument("tag")
+    variant.add_argument("pins", nargs="+")
     args = parser.parse_args(argv)
     if args.command == "build":
         return command_build(args.names)
     if args.command == "dockerfiles":
         return command_dockerfiles(args.check)
+    if args.command == "variant":
+        return command_variant(args.name, args.tag, args.pins)
     return command_manifest()
 
 

@@ -7,6 +7,7 @@ local-path StorageClass: hack/localnode.py); kwok for fake nodes, on request or 
     localcluster.py down [--dir DIR]             # stops and removes everything it started, state included
     localcluster.py env                          # prints the paths of the cached binaries
     localcluster.py load-images [--dir DIR]      # imports the listed image archives into the node again
+    localcluster.py load-images --image A=REF    # imports archive A as REF (e.g. a build-images.py variant)
     localcluster.py restart NAME [--dir DIR]     # SIGKILL one component, start it with the same argv
     localcluster.py pause|resume NAME [--dir DIR] # SIGSTOP / SIGCONT one component (e.g. etcd)
     localcluster.py provision --dir DIR          # (started by `up`) the local-path volume provisioner
@@ -559,7 +560,7 @@ def start_node(state: dict, bins: dict[str, Path], workdir: Path) -> None:
         env={"PATH": path},
     )
     wait_for("containerd", lambda: ctr(bins, workdir, "version") is not None, workdir=workdir)
-    load_images(bins, workdir, state["node_images_only"])
+    load_images(bins, workdir, image_manifest_entries(state["node_images_only"]))
     log("starting kubelet, kube-proxy")
     start(
         state,
@@ -638,8 +639,8 @@ def image_manifest_entries(node_only: bool) -> list[tuple[Path, str]]:
     return entries
 
 
-def load_images(bins: dict[str, Path], workdir: Path, node_only: bool) -> None:
-    for archive, reference in image_manifest_entries(node_only):
+def load_images(bins: dict[str, Path], workdir: Path, entries: list[tuple[Path, str]]) -> None:
+    for archive, reference in entries:
         if not archive.exists():
             log(f"skipping {reference}: {archive} is gone")
             continue
@@ -934,11 +935,14 @@ def provision_forever(workdir: Path, interval: float = 1.0) -> None:
         time.sleep(interval)
 
 
-def load_images_command(workdir: Path) -> None:
+def load_images_command(workdir: Path, images: list[str]) -> None:
+    """The given `archive=reference` pairs, or else every archive the cluster imported at `up`."""
     state = load_state(workdir)
     if not state.get("real_node"):
         raise SystemExit(f"[localcluster] the cluster in {workdir} has no real node")
-    load_images(binaries(), workdir, state.get("node_images_only", False))
+    pairs = [image.split("=", 1) for image in images]
+    entries = [(Path(archive), reference) for archive, reference in pairs]
+    load_images(binaries(), workdir, entries or image_manifest_entries(state.get("node_images_only", False)))
 
 
 def main() -> None:
@@ -966,6 +970,9 @@ def main() -> None:
         action="store_true",
         help=f"import only $CACHE/images/{NODE_MANIFEST} (pause, CoreDNS, test images), not other builders' lists",
     )
+    parser.add_argument(
+        "--image", action="append", default=[], metavar="ARCHIVE=REFERENCE", help="load-images: only this archive"
+    )
     args = parser.parse_args()
     workdir = args.dir.resolve()
     if args.command == "up":
@@ -973,7 +980,7 @@ def main() -> None:
     elif args.command == "down":
         down(workdir)
     elif args.command == "load-images":
-        load_images_command(workdir)
+        load_images_command(workdir, args.image)
     elif args.command == "provision":
         provision_forever(workdir)
     elif args.command in ("restart", "pause", "resume"):

@@ -8,6 +8,7 @@ it built as a user would, from the host, through Service ClusterIPs (kube-proxy)
 - the model servers: the init containers fetched and checked the version from the real tracking server, the
   stable and canary Services answer /invocations with each version's own predictions, a version that cannot
   load is rolled back at its progress deadline, a deleted ModelDeployment leaves no pod;
+- an upgrade from an earlier MLflow release runs the real migration Job and the new servers serve old data;
 - every pod runs in a namespace that enforces Pod Security "restricted", with a read-only root.
 
 One real node runs per machine: a running `make cluster` / `make run` makes this module fail (stop it
@@ -41,6 +42,7 @@ import requests
 from mlflow import MlflowClient
 
 from mlflow_operator.api.kinds import API_VERSION
+from mlflow_operator.api.trackingserver import DEFAULT_MLFLOW_VERSION
 from mlflow_operator.builders.modeldeployment import COMPONENT as COMPONENT_MODEL_SERVER
 from mlflow_operator.builders.modeldeployment import SERVICE_PORT
 from mlflow_operator.builders.trackingserver import (
@@ -59,6 +61,9 @@ SAMPLE = {"columns": ["amount", "hour"], "data": [[1500.0, 3], [20.0, 14]]}  # h
 PREDICTIONS_TAG = "sample_predictions"
 MODEL_SERVER_IMAGE = "ghcr.io/mlflow-operator/mlflow-model-server:3.17.2"
 CONCURRENT_CLIENTS = 200
+# An earlier MLflow release whose schema the default one migrates (3.17.2 adds two revisions); 3.18.0 would
+# be the natural "next" release, but its mlflow-tracing==3.18.0 is not on the package index this runs with.
+UPGRADE_FROM = "3.16.1"
 POSTGRES_PODS = f"app.kubernetes.io/instance=mlflow,app.kubernetes.io/component={COMPONENT_POSTGRES}"
 POOLER_PODS = f"app.kubernetes.io/instance=mlflow,app.kubernetes.io/component={COMPONENT_POOLER}"
 
@@ -91,9 +96,9 @@ class Platform:
     def tracking_uri(self) -> str:
         return f"http://{self.cluster_ip('mlflow')}:5000"
 
-    def psql(self, host: str, port: int, database: str, sql: str) -> list[dict[str, str]]:
-        """Rows of one statement run by the host's psql, as the database Secret's user."""
-        user = self.secret("mlflow-db")
+    def psql(self, host: str, port: int, database: str, sql: str, secret: str = "mlflow-db") -> list[dict[str, str]]:
+        """Rows of one statement run by the host's psql, as the user of a TrackingServer's database Secret."""
+        user = self.secret(secret)
         dsn = f"host={host} port={port} dbname={database} user={user['username']} connect_timeout=10"
         result = subprocess.run(
             ["psql", dsn, "--csv", "-v", "ON_ERROR_STOP=1", "-c", sql],
@@ -500,3 +505,136 @@ def version_pods_if_any(platform: Platform, deployment: str) -> list[dict[str, A
     if platform.kubectl.get("deployment", deployment, NAMESPACE) is None:
         return []
     return version_pods(platform, deployment)
+
+
+# ----------------------------------------------------------------------------------------------- upgrade
+
+
+def older_mlflow_image(platform: Platform) -> str:
+    """The MLflow server image at UPGRADE_FROM (images/mlflow-server re-pinned; built once, then cached),
+    imported into the node under the name the operator gives that version."""
+    variant = ["variant", "mlflow-server", UPGRADE_FROM, f"mlflow=={UPGRADE_FROM}"]
+    built = subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "build-images.py"), *variant],
+        capture_output=True,
+        text=True,
+        timeout=2400,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-4000:]
+    archive, reference = built.stdout.strip().splitlines()[-1].split("\t")
+    load = ["load-images", "--dir", str(platform.workdir), "--image", f"{archive}={reference}"]
+    loaded = subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "localcluster.py"), *load],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-4000:]
+    return reference
+
+
+def legacy_tracking_server(version: str) -> dict[str, Any]:
+    """A second, small TrackingServer (one server, one PgBouncer) beside the example's, on the same MinIO."""
+    small = {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TrackingServer",
+        "metadata": {"name": "legacy", "namespace": NAMESPACE},
+        "spec": {
+            "version": version,
+            "replicas": 1,
+            "workers": 1,
+            "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+            "database": {
+                "managed": {"storageSize": "1Gi", "resources": small},
+                "pooler": {"replicas": 1, "resources": small},
+            },
+            "artifacts": {
+                "s3": {
+                    "bucket": "mlflow-artifacts",
+                    "prefix": "legacy",
+                    "endpoint": "http://minio.storage.svc:9000",
+                    "credentialsSecret": {"name": "mlflow-artifacts-s3"},
+                }
+            },
+            "auth": {"enabled": True},
+            "deletionPolicy": "Delete",
+        },
+    }
+
+
+def tracking_server_status(platform: Platform, name: str, version: str) -> dict[str, Any] | None:
+    """The TrackingServer once it is Ready, serving and migrated at `version`."""
+    server = platform.kubectl.get("trackingserver", name, NAMESPACE) or {}
+    ready = condition(server, "Ready")
+    status = server.get("status") or {}
+    at_version = status.get("version") == version and status.get("migratedVersion") == version
+    return server if at_version and ready is not None and ready["status"] == "True" else None
+
+
+def test_an_upgrade_migrates_the_schema_and_the_new_servers_serve(platform: Platform) -> None:
+    older = older_mlflow_image(platform)
+    platform.kubectl.apply(legacy_tracking_server(UPGRADE_FROM))
+    try:
+        eventually(
+            lambda: tracking_server_status(platform, "legacy", UPGRADE_FROM),
+            timeout=600,
+            interval=2,
+            what=f"TrackingServer legacy Ready at {UPGRADE_FROM}",
+        )
+        servers = f"app.kubernetes.io/instance=legacy,app.kubernetes.io/component={COMPONENT_SERVER}"
+        assert [p["spec"]["containers"][0]["image"] for p in platform.pods(servers)] == [older]
+        admin = platform.secret("legacy-admin")
+        legacy = MlflowClient(tracking_uri=f"http://{platform.cluster_ip('legacy')}:5000")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MLFLOW_TRACKING_USERNAME", admin["username"])
+            patch.setenv("MLFLOW_TRACKING_PASSWORD", admin["password"])
+            run_id = legacy.create_run(legacy.create_experiment("before-upgrade")).info.run_id
+            legacy.log_param(run_id, "written-by", UPGRADE_FROM)
+            database = dict(host=legacy_postgres_ip(platform), port=5432, database=DATABASE_NAME, secret="legacy-db")
+            before = platform.psql(**database, sql="SELECT version_num FROM alembic_version")
+            runs_before = platform.psql(**database, sql="SELECT count(*) AS runs FROM runs")
+
+            patch_spec = json.dumps({"spec": {"version": DEFAULT_MLFLOW_VERSION}})
+            platform.kubectl.run("patch", "trackingserver", "legacy", "-n", NAMESPACE, "--type=merge", "-p", patch_spec)
+            began = time.monotonic()
+            eventually(
+                lambda: tracking_server_status(platform, "legacy", DEFAULT_MLFLOW_VERSION),
+                timeout=600,
+                interval=2,
+                what=f"TrackingServer legacy Ready at {DEFAULT_MLFLOW_VERSION}",
+            )
+            print(f"upgraded {UPGRADE_FROM} -> {DEFAULT_MLFLOW_VERSION} in {time.monotonic() - began:.0f} s")
+
+            job = platform.json("get", "job", f"legacy-migrate-{DEFAULT_MLFLOW_VERSION.replace('.', '-')}")
+            assert job["status"].get("succeeded") == 1
+            new_image = job["spec"]["template"]["spec"]["containers"][0]["image"]
+            assert new_image.endswith(f":{DEFAULT_MLFLOW_VERSION}") and new_image != older
+            database["host"] = legacy_postgres_ip(platform)
+            after = platform.psql(**database, sql="SELECT version_num FROM alembic_version")
+            assert after != before, f"the migration Job left the schema at {before}"
+            assert eventually(
+                lambda: {p["spec"]["containers"][0]["image"] for p in platform.pods(servers)} == {new_image},
+                timeout=120,
+                what="only servers of the new version",
+            )
+            url = f"http://{platform.cluster_ip('legacy')}:5000/version"
+            auth = (admin["username"], admin["password"])
+            # The old pod drains for its preStop seconds; kube-proxy follows the endpoints within a second.
+            eventually(
+                lambda: requests.get(url, auth=auth, timeout=10).text.strip() == DEFAULT_MLFLOW_VERSION,
+                timeout=30,
+                what=f"the Service answering with MLflow {DEFAULT_MLFLOW_VERSION}",
+            )
+            assert legacy.get_run(run_id).data.params == {"written-by": UPGRADE_FROM}
+            assert platform.psql(**database, sql="SELECT count(*) AS runs FROM runs") == runs_before
+    finally:
+        platform.kubectl.run("delete", "trackingserver", "-n", NAMESPACE, "legacy", "--ignore-not-found", timeout=300)
+    eventually(lambda: not platform.pods("app.kubernetes.io/instance=legacy"), timeout=180, what="legacy pods gone")
+
+
+def legacy_postgres_ip(platform: Platform) -> str:
+    (ip,) = platform.pod_ips(f"app.kubernetes.io/instance=legacy,app.kubernetes.io/component={COMPONENT_POSTGRES}")
+    return ip

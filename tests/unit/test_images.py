@@ -158,3 +158,18 @@ def test_umoci_config_carries_the_image_config() -> None:
     assert command[command.index("--config.user") + 1] == "999:999"
     assert command[command.index("--config.stopsignal") + 1] == "SIGINT"
     assert "--config.exposedports=5432/tcp" in command
+
+
+def test_a_variant_repins_one_requirement_and_takes_the_tag(tmp_path: Path) -> None:
+    base = bi.load_image("mlflow-server")
+    text = (base.directory / "requirements.txt").read_text()
+    repinned = bi.repin(text, ["MLflow==3.18.0"])
+    changed = [(a, b) for a, b in zip(text.splitlines(), repinned.splitlines(), strict=True) if a != b]
+    assert changed == [("mlflow==3.17.2", "MLflow==3.18.0")]
+    with pytest.raises(SystemExit, match="exactly one"):
+        bi.repin(text, ["not-a-requirement==1"])
+    variant = bi.variant_image(base, "3.18.0", tmp_path / "requirements.txt")
+    assert variant.ref == "ghcr.io/mlflow-operator/mlflow-server:3.18.0"
+    assert variant.name == "mlflow-server-3.18.0"  # its own archive name: the base's stale-archive cleanup skips it
+    assert variant.directory / variant.python.requirements == tmp_path / "requirements.txt"
+    assert variant.packages == base.packages and variant.config == base.config
