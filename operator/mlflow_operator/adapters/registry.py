@@ -592,9 +592,6 @@ class ModelRegistry:
     async def observe_async(self, name: str) -> ObservedModel | None:
         return await self._bounded(self.endpoint.call_timeout, f'reading "{name}"', self.observe, name)
 
-    async def apply_async(self, name: str, actions: Sequence[Action]) -> None:
-        await self._bounded(self.endpoint.call_timeout, f'updating "{name}"', self.apply, name, actions)
-
     async def resolve_async(
         self, name: str, *, alias: str | None = None, version: int | None = None
     ) -> ResolvedVersion:

@@ -282,6 +282,3 @@ class BucketLifecycle:
 
     async def get_rules_async(self) -> list[S3Rule]:
         return await asyncio.to_thread(self.get_rules)
-
-    async def put_rules_async(self, rules: Sequence[Mapping[str, Any]]) -> None:
-        await asyncio.to_thread(self.put_rules, rules)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import shlex
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -1019,16 +1018,6 @@ def desired_server(inputs: TrackingServerInputs) -> list[Obj]:
         get_gc_cronjob(inputs),
     ]
     return [obj for obj in objects if obj is not None]
-
-
-def describe(objects: list[Obj]) -> list[str]:
-    """`Kind/name` of each object, for logs and render output."""
-    return [f"{obj['kind']}/{obj['metadata']['name']}" for obj in objects]
-
-
-def shell_command(args: list[str]) -> str:
-    """The server command as one shell line (for docs and the local-process tests)."""
-    return shlex.join(args)
 
 
 def all_objects(inputs: TrackingServerInputs, database_password: str, admin_password: str) -> list[Obj]:

@@ -114,15 +114,6 @@ async def write_status(
     return new
 
 
-async def reconcile_skeleton(rt: Runtime, info: KindInfo, condition_types: Sequence[str], body: dict[str, Any]) -> None:
-    """For kinds whose children are not reconciled yet: validate and report what was seen."""
-    spec, invalid = validated(info, body)
-    updates = invalid if spec is None else first_sight(body, condition_types)
-    if spec is not None and (cond.find(current_conditions(body), cond.READY) or {}).get("reason") == INVALID_SPEC:
-        updates.append(ConditionUpdate(cond.READY, "Unknown", "Reconciling", "spec is valid again"))
-    await write_status(rt, info, body, updates)
-
-
 async def ensure_finalizer(rt: Runtime, info: KindInfo, body: dict[str, Any], wanted: bool) -> None:
     finalizers = list(body["metadata"].get("finalizers") or [])
     if (FINALIZER in finalizers) == wanted:
