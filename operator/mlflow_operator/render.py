@@ -165,7 +165,7 @@ def _registry_credentials(
         return uri, None, [f"{where}: TrackingServer {server_name} is not in the input; rendered as if it had no auth"]
     if server.auth is None or not server.auth.enabled:
         return uri, None, []
-    admin = server.auth.admin_secret.name if server.auth.admin_secret else ts_build.Names(server_name).admin_secret
+    admin = ts_build.admin_secret_name(server_name, server.auth)
     return uri, RegistryCredentials(name=admin, username_key="username", password_key="password"), []
 
 

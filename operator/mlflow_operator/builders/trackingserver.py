@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from mlflow_operator.api.trackingserver import TrackingServerSpec
+from mlflow_operator.api.trackingserver import Auth, TrackingServerSpec
 from mlflow_operator.builders.common import (
     CONFIG_HASH_ANNOTATION,
     Obj,
@@ -221,6 +221,11 @@ def get_database_secret(name: str, namespace: str, password: str) -> Obj:
         name,
         {"username": DATABASE_USER, "password": password},
     )
+
+
+def admin_secret_name(name: str, auth: Auth) -> str:
+    """The Secret holding the MLflow admin credentials: the user's (auth.adminSecret) or the generated one."""
+    return auth.admin_secret.name if auth.admin_secret else Names(name).admin_secret
 
 
 def get_admin_secret(name: str, namespace: str, password: str) -> Obj:
@@ -948,7 +953,7 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
         {"name": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "value": "2"},
     ]
     if inputs.spec.auth is not None and inputs.spec.auth.enabled:
-        admin = inputs.spec.auth.admin_secret.name if inputs.spec.auth.admin_secret else names.admin_secret
+        admin = admin_secret_name(inputs.name, inputs.spec.auth)
         env += [
             secret_env("MLFLOW_TRACKING_USERNAME", admin, "username"),
             secret_env("MLFLOW_TRACKING_PASSWORD", admin, "password"),

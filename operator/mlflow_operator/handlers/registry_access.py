@@ -9,7 +9,7 @@ from typing import Any
 from mlflow_operator.adapters.registry import RegistryEndpoint
 from mlflow_operator.api.common import RegistryConnection, RegistryCredentials
 from mlflow_operator.api.kinds import API_VERSION, TRACKING_SERVER
-from mlflow_operator.builders.trackingserver import REGISTRY_URL_ANNOTATION
+from mlflow_operator.builders.trackingserver import REGISTRY_URL_ANNOTATION, Names
 from mlflow_operator.handlers.reconcile import SecretProblem, read_secret_keys
 from mlflow_operator.handlers.runtime import Runtime
 
@@ -66,7 +66,7 @@ async def tracking_server_registry(rt: Runtime, server: dict[str, Any]) -> Regis
     auth = (server.get("spec") or {}).get("auth") or {}
     if not auth.get("enabled"):
         return RegistryAccess(RegistryEndpoint(url))
-    admin = (auth.get("adminSecret") or {}).get("name") or f"{server_name}-admin"
+    admin = (auth.get("adminSecret") or {}).get("name") or Names(server_name).admin_secret
     data = await read_secret_keys(
         rt, namespace, admin, "TrackingServer spec.auth.adminSecret", {"username": "username", "password": "password"}
     )

@@ -32,6 +32,11 @@ def rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(stamp: str) -> datetime:
+    """An RFC 3339 time as the API server and rfc3339() write it (a trailing Z for UTC)."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 def find(conditions: Sequence[ConditionDict] | None, type_: str) -> ConditionDict | None:
     for condition in conditions or ():
         if condition.get("type") == type_:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mlflow_operator.logic.conditions import ConditionDict, ConditionUpdate, EventSpec, rfc3339
+from mlflow_operator.logic.conditions import ConditionDict, ConditionUpdate, EventSpec, parse_time, rfc3339
 
 GARBAGE_COLLECTED = "GarbageCollected"
 REASON_SUCCEEDED = "GarbageCollectionSucceeded"
@@ -44,8 +44,8 @@ class GcReport:
     warning: EventSpec | None
 
 
-def parse_time(stamp: str | None) -> datetime | None:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+def time_or_none(stamp: str | None) -> datetime | None:
+    return parse_time(stamp) if stamp else None
 
 
 def owned_by(job: dict[str, Any], owner_uid: str) -> bool:
@@ -60,7 +60,9 @@ def job_outcome(job: dict[str, Any]) -> Outcome | None:
     for condition in status.get("conditions") or []:
         if condition.get("status") != "True" or condition.get("type") not in ("Complete", "Failed"):
             continue
-        at = parse_time(condition.get("lastTransitionTime") or status.get("completionTime") or status.get("startTime"))
+        at = time_or_none(
+            condition.get("lastTransitionTime") or status.get("completionTime") or status.get("startTime")
+        )
         if at is None:
             continue
         if condition["type"] == "Complete":
@@ -74,7 +76,7 @@ def last_outcome(cronjob: dict[str, Any], jobs: Sequence[dict[str, Any]]) -> Out
     """The newest finished run among the CronJob's own Jobs and its lastSuccessfulTime."""
     uid = cronjob["metadata"].get("uid", "")
     outcomes = [o for o in (job_outcome(j) for j in jobs if owned_by(j, uid)) if o is not None]
-    last_success = parse_time((cronjob.get("status") or {}).get("lastSuccessfulTime"))
+    last_success = time_or_none((cronjob.get("status") or {}).get("lastSuccessfulTime"))
     if last_success is not None:
         outcomes.append(Outcome(None, True, last_success))
     # On equal times a Job beats the anonymous lastSuccessfulTime (same run, but it has a name).

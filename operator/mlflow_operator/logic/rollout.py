@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 from mlflow_operator.api.common import duration_seconds
 from mlflow_operator.api.modeldeployment import Analysis, CanaryStep, ModelDeploymentSpec
-from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec, rfc3339
+from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec, parse_time, rfc3339
 
 Phase = Literal["Progressing", "Paused", "Succeeded", "RolledBack", "Degraded"]
 Track = Literal["stable", "canary"]
@@ -120,10 +120,6 @@ FULL_SIZE = 100
 
 def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=duration_seconds(text))
-
-
-def parse_time(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 # --- state ----------------------------------------------------------------------------------------------
