@@ -131,6 +131,7 @@ def test_controller_coalesces_events_and_reconciles_the_latest_object() -> None:
 
 def test_controller_retries_failures_with_backoff_and_forgets_deleted_objects() -> None:
     attempts: list[float] = []
+    delays: list[int] = []
 
     async def reconcile(obj: dict[str, Any]) -> float | None:
         attempts.append(asyncio.get_running_loop().time())
@@ -138,20 +139,27 @@ def test_controller_retries_failures_with_backoff_and_forgets_deleted_objects() 
             raise RuntimeError("registry down")
         return None
 
+    def backoff(failures: int) -> float:  # backoff_seconds' shape, in hundredths of a second
+        delays.append(failures)
+        return backoff_seconds(failures) / 100
+
     async def scenario() -> Controller:
-        controller = Controller("Test", reconcile, resync_seconds=3600, workers=1)
+        controller = Controller("Test", reconcile, resync_seconds=3600, workers=1, backoff=backoff)
         controller.start()
         controller.observe("ADDED", body("b"))
-        await asyncio.sleep(3.5)
+        for _ in range(500):  # at most 5 s; normally 0.03 s
+            if len(attempts) == 3:
+                break
+            await asyncio.sleep(0.01)
         controller.observe("DELETED", body("b"))
         await controller.stop()
         return controller
 
     controller = asyncio.run(scenario())
-    assert len(attempts) == 3
-    gaps = [round(later - earlier) for earlier, later in itertools.pairwise(attempts)]
-    assert gaps == [1, 2]
-    assert controller.objects == {}
+    assert len(attempts) == 3 and delays == [1, 2]  # the counter grows per consecutive failure
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert gaps[0] >= 0.01 and gaps[1] >= 0.02  # each retry waited at least its backoff
+    assert controller.objects == {} and controller._failures == {}
 
 
 def test_a_failed_migration_is_retried_after_a_while() -> None:

@@ -39,6 +39,7 @@ class Controller:
     reconcile: Reconcile
     resync_seconds: float | None = 60.0  # None: no periodic resync; the reconcile asks when to come back
     workers: int = 4
+    backoff: Callable[[int], float] = backoff_seconds  # seconds before retry N; tests inject a faster one
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
     _queue: asyncio.Queue[Key] | None = None
     _queued: set[Key] = field(default_factory=set)
@@ -146,7 +147,7 @@ class Controller:
             metrics.observe_reconcile(self.kind, time.monotonic() - started, ok=False)
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
-            delay = backoff_seconds(failures)
+            delay = self.backoff(failures)
             logger.exception(
                 "%s %s/%s: reconcile failed (attempt %d), retrying in %.0fs", self.kind, key[0], key[1], failures, delay
             )
