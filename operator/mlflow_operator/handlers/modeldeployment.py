@@ -17,7 +17,6 @@ the same status and applies it again (every action is idempotent).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,7 +46,7 @@ from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import alias_ownership, rollout
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import modeldeployment as decide
-from mlflow_operator.logic.backoff import exponential_backoff
+from mlflow_operator.logic.backoff import RetrySchedule, after_failure, exponential_backoff
 from mlflow_operator.logic.conditions import ConditionUpdate, rfc3339
 
 CONTROLLER = "modeldeployment"
@@ -72,7 +71,7 @@ _resolutions: dict[str, decide.Resolution] = {}
 # The children the last pass applied: the same children are applied again only after REAPPLY_SECONDS, so
 # someone's edit of a child is put back within that time (at once after a restart).
 _applied = AppliedChildren()
-_failures: Counter[tuple[str, str]] = Counter()
+_retries: dict[tuple[str, str], RetrySchedule] = {}
 
 
 @dataclass
@@ -129,7 +128,7 @@ def forget(uid: str, namespace: str, name: str) -> None:
     _resolutions.pop(uid, None)
     _applied.forget(uid)
     for what in ("apply", "registry"):
-        _failures.pop((uid, what), None)
+        _retries.pop((uid, what), None)
     metrics.forget_rollout(namespace, name)
 
 
@@ -278,7 +277,7 @@ async def report_apply_failure(md: Pass, error: ApiError) -> None:
         message += " (is the router's API installed? gatewayAPI needs the Gateway API CRDs)"
     failure = ConditionUpdate(cond.READY, "False", decide.REASON_ROUTER_UNAVAILABLE, message[:1024])
     await write_status(md.rt, MODEL_DEPLOYMENT, md.body, [*first_sight(md.body, CONDITIONS), failure])
-    md.requeue.append(exponential_backoff(count_failure(md, "apply"), base=RETRY_SECONDS))
+    md.requeue.append(retry_after_failure(md, "apply").delay(md.now))
 
 
 def alias_owners(md: Pass) -> list[alias_ownership.AliasOwner]:
@@ -292,9 +291,11 @@ def alias_owners(md: Pass) -> list[alias_ownership.AliasOwner]:
     return owners
 
 
-def count_failure(md: Pass, what: str) -> int:
-    _failures[(md.uid, what)] += 1
-    return _failures[(md.uid, what)]
+def retry_after_failure(md: Pass, what: str) -> RetrySchedule:
+    """The backoff after a failure to apply the children or to write to the registry (logic.backoff: a pass
+    woken before the retry is due sees the same failure and does not count it again)."""
+    schedule = _retries[(md.uid, what)] = after_failure(_retries.get((md.uid, what)), md.now, base=RETRY_SECONDS)
+    return schedule
 
 
 # ---------------------------------------------------------------------------------------------- reporting
@@ -303,7 +304,7 @@ def count_failure(md: Pass, what: str) -> int:
 async def report(
     md: Pass, resolution: decide.Resolution, transition: rollout.Transition, inputs: build.ModelDeploymentInputs
 ) -> None:
-    _failures.pop((md.uid, "apply"), None)
+    _retries.pop((md.uid, "apply"), None)
     pending = [*(md.status.get("pendingRegistryWrites") or []), *decide.registry_writes(transition.actions)]
     effective = build.effective_weights(inputs)
     fields = {
@@ -334,13 +335,13 @@ async def flush_registry_writes(md: Pass) -> None:
             await write_to_registry(registry, md.spec.model.registered_model, write)
             done += 1
     except RegistryError as problem:
-        failed = count_failure(md, "registry")
-        if failed == 1:  # one Warning per outage, not one per retry
+        first = (md.uid, "registry") not in _retries
+        if first:  # one Warning per outage, not one per retry
             await md.event("Warning", problem.reason, f"registry write-back pending (retried): {problem.message}")
-        md.requeue.append(exponential_backoff(failed, base=RETRY_SECONDS))
+        md.requeue.append(retry_after_failure(md, "registry").delay(md.now))
     if done:
         if done == len(pending):
-            _failures.pop((md.uid, "registry"), None)
+            _retries.pop((md.uid, "registry"), None)
         remaining = pending[done:] or None
         await md.rt.status.patch_status(
             MODEL_DEPLOYMENT.kind, md.name, md.namespace, {"pendingRegistryWrites": remaining}
