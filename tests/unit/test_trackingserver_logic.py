@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from mlflow_operator.handlers import modeldeployment, registeredmodel, trackingserver
 from mlflow_operator.handlers.controller import Controller, backoff_seconds
+from mlflow_operator.logic.backoff import RetrySchedule
 from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
 from mlflow_operator.logic.trackingserver import decide_migration, parse_version, retry_failed_migration
 
@@ -160,6 +162,42 @@ def test_controller_retries_failures_with_backoff_and_forgets_deleted_objects() 
     gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
     assert gaps[0] >= 0.01 and gaps[1] >= 0.02  # each retry waited at least its backoff
     assert controller.objects == {} and controller._failures == {}
+
+
+def test_a_deleted_object_is_forgotten_by_its_handlers_too() -> None:
+    forgotten: list[str] = []
+
+    async def reconcile(obj: dict[str, Any]) -> float | None:
+        return None
+
+    async def scenario() -> Controller:
+        controller = Controller(
+            "Test", reconcile, resync_seconds=3600, workers=1, forget=lambda b: forgotten.append(b["metadata"]["uid"])
+        )
+        controller.start()
+        controller.observe("ADDED", {**body("c"), "metadata": {**body("c")["metadata"], "uid": "u-1"}})
+        controller.observe("DELETED", {**body("c"), "metadata": {**body("c")["metadata"], "uid": "u-1"}})
+        await controller.stop()
+        return controller
+
+    controller = asyncio.run(scenario())
+    assert forgotten == ["u-1"] and controller.objects == {}
+
+
+def test_every_handler_forgets_what_it_remembered_of_a_deleted_object() -> None:
+    deleted = {"metadata": {"uid": "u-2", "namespace": "ns", "name": "gone"}}
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    trackingserver._retries["u-2"] = RetrySchedule(1, now)
+    trackingserver._gc_warned["u-2"] = "gc failed"
+    trackingserver._applied.remember("u-2/server", [], now)
+    registeredmodel._failures["u-2"] = 3
+    modeldeployment._retries[("u-2", "apply")] = RetrySchedule(1, now)
+    modeldeployment._applied.remember("u-2", [], now)
+    for handler in (trackingserver, registeredmodel, modeldeployment):
+        handler.forget(deleted)
+    assert "u-2" not in trackingserver._retries and "u-2" not in trackingserver._gc_warned
+    assert len(trackingserver._applied) == 0 and len(modeldeployment._applied) == 0
+    assert "u-2" not in registeredmodel._failures and ("u-2", "apply") not in modeldeployment._retries
 
 
 def test_a_failed_migration_is_retried_after_a_while() -> None:

@@ -45,7 +45,15 @@ def _resync_for(kind: str, seconds: float) -> float | None:
     return None if kind in OWN_RESYNC else seconds
 
 
-CONTROLLERS = {kind: Controller(kind, _bind(fn), _resync_for(kind, RESYNC_SECONDS)) for kind, fn in RECONCILERS.items()}
+FORGETTERS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "TrackingServer": trackingserver.forget,
+    "RegisteredModel": registeredmodel.forget,
+    "ModelDeployment": modeldeployment.forget,
+}
+CONTROLLERS = {
+    kind: Controller(kind, _bind(fn), _resync_for(kind, RESYNC_SECONDS), forget=FORGETTERS[kind])
+    for kind, fn in RECONCILERS.items()
+}
 
 
 def _register(plural: str, kind: str) -> None:

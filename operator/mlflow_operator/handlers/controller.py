@@ -40,6 +40,9 @@ class Controller:
     resync_seconds: float | None = 60.0  # None: no periodic resync; the reconcile asks when to come back
     workers: int = 4
     backoff: Callable[[int], float] = backoff_seconds  # seconds before retry N; tests inject a faster one
+    # Drops what the kind's handlers remember of a deleted object (by its uid): without it, per-object
+    # memos grow with every object ever created (an object without finalizers is never reconciled deleted).
+    forget: Callable[[dict[str, Any]], None] | None = None
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
     _queue: asyncio.Queue[Key] | None = None
     _queued: set[Key] = field(default_factory=set)
@@ -61,6 +64,8 @@ class Controller:
         """A watch event of the kind itself: remember the latest object and reconcile it."""
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         if event_type == "DELETED":
+            if self.forget is not None:
+                self.forget(body)
             self.objects.pop(key, None)
             self._failures.pop(key, None)
             metrics.forget_object(self.kind, *key)

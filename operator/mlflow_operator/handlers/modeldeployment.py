@@ -99,7 +99,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         # Children go with their owner references; the registry keeps its versions and tags.
-        forget(meta["uid"], meta["namespace"], meta["name"])
+        forget(body)
         return None
     spec, invalid = validated(MODEL_DEPLOYMENT, body)
     if spec is None:
@@ -124,7 +124,10 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     return max(0.5, min(md.requeue))
 
 
-def forget(uid: str, namespace: str, name: str) -> None:
+def forget(body: dict[str, Any]) -> None:
+    """What this module remembers of a deleted ModelDeployment."""
+    meta = body["metadata"]
+    uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
     _resolutions.pop(uid, None)
     _applied.forget(uid)
     for what in ("apply", "registry"):
@@ -356,4 +359,4 @@ async def write_to_registry(registry: ModelRegistry, model: str, write: dict[str
         await registry.set_version_tags_async(model, version, write["tags"])
 
 
-__all__: Sequence[str] = ["DEFAULTS", "reconcile"]
+__all__: Sequence[str] = ["DEFAULTS", "forget", "reconcile"]

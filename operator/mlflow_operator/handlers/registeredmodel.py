@@ -39,6 +39,11 @@ FOLLOW_UP_SECONDS = 5.0
 _failures: dict[str, int] = {}
 
 
+def forget(body: dict[str, Any]) -> None:
+    """What this module remembers of a deleted RegisteredModel."""
+    _failures.pop(body["metadata"]["uid"], None)
+
+
 def was_synced(body: dict[str, Any]) -> bool:
     """A pass at an unchanged generation after a successful sync: corrections are drift, worth an Event."""
     status = body.get("status") or {}

@@ -510,4 +510,12 @@ async def remove_lifecycle_rules(rt: Runtime, body: dict[str, Any], spec: Tracki
     await bucket.reconcile_async([], applied)
 
 
-__all__ = ["INVALID_SPEC", "reconcile"]
+def forget(body: dict[str, Any]) -> None:
+    """What this module remembers of a deleted TrackingServer."""
+    uid = body["metadata"]["uid"]
+    _retries.pop(uid, None)
+    _gc_warned.pop(uid, None)
+    _applied.forget(uid)
+
+
+__all__ = ["INVALID_SPEC", "forget", "reconcile"]
