@@ -7,8 +7,6 @@ from typing import Any
 
 import kopf
 
-from mlflow_operator.api import GROUP
-
 # Watches have been seen to go silent without explicit timeouts (kopf issues #585, #957): the server
 # closes each watch after server_timeout and kopf reconnects; client_timeout is the hard stop.
 WATCH_SERVER_TIMEOUT = 300
@@ -22,12 +20,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
     settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT
     settings.networking.request_timeout = 60
-    # Our own annotation prefix for kopf's bookkeeping, instead of kopf.zalando.org.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # No persistence settings: only raw event handlers are registered (the controllers do the rest), so kopf
+    # writes no progress or diff-base annotations and adds no finalizer of its own.
     settings.posting.level = logging.INFO
     # Watch-stream errors (API server restarts) back off progressively instead of hammering it.
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60, 120)

@@ -6,7 +6,6 @@ the official client's REST store (off the event loop, bounded), and reports what
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from mlflow_operator import metrics
@@ -28,7 +27,7 @@ from mlflow_operator.handlers.registry_access import registry_access, wake_track
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import registeredmodel as plan
-from mlflow_operator.logic.conditions import ConditionUpdate, rfc3339
+from mlflow_operator.logic.conditions import ConditionUpdate, parse_time, rfc3339
 
 SYNCED = plan.CONDITION_TYPE
 CONDITIONS = (SYNCED, cond.READY)
@@ -112,7 +111,7 @@ async def finalize(rt: Runtime, body: dict[str, Any], spec: RegisteredModelSpec 
             registry = await ModelRegistry.open_async((await registry_access(rt, body, spec)).endpoint)
             await registry.delete_model_async(name)
         except (SecretProblem, RegistryError) as problem:
-            deleted_at = datetime.fromisoformat(body["metadata"]["deletionTimestamp"].replace("Z", "+00:00"))
+            deleted_at = parse_time(body["metadata"]["deletionTimestamp"])
             if (rt.now() - deleted_at).total_seconds() < DELETE_DEADLINE_SECONDS:
                 return FOLLOW_UP_SECONDS * 2
             await rt.status.post_event(

@@ -39,7 +39,7 @@ from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import gc, lifecycle, lifecycle_safety
 from mlflow_operator.logic.backoff import RetrySchedule, after_failure
-from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec
+from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec, parse_time
 from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
 from mlflow_operator.logic.trackingserver import decide_migration, phase, retry_failed_migration
 
@@ -486,7 +486,7 @@ async def finalize(rt: Runtime, body: dict[str, Any], spec: TrackingServerSpec |
         try:
             await remove_lifecycle_rules(rt, body, spec)
         except (SecretProblem, S3LifecycleError) as problem:
-            deleted_at = datetime.fromisoformat(body["metadata"]["deletionTimestamp"].replace("Z", "+00:00"))
+            deleted_at = parse_time(body["metadata"]["deletionTimestamp"])
             if now - deleted_at < CLEANUP_DEADLINE:
                 return WAIT_SECONDS
             await rt.status.post_event(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from mlflow_operator.logic.conditions import ConditionUpdate
+from mlflow_operator.logic.conditions import ConditionUpdate, parse_time
 from mlflow_operator.logic.readiness import JobState
 
 MIGRATED = "Migrated"
@@ -119,7 +119,7 @@ def job_failed_at(job: dict[str, Any]) -> datetime | None:
     for condition in (job.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "Failed" and condition.get("status") == "True":
             stamp = condition.get("lastTransitionTime")
-            return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+            return parse_time(stamp) if stamp else None
     return None
 
 
