@@ -5,10 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= $(HOME)/.cache/mlflow-operator/cluster
 
-.PHONY: help deps binaries crds check lint typecheck imports crds-check docs docs-check unit e2e test cluster cluster-down run
+.PHONY: help deps binaries crds generate check lint typecheck imports crds-check docs docs-check unit integration e2e test cluster cluster-down run
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 deps: ## install apt packages and the Python virtualenv (cached)
 	@hack/install-deps.sh
@@ -20,11 +20,11 @@ crds: deps ## regenerate crds/ from the pydantic models (and the Helm chart's co
 	$(VENV)/bin/mlflow-operator crds --output crds
 	cp crds/mlflow.operator.dev_*.yaml charts/mlflow-operator/crds/
 
-lint: deps
-	$(VENV)/bin/ruff check operator tests hack
-	$(VENV)/bin/ruff format --check operator tests hack
+lint: deps ## ruff (lint and format check)
+	$(VENV)/bin/ruff check operator tests hack bench
+	$(VENV)/bin/ruff format --check operator tests hack bench
 
-typecheck: deps
+typecheck: deps ## mypy --strict over the operator
 	$(VENV)/bin/mypy
 
 imports: deps ## pure layers must not import I/O
@@ -41,12 +41,17 @@ docs-check: deps ## fail when docs/api.md differs from what the models generate
 	@$(VENV)/bin/mlflow-operator docs | diff -u docs/api.md - \
 	  && echo "docs/api.md up to date" || { echo "docs/api.md is stale or hand-edited: run 'make docs'"; exit 1; }
 
+generate: crds docs dockerfiles ## everything generated from a single source: CRDs (and the chart's copies), docs/api.md, Dockerfiles
+
 check: lint typecheck imports crds-check docs-check ## all static checks
 
 unit: deps ## unit tests (no network)
 	$(PY) -m pytest tests/unit
 
-e2e: deps binaries ## e2e tests on $$KUBECONFIG, or on a local control plane started for the run
+integration: deps binaries ## integration tests: the real data plane as local processes, the images run with runc
+	$(PY) -m pytest tests/integration
+
+e2e: deps binaries ## e2e tests on KUBECONFIG, or on a local control plane started for the run
 	$(PY) -m pytest tests/e2e
 
 test: deps binaries check ## the whole suite, as CI runs it
@@ -58,7 +63,7 @@ cluster: deps binaries ## start the local cluster with a real node (idempotent; 
 cluster-down: ## stop the local cluster and remove everything it created (processes, mounts, bridge, rules, state)
 	@python3 hack/localcluster.py down --dir $(CLUSTER_DIR)
 
-run: deps binaries ## the examples working: images, local cluster (or $$KUBECONFIG), operator by Helm, MinIO, seeded registry (hack/run.py)
+run: deps binaries ## the examples working: images, local cluster (or KUBECONFIG), operator by Helm, MinIO, seeded registry (hack/run.py)
 	@python3 hack/run.py --dir $(CLUSTER_DIR) $(CLUSTER_ARGS)
 
 .PHONY: chart lint-chart
@@ -82,3 +87,4 @@ bench: deps binaries ## benchmarks; results under bench/results/ (BENCH_ARGS=--q
 	$(PY) -m bench.modeldeployment $(BENCH_ARGS)
 	$(PY) -m bench.scale $(BENCH_ARGS)
 	$(PY) -m bench.lifecycle_safety $(BENCH_ARGS)
+	$(PY) -m bench.real_node $(BENCH_ARGS)

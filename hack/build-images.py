@@ -474,8 +474,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MLFLOW_OPERATOR_CACHE", Path.home() / ".cache" / "mlflow-operator"))
 
 
-def write_manifest(cache: Path, images: list[Image]) -> Path:
-    entries = [(archive_path(cache, image, image_hash(image)), image.ref) for image in images]
+def write_manifest(cache: Path, images: list[Image], digests: dict[str, str]) -> Path:
+    entries = [(archive_path(cache, image, digests[image.name]), image.ref) for image in images]
     manifest = cache / "images" / "manifest.tsv"
     manifest.parent.mkdir(parents=True, exist_ok=True)
     partial = manifest.with_suffix(".tsv.partial")
@@ -500,19 +500,26 @@ def command_build(names: list[str]) -> int:
     for tool in ("mmdebstrap", "umoci"):
         if shutil.which(tool) is None:
             sys.exit(f"[build-images] {tool} is missing: run hack/install-deps.sh")
+    unknown = set(names) - set(image_names())
+    if unknown:
+        sys.exit(f"[build-images] no such image: {', '.join(sorted(unknown))} (images/*/image.toml)")
     with build_lock(cache):
-        build_missing(cache, names or image_names())
-        manifest = write_manifest(cache, [load_image(n) for n in image_names()])
+        images = [load_image(n) for n in image_names()]
+        # Hashed once, before building: hashing again for the manifest after an input was edited mid-build
+        # (the README is one of the operator image's inputs) named an archive nobody built, and the manifest
+        # silently dropped the operator image; the node then had no operator to run.
+        digests = {image.name: image_hash(image) for image in images}
+        build_missing(cache, [i for i in images if not names or i.name in names], digests)
+        manifest = write_manifest(cache, images, digests)
     print(manifest)
     return 0
 
 
-def build_missing(cache: Path, names: list[str]) -> None:
-    for name in names:
-        image = load_image(name)
-        archive = archive_path(cache, image, image_hash(image))
+def build_missing(cache: Path, images: list[Image], digests: dict[str, str]) -> None:
+    for image in images:
+        archive = archive_path(cache, image, digests[image.name])
         if archive.exists():
-            print(f"[build-images] {name}: cached {archive}", file=sys.stderr)
+            print(f"[build-images] {image.name}: cached {archive}", file=sys.stderr)
             continue
         build(image, archive)
         remove_stale(image, archive)

@@ -25,7 +25,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -51,13 +50,16 @@ from mlflow_operator.builders.trackingserver import (
     COMPONENT_SERVER,
     DATABASE_NAME,
     PGBOUNCER_PORT,
+    Names,
 )
 from tests.e2e.conftest import record_real_node
 from tests.kube import ROOT, Kubectl, condition, eventually, find_kubectl, md_status, wait_phase
-from tests.scripts import load_script
+from tests.scripts import load_script, run_hack
 
+# The first test includes `make run` (the module's fixture), which on a cold machine builds every image first.
+pytestmark = pytest.mark.timeout(2400)
 NAMESPACE = "default"  # where make run applies the examples
-SAMPLE = {"columns": ["amount", "hour"], "data": [[1500.0, 3], [20.0, 14]]}  # hack/seed_model.py's SAMPLE
+SAMPLE: dict[str, Any] = {"columns": ["amount", "hour"], "data": [[1500.0, 3], [20.0, 14]]}  # seed_model.py's
 PREDICTIONS_TAG = "sample_predictions"
 MODEL_SERVER_IMAGE = "ghcr.io/mlflow-operator/mlflow-model-server:3.17.2"
 CONCURRENT_CLIENTS = 200
@@ -111,40 +113,26 @@ class Platform:
         assert result.returncode == 0, f"psql {host}:{port}/{database}: {result.stderr}"
         return list(csv.DictReader(io.StringIO(result.stdout)))
 
-    def sql(self, query: str) -> list[dict[str, str]]:
-        """A query on the managed Postgres itself (its pod IP: the Service is headless)."""
-        (postgres,) = self.pod_ips(POSTGRES_PODS)
-        return self.psql(postgres, 5432, DATABASE_NAME, query)
+    def sql(self, query: str, server: str = "mlflow") -> list[dict[str, str]]:
+        """A query on a TrackingServer's managed Postgres (its pod IP: the Service is headless), as its user."""
+        selector = f"app.kubernetes.io/instance={server},app.kubernetes.io/component={COMPONENT_POSTGRES}"
+        (postgres,) = self.pod_ips(selector)
+        return self.psql(postgres, 5432, DATABASE_NAME, query, secret=Names(server).database_secret)
 
 
 @pytest.fixture(scope="module")
 def platform() -> Iterator[Platform]:
     reuse = os.environ.get("REAL_PODS_CLUSTER_DIR")
     workdir = Path(reuse) if reuse else Path(tempfile.mkdtemp(prefix="mlflow-operator-realpods-"))
-    script = ROOT / "hack" / "run.py"
-    env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}  # always the local node
     try:
-        result = subprocess.run(
-            [sys.executable, str(script), "--dir", str(workdir)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=3600,
-            check=False,
-        )
-        assert result.returncode == 0, f"make run failed:\n{result.stderr[-6000:]}"
-        assert "Every example is Ready" in result.stdout, result.stdout
+        printed = run_hack("run.py", "--dir", str(workdir), timeout=3600)
+        assert "Every example is Ready" in printed, printed
         kubectl = Kubectl(kubeconfig=str(workdir / "kubeconfig"), binary=find_kubectl())
         record_real_node(kubectl)
         yield Platform(workdir, kubectl)
     finally:
         if not reuse:
-            subprocess.run(
-                [sys.executable, str(ROOT / "hack" / "localcluster.py"), "down", "--dir", str(workdir)],
-                capture_output=True,
-                timeout=300,
-                check=False,
-            )
+            run_hack("localcluster.py", "down", "--dir", str(workdir), timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +286,7 @@ def test_many_concurrent_clients_all_succeed(platform: Platform, client: MlflowC
             created = session.post(f"{api}/runs/create", json={"experiment_id": experiment}, timeout=120)
             created.raise_for_status()
             run_id = str(created.json()["run"]["info"]["run_id"])
-            batch = {
+            batch: dict[str, Any] = {
                 "run_id": run_id,
                 "params": [{"key": "job", "value": str(index)}],
                 "metrics": [{"key": "loss", "value": 1 / (index + 1), "timestamp": 0, "step": 0}],
@@ -350,9 +338,8 @@ def test_a_killed_postgres_comes_back_with_its_data(platform: Platform, client: 
     assert kill_container(status["containerID"].removeprefix("containerd://")) > 0
 
     def restarted() -> bool:
-        (now,) = platform.pods(selector) or [None]
-        statuses = (now or {}).get("status", {}).get("containerStatuses") or [{}]
-        return bool(statuses[0].get("restartCount", 0) > status["restartCount"] and statuses[0].get("ready"))
+        statuses = [s for now in platform.pods(selector) for s in now["status"].get("containerStatuses") or []]
+        return any(s["restartCount"] > status["restartCount"] and s.get("ready") for s in statuses)
 
     eventually(restarted, timeout=180, interval=1, what="Postgres restarted after SIGKILL and ready")
     assert row_counts(platform) == before  # crash recovery replayed the WAL: nothing lost
@@ -513,25 +500,11 @@ def version_pods_if_any(platform: Platform, deployment: str) -> list[dict[str, A
 def older_mlflow_image(platform: Platform) -> str:
     """The MLflow server image at UPGRADE_FROM (images/mlflow-server re-pinned; built once, then cached),
     imported into the node under the name the operator gives that version."""
-    variant = ["variant", "mlflow-server", UPGRADE_FROM, f"mlflow=={UPGRADE_FROM}"]
-    built = subprocess.run(
-        [sys.executable, str(ROOT / "hack" / "build-images.py"), *variant],
-        capture_output=True,
-        text=True,
-        timeout=2400,
-        check=False,
+    built = run_hack(
+        "build-images.py", "variant", "mlflow-server", UPGRADE_FROM, f"mlflow=={UPGRADE_FROM}", timeout=2400
     )
-    assert built.returncode == 0, built.stderr[-4000:]
-    archive, reference = built.stdout.strip().splitlines()[-1].split("\t")
-    load = ["load-images", "--dir", str(platform.workdir), "--image", f"{archive}={reference}"]
-    loaded = subprocess.run(
-        [sys.executable, str(ROOT / "hack" / "localcluster.py"), *load],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert loaded.returncode == 0, loaded.stderr[-4000:]
+    archive, reference = built.strip().splitlines()[-1].split("\t")
+    run_hack("localcluster.py", "load-images", "--dir", str(platform.workdir), "--image", f"{archive}={reference}")
     return reference
 
 
@@ -593,9 +566,8 @@ def test_an_upgrade_migrates_the_schema_and_the_new_servers_serve(platform: Plat
             patch.setenv("MLFLOW_TRACKING_PASSWORD", admin["password"])
             run_id = legacy.create_run(legacy.create_experiment("before-upgrade")).info.run_id
             legacy.log_param(run_id, "written-by", UPGRADE_FROM)
-            database = dict(host=legacy_postgres_ip(platform), port=5432, database=DATABASE_NAME, secret="legacy-db")
-            before = platform.psql(**database, sql="SELECT version_num FROM alembic_version")
-            runs_before = platform.psql(**database, sql="SELECT count(*) AS runs FROM runs")
+            before = platform.sql("SELECT version_num FROM alembic_version", server="legacy")
+            runs_before = platform.sql("SELECT count(*) AS runs FROM runs", server="legacy")
 
             patch_spec = json.dumps({"spec": {"version": DEFAULT_MLFLOW_VERSION}})
             platform.kubectl.run("patch", "trackingserver", "legacy", "-n", NAMESPACE, "--type=merge", "-p", patch_spec)
@@ -612,8 +584,7 @@ def test_an_upgrade_migrates_the_schema_and_the_new_servers_serve(platform: Plat
             assert job["status"].get("succeeded") == 1
             new_image = job["spec"]["template"]["spec"]["containers"][0]["image"]
             assert new_image.endswith(f":{DEFAULT_MLFLOW_VERSION}") and new_image != older
-            database["host"] = legacy_postgres_ip(platform)
-            after = platform.psql(**database, sql="SELECT version_num FROM alembic_version")
+            after = platform.sql("SELECT version_num FROM alembic_version", server="legacy")
             assert after != before, f"the migration Job left the schema at {before}"
             assert eventually(
                 lambda: {p["spec"]["containers"][0]["image"] for p in platform.pods(servers)} == {new_image},
@@ -629,12 +600,7 @@ def test_an_upgrade_migrates_the_schema_and_the_new_servers_serve(platform: Plat
                 what=f"the Service answering with MLflow {DEFAULT_MLFLOW_VERSION}",
             )
             assert legacy.get_run(run_id).data.params == {"written-by": UPGRADE_FROM}
-            assert platform.psql(**database, sql="SELECT count(*) AS runs FROM runs") == runs_before
+            assert platform.sql("SELECT count(*) AS runs FROM runs", server="legacy") == runs_before
     finally:
         platform.kubectl.run("delete", "trackingserver", "-n", NAMESPACE, "legacy", "--ignore-not-found", timeout=300)
     eventually(lambda: not platform.pods("app.kubernetes.io/instance=legacy"), timeout=180, what="legacy pods gone")
-
-
-def legacy_postgres_ip(platform: Platform) -> str:
-    (ip,) = platform.pod_ips(f"app.kubernetes.io/instance=legacy,app.kubernetes.io/component={COMPONENT_POSTGRES}")
-    return ip
