@@ -272,8 +272,10 @@ def test_auth_config_keeps_its_keys_or_refuses(password: str) -> None:
         "admin_username",
         "admin_password",
         "authorization_function",
+        "auth_cache_ttl_seconds",
     ]
     assert parser["mlflow"]["admin_password"] == password
+    assert parser["mlflow"].getint("auth_cache_ttl_seconds") == inputs.spec.auth.credential_cache_seconds == 60
 
 
 @settings(max_examples=50, deadline=None)

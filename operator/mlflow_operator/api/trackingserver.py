@@ -291,6 +291,14 @@ class Auth(ApiModel):
         default=None,
         description="Existing Secret with username/password keys for the admin; generated when unset.",
     )
+    credential_cache_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="How long each server worker trusts a verified username and password before checking "
+        "the password hash again (MLflow's auth_cache_ttl_seconds; 0 checks on every request). A changed "
+        "or revoked password is accepted at most this long.",
+    )
 
 
 class Ingress(ApiModel):
