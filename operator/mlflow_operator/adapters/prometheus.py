@@ -13,7 +13,7 @@ judges and never guesses: it says exactly what Prometheus answered, in one of th
   HTTP error), was unreachable or too slow, or no address is configured.
 
 Why so strict: Flagger promoted bad canaries when a query returned nothing or NaN, because "no data" slipped
-through its comparisons as a pass (see ../shared/NOTES.md, "Progressive delivery lessons"). Here no data,
+through its comparisons as a pass. Here no data,
 NaN and every error are inconclusive in the logic, never a pass, and that only holds if the adapter keeps
 the three apart: an empty result is never turned into 0, NaN is never dropped, and several series are never
 silently reduced to the first one (which one would be arbitrary; the user aggregates with sum() or avg()).

@@ -1,7 +1,8 @@
 """Generate CustomResourceDefinitions from the pydantic models.
 
 pydantic emits JSON Schema; the API server accepts only a structural subset of OpenAPI v3. This module
-rewrites one into the other (see ../shared/NOTES.md) and refuses schemas the API server would reject or
+rewrites one into the other ($refs inlined, an optional field's anyOf-with-null made nullable, int-or-string
+the only anyOf kept) and refuses schemas the API server would reject or
 that leave a string, list or map unbounded.
 """
 

@@ -18,7 +18,7 @@ Objects:
 The model server: MLflow's own scoring server, not MLServer. It ships in the same MLflow release as the
 tracking server (one image family, one version to reason about), serves /invocations with MLflow's input
 formats and /ping, /health and /version, and MLServer's MLflow runtime is known not to install a model's
-requirements (see ../shared/NOTES.md), so it has no advantage there. The container runs exactly the command
+requirements, so it has no advantage there. The container runs exactly the command
 `mlflow models serve -m /models --env-manager local` executes (uvicorn on
 mlflow.pyfunc.scoring_server.app:app, the model directory in `__pyfunc_model_path__`), but as the main
 process: `mlflow models serve` keeps its CLI as PID 1, which exits at once on SIGTERM, and when a

@@ -12,7 +12,7 @@ Tracks. Each model version runs in its own Deployment; "stable" and "canary" are
 Services that select a version. Promotion is therefore a switch of roles: the canary's pods, already
 loaded and verified, become the stable ones, and the model is never loaded twice.
 
-Rules (from issue 5, and the progressive-delivery lessons in ../shared/NOTES.md):
+Rules:
 - No stable version yet, or no `strategy.canary`: the new version starts at full size next to the old one
   and takes all traffic once every pod is ready (the old one is removed). A version whose pods never become
   ready (e.g. the model does not load) never replaces the old one: it is rolled back.
