@@ -149,7 +149,7 @@ ADMIN_PASSWORD = secrets.token_urlsafe(18)
 
 def only_container(obj: Obj, name: str) -> Obj:
     (container,) = [c for c in obj["spec"]["template"]["spec"]["containers"] if c["name"] == name]
-    return container
+    return dict(container)
 
 
 def resolved_env(container: Obj, secret_values: dict[tuple[str, str], str]) -> dict[str, str]:

@@ -116,7 +116,7 @@ def test_the_warning_is_posted_once_per_failed_job() -> None:
 
 
 def test_a_failure_without_kubernetes_reason_or_time_fields() -> None:
-    bare = {"metadata": {"name": "j"}, "status": {"conditions": [{"type": "Failed", "status": "True"}]}}
+    bare: dict[str, Any] = {"metadata": {"name": "j"}, "status": {"conditions": [{"type": "Failed", "status": "True"}]}}
     assert job_outcome(bare) is None  # no time at all: cannot be ordered, ignored
     bare["status"]["startTime"] = "2030-01-01T03:00:00Z"
     outcome = job_outcome(bare)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -15,7 +16,7 @@ localcluster = load_script("localcluster", ROOT / "hack" / "localcluster.py")
 localnode = load_script("localnode", ROOT / "hack" / "localnode.py")
 
 
-def claim(phase: str = "Pending", storage_class: str = "standard", volume: str = "") -> dict:
+def claim(phase: str = "Pending", storage_class: str = "standard", volume: str = "") -> dict[str, Any]:
     return {
         "metadata": {"name": "data", "namespace": "db", "uid": "1234"},
         "spec": {

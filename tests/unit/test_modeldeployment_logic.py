@@ -24,7 +24,9 @@ def spec(**model: Any) -> ModelDeploymentSpec:
     )
 
 
-def deployment(replicas: int = 2, available: int = 2, generation: int = 1, observed: int = 1, **extra: Any) -> dict:
+def deployment(
+    replicas: int = 2, available: int = 2, generation: int = 1, observed: int = 1, **extra: Any
+) -> dict[str, Any]:
     return {
         "metadata": {"name": "fraud-v3", "generation": generation},
         "spec": {"replicas": replicas},
@@ -59,7 +61,7 @@ def test_progress_deadline_exceeded_is_a_failed_track() -> None:
 
 
 def annotated(annotations: dict[str, str], manager: str = "kubectl-annotate") -> dict[str, Any]:
-    fields = {f"f:{key}": {} for key in annotations}
+    fields: dict[str, Any] = {f"f:{key}": {} for key in annotations}
     return {
         "annotations": annotations,
         "managedFields": [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ sys.path.insert(0, str(ROOT / "hack"))  # run.py imports its sibling localcluste
 run = load_script("run", ROOT / "hack" / "run.py")
 
 
-def examples() -> dict:
+def examples() -> dict[str, Any]:
     return {
         "items": [
             {"kind": "TrackingServer", "metadata": {"name": "mlflow"}, "spec": {"replicas": 2}},

@@ -33,7 +33,8 @@ GOLDEN = Path(__file__).parent / "golden"
 
 def example_spec() -> dict[str, Any]:
     docs = yaml.safe_load_all((ROOT / "examples" / "tracking-server.yaml").read_text())
-    return next(d for d in docs if d and d["kind"] == "TrackingServer")["spec"]
+    spec: dict[str, Any] = next(d for d in docs if d and d["kind"] == "TrackingServer")["spec"]
+    return spec
 
 
 CASES: dict[str, dict[str, Any]] = {
