@@ -24,8 +24,9 @@ lint: deps ## ruff (lint and format check)
 	$(VENV)/bin/ruff check operator tests hack bench
 	$(VENV)/bin/ruff format --check operator tests hack bench
 
-typecheck: deps ## mypy --strict over the operator
+typecheck: deps ## mypy --strict over the operator, the tests and the benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy tests bench
 
 imports: deps ## pure layers must not import I/O
 	$(VENV)/bin/lint-imports

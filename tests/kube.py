@@ -78,7 +78,7 @@ class Kubectl:
 def eventually(check: Callable[[], T | None], timeout: float = 60, interval: float = 0.5, what: str = "condition") -> T:
     """Poll until check returns a truthy value; fail with the last value seen."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = check()
         if last:
@@ -100,7 +100,9 @@ def md_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
     return dict(obj.get("status") or {})
 
 
-def wait_phase(kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 120, **fields: Any) -> dict:
+def wait_phase(
+    kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 120, **fields: Any
+) -> dict[str, Any]:
     def reached() -> dict[str, Any] | None:
         current = md_status(kubectl, namespace, name)
         wanted = current.get("phase") == phase and all(current.get(k) == v for k, v in fields.items())

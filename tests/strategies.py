@@ -147,7 +147,7 @@ _ABSENT = object()
 
 
 @st.composite
-def obj(draw: st.DrawFn, **fields: st.SearchStrategy[Any]) -> dict[str, Any]:
+def obj(draw: st.DrawFn, /, **fields: st.SearchStrategy[Any]) -> dict[str, Any]:
     """A dict of the given fields, each present or not (a field given as maybe(...))."""
     out: dict[str, Any] = {}
     for name, strategy in fields.items():

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import mlflow
 import mlflow.pyfunc
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-not-found]
 
 import seed_model  # type: ignore[import-not-found]  # the ConfigMap's sibling file
 
 
-class Unloadable(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class Unloadable(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
     def load_context(self, context: object) -> None:
         raise RuntimeError("this model cannot load (a broken build, on purpose)")
 

@@ -94,7 +94,7 @@ def example_rules() -> list[S3Rule]:
 
 FOREIGN_WITH_ID = {"ID": "team-logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"}, "Expiration": {"Days": 3}}
 FOREIGN_WITHOUT_ID = {"Status": "Enabled", "Filter": {"Prefix": "scratch/"}, "Expiration": {"Days": 1}}
-EVERY_FIELD = [
+EVERY_FIELD: list[dict[str, Any]] = [
     {"id": "noncurrent", "noncurrentVersionExpiration": {"noncurrentDays": 30, "newerNoncurrentVersions": 3}},
     {"id": "one-tag-disabled", "status": "Disabled", "filter": {"tags": [{"key": "tmp", "value": "yes"}]},
      "noncurrentVersionExpiration": {"noncurrentDays": 9}},

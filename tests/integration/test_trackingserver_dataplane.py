@@ -207,7 +207,7 @@ def rendered_plane(
 # --- talking to the plane -----------------------------------------------------------------------------------
 
 
-def run_client(plane: Plane, script: str, params: dict[str, str]) -> dict[str, Any]:
+def run_client(plane: Plane, script: str, params: dict[str, Any]) -> dict[str, Any]:
     """A client script with the admin's credentials, as a user of the server would run it."""
     admin = plane.inputs.admin_credentials
     assert admin is not None

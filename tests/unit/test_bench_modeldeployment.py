@@ -65,7 +65,12 @@ def test_steps_floor_and_analysis_index() -> None:
     assert analysis_step_index(fail_steps()) == 1 and analysis_step_index(scale_steps()) == 1
     assert step_floor_s(scale_steps(), 5.0, 2) == 15.0  # 2 measurements x 5 s + pause 5 s
     assert step_floor_s(fail_steps(), 5.0, 2) == 12.0
-    steps = [{"setWeight": 10}, {"analysis": {"count": 3}}, {"pause": {}}, {"pause": {"duration": "500ms"}}]
+    steps: list[dict[str, Any]] = [
+        {"setWeight": 10},
+        {"analysis": {"count": 3}},
+        {"pause": {}},
+        {"pause": {"duration": "500ms"}},
+    ]
     assert step_floor_s(steps, 2.0, 1) == 6.5  # the step's own count; an untimed pause waits for a person
 
 

@@ -7,23 +7,19 @@ from typing import Any
 
 import pytest
 import yaml
+from bench.common import latency_summary, metric_samples, parse_labels, proc_stat_cpu_ticks, proc_status_kib
 from bench.registry import (
     Requests,
     changed,
     duration,
     evaluate,
-    latency_summary,
     manifests,
     markdown,
-    metric_samples,
     model_lookups,
     not_synced_reasons,
-    parse_labels,
     passes_summary,
     per_model_per_period,
     per_pass,
-    proc_stat_cpu_ticks,
-    proc_status_kib,
     registered_model,
     requests_by,
     resource_versions,

@@ -61,13 +61,13 @@ def collect_reasons() -> dict[str, set[str]]:
             index = REASON_ARGUMENT[called]
             argument = node.args[index] if len(node.args) > index else None
             argument = argument or next((k.value for k in node.keywords if k.arg == "reason"), None)
-            value = None
+            reason: str | None = None
             if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
-                value = argument.value
+                reason = argument.value
             elif isinstance(argument, ast.Name):
-                value = constants.get(argument.id)
-            if value is not None:
-                found.setdefault(value, set()).add(where)
+                reason = constants.get(argument.id)
+            if reason is not None:
+                found.setdefault(reason, set()).add(where)
     return found
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mlflow_operator import cli, metrics
+from mlflow_operator import __version__, cli, metrics
 from mlflow_operator.handlers.controller import Controller
 from tests.kube import ROOT
 
@@ -73,7 +73,7 @@ def test_the_registry_is_dedicated_and_has_the_process_collector() -> None:
     from prometheus_client import REGISTRY as GLOBAL  # noqa: PLC0415
 
     assert metrics.REGISTRY is not GLOBAL
-    assert GLOBAL.get_sample_value("mlflow_operator_build_info", {"version": metrics.__version__}) is None
+    assert GLOBAL.get_sample_value("mlflow_operator_build_info", {"version": __version__}) is None
     names = metrics.exported_names()
     assert {"process_resident_memory_bytes", "process_cpu_seconds_total"} <= names
     assert {"mlflow_operator_reconciles_total", "mlflow_operator_reconcile_duration_seconds_bucket"} <= names

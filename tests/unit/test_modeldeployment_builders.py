@@ -29,6 +29,7 @@ from mlflow_operator.builders.routers import (
     router_for,
 )
 from mlflow_operator.logic import rollout
+from mlflow_operator.logic.conditions import parse_time
 
 GOLDEN = Path(__file__).parent / "golden"
 GATEWAY_ROUTING = {
@@ -269,7 +270,7 @@ def test_inputs_follow_the_rollouts_actions() -> None:
     spec = CASES["replicaratio"].spec
     state = rollout.RolloutState(stable_version=3, phase="Succeeded")
     observations = rollout.Observations(4, (rollout.TrackObservation(3, True, 5),))
-    t = rollout.step(spec, state, observations, rollout.parse_time("2026-01-01T00:00:00Z"))
+    t = rollout.step(spec, state, observations, parse_time("2026-01-01T00:00:00Z"))
     tracks = tuple(build.TrackPlan(a.track, a.version, a.size_percent) for a in t.tracks)
     inputs = build.ModelDeploymentInputs(
         "fraud", "ml", spec, "http://x", None, tracks, Weights(t.weights.canary, t.weights.canary_available)

@@ -5,8 +5,10 @@ Regenerate the golden files after an intended change with `UPDATE_GOLDEN=1 make 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,8 @@ def rendered_text(documents: list[Any], **options: Any) -> str:
     return "".join(f"# {note}\n" for note in result.notes) + to_yaml(result.objects)
 
 
-CASES = {
-    **{path.stem: (lambda path=path: load(path), {}) for path in EXAMPLES},
+CASES: dict[str, tuple[Callable[[], list[Any]], dict[str, Any]]] = {
+    **{path.stem: (functools.partial(load, path), {}) for path in EXAMPLES},
     "model-deployment-version-7": (lambda: load(ROOT / "examples" / "model-deployment.yaml"), {"model_version": 7}),
     "all-examples": (all_examples, {"model_version": 7}),
 }

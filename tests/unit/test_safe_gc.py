@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ RUN = "0123456789abcdef0123456789abcdef"
 MODEL = "m-fedcba9876543210fedcba98765432"
 
 
-def version(**fields: object) -> object:
+def version(**fields: object) -> Any:
     defaults: dict[str, object] = {"source": "", "download_uri": "", "run_id": None, "model_id": None}
     return gc.version_dependencies("churn", "3", **{**defaults, **fields})
 

@@ -276,6 +276,7 @@ def test_auth_config_keeps_its_keys_or_refuses(password: str) -> None:
         "auth_cache_ttl_seconds",
     ]
     assert parser["mlflow"]["admin_password"] == password
+    assert inputs.spec.auth is not None
     assert parser["mlflow"].getint("auth_cache_ttl_seconds") == inputs.spec.auth.credential_cache_seconds == 60
 
 
