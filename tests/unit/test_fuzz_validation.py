@@ -28,6 +28,7 @@ from mlflow_operator.builders.routers import Weights
 from mlflow_operator.logic import registeredmodel as rm_plan
 from mlflow_operator.logic.validation import Invalid, Valid, validate_spec
 from tests.strategies import FuzzCase, fuzz_cases, hostile_text, known_finding
+from tests.unit.pod_security import containers, pod_specs
 
 MODELS = {info.kind: info.spec_model for info in KINDS}
 NAMESPACE = "ml-fuzz"
@@ -99,19 +100,6 @@ def metadata_problems(where: str, meta: dict[str, Any]) -> list[str]:
             problems.append(f"{where}: label {key!r}={value!r}")
     problems += [f"{where}: annotation key {key!r}" for key in meta.get("annotations") or {} if not qualified_name(key)]
     return problems
-
-
-def containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
-    return [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]
-
-
-def pod_specs(obj: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(pod template metadata, pod spec) of a workload."""
-    spec = obj.get("spec") or {}
-    if obj["kind"] == "CronJob":
-        spec = spec["jobTemplate"]["spec"]
-    template = spec.get("template")
-    return [(template.get("metadata") or {}, template["spec"])] if template else []
 
 
 def object_problems(obj: dict[str, Any]) -> list[str]:

@@ -30,6 +30,7 @@ from mlflow_operator.builders.routers import (
 )
 from mlflow_operator.logic import rollout
 from mlflow_operator.logic.conditions import parse_time
+from tests.unit.pod_security import containers, pod_specs, restricted_problems
 
 GOLDEN = Path(__file__).parent / "golden"
 GATEWAY_ROUTING = {
@@ -139,22 +140,11 @@ def test_rendered_objects_match_golden_files(name: str) -> None:
 
 
 def test_every_pod_meets_pod_security_restricted() -> None:
-    for inputs in CASES.values():
-        for obj in build.all_objects(inputs):
-            template = (obj.get("spec") or {}).get("template")
-            if not template:
-                continue
-            pod = template["spec"]
-            assert pod["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]
-            assert pod["securityContext"]["runAsUser"] > 0
-            assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-            for volume in pod.get("volumes", []):
-                assert set(volume) - {"name"} <= {"configMap", "secret", "emptyDir", "persistentVolumeClaim"}
-            for container in pod["containers"] + pod.get("initContainers", []):
-                context = container["securityContext"]
-                assert context["allowPrivilegeEscalation"] is False
-                assert context["capabilities"] == {"drop": ["ALL"]}
-                assert context["readOnlyRootFilesystem"] is True
+    objects = [obj for inputs in CASES.values() for obj in build.all_objects(inputs)]
+    assert [problem for obj in objects for problem in restricted_problems(obj)] == []
+    for obj in objects:
+        for _, pod in pod_specs(obj):
+            for container in containers(pod):
                 mounts = {m["mountPath"] for m in container["volumeMounts"]}
                 assert {"/tmp", build.MODEL_DIR} <= mounts  # the only writable places
 
