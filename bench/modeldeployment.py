@@ -1,4 +1,4 @@
-"""`python -m bench.modeldeployment`: how fast ModelDeployments roll back and roll out (issue 5).
+"""`python -m bench.modeldeployment`: how fast ModelDeployments roll back and roll out.
 
 All on 127.0.0.1: a real Kubernetes control plane (hack/localcluster.py, or $KUBECONFIG) whose kwok nodes make
 the model-server pods Ready without running them, the CRDs and the Gateway API CRDs, a real `mlflow server` on
@@ -12,7 +12,7 @@ prometheus_server.py), and the operator's console script as a subprocess watchin
    failing (0.5 > max 0.05) and awaited in Prometheus, then the alias moves to v2 (one REST call). One
    `kubectl get` of the ModelDeployment and its HTTPRoute every ~0.25 s tells when the canary enters the
    analysis step (status.currentStep = 1, canaryVersion 2), when status says RolledBack with canaryWeight 0,
-   and when the HTTPRoute's canary backendRef weight is 0. Target (issue 5): within one analysis interval
+   and when the HTTPRoute's canary backendRef weight is 0. Target: within one analysis interval
    + 10 s of the analysis step's start; the analysis takes its first measurement one interval after the step
    starts, so I is the floor.
 2. N at once (`--deployments`, default 50): N ModelDeployments, each following the alias of its own registered
@@ -86,7 +86,7 @@ FAIL_PREFIX, SCALE_PREFIX = "fail-", "scale-"
 FAST_POLL_S = 0.25  # scenario 1: one `kubectl get` of the ModelDeployment and its HTTPRoute
 SLOW_POLL_S = 1.0  # scenario 2: one `kubectl get modeldeployments` of the namespace
 SAMPLE_S = 0.5  # operator CPU / RSS from /proc
-BOUND_EXTRA_S = 10.0  # issue 5: weight 0 within one analysis interval + 10 s
+BOUND_EXTRA_S = 10.0  # the target: weight 0 within one analysis interval + 10 s
 log = logger("modeldeployment-bench")
 
 # One process registers every model: `versions` versions of one logged model each, alias champion -> 1.

@@ -1,4 +1,4 @@
-"""`python -m bench.scale`: 100 TrackingServers and 300 ModelDeployments on the local control plane (issue 7).
+"""`python -m bench.scale`: 100 TrackingServers and 300 ModelDeployments on the local control plane.
 
 All on 127.0.0.1: a real Kubernetes control plane (hack/localcluster.py, or $KUBECONFIG) whose kwok nodes make
 pods Ready (and Jobs complete) without running them, a real `mlflow server` on Postgres as the registry (one

@@ -24,7 +24,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 BUILD_TIMEOUT = 1800.0
 Obj = dict[str, Any]
 
-# What the operator uses, and nothing else (issue 6): (apiGroup, resource) -> verbs. The chart, manifests/
+# What the operator uses, and nothing else: (apiGroup, resource) -> verbs. The chart, manifests/
 # and the e2e test that runs the operator with exactly these permissions all check against this table.
 OPERATOR_PERMISSIONS: dict[tuple[str, str], set[str]] = {
     **{
