@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +13,13 @@ from mlflow_operator.handlers import modeldeployment, registeredmodel, trackings
 from mlflow_operator.handlers.controller import Controller, backoff_seconds
 from mlflow_operator.logic.backoff import RetrySchedule
 from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
-from mlflow_operator.logic.trackingserver import decide_migration, parse_version, retry_failed_migration
+from mlflow_operator.logic.trackingserver import (
+    WAIT_SECONDS,
+    decide_migration,
+    next_pass,
+    parse_version,
+    retry_failed_migration,
+)
 
 
 def test_first_migration_runs_once_the_database_is_ready() -> None:
@@ -207,3 +213,20 @@ def test_a_failed_migration_is_retried_after_a_while() -> None:
     assert not retry_failed_migration(job, datetime(2026, 1, 1, 0, 4, tzinfo=UTC))
     assert retry_failed_migration(job, datetime(2026, 1, 1, 0, 5, tzinfo=UTC))
     assert not retry_failed_migration({"status": {}}, datetime(2026, 1, 2, tzinfo=UTC))
+
+
+def test_next_pass_waits_while_converging_backs_off_while_broken_and_rests_when_ready() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert next_pass(ready=True, failed=False, previous=None, now=now).after_seconds is None  # the resync
+    assert next_pass(ready=False, failed=False, previous=None, now=now).after_seconds == WAIT_SECONDS
+    first = next_pass(ready=False, failed=True, previous=None, now=now)
+    assert first.after_seconds == WAIT_SECONDS and first.retry is not None
+    # Woken early (its own status write): the same failure, the same retry time.
+    early = next_pass(ready=False, failed=True, previous=first.retry, now=now + timedelta(seconds=3))
+    assert early.retry == first.retry and early.after_seconds == WAIT_SECONDS - 3
+    # Failing again when the retry was due: twice the wait.
+    due = now + timedelta(seconds=WAIT_SECONDS)
+    second = next_pass(ready=False, failed=True, previous=first.retry, now=due)
+    assert second.after_seconds == 2 * WAIT_SECONDS and second.retry is not None and second.retry.failures == 2
+    # Recovered: the schedule is dropped, so the next outage starts from the first step again.
+    assert next_pass(ready=True, failed=False, previous=second.retry, now=due).retry is None

@@ -38,17 +38,17 @@ from mlflow_operator.handlers.registry_access import tracking_server_registry
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import gc, lifecycle, lifecycle_safety
-from mlflow_operator.logic.backoff import RetrySchedule, after_failure
+from mlflow_operator.logic.backoff import RetrySchedule
 from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec, parse_time
 from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
-from mlflow_operator.logic.trackingserver import decide_migration, phase, retry_failed_migration
+from mlflow_operator.logic.trackingserver import WAIT_SECONDS, decide_migration, phase, retry_failed_migration
+from mlflow_operator.logic.trackingserver import next_pass as decide_next_pass
 
 CONTROLLER = "trackingserver"
 DATABASE_READY, POOLER_READY, MIGRATED = "DatabaseReady", "PoolerReady", "Migrated"
 ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE = "ArtifactsReady", "LifecycleApplied", "Available"
 CONDITIONS = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE, cond.READY)
 READY_REQUIRES = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE)
-WAIT_SECONDS = 10.0
 _retries: dict[str, RetrySchedule] = {}  # per TrackingServer (uid) while something is broken, for the backoff
 _gc_warned: dict[str, str] = {}  # per TrackingServer (uid), the last gc failure announced with an Event
 CLEANUP_DEADLINE = timedelta(minutes=10)  # re-check soon while something is converging; the resync covers the idle case
@@ -158,13 +158,13 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
 
 
 def next_pass(uid: str, ready: bool, failed: bool, now: datetime) -> float | None:
-    """When to look again: soon while converging, with exponential backoff while something is broken
-    (an unreachable bucket, a missing Secret), and only at the resync once Ready."""
-    if ready or not failed:
+    """logic.trackingserver.next_pass, with this object's retry schedule remembered between passes."""
+    decision = decide_next_pass(ready, failed, _retries.get(uid), now)
+    if decision.retry is None:
         _retries.pop(uid, None)
-        return None if ready else WAIT_SECONDS
-    schedule = _retries[uid] = after_failure(_retries.get(uid), now, base=WAIT_SECONDS)
-    return schedule.delay(now)
+    else:
+        _retries[uid] = decision.retry
+    return decision.after_seconds
 
 
 # ------------------------------------------------------------------------------------------------ database

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from mlflow_operator.logic.backoff import RetrySchedule, after_failure
 from mlflow_operator.logic.conditions import ConditionUpdate, parse_time
 from mlflow_operator.logic.readiness import JobState
 
@@ -126,3 +127,27 @@ def job_failed_at(job: dict[str, Any]) -> datetime | None:
 def retry_failed_migration(job: dict[str, Any], now: datetime) -> bool:
     failed_at = job_failed_at(job)
     return failed_at is not None and now - failed_at >= MIGRATION_RETRY_AFTER
+
+
+# While converging (pods starting, a Job running): how soon to look again; also the backoff's first step.
+WAIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class NextPass:
+    """When to reconcile a TrackingServer again (None: at the resync), and the retry schedule to keep."""
+
+    after_seconds: float | None
+    retry: RetrySchedule | None
+
+
+def next_pass(ready: bool, failed: bool, previous: RetrySchedule | None, now: datetime) -> NextPass:
+    """Soon while converging, with exponential backoff while something is broken (an unreachable bucket, a
+    missing Secret), and only at the resync once Ready. A pass woken early during an outage keeps the
+    scheduled retry (logic.backoff.after_failure)."""
+    if ready:
+        return NextPass(None, None)
+    if not failed:
+        return NextPass(WAIT_SECONDS, None)
+    schedule = after_failure(previous, now, base=WAIT_SECONDS)
+    return NextPass(schedule.delay(now), schedule)
