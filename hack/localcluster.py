@@ -76,6 +76,8 @@ NODE_TARGETS = {
     "ctr": "containerd",
     "coredns": "coredns",
     "pause": "pause",
+    "traefik": "traefik",
+    "gateway-api-crds": "gateway-api",
 }
 
 
@@ -101,6 +103,9 @@ def binaries() -> dict[str, Path]:
         "ctr": containerd / "ctr",
         "coredns": bin_dir / f"coredns-{pins['COREDNS_VERSION']}" / "coredns",
         "pause": bin_dir / f"pause-{pins['PAUSE_VERSION']}" / "pause",
+        "traefik": bin_dir / f"traefik-{pins['TRAEFIK_VERSION']}" / "traefik",
+        # A directory of YAML files (the standard channel), applied as they are.
+        "gateway-api-crds": bin_dir / f"gateway-api-{pins['GATEWAY_API_VERSION']}",
     }
 
 
@@ -121,6 +126,7 @@ def node_images() -> dict[str, str]:
     return {
         "pause": f"localhost/pause:{pins['PAUSE_VERSION']}",
         "coredns": f"localhost/coredns:{pins['COREDNS_VERSION'][1:]}",
+        "traefik": f"localhost/traefik:{pins['TRAEFIK_VERSION'][1:]}",
     }
 
 
@@ -410,6 +416,8 @@ def up(workdir: Path, fake_nodes: int | None = None, real_node: bool = True, nod
     make_pki(workdir / "pki", real_node)
     state["ports"] = {name: free_port() for name in ("etcd", "etcd-peer", "kcm", "scheduler", "kwok")}
     state["ports"]["apiserver"] = free_port(host)
+    if real_node:
+        state["ports"].update(gateway=free_port(), **{"gateway-admin": free_port()})
     save(workdir, state)
     write_kubeconfig(kubeconfig, workdir / "pki", api_server(state))
     start_control_plane(state, bins, workdir)
@@ -613,6 +621,59 @@ def start_node(state: dict, bins: dict[str, Path], workdir: Path) -> None:
         ),
         workdir=workdir,
     )
+    start_gateway(state, bins, workdir, images["traefik"])
+
+
+GATEWAY_KINDS = ("gatewayclasses", "gateways", "httproutes", "referencegrants")
+
+
+def start_gateway(state: dict, bins: dict[str, Path], workdir: Path, image: str) -> None:
+    """The Gateway API CRDs (the pinned standard channel), then Traefik and the Gateway `mlflow-gateway`;
+    returns once the Gateway is Programmed, i.e. Traefik serves it on 127.0.0.1:<ports.gateway>."""
+    kubeconfig, ports = workdir / "kubeconfig", state["ports"]
+    log(f"starting the Gateway (Traefik) on 127.0.0.1:{ports['gateway']}")
+    crds = bins["gateway-api-crds"]
+    kubectl(bins, kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(crds))
+    for kind in GATEWAY_KINDS:
+        crd = f"crd/{kind}.gateway.networking.k8s.io"
+        wait_for(
+            f"{crd} Established",
+            lambda crd=crd: bool(kubectl(bins, kubeconfig, "wait", "--for=condition=Established", crd, "--timeout=5s")),
+            workdir=workdir,
+        )
+    manifest = localnode.gateway_manifest(image, ports["gateway"], ports["gateway-admin"])
+    wait_for(
+        "Gateway applied", lambda: bool(kubectl(bins, kubeconfig, "apply", "-f", "-", stdin=manifest)), workdir=workdir
+    )
+    gateway = f"gateway/{localnode.GATEWAY_NAME}"
+    wait_for(
+        f"{gateway} Programmed",
+        lambda: bool(
+            kubectl(
+                bins,
+                kubeconfig,
+                "-n",
+                localnode.GATEWAY_NAMESPACE,
+                "wait",
+                "--for=condition=Programmed",
+                gateway,
+                "--timeout=5s",
+            )
+        ),
+        workdir=workdir,
+    )
+
+
+def gateway_url(state: dict) -> str | None:
+    """The Gateway's address on this machine, once Traefik answers its ping; None before (or without a node)."""
+    ports = state.get("ports", {})
+    if "gateway" not in ports:
+        return None
+    try:
+        up = http_ok(f"http://127.0.0.1:{ports['gateway-admin']}/ping")
+    except OSError:
+        up = False
+    return f"http://127.0.0.1:{ports['gateway']}" if up else None
 
 
 def ctr(bins: dict[str, Path], workdir: Path, *args: str) -> str | None:
@@ -993,6 +1054,10 @@ def main() -> None:
     else:
         for name, path in binaries().items():
             print(f"{name}={path}")
+        state = running(workdir)
+        url = gateway_url(state) if state else None
+        if url:
+            print(f"gateway={url}")
 
 
 if __name__ == "__main__":

@@ -250,6 +250,109 @@ spec:
 """
 
 
+GATEWAY_NAMESPACE = "gateway-system"
+GATEWAY_NAME = "mlflow-gateway"
+GATEWAY_CLASS = "traefik"
+
+
+def gateway_manifest(image: str, port: int, admin_port: int) -> str:
+    """Traefik as the cluster's Gateway API implementation, and the Gateway `mlflow-gateway` every namespace's
+    HTTPRoutes may attach to. Traefik runs in the host's network namespace, listening on loopback only: the
+    host reaches the Gateway on 127.0.0.1:PORT, Traefik reaches the backends' pod IPs over the bridge and the
+    API server through the `kubernetes` Service. A Gateway listener's port is the Traefik entry point of that
+    port, hence the Gateway's listener on PORT too. Namespace gateway-system therefore cannot enforce Pod
+    Security "restricted" (host network); the container is non-root with no capabilities all the same."""
+    return f"""apiVersion: v1
+kind: Namespace
+metadata: {{name: {GATEWAY_NAMESPACE}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: traefik, namespace: {GATEWAY_NAMESPACE}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: traefik-gateway}}
+rules:
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [services, secrets, configmaps]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gatewayclasses, gateways, httproutes, grpcroutes, tcproutes, tlsroutes, referencegrants,
+    backendtlspolicies]
+  verbs: [get, list, watch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gatewayclasses/status, gateways/status, httproutes/status, grpcroutes/status, tcproutes/status,
+    tlsroutes/status, referencegrants/status, backendtlspolicies/status]
+  verbs: [update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: traefik-gateway}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: traefik-gateway}}
+subjects: [{{kind: ServiceAccount, name: traefik, namespace: {GATEWAY_NAMESPACE}}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: traefik, namespace: {GATEWAY_NAMESPACE}, labels: {{app.kubernetes.io/name: traefik}}}}
+spec:
+  replicas: 1
+  strategy: {{type: Recreate}}  # one host port: a second pod could not bind it
+  selector: {{matchLabels: {{app.kubernetes.io/name: traefik}}}}
+  template:
+    metadata: {{labels: {{app.kubernetes.io/name: traefik}}}}
+    spec:
+      serviceAccountName: traefik
+      hostNetwork: true
+      dnsPolicy: ClusterFirstWithHostNet
+      nodeSelector: {{kubernetes.io/hostname: {NODE_NAME}}}
+      terminationGracePeriodSeconds: 5
+      securityContext: {{runAsNonRoot: true, runAsUser: 65532, seccompProfile: {{type: RuntimeDefault}}}}
+      containers:
+      - name: traefik
+        image: {image}
+        imagePullPolicy: Never
+        args:
+        - --entryPoints.web.address=127.0.0.1:{port}
+        - --entryPoints.traefik.address=127.0.0.1:{admin_port}
+        - --ping=true
+        - --ping.entryPoint=traefik
+        - --providers.kubernetesgateway=true
+        - --providers.kubernetesgateway.statusaddress.ip=127.0.0.1
+        - --global.checknewversion=false
+        - --global.sendanonymoususage=false
+        - --log.level=INFO
+        readinessProbe: {{httpGet: {{host: 127.0.0.1, path: /ping, port: {admin_port}}}, periodSeconds: 2}}
+        livenessProbe: {{httpGet: {{host: 127.0.0.1, path: /ping, port: {admin_port}}}, periodSeconds: 10}}
+        securityContext:
+          {{allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {{drop: [ALL]}}}}
+        resources: {{requests: {{cpu: 50m, memory: 64Mi}}, limits: {{memory: 256Mi}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: {GATEWAY_CLASS}}}
+spec:
+  controllerName: traefik.io/gateway-controller
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: {GATEWAY_NAME}, namespace: {GATEWAY_NAMESPACE}}}
+spec:
+  gatewayClassName: {GATEWAY_CLASS}
+  listeners:
+  - {{name: web, protocol: HTTP, port: {port}, allowedRoutes: {{namespaces: {{from: All}}}}}}
+"""
+
+
 # ------------------------------------------------------------------------------------------------ host: network
 
 

@@ -15,11 +15,14 @@
 #     changed input gives a new file and an unchanged one is never rebuilt. Not covered by the hash: the
 #     apt mirror's state (Debian packages are not pinned by version); delete the archive to rebuild.
 #
-# Usage: hack/node-images.sh node   # localhost/pause:<PAUSE_VERSION>, localhost/coredns:<COREDNS_VERSION>
+# Usage: hack/node-images.sh node   # localhost/pause:<PAUSE_VERSION>, localhost/coredns:<COREDNS_VERSION>,
+#                                   # localhost/traefik:<TRAEFIK_VERSION> (the cluster's Gateway)
 #        hack/node-images.sh test   # localhost/test/python:1 (Debian's python3, for the e2e tests' pods)
 #        hack/node-images.sh minio  # localhost/minio:<MINIO_VERSION> (the examples' S3 server, for `make run`),
 #                                   # listed in $CACHE/images/run-manifest.tsv, not the node's: test clusters
 #                                   # started with --node-images-only then do not import its 110 MB
+#        hack/node-images.sh prometheus  # localhost/prometheus:debian (Debian trixie's package, scraping the
+#                                   # examples' pods for canary analysis), also in run-manifest.tsv
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -82,18 +85,23 @@ binary_image() {
 # A 1-layer image of Debian packages (mmdebstrap's "essential" variant plus PACKAGES, no apt, no docs):
 # the rootfs tarball becomes the layer as is (umoci raw add-layer), nothing is unpacked.
 debian_image() {
-  local ref=$1 packages=$2 key archive work
-  key=$(printf '%s %s %s\n' "$ref" "$packages" "$SUITE" | content_key)
+  local ref=$1 packages=$2 suite=${3:-$SUITE} key archive work mirrors=()
+  # Another suite than the host's comes from the same mirror as the host's (deb.debian.org).
+  if [ "$suite" != "$SUITE" ]; then
+    mirrors=("deb http://deb.debian.org/debian $suite main" "deb http://deb.debian.org/debian $suite-updates main"
+             "deb http://deb.debian.org/debian-security $suite-security main")
+  fi
+  key=$(printf '%s %s %s\n' "$ref" "$packages" "$suite" | content_key)
   archive="$IMAGES/$(basename "${ref%%:*}")-$key.oci.tar"
   if [ ! -s "$archive" ]; then
-    log "building $ref from Debian $SUITE packages: $packages (~1 min)"
+    log "building $ref from Debian $suite packages: $packages (~1 min)"
     mkdir -p "$IMAGES"
     work=$(mktemp -d); trap 'rm -rf "$work"; trap - RETURN' RETURN
     nice -n 19 mmdebstrap --quiet --variant=essential --include="$packages" --format=tar \
       --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
       --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
       --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*' \
-      "$SUITE" "$work/rootfs.tar"
+      "$suite" "$work/rootfs.tar" "${mirrors[@]}"
     umoci init --layout "$work/oci"
     umoci new --image "$work/oci:${ref##*:}"
     umoci raw add-layer --image "$work/oci:${ref##*:}" "$work/rootfs.tar"
@@ -107,11 +115,14 @@ debian_image() {
 
 node_images() {
   local pause="$CACHE/bin/pause-$PAUSE_VERSION/pause" coredns="$CACHE/bin/coredns-$COREDNS_VERSION/coredns"
+  local traefik="$CACHE/bin/traefik-$TRAEFIK_VERSION/traefik"
   [ -x "$pause" ] || "$here/build-binaries.sh" pause
   [ -x "$coredns" ] || "$here/build-binaries.sh" coredns
-  # 65535 and 65532 are the users of upstream's pause and CoreDNS images (both run as non-root).
+  [ -x "$traefik" ] || "$here/build-binaries.sh" traefik
+  # 65535 and 65532 are the users of upstream's pause, CoreDNS and Traefik images (all run as non-root).
   binary_image "localhost/pause:$PAUSE_VERSION" "$pause" 65535:65535
   binary_image "localhost/coredns:${COREDNS_VERSION#v}" "$coredns" 65532:65532
+  binary_image "localhost/traefik:${TRAEFIK_VERSION#v}" "$traefik" 65532:65532
 }
 
 minio_image() {
@@ -126,5 +137,8 @@ case "${1:-node}" in
   node) node_images ;;
   minio) minio_image ;;
   test) debian_image localhost/test/python:1 python3,ca-certificates ;;
-  *) echo "usage: $0 [node|test|minio]" >&2; exit 2 ;;
+  # Debian's Prometheus from trixie (2.53): bookworm's 2.42 is built without Kubernetes service discovery.
+  # Its binary links glibc, so the image is a Debian root filesystem rather than the binary alone.
+  prometheus) MANIFEST="$IMAGES/run-manifest.tsv"; debian_image localhost/prometheus:debian prometheus trixie ;;
+  *) echo "usage: $0 [node|test|minio|prometheus]" >&2; exit 2 ;;
 esac

@@ -76,10 +76,12 @@ def test_missing_targets_name_the_build_targets(tmp_path: Path) -> None:
         "containerd",
         "coredns",
         "etcd",
+        "gateway-api",
         "kubernetes",
         "kwok",
         "node",
         "pause",
+        "traefik",
     ]
     for path in bins.values():
         path.touch()
