@@ -94,6 +94,7 @@ def build_images() -> None:
     began = time.monotonic()
     subprocess.run([sys.executable, str(HACK / "build-images.py"), "build"], check=True)
     subprocess.run([str(HACK / "node-images.sh"), "minio"], check=True)
+    subprocess.run([str(HACK / "node-images.sh"), "prometheus"], check=True)
     log(f"images built or cached in {time.monotonic() - began:.1f} s")
 
 
@@ -224,6 +225,101 @@ def minio_objects() -> list[dict]:
             "spec": {"selector": labels, "ports": [{"name": "s3", "port": 9000, "targetPort": 9000}]},
         },
     ]
+
+
+MONITORING_NAMESPACE = "monitoring"
+PROMETHEUS_IMAGE = "localhost/prometheus:debian"
+PROMETHEUS_UID = 65534  # nobody: the TSDB lives on an emptyDir
+# Every pod annotated prometheus.io/scrape=true (the operator annotates its model servers) on the port and
+# path of its annotations, found through the Kubernetes API. 5 s scrapes: the example's analysis measures
+# rates over 30 s windows, which then hold six samples.
+PROMETHEUS_CONFIG = """\
+global: {scrape_interval: 5s, evaluation_interval: 5s}
+scrape_configs:
+- job_name: kubernetes-pods
+  kubernetes_sd_configs: [{role: pod}]
+  relabel_configs:
+  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], action: keep, regex: "true"}
+  - {source_labels: [__meta_kubernetes_pod_phase], action: keep, regex: Running}
+  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], regex: (.+), target_label: __metrics_path__}
+  - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port]
+    regex: (.+);(\\d+)
+    replacement: $1:$2
+    target_label: __address__
+  - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
+  - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+"""
+
+
+def prometheus_objects() -> list[dict]:
+    """Debian's Prometheus at prometheus.monitoring.svc:9090, the address examples/model-deployment.yaml's
+    analysis queries, with a ClusterRole to discover pods (kubernetes_sd) and nothing else."""
+    labels = {"app.kubernetes.io/name": "prometheus"}
+    meta = {"name": "prometheus", "namespace": MONITORING_NAMESPACE, "labels": labels}
+    container = {
+        "name": "prometheus",
+        "image": PROMETHEUS_IMAGE,
+        "command": [
+            "/usr/bin/prometheus",
+            "--config.file=/etc/prometheus/prometheus.yml",
+            "--storage.tsdb.path=/prometheus",
+            "--storage.tsdb.retention.time=6h",
+            "--web.listen-address=:9090",
+        ],
+        "ports": [{"name": "http", "containerPort": 9090}],
+        "readinessProbe": {"httpGet": {"path": "/-/ready", "port": 9090}, "periodSeconds": 2},
+        "volumeMounts": [
+            {"name": "config", "mountPath": "/etc/prometheus", "readOnly": True},
+            {"name": "data", "mountPath": "/prometheus"},
+        ],
+    }
+    volumes = [{"name": "config", "configMap": {"name": "prometheus"}}, {"name": "data", "emptyDir": {}}]
+    pod = restricted_pod([container], volumes)
+    # The API token for kubernetes_sd; the UID of Debian's image (no 10001 user there).
+    pod.update(serviceAccountName="prometheus", automountServiceAccountToken=True)
+    pod["securityContext"].update(runAsUser=PROMETHEUS_UID, runAsGroup=PROMETHEUS_UID, fsGroup=PROMETHEUS_UID)
+    discovery = {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": MONITORING_NAMESPACE, "labels": RESTRICTED}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "prometheus-pods"},
+            "rules": [discovery],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "prometheus-pods"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "prometheus-pods"},
+            "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": MONITORING_NAMESPACE}],
+        },
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"prometheus.yml": PROMETHEUS_CONFIG}},
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {"selector": labels, "ports": [{"name": "http", "port": 9090, "targetPort": 9090}]},
+        },
+    ]
+
+
+def run_prometheus(cluster: Cluster) -> None:
+    cluster.apply(*prometheus_objects())
+    cluster.wait("deployment/prometheus", "condition=Available", "5m", MONITORING_NAMESPACE)
+    log(f"Prometheus running: prometheus.{MONITORING_NAMESPACE}.svc:9090, discovering annotated pods")
 
 
 # MinIO (single drive) keeps buckets in its own metadata, not as plain directories: create it through S3.
@@ -403,6 +499,7 @@ def main() -> None:
     install_crds(cluster)
     install_operator(cluster, reimported)
     run_minio(cluster)
+    run_prometheus(cluster)
     run_examples(cluster)
     print_usage(cluster)
 

@@ -339,14 +339,22 @@ def registered_model_specs(draw: st.DrawFn) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------- ModelDeployment
 
-metric = obj(
-    name=st.from_regex(r"\A[a-z][a-z0-9-]{0,10}[a-z0-9]\Z"),
-    query=st.one_of(st.sampled_from(['sum(rate(x{service="{{canary}}"}[1m]))', "up"]), hostile_text(30).filter(bool)),
-    thresholdRange=st.one_of(
-        st.builds(lambda v: {"max": v}, st.floats(-1e6, 1e6)),
-        st.builds(lambda v: {"min": v}, st.integers(-5, 5)),
-        st.just({"min": 0, "max": 1}),
+metric_name = st.from_regex(r"\A[a-z][a-z0-9-]{0,10}[a-z0-9]\Z")
+threshold_range = st.one_of(
+    st.builds(lambda v: {"max": v}, st.floats(-1e6, 1e6)),
+    st.builds(lambda v: {"min": v}, st.integers(-5, 5)),
+    st.just({"min": 0, "max": 1}),
+)
+metric = st.one_of(
+    obj(
+        name=metric_name,
+        query=st.one_of(
+            st.sampled_from(['sum(rate(x{service="{{canary}}"}[1m]))', 'x{v="{{stableVersion}}"}', "up"]),
+            hostile_text(30).filter(bool),
+        ),
+        thresholdRange=threshold_range,
     ),
+    obj(name=metric_name, template=st.sampled_from(["successRate", "latencyP99"]), thresholdRange=threshold_range),
 )
 
 

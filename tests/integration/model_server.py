@@ -9,7 +9,10 @@ differently from this machine is substituted, each in one place below:
   local directory, wherever a command argument or a literal env value is exactly that path (so HOME=/tmp
   becomes the local tmp dir, `--dst-path /models` and `__pyfunc_model_path__=/models` the local models dir);
 - `--host 0.0.0.0` becomes 127.0.0.1 (only loopback may receive traffic here) and `--port <containerPort>`
-  a free port; the probes' named port resolves to that port;
+  a free port; the probes' named port resolves to that port; the metrics port (its env variable) another
+  free port;
+- `--app-dir` (where the image installs the scoring app, a `[[files]]` entry of its image.toml) becomes the
+  directory of that file in the repository;
 - env from a Secret (valueFrom.secretKeyRef) comes from the test's values for that Secret and key;
 - the image: its PATH (the venv's bin first, then the image's), its ENV lines that the rendered env
   does not set (IMAGE_ENV), its WORKDIR (/tmp, i.e. the tmp volume); nothing else of this machine's
@@ -39,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_operator.builders.common import Obj
-from mlflow_operator.builders.modeldeployment import ModelDeploymentInputs, all_objects
+from mlflow_operator.builders.modeldeployment import METRICS_PORT_ENV, ModelDeploymentInputs, all_objects
 from tests.integration.dataplane import (
     HOST,
     DataplaneError,
@@ -63,6 +66,10 @@ _VENV_BIN = f"{_IMAGE['python']['venv']}/bin:"
 IMAGE_ENV = {k: v for k, v in _IMAGE["config"]["env"].items() if k not in ("PATH", "HOME", "__pyfunc_model_path__")}
 IMAGE_PATH = _IMAGE["config"]["env"]["PATH"].removeprefix(_VENV_BIN)
 IMAGE_WORKDIR = _IMAGE["config"]["workdir"]
+# Where the image puts each of its own files' directories -> that directory in the repository.
+IMAGE_FILE_DIRS = {
+    str(Path(f["dest"]).parent): str(REPO_ROOT / "images" / MODEL_SERVER_IMAGE) for f in _IMAGE.get("files", [])
+}
 ANY_ADDRESS = "0.0.0.0"
 
 
@@ -122,6 +129,7 @@ class ModelPod:
         self.secrets: SecretValues = dict(secrets or {})
         self.venv = model_server_venv()
         self.port = free_port()
+        self.metrics_port = free_port()
         self.volumes: dict[str, Path] = {}
         for volume in self.pod_spec["volumes"]:
             if set(volume) != {"name", "emptyDir"}:
@@ -182,6 +190,8 @@ class ModelPod:
             rendered = resolve_env(container.get("env", []), self.secrets, local_paths)
         except KeyError as exc:
             raise DataplaneError(f"{container['name']}: no test value for the Secret key {exc}") from exc
+        if METRICS_PORT_ENV in rendered:
+            rendered[METRICS_PORT_ENV] = str(self.metrics_port)
         return {"PATH": f"{self.venv / 'bin'}:{IMAGE_PATH}", **IMAGE_ENV, **rendered}
 
     def argv(self, container: Obj) -> list[str]:
@@ -202,6 +212,9 @@ class ModelPod:
             if option_value(argv, "--port") not in declared:
                 raise ValueError(f"{container['name']} listens on a port it does not declare: {declared}")
             argv = with_option(argv, "--port", str(self.port))
+        app_dir = option_value(argv, "--app-dir")
+        if app_dir is not None:
+            argv = with_option(argv, "--app-dir", IMAGE_FILE_DIRS[app_dir])
         return argv
 
     def cwd(self, container: Obj) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mlflow_operator.api.common import RegistryCredentials
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
+from mlflow_operator.builders import analysis as queries
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.builders.common import Obj
-from tests.integration.dataplane import Postgres, server_venv, wait_for
+from tests.integration.dataplane import HOST, Postgres, option_value, server_venv, wait_for
 from tests.integration.model_server import (
     ContainerResult,
     ModelPod,
@@ -457,6 +460,49 @@ def test_rendered_variables_are_mlflows(slow_served: SlowServed) -> None:
     assert mlflow_vars <= set(known["names"])
     assert known["model_path"] == build.MODEL_PATH_ENV
     assert build.MODEL_PATH_ENV in rendered
+
+
+def scraped(pod: ModelPod) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The server's metrics port, scraped: {(series name, labels): value}."""
+    with urllib.request.urlopen(f"http://{HOST}:{pod.metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_request_metrics_count_answers_and_model_errors_on_their_own_port(
+    slow_served: SlowServed, models: dict[str, Any]
+) -> None:
+    pod = slow_served.pod
+    identity = {"model_deployment": INSTANCE, "model_deployment_namespace": NAMESPACE}
+    identity["model_version"] = str(models["slow"]["version"])
+
+    def series(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+        return name, frozenset({**identity, **labels}.items())
+
+    answered = series(queries.REQUESTS, path="/invocations", method="POST", code="200")
+    refused = series(queries.REQUESTS, path="/invocations", method="POST", code="400")
+    model_errors = series(queries.PREDICTION_ERRORS)
+    timed = series(queries.LATENCY_BUCKETS.removesuffix("_bucket") + "_count", path="/invocations")
+    before = scraped(pod)
+    assert pod.post_json("/invocations", slow_request(0)).status == 200
+    # The model raises (it cannot create the marker file): MLflow answers 400, the server counts a model error.
+    crashed = pod.post_json("/invocations", slow_request(0, "/nonexistent-directory/marker"))
+    assert crashed.status == 400, crashed.body
+    # Input the signature refuses is a 400 too, but not a model error.
+    refused_input = pod.post_json("/invocations", {"dataframe_split": {"columns": ["seconds"], "data": [[0]]}})
+    assert refused_input.status == 400, refused_input.body
+    after = scraped(pod)
+    assert after[answered] - before.get(answered, 0) == 1
+    assert after[refused] - before.get(refused, 0) == 2
+    assert after[model_errors] - before.get(model_errors, 0) == 1
+    assert after[timed] - before.get(timed, 0) == 3
+    # The probes' port does not serve metrics, and the metrics port is not the probes'.
+    assert pod.get("/metrics").status == 404
+    assert str(pod.metrics_port) != option_value(pod.argv(pod.server_container), "--port")
 
 
 # Last: it stops the slow model's server.

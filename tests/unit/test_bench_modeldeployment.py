@@ -86,7 +86,7 @@ def test_model_deployment_is_a_spec_the_operator_accepts(steps: list[dict[str, A
     assert spec.poll_interval == "2500ms" and spec.replicas == 1
     assert spec.analysis is not None and spec.analysis.interval == "5s" and spec.analysis.failure_limit == 0
     assert spec.analysis.inconclusive_limit == 2 and spec.analysis.count == 2
-    assert "{{canary}}" in spec.analysis.metrics[0].query
+    assert "{{canary}}" in (spec.analysis.metrics[0].query or "")
     assert json.loads(json.dumps(obj)) == obj  # plain JSON for kubectl
 
 

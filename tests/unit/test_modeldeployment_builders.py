@@ -195,15 +195,22 @@ def test_a_token_replaces_username_and_password() -> None:
 
 
 def test_the_server_runs_what_mlflow_models_serve_runs() -> None:
-    """The model path variable and the app are MLflow's (mlflow-skinny, the same release as the image);
-    read from its source, since importing the scoring server needs numpy."""
+    """The model path variable and the app are MLflow's (mlflow-skinny, the same release as the image): the
+    image's app builds the app exactly as MLflow's app module does, only wrapped. Read from the sources,
+    since importing the scoring server needs numpy."""
     package = importlib.util.find_spec("mlflow")
     assert package is not None and package.submodule_search_locations
     scoring = Path(next(iter(package.submodule_search_locations))) / "pyfunc" / "scoring_server"
     source = (scoring / "__init__.py").read_text()
     assert f'_SERVER_MODEL_PATH = "{build.MODEL_PATH_ENV}"' in source
-    assert f"uvicorn {{' '.join(args)}} {build.SCORING_APP}" in source
-    assert "os.environ[scoring_server._SERVER_MODEL_PATH]" in (scoring / "app.py").read_text()
+    assert "uvicorn {' '.join(args)} mlflow.pyfunc.scoring_server.app:app" in source
+    loads = "scoring_server.load_model_with_mlflow_config(os.environ[scoring_server._SERVER_MODEL_PATH])"
+    assert loads in (scoring / "app.py").read_text()
+    image = Path(__file__).parents[2] / "images" / "mlflow-model-server"
+    module = build.SCORING_APP.split(":")[0]
+    serving = (image / f"{module}.py").read_text()
+    assert loads in serving and "scoring_server.init(model)" in serving
+    assert f'dest = "{build.SCORING_APP_DIR}/{module}.py"' in (image / "image.toml").read_text()
     requirements = (Path(__file__).parents[2] / "images" / "mlflow-model-server" / "requirements.txt").read_text()
     assert f"mlflow=={build.MLFLOW_VERSION}\n" in requirements
     assert all("==" in line for line in requirements.splitlines() if line and not line.startswith("#"))
@@ -248,11 +255,6 @@ def test_services_select_versions_by_role() -> None:
 def test_nothing_serves_before_a_version_is_resolved() -> None:
     inputs = build.ModelDeploymentInputs("fraud", "ml", CASES["replicaratio"].spec, "http://x")
     assert [obj["kind"] for obj in build.all_objects(inputs)] == ["ServiceAccount"]
-
-
-def test_analysis_queries_name_the_canary_service() -> None:
-    query = 'sum(rate(x{service="{{canary}}",namespace="{{namespace}}"}[1m]))'
-    assert build.analysis_query(query, "fraud", "ml") == 'sum(rate(x{service="fraud-canary",namespace="ml"}[1m]))'
 
 
 def test_inputs_follow_the_rollouts_actions() -> None:

@@ -44,6 +44,11 @@ namespaces it serves.
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [list, watch]
+# Whether the parent Gateways' class can mirror (status.supportedFeatures), before a ModelDeployment's
+# HTTPRoute asks it to. Gateways usually live in another namespace than the routes.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gateways, gatewayclasses]
+  verbs: [get]
 {{- end -}}
 
 {{/* Namespaced: our kinds and the children the reconcilers write (server-side apply: create + patch). */}}

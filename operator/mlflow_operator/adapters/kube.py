@@ -29,6 +29,8 @@ for _info in KINDS:
 # Kinds lightkube-models does not ship (CRDs of other projects) that the operator writes.
 EXTRA_KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): ("httproutes", True),
+    ("gateway.networking.k8s.io/v1", "Gateway"): ("gateways", True),
+    ("gateway.networking.k8s.io/v1", "GatewayClass"): ("gatewayclasses", False),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ("servicemonitors", True),
 }
 

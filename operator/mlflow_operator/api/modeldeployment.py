@@ -167,14 +167,29 @@ class ThresholdRange(ApiModel):
     }
 
 
+AnalysisTemplate = Literal["successRate", "latencyP99"]
+
+
 class AnalysisMetric(ApiModel):
-    """A Prometheus instant query and its passing range. No data or NaN never passes."""
+    """A Prometheus instant query, written out or built in, and its passing range. No data or NaN never
+    passes."""
+
+    exactly_one_of = (("query", "template"),)
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)] = Field(
         description="Metric name, shown in status."
     )
-    query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
-        description="PromQL returning one sample; {{canary}} and {{namespace}} are substituted."
+    template: AnalysisTemplate | None = Field(
+        default=None,
+        description="A built-in query over the canary pods' request metrics (the default model server's): "
+        "successRate is the share of /invocations requests answered without a 5xx or a model error (0-1), "
+        "latencyP99 the 99th percentile of their latency in seconds; both over the last analysis.interval "
+        "(at least 30s).",
+    )
+    query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="PromQL returning one sample; {{canary}} and {{stable}} (the track Services), "
+        "{{canaryVersion}}, {{stableVersion}} and {{namespace}} are substituted.",
     )
     threshold_range: ThresholdRange = Field(description="Passing range.")
 

@@ -18,12 +18,16 @@ Objects:
 The model server: MLflow's own scoring server, not MLServer. It ships in the same MLflow release as the
 tracking server (one image family, one version to reason about), serves /invocations with MLflow's input
 formats and /ping, /health and /version, and MLServer's MLflow runtime is known not to install a model's
-requirements, so it has no advantage there. The container runs exactly the command
-`mlflow models serve -m /models --env-manager local` executes (uvicorn on
-mlflow.pyfunc.scoring_server.app:app, the model directory in `__pyfunc_model_path__`), but as the main
-process: `mlflow models serve` keeps its CLI as PID 1, which exits at once on SIGTERM, and when a
-container's PID 1 exits the kernel SIGKILLs the server with its in-flight requests. Run directly, uvicorn
-drains them (`--timeout-graceful-shutdown`) after the preStop delay has taken the pod out of the endpoints.
+requirements, so it has no advantage there. The container runs what
+`mlflow models serve -m /models --env-manager local` executes (uvicorn on MLflow's scoring app, the model
+directory in `__pyfunc_model_path__`), with two differences. The app is the image's `mlflow_model_serving:app`:
+MLflow's own app wrapped with Prometheus request metrics on METRICS_PORT (requests by status, latency,
+prediction errors; what the built-in analysis templates query), labelled with the ModelDeployment and the
+version from the environment set here, and found by scrapers through the pod's prometheus.io annotations.
+And uvicorn runs as the main process: `mlflow models serve` keeps its CLI as PID 1, which exits at once on
+SIGTERM, and when a container's PID 1 exits the kernel SIGKILLs the server with its in-flight requests. Run
+directly, uvicorn drains them (`--timeout-graceful-shutdown`) after the preStop delay has taken the pod out of
+the endpoints.
 
 Before the server starts, two init containers run in the same image:
 1. `fetch-model`: `mlflow artifacts download --artifact-uri models:/<name>/<version> --dst-path /models`,
@@ -73,10 +77,21 @@ COMPONENT = "model-server"
 VERSION_LABEL = "mlflow.operator.dev/model-version"
 TRACK_ANNOTATION = "mlflow.operator.dev/track"
 
-# How `mlflow models serve --env-manager local` starts MLflow's scoring server
-# (mlflow.pyfunc.scoring_server.get_cmd): the app reads the model directory from this variable.
-SCORING_APP = "mlflow.pyfunc.scoring_server.app:app"
+# MLflow's scoring app with request metrics (images/mlflow-model-server/mlflow_model_serving.py); like MLflow's
+# own app (mlflow.pyfunc.scoring_server.app) it reads the model directory from MODEL_PATH_ENV.
+SCORING_APP = "mlflow_model_serving:app"
+SCORING_APP_DIR = "/opt/mlflow-operator"
 MODEL_PATH_ENV = "__pyfunc_model_path__"
+METRICS_PORT = 8081
+# What mlflow_model_serving.py reads: its metrics port and the labels of every series it exports.
+METRICS_PORT_ENV = "MODEL_SERVER_METRICS_PORT"
+DEPLOYMENT_ENV, NAMESPACE_ENV, VERSION_ENV = "MODEL_DEPLOYMENT", "MODEL_DEPLOYMENT_NAMESPACE", "MODEL_VERSION"
+# The de facto convention of Prometheus's kubernetes_sd example configurations (and of the local cluster's).
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
 REQUEST_TIMEOUT_SECONDS = 60
 PRE_STOP_SECONDS = 5
 # A request admitted just before SIGTERM may run its full timeout: drain that long, so none is cut off.
@@ -157,6 +172,7 @@ class ModelDeploymentInputs:
     credentials: RegistryCredentials | None = None
     tracks: tuple[TrackPlan, ...] = ()
     weights: Weights = field(default_factory=Weights)
+    mirror_supported: bool = True  # by the parent Gateways' class (logic.gateway_route)
 
     @property
     def names(self) -> Names:
@@ -197,11 +213,6 @@ def pod_labels(name: str, version: int) -> dict[str, str]:
 
 def version_selector(name: str, version: int) -> dict[str, str]:
     return {**selector(name, COMPONENT, APP_NAME), VERSION_LABEL: str(version)}
-
-
-def analysis_query(query: str, name: str, namespace: str) -> str:
-    """spec.analysis.metrics[].query with {{canary}} (the canary Service) and {{namespace}} substituted."""
-    return query.replace("{{canary}}", Names(name).canary).replace("{{namespace}}", namespace)
 
 
 # --------------------------------------------------------------------------------------------- containers
@@ -284,21 +295,33 @@ def server_command() -> list[str]:
         str(SERVER_PORT),
         "--timeout-graceful-shutdown",
         str(GRACEFUL_SHUTDOWN_SECONDS),
+        "--app-dir",
+        SCORING_APP_DIR,
         SCORING_APP,
     ]
 
 
-def server_container(inputs: ModelDeploymentInputs) -> Obj:
+def server_container(inputs: ModelDeploymentInputs, version: int) -> Obj:
     _, tmp_mount = tmp_volume()
     spec = inputs.spec
-    server_env = {MODEL_PATH_ENV: MODEL_DIR, "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT_SECONDS)}
+    server_env = {
+        MODEL_PATH_ENV: MODEL_DIR,
+        "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT_SECONDS),
+        METRICS_PORT_ENV: str(METRICS_PORT),
+        DEPLOYMENT_ENV: inputs.name,
+        NAMESPACE_ENV: inputs.namespace,
+        VERSION_ENV: str(version),
+    }
     env = container_env(spec, *literal_env(server_env))
     return {
         "name": "model-server",
         "image": model_image(spec),
         "command": server_command(),
         "env": env,
-        "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+        "ports": [
+            {"name": "http", "containerPort": SERVER_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
         "readinessProbe": {"httpGet": {"path": "/ping", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3},
         "livenessProbe": {
             "httpGet": {"path": "/health", "port": "http"},
@@ -333,7 +356,7 @@ def get_model_deployment(inputs: ModelDeploymentInputs, plan: TrackPlan) -> Obj:
         # ProgressDeadlineExceeded, which the rollout reads as a failed version (TrackObservation.failed).
         "progressDeadlineSeconds": max(1, math.ceil(duration_seconds(inputs.spec.progress_deadline))),  # API: > 0
         "template": {
-            "metadata": {"labels": pod_labels(name, version)},
+            "metadata": {"labels": pod_labels(name, version), "annotations": dict(SCRAPE_ANNOTATIONS)},
             "spec": {
                 "serviceAccountName": inputs.names.service_account,
                 "automountServiceAccountToken": False,  # model servers never call the Kubernetes API
@@ -341,7 +364,7 @@ def get_model_deployment(inputs: ModelDeploymentInputs, plan: TrackPlan) -> Obj:
                 "terminationGracePeriodSeconds": PRE_STOP_SECONDS + GRACEFUL_SHUTDOWN_SECONDS + 5,
                 "topologySpreadConstraints": topology_spread(version_selector(name, version)),
                 "initContainers": [fetch_container(inputs, version), check_container(inputs)],
-                "containers": [server_container(inputs)],
+                "containers": [server_container(inputs, version)],
                 "volumes": [tmp, {"name": "models", "emptyDir": {}}],
             },
         },
@@ -449,6 +472,7 @@ def route_target(inputs: ModelDeploymentInputs) -> RouteTarget:
         stable_service=names.stable,
         canary_service=names.canary,
         port=SERVICE_PORT,
+        mirror_supported=inputs.mirror_supported,
     )
 
 

@@ -29,7 +29,8 @@ from mlflow_operator.adapters import prometheus
 from mlflow_operator.adapters.kube import Kube
 from mlflow_operator.adapters.registry import ModelRegistry, RegistryError
 from mlflow_operator.api.kinds import MODEL_DEPLOYMENT, REGISTERED_MODEL
-from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
+from mlflow_operator.api.modeldeployment import GatewayAPIRouting, ModelDeploymentSpec
+from mlflow_operator.builders import analysis as queries
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.builders.common import selector
 from mlflow_operator.builders.routers import Weights
@@ -43,7 +44,7 @@ from mlflow_operator.handlers.reconcile import (
 )
 from mlflow_operator.handlers.registry_access import RegistryAccess, registry_access, wake_tracking_server
 from mlflow_operator.handlers.runtime import Runtime
-from mlflow_operator.logic import alias_ownership, rollout
+from mlflow_operator.logic import alias_ownership, gateway_route, rollout
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import modeldeployment as decide
 from mlflow_operator.logic.backoff import RetrySchedule, after_failure, exponential_backoff
@@ -53,6 +54,7 @@ CONTROLLER = "modeldeployment"
 CONDITIONS = (decide.MODEL_RESOLVED, rollout.AVAILABLE, rollout.PROGRESSING, alias_ownership.ALIAS_CONFLICT, cond.READY)
 RETRY_SECONDS = 5.0  # the first retry after a registry or API failure; doubled up to 5 minutes
 PROMETHEUS_TIMEOUT_SECONDS = 10.0
+GATEWAY_API = "gateway.networking.k8s.io/v1"
 
 
 @dataclass
@@ -189,7 +191,7 @@ async def observe(md: Pass, resolution: decide.Resolution) -> rollout.Observatio
         if label.isdigit():
             tracks.append(decide.track_observation(int(label), deployment))
     state = rollout.RolloutState.from_status(md.status)
-    measurement = await measure(md) if rollout.measurement_due(md.spec, state, md.now) else None
+    measurement = await measure(md, state) if rollout.measurement_due(md.spec, state, md.now) else None
     return rollout.Observations(
         resolved_version=resolution.version,
         tracks=tuple(tracks),
@@ -199,15 +201,15 @@ async def observe(md: Pass, resolution: decide.Resolution) -> rollout.Observatio
     )
 
 
-async def measure(md: Pass) -> rollout.Measurement:
+async def measure(md: Pass, state: rollout.RolloutState) -> rollout.Measurement:
     analysis = md.spec.analysis
     assert analysis is not None  # measurement_due is False without spec.analysis
-    queries = [(m.name, build.analysis_query(m.query, md.name, md.namespace)) for m in analysis.metrics]
+    context = queries.query_context(md.name, md.namespace, analysis, state.canary_version, state.stable_version)
     size = analysis.sample_size_query
     return await prometheus.measure(
         analysis.prometheus_address or DEFAULTS.prometheus_address,
-        queries,
-        build.analysis_query(size, md.name, md.namespace) if size else None,
+        [(metric.name, queries.metric_query(metric, context)) for metric in analysis.metrics],
+        queries.substitute(size, context) if size else None,
         timeout=PROMETHEUS_TIMEOUT_SECONDS,
     )
 
@@ -215,7 +217,7 @@ async def measure(md: Pass) -> rollout.Measurement:
 # ---------------------------------------------------------------------------------------------- executing
 
 
-def model_inputs(md: Pass, transition: rollout.Transition) -> build.ModelDeploymentInputs:
+def model_inputs(md: Pass, transition: rollout.Transition, mirror_supported: bool) -> build.ModelDeploymentInputs:
     access = md.access
     weights = transition.weights
     return build.ModelDeploymentInputs(
@@ -226,7 +228,38 @@ def model_inputs(md: Pass, transition: rollout.Transition) -> build.ModelDeploym
         credentials=access.secret if access is not None else None,
         tracks=tuple(build.TrackPlan(t.track, t.version, t.size_percent) for t in transition.tracks),
         weights=Weights(weights.canary, weights.canary_available),
+        mirror_supported=mirror_supported,
     )
+
+
+def gateway_routing(spec: ModelDeploymentSpec) -> GatewayAPIRouting | None:
+    return spec.traffic_routing.gateway_api if spec.traffic_routing is not None else None
+
+
+async def gateways_can_mirror(md: Pass) -> bool:
+    """Whether the classes of the parent Gateways support mirroring; only asked when the spec mirrors.
+    A Gateway or class that cannot be read (absent, or no Gateway API) is trusted: the route's own status
+    then says what is wrong."""
+    routing = gateway_routing(md.spec)
+    if routing is None or routing.mirror_percent is None:
+        return True
+    classes = []
+    for parent in routing.parent_refs:
+        gateway = await md.kube.get(GATEWAY_API, "Gateway", parent.name, parent.namespace or md.namespace)
+        class_name = (gateway or {}).get("spec", {}).get("gatewayClassName")
+        gateway_class = await md.kube.get(GATEWAY_API, "GatewayClass", class_name, None) if class_name else None
+        classes.append(gateway_route.supported_features(gateway_class))
+    return gateway_route.mirror_supported(classes)
+
+
+async def route_status(md: Pass, inputs: build.ModelDeploymentInputs) -> ConditionUpdate | None:
+    """TrafficRouted from the HTTPRoute's status, for gatewayAPI routing once a route exists."""
+    routing = gateway_routing(md.spec)
+    if routing is None or not inputs.tracks:
+        return None
+    route = await md.kube.get(GATEWAY_API, "HTTPRoute", inputs.names.route, md.namespace)
+    mirror_wanted = routing.mirror_percent is not None and inputs.weights.canary_available
+    return gateway_route.route_condition(route, mirror_wanted, inputs.mirror_supported)
 
 
 async def apply_children(
@@ -238,7 +271,11 @@ async def apply_children(
         # Pods need the registry's address; without it (a missing Secret) nothing new is started.
         md.requeue.append(RETRY_SECONDS)
         return None
-    inputs = model_inputs(md, transition)
+    try:
+        inputs = model_inputs(md, transition, await gateways_can_mirror(md))
+    except ApiError as error:
+        await report_apply_failure(md, error)
+        return None
     objects = build.all_objects(inputs)
     wanted = {plan.version for plan in inputs.tracks}
     if unchanged_since_applied(md, objects, wanted, {track.version for track in observations.tracks}):
@@ -317,9 +354,12 @@ async def report(
         "effectiveCanaryWeight": effective.canary,
         "pendingRegistryWrites": pending or None,
     }
+    routed = await route_status(md, inputs)
     updates = [*first_sight(md.body, CONDITIONS), resolution.condition, *transition.conditions]
     updates.append(md.aliases.condition)
-    updates.append(decide.ready_condition([resolution.condition, *transition.conditions]))
+    if routed is not None:
+        updates.append(routed)
+    updates.append(decide.ready_condition([resolution.condition, *transition.conditions], routed))
     await write_status(md.rt, MODEL_DEPLOYMENT, md.body, updates, fields)
     md.body = {**md.body, "status": {**md.status, **fields}}
     for event in transition.events:

@@ -13,6 +13,7 @@ from typing import Any
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.logic import conditions as cond
+from mlflow_operator.logic import gateway_route
 from mlflow_operator.logic.conditions import ConditionUpdate
 from mlflow_operator.logic.readiness import deployment_readiness
 from mlflow_operator.logic.rollout import (
@@ -184,10 +185,13 @@ def registry_writes(actions: Sequence[object]) -> list[dict[str, Any]]:
 # --- Ready ----------------------------------------------------------------------------------------------
 
 
-def ready_condition(updates: Sequence[ConditionUpdate]) -> ConditionUpdate:
-    """Ready means serving: the stable version has ready pods. A rolled-back or paused deployment whose
+def ready_condition(updates: Sequence[ConditionUpdate], routed: ConditionUpdate | None = None) -> ConditionUpdate:
+    """Ready means serving: the stable version has ready pods, and a Gateway API route, when there is one, was
+    not refused by its Gateway (`routed`, logic.gateway_route). A rolled-back or paused deployment whose
     stable serves is Ready (GitOps must not see a safe rollback as broken). Before anything serves, the
     registry's problem is the most useful reason, else what Available waits for."""
+    if routed is not None and gateway_route.route_refused(routed):
+        return ConditionUpdate(cond.READY, "False", routed.reason, routed.message)
     by_type = {update.type: update for update in updates}
     available = by_type.get(AVAILABLE)
     if available is not None and available.status == "True":

@@ -36,6 +36,9 @@ class RouteTarget:
     stable_service: str = ""
     canary_service: str = ""
     port: int = 80
+    # Whether the Gateway can mirror (logic.gateway_route.mirror_supported): without it a mirror filter would
+    # not be ignored but could break the whole rule, so it is left out.
+    mirror_supported: bool = True
 
 
 class Router(Protocol):

@@ -7,7 +7,8 @@ same path alone):
    RequestMirror filter copies that percent of them to the canary (shadow traffic; responses are dropped).
    The filter's `percent` field is part of Gateway API since v1.2 (GEP-3171); older implementations mirror
    everything.
-Both header rule and mirror exist only while the canary has ready pods, and the canary backendRef always
+The mirror is left out when the Gateway's class cannot mirror (RouteTarget.mirror_supported). Both header
+rule and mirror exist only while the canary has ready pods, and the canary backendRef always
 exists (its Service selects the stable version when there is no canary), so the route stays valid and
 never sends a request to a Service without endpoints.
 """
@@ -77,7 +78,7 @@ class GatewayAPIRouter:
             ],
         }
         percent = self.routing.mirror_percent
-        if percent is not None and weights.canary_available:
+        if percent is not None and weights.canary_available and target.mirror_supported:
             mirror = {"backendRef": _backend(target.canary_service, target.port), "percent": percent}
             rule["filters"] = [{"type": "RequestMirror", "requestMirror": mirror}]
         return rule
