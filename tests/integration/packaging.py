@@ -52,11 +52,16 @@ OPERATOR_PERMISSIONS: dict[tuple[str, str], set[str]] = {
     ("networking.k8s.io", "networkpolicies"): {"get", "create", "patch"},
     ("networking.k8s.io", "ingresses"): {"get", "create", "patch"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "create", "patch", "delete"},
+    ("gateway.networking.k8s.io", "gateways"): {"get"},
+    ("gateway.networking.k8s.io", "gatewayclasses"): {"get"},
 }
 # Cluster-scoped: what a namespaced install (watchNamespaces) still grants cluster-wide.
 CLUSTER_PERMISSIONS = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},
+    # Parent Gateways live in other namespaces than the routes; GatewayClasses are cluster-scoped.
+    ("gateway.networking.k8s.io", "gateways"): {"get"},
+    ("gateway.networking.k8s.io", "gatewayclasses"): {"get"},
 }
 FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate"}
 FORBIDDEN_RESOURCES = {"*", "pods/exec", "pods/attach", "pods/portforward", "nodes/proxy"}

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
+from mlflow_operator.builders.modeldeployment import METRICS_PORT, ModelDeploymentInputs, TrackPlan, all_objects
 from tests.integration.packaging import (
     CHART,
     CLUSTER_PERMISSIONS,
@@ -41,7 +43,11 @@ from tests.integration.s3_servers import pinned_versions
 from tests.kube import ROOT
 
 NAMESPACED = {"watchNamespaces": ["team-a", "team-b"]}
-EVERYTHING_ON = {"metrics": {"serviceMonitor": {"enabled": True}}, "grafana": {"dashboards": {"enabled": True}}}
+EVERYTHING_ON = {
+    "metrics": {"serviceMonitor": {"enabled": True}},
+    "grafana": {"dashboards": {"enabled": True}},
+    "modelServers": {"podMonitor": {"enabled": True}},
+}
 VARIANTS: dict[str, dict[str, Any]] = {"default": {}, "namespaced": NAMESPACED, "everything-on": EVERYTHING_ON}
 
 
@@ -226,6 +232,23 @@ def test_service_monitor_is_optional_and_scrapes_the_metrics_service(chart: dict
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [service["metadata"]["namespace"]]}
 
 
+def test_pod_monitor_is_optional_and_selects_the_model_servers_metrics_port(chart: dict[str, list[Obj]]) -> None:
+    assert not kinds(chart["default"], "PodMonitor")
+    monitor = one(chart["everything-on"], "PodMonitor")
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
+    pinned = {"trackingUri": "http://mlflow:5000", "model": {"registeredModel": "m", "version": 1}}
+    spec = ModelDeploymentSpec.model_validate(pinned)
+    inputs = ModelDeploymentInputs("m", "ml", spec, "http://mlflow:5000", tracks=(TrackPlan("stable", 1),))
+    (deployment,) = [o for o in all_objects(inputs) if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+    assert ports["metrics"] == METRICS_PORT
+    namespaced = documents(helm_template({**NAMESPACED, "modelServers": {"podMonitor": {"enabled": True}}}))
+    assert one(namespaced, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+
+
 def test_dashboards_config_maps(chart: dict[str, list[Obj]]) -> None:
     dashboards = sorted((CHART / "dashboards").glob("*.json"))
     maps = kinds(chart["everything-on"], "ConfigMap")
@@ -315,12 +338,12 @@ def test_kubeconform_everything_we_ship(
         (tmp_path / f"rendered-{name}").write_text(text)
     for path in [*EXAMPLES, *sorted((ROOT / "crds").glob("mlflow.operator.dev_*.yaml"))]:
         (tmp_path / f"{path.parent.name}-{path.name}").write_text(path.read_text())
-    # No schema for ServiceMonitor offline (the Prometheus Operator's CRDs): its shape is checked above.
-    report = kubeconform(schema_location, tmp_path, "-skip", "ServiceMonitor")
+    # No schema for ServiceMonitor and PodMonitor offline (the Prometheus Operator's CRDs): its shape is checked above.
+    report = kubeconform(schema_location, tmp_path, "-skip", "ServiceMonitor,PodMonitor")
     problems = [r for r in report["resources"] if r["status"] not in ("statusValid", "statusSkipped")]
     assert problems == [] and report["returncode"] == 0, json.dumps(problems, indent=1)
     summary = report["summary"]
-    assert summary["valid"] >= 60 and summary["skipped"] == 1, summary
+    assert summary["valid"] >= 60 and summary["skipped"] == 2, summary
 
 
 def test_kubeconform_schemas_are_strict(schema_location: str, tmp_path: Path) -> None:
