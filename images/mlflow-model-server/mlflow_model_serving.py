@@ -114,6 +114,16 @@ def count_prediction_errors(predict: Callable[..., Any]) -> Callable[..., Any]:
     return counted
 
 
+def initialize_series() -> None:
+    """The series analysis compares, at 0 from the start. A counter that first appears with its first
+    increment has no earlier sample, so Prometheus cannot compute its rate until the next scrape after that:
+    a canary's first errors would stay invisible for a scrape interval or two, exactly when they matter."""
+    for code in ("200", "400", "500"):
+        REQUESTS.labels(**IDENTITY, path="/invocations", method="POST", code=code)
+    LATENCY.labels(**IDENTITY, path="/invocations")
+    PREDICTION_ERRORS.labels(**IDENTITY)
+
+
 def create_app() -> ASGIApp:
     # What mlflow.pyfunc.scoring_server.app does, with the model's predict counted.
     model = scoring_server.load_model_with_mlflow_config(os.environ[scoring_server._SERVER_MODEL_PATH])
@@ -122,4 +132,5 @@ def create_app() -> ASGIApp:
 
 
 app = create_app()
+initialize_series()
 start_http_server(int(os.environ.get(METRICS_PORT_ENV, "8081")))
