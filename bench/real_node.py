@@ -6,9 +6,15 @@ memory at idle; the time from `kubectl apply` of a TrackingServer to Ready; `mak
 2. after IDLE seconds with every example Ready: the RSS of each process the cluster started (control plane,
    containerd, kubelet, kube-proxy; from its state file), of the containerd shims (one per pod), and the
    memory the pods use (cgroup v1 `kubepods`: rss and page cache);
-3. a second, small TrackingServer applied (managed Postgres, one PgBouncer, one server) and timed to Ready,
+3. the Gateway's overhead: /invocations of the example model at GATEWAY_CLIENTS concurrent clients, through
+   the Gateway (Traefik on 127.0.0.1) and straight to the Service `fraud-stable` (kube-proxy), in alternating
+   rounds of the same run, p50/p99 of each and their ratios;
+   then a canary that fails some requests (tests/e2e/rollout_models.py's night-blind version) at 50 % under
+   steady load through the Gateway, analysed every 10 s by the successRate template: the time from its
+   first failed request to weight 0 (tests/e2e/realpods.failing_canary_rollback, as the e2e test runs it);
+4. a second, small TrackingServer applied (managed Postgres, one PgBouncer, one server) and timed to Ready,
    then deleted;
-4. `localcluster.py down`, timed.
+5. `localcluster.py down`, timed.
 
 One real node runs per machine: stop any `make cluster` first. Results: bench/results/real_node.json and a
 table on stdout.
@@ -30,10 +36,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mlflow import MlflowClient
+from tests.e2e import realpods, traffic
 from tests.kube import ROOT, Kubectl, condition, eventually, find_kubectl
 from tests.scripts import run_hack
 
-from bench.common import RESULTS_DIR, logs_dir, number, proc_status_kib, report, result_header
+from bench.common import RESULTS_DIR, latency_summary, logs_dir, number, proc_status_kib, report, result_header
 from mlflow_operator.api.kinds import API_VERSION
 
 STEP_LINE = re.compile(r"^\[run\s+(?P<at>[0-9.]+) s\] (?P<what>.*)$")
@@ -127,6 +135,58 @@ def apply_to_ready(kubectl: Kubectl, name: str) -> float:
     return ready_s
 
 
+GATEWAY_CLIENTS = 50
+
+
+def gateway_url(workdir: Path) -> str:
+    printed = run_hack("localcluster.py", "env", "--dir", str(workdir), timeout=60)
+    (line,) = [line for line in printed.splitlines() if line.startswith("gateway=")]
+    return line.removeprefix("gateway=")
+
+
+def gateway_overhead(kubectl: Kubectl, workdir: Path, requests: int, rounds: int) -> dict[str, Any]:
+    """The example model through the Gateway and through its Service, alternating which goes first."""
+    service = kubectl.get("service", "fraud-stable", "default")
+    assert service is not None, "no Service fraud-stable"
+    urls = {
+        "service": f"http://{service['spec']['clusterIP']}:80/invocations",
+        "gateway": f"{gateway_url(workdir)}/invocations",
+    }
+    latencies: dict[str, list[float]] = {name: [] for name in urls}
+    failed = dict.fromkeys(urls, 0)
+    traffic.burst(urls["gateway"], GATEWAY_CLIENTS * 2, concurrency=GATEWAY_CLIENTS)  # warm both paths up
+    traffic.burst(urls["service"], GATEWAY_CLIENTS * 2, concurrency=GATEWAY_CLIENTS)
+    for index in range(rounds):
+        order = list(urls) if index % 2 == 0 else list(reversed(urls))
+        for name in order:
+            answers = traffic.burst(urls[name], requests, concurrency=GATEWAY_CLIENTS, body=traffic.DAY_SAMPLE)
+            latencies[name] += [a.latency_s for a in answers if a.status == 200]
+            failed[name] += sum(1 for a in answers if a.status != 200)
+    result: dict[str, Any] = {
+        name: {**latency_summary(values), "failed": failed[name]} for name, values in latencies.items()
+    }
+    for q in ("p50", "p99"):
+        gateway, direct = result["gateway"][q], result["service"][q]
+        result[f"ratio_{q}"] = round(gateway / direct, 2) if gateway and direct else None
+    result.update(clients=GATEWAY_CLIENTS, requests_per_round=requests, rounds=rounds)
+    return result
+
+
+ANALYSIS_INTERVAL_S = 10
+
+
+def failing_canary(platform: realpods.Platform) -> dict[str, Any]:
+    os.environ.update(realpods.mlflow_environment(platform))
+    versions = realpods.register_rollout_versions(platform)
+    rollback = realpods.failing_canary_rollback(platform, MlflowClient(), versions.night_blind, ANALYSIS_INTERVAL_S)
+    results = rollback.status.get("analysisResults") or []
+    return {
+        "interval_s": rollback.interval_s,
+        "first_failure_to_weight_0_s": rollback.seconds,
+        "failed_measurement": next((r for r in reversed(results) if r["outcome"] == "Failed"), None),
+    }
+
+
 def run_make_run(workdir: Path) -> subprocess.CompletedProcess[str]:
     """hack/run.py with its progress (stderr) kept: the step timings come from it."""
     env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
@@ -156,6 +216,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         time.sleep(args.idle)
         result["idle_memory"] = idle_memory(workdir)
         kubectl = Kubectl(kubeconfig=str(workdir / "kubeconfig"), binary=find_kubectl())
+        requests, rounds = (200, 2) if args.quick else (1000, 4)
+        result["gateway_overhead"] = gateway_overhead(kubectl, workdir, requests, rounds)
+        result["failing_canary"] = failing_canary(realpods.Platform(workdir, kubectl))
         result["tracking_server_apply_to_ready_s"] = apply_to_ready(kubectl, "bench")
     finally:
         began = time.monotonic()
@@ -167,7 +230,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    memory = result["idle_memory"]
+    memory, canary = result["idle_memory"], result["failing_canary"]
     components = ", ".join(f"{name} {mib:.0f}" for name, mib in memory["components_rss_mib"].items() if mib)
     rows = [
         ("make run, warm caches, to every example Ready", number(result["make_run_s"], 1, " s")),
@@ -175,10 +238,28 @@ def table(result: dict[str, Any]) -> str:
         ("idle: cluster processes RSS", f"{memory['components_total_mib']:.0f} MiB ({components})"),
         ("idle: containerd shims", f"{memory['shims']} shims, {memory['shims_rss_mib']:.0f} MiB"),
         ("idle: pods (cgroup rss / page cache)", f"{memory['pods_rss_mib']:.0f} / {memory['pods_cache_mib']:.0f} MiB"),
+        *gateway_rows(result["gateway_overhead"]),
+        (
+            f"failing canary: first failed request to weight 0 (analysis every {canary['interval_s']} s)",
+            number(canary["first_failure_to_weight_0_s"], 1, " s"),
+        ),
         ("a small TrackingServer, apply to Ready", number(result["tracking_server_apply_to_ready_s"], 1, " s")),
         ("make cluster-down", number(result["cluster_down_s"], 1, " s")),
     ]
     return report("Real node", result, rows)
+
+
+def gateway_rows(overhead: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for name in ("service", "gateway"):
+        path = overhead[name]
+        latency = f"p50 {number(path['p50'] * 1000, 1)} ms, p99 {number(path['p99'] * 1000, 1)} ms"
+        rows.append(
+            (f"/invocations via the {name}, {overhead['clients']} clients", f"{latency}, {path['failed']} failed")
+        )
+    ratios = f"p50 x{number(overhead['ratio_p50'], 2)}, p99 x{number(overhead['ratio_p99'], 2)}"
+    rows.append(("Gateway / Service latency", ratios))
+    return rows
 
 
 if __name__ == "__main__":

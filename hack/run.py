@@ -3,9 +3,11 @@
 
     run.py [--dir DIR] [UP_ARGS...]   # DIR: the local cluster's state directory; UP_ARGS go to
                                       # `localcluster.py up` (both ignored when KUBECONFIG is set)
+    run.py [--dir DIR] --next-version # on the running platform: a retrained version of `fraud`, `champion`
+                                      # moved to it (the README's canary walkthrough)
 
 1. builds the images (hack/build-images.py: the operator's and the application images; hack/node-images.sh
-   minio: the examples' S3 server), cached by content, so normally a no-op;
+   minio and prometheus: the examples' S3 server and Prometheus), cached by content, so normally a no-op;
 2. without KUBECONFIG starts the local cluster with its real node (hack/localcluster.py up, idempotent),
    which imports every archive listed in $CACHE/images/*.tsv; with KUBECONFIG uses that cluster, whose
    nodes must already have the images (kind: `kind load image-archive <archive>` per manifest line);
@@ -13,10 +15,12 @@
    operator with charts/mlflow-operator (helm upgrade --install: a second run changes nothing);
 4. on the local cluster, makes namespace `default` enforce Pod Security "restricted" (so does `storage`);
    runs MinIO in namespace `storage` (Service minio:9000, keys minioadmin/minioadmin) and creates the
-   examples' bucket;
+   examples' bucket; runs Prometheus in namespace `monitoring` (Service prometheus:9090, discovering the
+   annotated model server pods through the Kubernetes API), which the example's analysis queries;
 5. applies examples/, waits for TrackingServer `mlflow` Ready and RegisteredModel `fraud` Synced, seeds the
    registry (hack/seed_model.py as a Job: version 1 of `fraud`, alias champion -> 1), waits for
-   ModelDeployment `fraud` Ready, and prints how to reach the UI and the model.
+   ModelDeployment `fraud` Ready, and prints how to reach the UI and the model (through the local cluster's
+   Gateway `mlflow-gateway`, `localcluster.py env`'s gateway= line, which the example's HTTPRoute uses).
 
 Standard library only, like localcluster.py: it runs before any virtualenv exists.
 """
@@ -372,7 +376,8 @@ def apply_job(cluster: Cluster, spec: dict) -> None:
     cluster.apply(spec)
 
 
-def seed_registry(cluster: Cluster) -> None:
+def seed_registry(cluster: Cluster, job_name: str = "fraud-seed", *args: str) -> str:
+    """hack/seed_model.py as a Job in the model-server image; returns its log."""
     script = (HACK / "seed_model.py").read_text()
     config_map = {
         "apiVersion": "v1",
@@ -386,10 +391,17 @@ def seed_registry(cluster: Cluster) -> None:
     ]
     env = [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.default.svc:5000"}, *admin]
     volume = {"name": "seed", "configMap": {"name": "fraud-seed"}}
-    argv = ["/opt/venv/bin/python", "/seed/seed_model.py"]
+    argv = ["/opt/venv/bin/python", "/seed/seed_model.py", *args]
     cluster.apply(config_map)
-    apply_job(cluster, job("fraud-seed", "default", MODEL_SERVER_IMAGE, argv, env, [volume]))
-    cluster.wait("job/fraud-seed", "condition=Complete", "10m")
+    apply_job(cluster, job(job_name, "default", MODEL_SERVER_IMAGE, argv, env, [volume]))
+    cluster.wait(f"job/{job_name}", "condition=Complete", "10m")
+    return cluster.kubectl("logs", "-n", "default", f"job/{job_name}")
+
+
+def release_next_version(cluster: Cluster) -> None:
+    """The canary walkthrough's step: a retrained version of `fraud`, `champion` moved to it."""
+    printed = seed_registry(cluster, f"fraud-next-{int(time.time())}", "--next")
+    print(printed.strip().splitlines()[-1])
 
 
 def node_millicpu(cluster: Cluster) -> int:
@@ -463,8 +475,18 @@ def run_examples(cluster: Cluster) -> None:
 ADMIN_TEMPLATE = "{{.data.username|base64decode}} {{.data.password|base64decode}}"
 
 
-def print_usage(cluster: Cluster) -> None:
+def print_usage(cluster: Cluster, gateway: str | None) -> None:
     body = '{"dataframe_split": {"columns": ["amount", "hour"], "data": [[1500.0, 3], [20.0, 14]]}}'
+    if gateway:
+        prediction = f"""A prediction from fraud@champion, through the Gateway mlflow-gateway (Traefik):
+  curl -s -H 'Content-Type: application/json' -d '{body}' {gateway}/invocations
+A canary of a retrained version, judged by the example's analysis (keep requests coming meanwhile):
+  python3 hack/run.py --dir {cluster.kubeconfig.parent} --next-version
+  kubectl get modeldeployment fraud -w"""
+    else:
+        prediction = f"""A prediction from fraud@champion:
+  kubectl port-forward svc/fraud-stable 8080:80 &
+  curl -s -H 'Content-Type: application/json' -d '{body}' http://127.0.0.1:8080/invocations"""
     print(
         f"""
 Every example is Ready ({time.monotonic() - STARTED:.0f} s). The operator runs as a pod (helm release
@@ -476,16 +498,22 @@ mlflow-operator in namespace {OPERATOR_NAMESPACE}).
 MLflow UI, user and password from the Secret mlflow-admin:
   kubectl get secret mlflow-admin -o go-template='{ADMIN_TEMPLATE}'
   kubectl port-forward svc/mlflow 5000      # then http://127.0.0.1:5000
-A prediction from fraud@champion:
-  kubectl port-forward svc/fraud-stable 8080:80 &
-  curl -s -H 'Content-Type: application/json' -d '{body}' http://127.0.0.1:8080/invocations"""
+{prediction}"""
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=localcluster.DEFAULT_DIR, help="local cluster state directory")
+    parser.add_argument(
+        "--next-version",
+        action="store_true",
+        help="on the running platform: register a retrained version of fraud and move champion to it",
+    )
     args, up_args = parser.parse_known_args()
+    if args.next_version:
+        release_next_version(Cluster(Path(os.environ.get("KUBECONFIG") or args.dir.resolve() / "kubeconfig")))
+        return
     build_images()
     reimported: list[str] = []
     if os.environ.get("KUBECONFIG"):
@@ -501,7 +529,8 @@ def main() -> None:
     run_minio(cluster)
     run_prometheus(cluster)
     run_examples(cluster)
-    print_usage(cluster)
+    state = None if os.environ.get("KUBECONFIG") else localcluster.running(args.dir.resolve())
+    print_usage(cluster, localcluster.gateway_url(state) if state else None)
 
 
 if __name__ == "__main__":

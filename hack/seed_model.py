@@ -6,12 +6,15 @@ The version carries the tag `sample_predictions`: what the trained model itself 
 request the README sends), so anyone (the real-pod e2e tests) can check a server's answer against the model.
 
 Idempotent: when `champion` already names a version, nothing is logged (a second `make run` adds no version).
+With `--next` (`hack/run.py --next-version`, the README's canary walkthrough) it always logs a retrained
+version and moves `champion` to it, which starts the example ModelDeployment's canary.
 The tracking URI and the admin credentials come from the Job's env (MLFLOW_TRACKING_URI, _USERNAME, _PASSWORD).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 
 import mlflow
 import pandas as pd
@@ -59,14 +62,20 @@ def log_and_register(model: LogisticRegression, model_name: str = MODEL) -> str:
     return version
 
 
-def fraud_classifier() -> LogisticRegression:
+def fraud_classifier(regularization: float = 1.0) -> LogisticRegression:
     features, labels = training_data()
-    return LogisticRegression(max_iter=1000).fit(features, labels)
+    return LogisticRegression(C=regularization, max_iter=1000).fit(features, labels)
 
 
 def main() -> None:
     client = MlflowClient()
     existing = champion_version(client)
+    if "--next" in sys.argv[1:]:
+        # A retrained model (stronger regularization): same task, a new version to roll out.
+        version = log_and_register(fraud_classifier(regularization=0.5))
+        client.set_registered_model_alias(MODEL, ALIAS, version)
+        print(f"registered {MODEL} version {version}, {ALIAS} -> {version} (was {existing})")
+        return
     if existing is not None:
         print(f"{MODEL}@{ALIAS} is already version {existing}: nothing to seed")
         return

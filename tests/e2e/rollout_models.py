@@ -3,9 +3,12 @@ to hack/seed_model.py (both from one ConfigMap), with the Job's MLFLOW_TRACKING_
 
 - a classifier trained on the inverted labels, so its predictions for seed_model.SAMPLE differ from the
   seed's (tagged `sample_predictions` like every seeded version);
-- a model that downloads but cannot load (its load_context raises), as a broken build would.
+- a model that downloads but cannot load (its load_context raises), as a broken build would;
+- a model that loads and answers day-time requests but raises on any night-time row (hour < 6), as a model
+  with a bug on some inputs would: MLflow answers those requests 400 and the model server counts a
+  prediction error, which the successRate analysis template sees.
 
-Prints `VERSIONS <inverted> <unloadable>` last.
+Prints `VERSIONS <inverted> <unloadable> <flaky>` last.
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ class Unloadable(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
         return model_input
 
 
+class NightBlind(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
+    def predict(self, context: object, model_input: object) -> object:
+        hours = list(model_input["hour"])  # type: ignore[index]
+        if any(hour < 6 for hour in hours):
+            raise ValueError("night-time transactions are not supported by this build")
+        return [0 for _ in hours]
+
+
 def main() -> None:
     features, labels = seed_model.training_data()
     inverted = seed_model.log_and_register(LogisticRegression(max_iter=1000).fit(features, [1 - y for y in labels]))
@@ -37,7 +48,15 @@ def main() -> None:
             pip_requirements=["mlflow"],
             registered_model_name=seed_model.MODEL,
         )
-    print("VERSIONS", inverted, info.registered_model_version)
+    unloadable = info.registered_model_version
+    with mlflow.start_run(run_name="night-blind"):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=NightBlind(),
+            pip_requirements=["mlflow"],
+            registered_model_name=seed_model.MODEL,
+        )
+    print("VERSIONS", inverted, unloadable, info.registered_model_version)
 
 
 if __name__ == "__main__":

@@ -19,19 +19,14 @@ or later tests expect what they did, in file order.
 
 from __future__ import annotations
 
-import base64
-import csv
-import io
 import json
 import os
-import subprocess
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,83 +36,46 @@ import requests
 from mlflow import MlflowClient
 
 from mlflow_operator.api.kinds import API_VERSION
+from mlflow_operator.api.modeldeployment import GatewayAPIRouting
 from mlflow_operator.api.trackingserver import DEFAULT_MLFLOW_VERSION
 from mlflow_operator.builders.modeldeployment import COMPONENT as COMPONENT_MODEL_SERVER
 from mlflow_operator.builders.modeldeployment import SERVICE_PORT
+from mlflow_operator.builders.routers import RouteTarget, Weights
+from mlflow_operator.builders.routers.gatewayapi import GatewayAPIRouter
 from mlflow_operator.builders.trackingserver import (
     COMPONENT_POOLER,
     COMPONENT_POSTGRES,
     COMPONENT_SERVER,
     DATABASE_NAME,
     PGBOUNCER_PORT,
-    Names,
 )
+from tests.e2e import traffic
 from tests.e2e.conftest import record_real_node
-from tests.kube import ROOT, Kubectl, condition, eventually, find_kubectl, md_status, wait_phase
-from tests.scripts import load_script, run_hack
+from tests.e2e.realpods import (
+    NAMESPACE,
+    Platform,
+    RolloutVersions,
+    delete_model_deployment,
+    failing_canary_rollback,
+    gateway_canary,
+    mlflow_environment,
+    own_predictions,
+    register_rollout_versions,
+    routed,
+    seed_version,
+)
+from tests.e2e.traffic import SAMPLE
+from tests.kube import Kubectl, condition, eventually, find_kubectl, md_status, wait_phase
+from tests.scripts import run_hack
 
 # The first test includes `make run` (the module's fixture), which on a cold machine builds every image first.
 pytestmark = pytest.mark.timeout(2400)
-NAMESPACE = "default"  # where make run applies the examples
-SAMPLE: dict[str, Any] = {"columns": ["amount", "hour"], "data": [[1500.0, 3], [20.0, 14]]}  # seed_model.py's
-PREDICTIONS_TAG = "sample_predictions"
-MODEL_SERVER_IMAGE = "ghcr.io/mlflow-operator/mlflow-model-server:3.17.2"
 CONCURRENT_CLIENTS = 200
 # An earlier MLflow release whose schema the default one migrates (3.17.2 adds two revisions); 3.18.0 would
 # be the natural "next" release, but its mlflow-tracing==3.18.0 is not on the package index this runs with.
 UPGRADE_FROM = "3.16.1"
 POSTGRES_PODS = f"app.kubernetes.io/instance=mlflow,app.kubernetes.io/component={COMPONENT_POSTGRES}"
 POOLER_PODS = f"app.kubernetes.io/instance=mlflow,app.kubernetes.io/component={COMPONENT_POOLER}"
-
-
-@dataclass
-class Platform:
-    """The cluster make run built, seen from the host."""
-
-    workdir: Path
-    kubectl: Kubectl
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.kubectl.run(*args, "-n", NAMESPACE, "-o", "json").stdout)
-
-    def cluster_ip(self, service: str) -> str:
-        return str(self.json("get", "service", service)["spec"]["clusterIP"])
-
-    def secret(self, name: str) -> dict[str, str]:
-        data = self.json("get", "secret", name)["data"]
-        return {key: base64.b64decode(value).decode() for key, value in data.items()}
-
-    def pods(self, selector: str) -> list[dict[str, Any]]:
-        items = self.json("get", "pods", "-l", selector)["items"]
-        return [pod for pod in items if not pod["metadata"].get("deletionTimestamp")]
-
-    def pod_ips(self, selector: str) -> list[str]:
-        return [pod["status"]["podIP"] for pod in self.pods(selector) if pod["status"].get("podIP")]
-
-    @property
-    def tracking_uri(self) -> str:
-        return f"http://{self.cluster_ip('mlflow')}:5000"
-
-    def psql(self, host: str, port: int, database: str, sql: str, secret: str = "mlflow-db") -> list[dict[str, str]]:
-        """Rows of one statement run by the host's psql, as the user of a TrackingServer's database Secret."""
-        user = self.secret(secret)
-        dsn = f"host={host} port={port} dbname={database} user={user['username']} connect_timeout=10"
-        result = subprocess.run(
-            ["psql", dsn, "--csv", "-v", "ON_ERROR_STOP=1", "-c", sql],
-            env={**os.environ, "PGPASSWORD": user["password"]},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, f"psql {host}:{port}/{database}: {result.stderr}"
-        return list(csv.DictReader(io.StringIO(result.stdout)))
-
-    def sql(self, query: str, server: str = "mlflow") -> list[dict[str, str]]:
-        """A query on a TrackingServer's managed Postgres (its pod IP: the Service is headless), as its user."""
-        selector = f"app.kubernetes.io/instance={server},app.kubernetes.io/component={COMPONENT_POSTGRES}"
-        (postgres,) = self.pod_ips(selector)
-        return self.psql(postgres, 5432, DATABASE_NAME, query, secret=Names(server).database_secret)
 
 
 @pytest.fixture(scope="module")
@@ -137,17 +95,9 @@ def platform() -> Iterator[Platform]:
 
 @pytest.fixture(scope="module")
 def mlflow_env(platform: Platform) -> Iterator[None]:
-    """The MLflow client's environment: the tracking Service and the generated admin credentials."""
-    admin = platform.secret("mlflow-admin")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", platform.tracking_uri)
-        patch.setenv("MLFLOW_TRACKING_USERNAME", admin["username"])
-        patch.setenv("MLFLOW_TRACKING_PASSWORD", admin["password"])
-        patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a failure shows at once, not after minutes
-        # MLflow >= 3.17 clients download S3-backed artifacts straight from S3 by presigned URLs naming the
-        # server's endpoint (minio.storage.svc), which only resolves inside the cluster: from the host,
-        # download through the server as any client outside the cluster must.
-        patch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+        for key, value in mlflow_environment(platform).items():
+            patch.setenv(key, value)
         yield
 
 
@@ -161,11 +111,6 @@ def predict(platform: Platform, service: str) -> list[Any]:
     response = requests.post(url, json={"dataframe_split": SAMPLE}, timeout=30)
     assert response.status_code == 200, f"{service}: {response.status_code} {response.text[:500]}"
     return list(response.json()["predictions"])
-
-
-def own_predictions(client: MlflowClient, version: int | str) -> list[Any]:
-    """What the model itself predicted for SAMPLE when it was logged (the seed's tag)."""
-    return list(json.loads(client.get_model_version("fraud", str(version)).tags[PREDICTIONS_TAG]))
 
 
 def version_pods(platform: Platform, deployment: str) -> list[dict[str, Any]]:
@@ -366,6 +311,45 @@ def test_a_killed_postgres_comes_back_with_its_data(platform: Platform, client: 
 # ---------------------------------------------------------------------------------------- model deployment
 
 
+@pytest.fixture(scope="module")
+def versions(platform: Platform) -> RolloutVersions:
+    return register_rollout_versions(platform)
+
+
+def test_the_examples_canary_through_the_gateway_is_promoted_by_its_own_analysis(
+    platform: Platform, client: MlflowClient
+) -> None:
+    """The README's walkthrough as written: the example's route on the Gateway, steady traffic, a retrained
+    version by `hack/run.py --next-version`, judged by the example's own analysis (successRate, latencyP99
+    from Prometheus), promoted, `production` moved."""
+    url = f"{platform.gateway}/invocations"
+    stable = seed_version(client)
+    eventually(
+        lambda: (routed(platform, "fraud") or {}).get("status") == "True",
+        timeout=60,
+        what="the example's HTTPRoute accepted by mlflow-gateway",
+    )
+    assert traffic.share(traffic.burst(url, 50), own_predictions(client, stable)) == 1.0
+    with traffic.SteadyLoad(url, bodies=(traffic.DAY_SAMPLE,)) as load:
+        printed = run_hack("run.py", "--dir", str(platform.workdir), "--next-version", timeout=600)
+        new = int(client.get_model_version_by_alias("fraud", "champion").version)
+        assert f"champion -> {new} (was {stable})" in printed, printed
+        status = wait_phase(platform.kubectl, NAMESPACE, "fraud", "Succeeded", timeout=900, stableVersion=new)
+    answers = load.snapshot()
+    assert answers and all(a.status == 200 for a in answers), {a.status for a in answers}
+    passed = [r for r in status.get("analysisResults") or [] if r["outcome"] == "Passed"]
+    assert {r["metric"] for r in passed} == {"success-rate", "latency-p99"}, status.get("analysisResults")
+    assert (new, "Succeeded") in {(h["version"], h["outcome"]) for h in status.get("history") or []}
+    eventually(
+        lambda: client.get_model_version_by_alias("fraud", "production").version == str(new),
+        timeout=60,
+        what="production moved to the promoted version in the registry",
+    )
+    assert platform.json("get", "service", "fraud-stable")["spec"]["selector"][
+        "mlflow.operator.dev/model-version"
+    ] == str(new)
+
+
 def test_deleting_a_model_deployment_leaves_no_pod(platform: Platform) -> None:
     """The example's model servers go (which also frees the CPU the rollout test below needs)."""
     selector = f"app.kubernetes.io/instance=fraud,app.kubernetes.io/component={COMPONENT_MODEL_SERVER}"
@@ -373,38 +357,6 @@ def test_deleting_a_model_deployment_leaves_no_pod(platform: Platform) -> None:
     platform.kubectl.run("delete", "modeldeployment", "-n", NAMESPACE, "fraud", "--wait=true", timeout=180)
     eventually(lambda: not platform.pods(selector), timeout=120, interval=1, what="no fraud model pods")
     assert not platform.json("get", "deployments,services", "-l", "app.kubernetes.io/instance=fraud")["items"]
-
-
-def register_rollout_versions(platform: Platform) -> tuple[int, int]:
-    """tests/e2e/rollout_models.py as a Job in the model-server image: (inverted, unloadable) versions."""
-    name = f"rollout-models-{uuid.uuid4().hex[:6]}"
-    config_map = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "data": {
-            "seed_model.py": (ROOT / "hack" / "seed_model.py").read_text(),
-            "rollout_models.py": (ROOT / "tests" / "e2e" / "rollout_models.py").read_text(),
-        },
-    }
-    admin = [
-        {"name": f"MLFLOW_TRACKING_{key.upper()}", "valueFrom": {"secretKeyRef": {"name": "mlflow-admin", "key": key}}}
-        for key in ("username", "password")
-    ]
-    env = [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.default.svc:5000"}, *admin]
-    volume = {"name": "models", "configMap": {"name": name}}
-    argv = ["/opt/venv/bin/python", "/models/rollout_models.py"]
-    job = load_script("hack_run", ROOT / "hack" / "run.py").job(
-        name, NAMESPACE, MODEL_SERVER_IMAGE, argv, env, [volume]
-    )
-    platform.kubectl.apply(config_map)
-    platform.kubectl.apply(job)
-    complete = ("wait", "-n", NAMESPACE, "--for=condition=Complete", f"job/{name}", "--timeout=300s")
-    platform.kubectl.run(*complete, timeout=320)
-    log = platform.kubectl.run("logs", "-n", NAMESPACE, f"job/{name}").stdout
-    (line,) = [line for line in log.splitlines() if line.startswith("VERSIONS ")]
-    inverted, unloadable = line.split()[1:]
-    return int(inverted), int(unloadable)
 
 
 def ranker(progress_deadline: str) -> dict[str, Any]:
@@ -441,15 +393,15 @@ def failed_check_log(platform: Platform, deployment: str) -> str | None:
 
 
 def test_canary_serves_each_version_and_an_unloadable_one_is_rolled_back(
-    platform: Platform, client: MlflowClient
+    platform: Platform, client: MlflowClient, versions: RolloutVersions
 ) -> None:
-    stable = int(client.get_model_version_by_alias("fraud", "champion").version)
+    stable = seed_version(client)
     client.set_registered_model_alias("fraud", "candidate", str(stable))
     deadline_seconds = 60
     platform.kubectl.apply(ranker(f"{deadline_seconds}s"))
     try:
         wait_phase(platform.kubectl, NAMESPACE, "ranker", "Succeeded", timeout=300, stableVersion=stable)
-        inverted, unloadable = register_rollout_versions(platform)
+        inverted, unloadable = versions.inverted, versions.unloadable
 
         client.set_registered_model_alias("fraud", "candidate", str(inverted))
         wait_phase(platform.kubectl, NAMESPACE, "ranker", "Paused", timeout=300, canaryVersion=inverted)
@@ -492,6 +444,123 @@ def version_pods_if_any(platform: Platform, deployment: str) -> list[dict[str, A
     if platform.kubectl.get("deployment", deployment, NAMESPACE) is None:
         return []
     return version_pods(platform, deployment)
+
+
+# ------------------------------------------------------------------------------------- the Gateway (Traefik)
+
+SPLIT_REQUESTS = 400
+SPLIT_TOLERANCE = 0.07
+
+
+def http_route(platform: Platform, name: str) -> dict[str, Any]:
+    route = platform.kubectl.get("httproute.gateway.networking.k8s.io", name, NAMESPACE)
+    assert route is not None, f"no HTTPRoute {name}"
+    return route
+
+
+def test_every_route_the_operator_writes_is_valid_for_the_api_server(platform: Platform) -> None:
+    """Weights, header match and mirror (the filter Traefik cannot serve, but another Gateway can), all at
+    once, checked by the API server against the installed Gateway API CRDs (server-side dry run)."""
+    routing = GatewayAPIRouting.model_validate(
+        {
+            "parentRefs": [{"name": "mlflow-gateway", "namespace": "gateway-system", "sectionName": "web"}],
+            "hostnames": ["dry-run.example"],
+            "headerMatch": {"name": "X-Canary", "value": "always"},
+            "mirrorPercent": 25,
+        }
+    )
+    target = RouteTarget("dry-run", NAMESPACE, {}, "dry-run-stable", "dry-run-canary", SERVICE_PORT)
+    for weights in (Weights(0, False), Weights(30, True), Weights(100, True)):
+        (route,) = GatewayAPIRouter(routing).objects(target, weights)
+        result = platform.kubectl.run("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(route), check=False)
+        assert result.returncode == 0, (weights, result.stderr)
+
+
+def test_weights_and_header_routing_on_real_traffic_then_a_rollback(
+    platform: Platform, client: MlflowClient, versions: RolloutVersions
+) -> None:
+    """400 requests through the Gateway at each weight: the canary's share within 7 points; a header sends
+    everything to the canary; the mirror the Gateway cannot do is left out (no request fails); a route the
+    Gateway refuses shows as TrafficRouted/Ready False with the Gateway's message."""
+    stable, canary = seed_version(client), versions.inverted
+    host = {"Host": "splitter.example"}
+    url = f"{platform.gateway}/invocations"
+    client.set_registered_model_alias("fraud", "candidate", str(stable))
+    steps: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]
+    header = {"name": "X-Canary", "value": "always"}
+    platform.kubectl.apply(gateway_canary("splitter", steps, headerMatch=header, mirrorPercent=50))
+    try:
+        wait_phase(platform.kubectl, NAMESPACE, "splitter", "Succeeded", timeout=300, stableVersion=stable)
+        client.set_registered_model_alias("fraud", "candidate", str(canary))
+        for weight, step in ((20, 1), (50, 3)):
+            wait_phase(platform.kubectl, NAMESPACE, "splitter", "Paused", timeout=300, currentStep=step)
+            eventually(
+                lambda: traffic.share(traffic.burst(url, 20, headers=host), own_predictions(client, canary)) > 0,
+                timeout=30,
+                what="the Gateway applying the new weights",
+            )
+            answers = traffic.burst(url, SPLIT_REQUESTS, headers=host)
+            assert all(a.status == 200 for a in answers), {a.status for a in answers}
+            measured = traffic.share(answers, own_predictions(client, canary))
+            print(f"weight {weight}: canary answered {measured:.1%} of {SPLIT_REQUESTS}")
+            assert abs(measured - weight / 100) <= SPLIT_TOLERANCE, (weight, measured)
+            assert traffic.share(answers, own_predictions(client, stable)) == pytest.approx(1 - measured)
+            headed = traffic.burst(url, 50, headers={**host, header["name"]: header["value"]})
+            assert traffic.share(headed, own_predictions(client, canary)) == 1.0
+            mirrored = routed(platform, "splitter") or {}
+            assert mirrored.get("reason") == "MirrorUnsupported", mirrored
+            rules = http_route(platform, "splitter")["spec"]["rules"]
+            assert not any(rule.get("filters") for rule in rules), rules
+            platform.annotate("splitter", "mlflow.operator.dev/promote", f"step-{step}")
+        wait_phase(platform.kubectl, NAMESPACE, "splitter", "Succeeded", timeout=120, stableVersion=canary)
+        eventually(
+            lambda: traffic.share(traffic.burst(url, 100, headers=host), own_predictions(client, canary)) == 1.0,
+            timeout=30,
+            what="every answer from the promoted version",
+        )
+        # The seed again as a canary, aborted at 20 %: everything back on the version that is stable now.
+        client.set_registered_model_alias("fraud", "candidate", str(stable))
+        wait_phase(platform.kubectl, NAMESPACE, "splitter", "Paused", timeout=300, currentStep=1, canaryVersion=stable)
+        platform.annotate("splitter", "mlflow.operator.dev/promote", None)
+        platform.annotate("splitter", "mlflow.operator.dev/abort", "enough")
+        wait_phase(platform.kubectl, NAMESPACE, "splitter", "RolledBack", timeout=120, canaryWeight=0)
+        eventually(
+            lambda: traffic.share(traffic.burst(url, 100, headers=host), own_predictions(client, canary)) == 1.0,
+            timeout=30,
+            what="every answer from the stable version after the rollback",
+        )
+
+        # A listener that does not exist: the Gateway refuses the route and says so.
+        refs = [{"name": "mlflow-gateway", "namespace": "gateway-system", "sectionName": "no-such-listener"}]
+        patch = {"spec": {"trafficRouting": {"gatewayAPI": {"parentRefs": refs}}}}
+        platform.kubectl.run(
+            "patch", "modeldeployment", "-n", NAMESPACE, "splitter", "--type=merge", "-p", json.dumps(patch)
+        )
+
+        def refusal() -> dict[str, Any] | None:
+            found = routed(platform, "splitter")
+            return found if found and found["status"] == "False" else None
+
+        refused = eventually(refusal, timeout=60, what="TrafficRouted False")
+        assert "mlflow-gateway" in refused["message"], refused
+        ready = condition(platform.kubectl.get("modeldeployment", "splitter", NAMESPACE), "Ready") or {}
+        assert (ready.get("status"), ready.get("reason")) == ("False", refused["reason"]), ready
+    finally:
+        delete_model_deployment(platform, "splitter")
+
+
+def test_a_canary_failing_on_real_traffic_is_rolled_back_by_analysis_within_an_interval(
+    platform: Platform, client: MlflowClient, versions: RolloutVersions
+) -> None:
+    """The night-blind version answers day-time requests and fails night-time ones; under load through the
+    Gateway the successRate template sees it and the rollout aborts within one interval + 10 s of its first
+    failed request."""
+    rollback = failing_canary_rollback(platform, client, versions.night_blind, interval_s=10)
+    print(f"first failed request -> canary weight 0: {rollback.seconds:.1f} s (interval {rollback.interval_s} s)")
+    assert rollback.seconds <= rollback.interval_s + 10, rollback
+    assert rollback.status["rolledBackVersion"] == versions.night_blind
+    failed = [r for r in rollback.status.get("analysisResults") or [] if r["outcome"] == "Failed"]
+    assert failed and float(failed[-1]["value"]) < 0.99, rollback.status.get("analysisResults")
 
 
 # ----------------------------------------------------------------------------------------------- upgrade

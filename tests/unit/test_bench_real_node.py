@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.real_node import memory_stat, run_steps
+from bench.real_node import gateway_rows, memory_stat, run_steps
 
 
 def test_run_steps_are_read_from_run_py_progress_lines() -> None:
@@ -20,3 +20,14 @@ def test_run_steps_are_read_from_run_py_progress_lines() -> None:
 
 def test_memory_stat_lines_become_numbers() -> None:
     assert memory_stat("total_rss 1048576\ntotal_cache 2097152\n\n") == {"total_rss": 1048576, "total_cache": 2097152}
+
+
+def test_gateway_rows_show_both_paths_and_the_ratios() -> None:
+    path = {"p50": 0.1, "p99": 0.4, "failed": 0}
+    overhead = {"service": path, "gateway": {**path, "p50": 0.12, "failed": 1}, "ratio_p50": 1.2, "ratio_p99": 1.0}
+    rows = gateway_rows({**overhead, "clients": 50})
+    assert rows == [
+        ("/invocations via the service, 50 clients", "p50 100.0 ms, p99 400.0 ms, 0 failed"),
+        ("/invocations via the gateway, 50 clients", "p50 120.0 ms, p99 400.0 ms, 1 failed"),
+        ("Gateway / Service latency", "p50 x1.20, p99 x1.00"),
+    ]
