@@ -111,7 +111,8 @@ def test_input_files_cover_requirements_entrypoint_and_sources() -> None:
     names = {name: {str(p.relative_to(ROOT)) for p in bi.input_files(bi.load_image(name))} for name in NAMES}
     assert "images/mlflow-server/requirements.txt" in names["mlflow-server"]
     assert "images/postgres/docker-entrypoint.sh" in names["postgres"]
-    assert {"pyproject.toml", "README.md", "operator/mlflow_operator/builders/trackingserver.py"} <= names["operator"]
+    sources = {"pyproject.toml", "README.md", "operator/mlflow_operator/builders/trackingserver/server.py"}
+    assert sources <= names["operator"]
     assert not any("__pycache__" in path or ".egg-info" in path for path in names["operator"])
     assert all(f"images/{name}/image.toml" in files for name, files in names.items())
 

@@ -94,3 +94,26 @@ def topology_spread(match: dict[str, str]) -> list[Obj]:
         }
         for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
     ]
+
+
+def network_policy(
+    name: str, namespace: str, instance: str, component: str, port: int, allowed_components: list[str]
+) -> Obj:
+    """Ingress to one component's pods on one port, only from the pods of the listed components."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(name, namespace, labels(instance, component)),
+        "spec": {
+            "podSelector": {"matchLabels": selector(instance, component)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {"matchLabels": selector(instance, allowed)}} for allowed in allowed_components
+                    ],
+                    "ports": [{"protocol": "TCP", "port": port}],
+                }
+            ],
+        },
+    }

@@ -1,0 +1,148 @@
+"""The managed PostgreSQL: its StatefulSet, headless Service and NetworkPolicy."""
+
+from __future__ import annotations
+
+from mlflow_operator.api.trackingserver import TrackingServerSpec
+from mlflow_operator.builders.common import (
+    Obj,
+    container_security_context,
+    labels,
+    metadata,
+    network_policy,
+    pod_security_context,
+    resources,
+    secret_env,
+    selector,
+    tmp_volume,
+)
+from mlflow_operator.builders.trackingserver.inputs import (
+    COMPONENT_GC,
+    COMPONENT_MIGRATION,
+    COMPONENT_POOLER,
+    COMPONENT_POSTGRES,
+    COMPONENT_SERVER,
+    DATABASE_NAME,
+    DATABASE_USER,
+    POSTGRES_DEFAULT_PARAMETERS,
+    POSTGRES_IMAGE,
+    POSTGRES_PORT,
+    POSTGRES_RESOURCES,
+    POSTGRES_UID,
+    Names,
+)
+
+
+def postgres_parameters(spec: TrackingServerSpec) -> dict[str, str]:
+    """Defaults tuned for MLflow, max_connections sized for every pooler replica, user overrides last."""
+    pooler = spec.database.pooler
+    reserve = 20  # migrations, gc, superuser sessions
+    max_connections = max(100, pooler.replicas * pooler.max_db_connections + reserve) if pooler.enabled else 200
+    parameters = {**POSTGRES_DEFAULT_PARAMETERS, "max_connections": str(max_connections)}
+    managed = spec.database.managed
+    if managed is not None and managed.parameters:
+        parameters.update(managed.parameters)
+    return dict(sorted(parameters.items()))
+
+
+def get_postgres_service(name: str, namespace: str) -> Obj:
+    names = Names(name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(names.postgres, namespace, labels(name, COMPONENT_POSTGRES)),
+        "spec": {
+            "clusterIP": "None",  # headless: the StatefulSet's stable network identity
+            "selector": selector(name, COMPONENT_POSTGRES),
+            "ports": [{"name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres"}],
+        },
+    }
+
+
+def get_postgres_statefulset(name: str, namespace: str, spec: TrackingServerSpec) -> Obj:
+    managed = spec.database.managed
+    if managed is None:
+        raise ValueError("get_postgres_statefulset needs spec.database.managed")
+    names = Names(name)
+    match = selector(name, COMPONENT_POSTGRES)
+    tmp, tmp_mount = tmp_volume()
+    args = [arg for key, value in postgres_parameters(spec).items() for arg in ("-c", f"{key}={value}")]
+    retention = "Delete" if spec.deletion_policy == "Delete" else "Retain"
+    claim: Obj = {
+        "metadata": {"name": "data", "labels": labels(name, COMPONENT_POSTGRES)},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": managed.storage_size}}},
+    }
+    if managed.storage_class_name:
+        claim["spec"]["storageClassName"] = managed.storage_class_name
+    container = {
+        "name": "postgres",
+        "image": managed.image or POSTGRES_IMAGE.format(version=managed.version),
+        "args": args,
+        "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT}],
+        "env": [
+            secret_env("POSTGRES_USER", names.database_secret, "username"),
+            secret_env("POSTGRES_PASSWORD", names.database_secret, "password"),
+            {"name": "POSTGRES_DB", "value": DATABASE_NAME},
+            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
+        ],
+        "readinessProbe": {
+            "exec": {"command": ["pg_isready", "-U", DATABASE_USER, "-d", DATABASE_NAME]},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+        },
+        "livenessProbe": {
+            "exec": {"command": ["pg_isready", "-U", DATABASE_USER, "-d", DATABASE_NAME]},
+            "periodSeconds": 20,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
+        "resources": resources(managed.resources, POSTGRES_RESOURCES),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/var/lib/postgresql/data"},
+            tmp_mount,
+            {"name": "run", "mountPath": "/var/run/postgresql"},
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": metadata(names.postgres, namespace, labels(name, COMPONENT_POSTGRES)),
+        "spec": {
+            "serviceName": names.postgres,
+            "replicas": 1,
+            "selector": {"matchLabels": match},
+            # The data volume outlives the TrackingServer unless the user asked for Delete.
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
+            "template": {
+                "metadata": {"labels": labels(name, COMPONENT_POSTGRES)},
+                "spec": {
+                    "automountServiceAccountToken": False,  # no pod of the stack talks to the Kubernetes API
+                    "securityContext": pod_security_context(POSTGRES_UID),
+                    "terminationGracePeriodSeconds": 60,  # a clean shutdown checkpoints instead of recovering
+                    "containers": [container],
+                    "volumes": [tmp, {"name": "run", "emptyDir": {}}],
+                },
+            },
+            "volumeClaimTemplates": [claim],
+        },
+    }
+
+
+def get_postgres_network_policy(name: str, namespace: str, spec: TrackingServerSpec) -> Obj:
+    """Only the pooler and the migration Job reach Postgres (the server too when there is no pooler)."""
+    allowed = (
+        [COMPONENT_POOLER, COMPONENT_MIGRATION]
+        if spec.database.pooler.enabled
+        else [COMPONENT_SERVER, COMPONENT_MIGRATION, COMPONENT_GC]
+    )
+    return network_policy(Names(name).postgres, namespace, name, COMPONENT_POSTGRES, POSTGRES_PORT, allowed)
+
+
+def desired_database(name: str, namespace: str, spec: TrackingServerSpec) -> list[Obj]:
+    if spec.database.managed is None:
+        return []
+    return [
+        get_postgres_service(name, namespace),
+        get_postgres_statefulset(name, namespace, spec),
+        get_postgres_network_policy(name, namespace, spec),
+    ]

@@ -1,0 +1,219 @@
+"""What every TrackingServer builder starts from: names, images, ports, the spec plus what the handler
+resolved (TrackingServerInputs), and where the database is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from mlflow_operator.api.trackingserver import TrackingServerSpec
+
+MLFLOW_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:{version}"
+
+
+POSTGRES_IMAGE = "docker.io/library/postgres:{version}"
+
+
+# PgBouncer 1.24 (Debian trixie, images/pgbouncer): protocol-level prepared statements behind a transaction pool.
+PGBOUNCER_IMAGE = "ghcr.io/mlflow-operator/pgbouncer:1.24"
+
+
+PGBOUNCER_EXPORTER_IMAGE = "quay.io/prometheuscommunity/pgbouncer-exporter:v0.10.2"
+
+
+MLFLOW_PORT = 5000
+
+
+POSTGRES_PORT = 5432
+
+
+PGBOUNCER_PORT = 6432
+
+
+EXPORTER_PORT = 9127
+
+
+POSTGRES_UID = 999  # the postgres user of the official image
+
+
+APP_UID = 10001  # the non-root user of our images
+
+
+DATABASE_NAME = "mlflow"
+
+
+DATABASE_USER = "mlflow"
+
+
+PROMETHEUS_DIR = "/tmp/prometheus"
+
+
+GC_SCRIPT_DIR = "/etc/mlflow-gc"
+
+
+COMPONENT_POSTGRES = "postgres"
+
+
+COMPONENT_POOLER = "pgbouncer"
+
+
+COMPONENT_SERVER = "tracking-server"
+
+
+COMPONENT_MIGRATION = "migration"
+
+
+COMPONENT_GC = "gc"
+
+
+# Postgres settings for MLflow's workload: many short transactions from pooled connections.
+# Users override any of them with spec.database.managed.parameters.
+POSTGRES_DEFAULT_PARAMETERS = {
+    "shared_buffers": "256MB",
+    "effective_cache_size": "768MB",
+    "work_mem": "8MB",
+    "maintenance_work_mem": "64MB",
+    "wal_compression": "on",
+    "checkpoint_completion_target": "0.9",
+    "random_page_cost": "1.1",
+    "idle_in_transaction_session_timeout": "300000",
+}
+
+
+# Defaults of containers whose spec gives no resources.
+SERVER_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+
+
+POSTGRES_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
+
+
+POOLER_RESOURCES = {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+
+
+@dataclass(frozen=True)
+class Names:
+    """Names of everything a TrackingServer creates, in one place."""
+
+    instance: str
+
+    @property
+    def server(self) -> str:
+        return self.instance
+
+    @property
+    def postgres(self) -> str:
+        return f"{self.instance}-postgres"
+
+    @property
+    def database_secret(self) -> str:
+        return f"{self.instance}-db"
+
+    @property
+    def backend_secret(self) -> str:
+        return f"{self.instance}-backend"
+
+    @property
+    def pooler(self) -> str:
+        return f"{self.instance}-pgbouncer"
+
+    @property
+    def pooler_auth(self) -> str:
+        return f"{self.instance}-pgbouncer-auth"
+
+    @property
+    def admin_secret(self) -> str:
+        return f"{self.instance}-admin"
+
+    @property
+    def auth_config(self) -> str:
+        return f"{self.instance}-auth-config"
+
+    @property
+    def gc(self) -> str:
+        return f"{self.instance}-gc"
+
+    def migration(self, version: str) -> str:
+        return f"{self.instance}-migrate-{version.replace('.', '-')}"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class DatabaseEndpoint:
+    """Where Postgres is, seen from inside the cluster."""
+
+    host: str
+    port: int
+    database: str
+    ssl_mode: str
+
+
+@dataclass(frozen=True)
+class TrackingServerInputs:
+    """The spec plus what the handler resolved from the cluster."""
+
+    name: str
+    namespace: str
+    spec: TrackingServerSpec
+    serving_version: str
+    database_credentials: Credentials
+    admin_credentials: Credentials | None = None
+
+    @property
+    def names(self) -> Names:
+        return Names(self.name)
+
+
+def mlflow_image(spec: TrackingServerSpec, version: str) -> str:
+    # spec.image pins one image for every version; otherwise the image follows the version.
+    return spec.image or MLFLOW_IMAGE.format(version=version)
+
+
+def get_database_endpoint(name: str, namespace: str, spec: TrackingServerSpec) -> DatabaseEndpoint:
+    external = spec.database.external
+    if external is not None:
+        return DatabaseEndpoint(external.host, external.port, external.database, external.ssl_mode)
+    host = f"{Names(name).postgres}.{namespace}.svc"
+    return DatabaseEndpoint(host, POSTGRES_PORT, DATABASE_NAME, "disable")
+
+
+def pooler_endpoint(name: str, namespace: str, spec: TrackingServerSpec) -> tuple[str, int]:
+    """Where the tracking server connects: the pooler when enabled, else the database itself."""
+    if spec.database.pooler.enabled:
+        return f"{Names(name).pooler}.{namespace}.svc", PGBOUNCER_PORT
+    endpoint = get_database_endpoint(name, namespace, spec)
+    return endpoint.host, endpoint.port
+
+
+def postgres_uri(credentials: Credentials, host: str, port: int, database: str, ssl_mode: str) -> str:
+    """A SQLAlchemy URI naming psycopg2 explicitly: SQLAlchemy 2.1 maps postgresql:// to psycopg 3, whose
+    automatic server-side prepared statements break behind a transaction-mode PgBouncer older than 1.21."""
+    user = quote(credentials.username, safe="")
+    password = quote(credentials.password, safe="")
+    return f"postgresql+psycopg2://{user}:{password}@{host}:{port}/{quote(database, safe='')}?sslmode={ssl_mode}"
+
+
+def backend_uris(inputs: TrackingServerInputs) -> dict[str, str]:
+    endpoint = get_database_endpoint(inputs.name, inputs.namespace, inputs.spec)
+    host, port = pooler_endpoint(inputs.name, inputs.namespace, inputs.spec)
+    # PgBouncer terminates the client connection inside the cluster; it speaks TLS to the server itself.
+    pooled_ssl = "disable" if inputs.spec.database.pooler.enabled else endpoint.ssl_mode
+    credentials = inputs.database_credentials
+    return {
+        "pooled-uri": postgres_uri(credentials, host, port, endpoint.database, pooled_ssl),
+        "direct-uri": postgres_uri(credentials, endpoint.host, endpoint.port, endpoint.database, endpoint.ssl_mode),
+    }
+
+
+# Where the operator reaches a TrackingServer's registry when it cannot use the Service's URL: an operator run
+# outside the cluster (development, `make run` against a remote cluster) does not resolve cluster DNS names.
+REGISTRY_URL_ANNOTATION = "mlflow.operator.dev/registry-url"
+
+
+def tracking_url(name: str, namespace: str) -> str:
+    return f"http://{name}.{namespace}.svc:{MLFLOW_PORT}"

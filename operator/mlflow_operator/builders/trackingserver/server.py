@@ -1,0 +1,301 @@
+"""The MLflow tracking server: its Deployment, Service, ServiceAccount, optional Ingress and budget."""
+
+from __future__ import annotations
+
+from mlflow_operator.api.trackingserver import TrackingServerSpec
+from mlflow_operator.builders.common import (
+    CONFIG_HASH_ANNOTATION,
+    Obj,
+    container_security_context,
+    labels,
+    literal_env,
+    metadata,
+    pod_disruption_budget,
+    pod_security_context,
+    resources,
+    secret_env,
+    selector,
+    tmp_volume,
+    topology_spread,
+)
+from mlflow_operator.builders.config import (
+    content_hash,
+)
+from mlflow_operator.builders.trackingserver.gc import get_gc_configmap, get_gc_cronjob
+from mlflow_operator.builders.trackingserver.inputs import (
+    APP_UID,
+    COMPONENT_SERVER,
+    MLFLOW_PORT,
+    PROMETHEUS_DIR,
+    SERVER_RESOURCES,
+    Names,
+    TrackingServerInputs,
+    backend_uris,
+    mlflow_image,
+)
+from mlflow_operator.builders.trackingserver.secrets import (
+    get_auth_config_secret,
+    get_backend_secret,
+    render_auth_config,
+)
+
+
+def allowed_hosts(name: str, namespace: str, spec: TrackingServerSpec) -> list[str]:
+    """Host headers MLflow's security middleware accepts. Setting allowed hosts replaces its defaults
+    (localhost and private IPs), so list those too: probes and scrapes use the pod IP."""
+    hosts = [
+        name,
+        f"{name}.{namespace}",
+        f"{name}.{namespace}.svc",
+        f"{name}.{namespace}.svc.cluster.local",
+        "localhost",
+        "127.0.0.1",
+    ]
+    if spec.ingress is not None and spec.ingress.enabled and spec.ingress.host:
+        hosts.append(spec.ingress.host)
+    with_ports = [pattern for host in hosts for pattern in (host, f"{host}:*")]
+    private = ["10.*", "192.168.*", *[f"172.{octet}.*" for octet in range(16, 32)]]
+    return with_ports + private
+
+
+def gunicorn_options(spec: TrackingServerSpec) -> str:
+    """Sync workers bound the requests in flight per worker to one: under hundreds of concurrent clients
+    uvicorn's thread pool let one request hold a pooled connection while waiting for another, and the
+    SQLAlchemy pool timed out (see the README's benchmark)."""
+    return " ".join(
+        [
+            "--worker-class sync",
+            f"--workers {spec.workers}",
+            "--timeout 120",
+            "--graceful-timeout 25",
+            "--keep-alive 5",
+            "--max-requests 5000",
+            "--max-requests-jitter 500",
+            # gunicorn >= 26 opens a control socket under $HOME by default: the root filesystem is read-only.
+            "--no-control-socket",
+        ]
+    )
+
+
+def tracking_server_args(inputs: TrackingServerInputs) -> list[str]:
+    spec = inputs.spec
+    s3 = spec.artifacts.s3
+    destination = f"s3://{s3.bucket}/{s3.prefix}".rstrip("/")
+    args = [
+        "mlflow",
+        "server",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(MLFLOW_PORT),
+        "--artifacts-destination",
+        destination,
+        "--serve-artifacts",
+        "--workers",
+        str(spec.workers),
+        "--gunicorn-opts",
+        gunicorn_options(spec),
+    ]
+    if spec.metrics is None or spec.metrics.enabled:
+        args += ["--expose-prometheus", PROMETHEUS_DIR]
+    if spec.auth is not None and spec.auth.enabled:
+        args += ["--app-name", "basic-auth"]
+    return args
+
+
+def tracking_server_env(inputs: TrackingServerInputs) -> list[Obj]:
+    spec = inputs.spec
+    s3 = spec.artifacts.s3
+    names = inputs.names
+    env: list[Obj] = [
+        # The backend URI carries the password: mlflow reads it from this variable, never from argv.
+        secret_env("MLFLOW_BACKEND_STORE_URI", names.backend_secret, "pooled-uri"),
+        *literal_env(
+            {
+                # Small pools: a sync worker serves one request at a time, and PgBouncer multiplexes the rest.
+                "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "2",
+                "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "2",
+                # Recycle before PgBouncer's server_idle_timeout; MLflow already enables pool_pre_ping.
+                "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": "300",
+                # MLflow 3's job runner forks several consumer processes per server: off for a tracking server.
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                # No usage telemetry leaves a production cluster unless the user opts in.
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+                "HOME": "/tmp",
+                "AWS_DEFAULT_REGION": s3.region,
+                # `mlflow server` refuses --allowed-hosts next to --gunicorn-opts ("only supported with the
+                # default uvicorn server"), but the Flask app gunicorn serves reads this variable itself.
+                "MLFLOW_SERVER_ALLOWED_HOSTS": ",".join(allowed_hosts(inputs.name, inputs.namespace, spec)),
+            }
+        ),
+    ]
+    if s3.endpoint:
+        env.append({"name": "MLFLOW_S3_ENDPOINT_URL", "value": s3.endpoint})
+    if s3.credentials_secret is not None:
+        creds = s3.credentials_secret
+        env += [
+            secret_env("AWS_ACCESS_KEY_ID", creds.name, creds.access_key_id_key),
+            secret_env("AWS_SECRET_ACCESS_KEY", creds.name, creds.secret_access_key_key),
+        ]
+    if spec.auth is not None and spec.auth.enabled:
+        env += [
+            {"name": "MLFLOW_AUTH_CONFIG_PATH", "value": "/etc/mlflow-auth/basic_auth.ini"},
+            secret_env("MLFLOW_FLASK_SERVER_SECRET_KEY", names.auth_config, "flask-secret-key"),
+        ]
+    return env
+
+
+def server_config_hash(inputs: TrackingServerInputs) -> str:
+    """Changes when anything the pods read at start-up changes (URIs, auth config), rolling them."""
+    parts = [*backend_uris(inputs).values()]
+    if inputs.admin_credentials is not None and inputs.spec.auth is not None and inputs.spec.auth.enabled:
+        parts.append(render_auth_config(inputs))
+    return content_hash(*parts)
+
+
+def get_service_account(inputs: TrackingServerInputs) -> Obj:
+    annotations = inputs.spec.artifacts.s3.service_account_annotations or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(
+            inputs.names.server,
+            inputs.namespace,
+            labels(inputs.name, COMPONENT_SERVER),
+            annotations=dict(sorted(annotations.items())),
+        ),
+        "automountServiceAccountToken": False,
+    }
+
+
+def get_tracking_deployment(inputs: TrackingServerInputs) -> Obj:
+    spec, names = inputs.spec, inputs.names
+    match = selector(inputs.name, COMPONENT_SERVER)
+    tmp, tmp_mount = tmp_volume()
+    volumes, mounts = [tmp], [tmp_mount]
+    if spec.auth is not None and spec.auth.enabled:
+        volumes.append({"name": "auth", "secret": {"secretName": names.auth_config}})
+        mounts.append({"name": "auth", "mountPath": "/etc/mlflow-auth", "readOnly": True})
+    annotations = {CONFIG_HASH_ANNOTATION: server_config_hash(inputs)}
+    auth_enabled = spec.auth is not None and spec.auth.enabled
+    # With basic auth, MLflow protects /metrics too (only /health and static files are open), so an
+    # anonymous annotation-based scrape would only collect 401s: scrape with the admin credentials instead.
+    if (spec.metrics is None or spec.metrics.enabled) and not auth_enabled:
+        annotations.update(
+            {"prometheus.io/scrape": "true", "prometheus.io/port": str(MLFLOW_PORT), "prometheus.io/path": "/metrics"}
+        )
+    container = {
+        "name": "mlflow",
+        "image": mlflow_image(spec, inputs.serving_version),
+        "command": tracking_server_args(inputs),
+        "env": tracking_server_env(inputs),
+        "ports": [{"name": "http", "containerPort": MLFLOW_PORT}],
+        # Sync workers answer /health only after the requests queued before it: under a burst of clients an
+        # HTTP readiness probe timed out on every pod at once, the Service lost all its endpoints and every
+        # client got "connection refused" (200 concurrent clients on the real node). The open listening
+        # socket is what readiness needs (MLflow's /health checks nothing more, and gunicorn itself replaces
+        # hung workers after --timeout); liveness waits minutes before restarting an overloaded server.
+        "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": 20,
+            "timeoutSeconds": 10,
+            "failureThreshold": 9,
+        },
+        "startupProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5, "failureThreshold": 60},
+        # Let endpoints drop the pod before gunicorn stops accepting requests.
+        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+        "resources": resources(spec.resources, SERVER_RESOURCES),
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(
+            names.server,
+            inputs.namespace,
+            labels(inputs.name, COMPONENT_SERVER),
+            annotations={"mlflow.operator.dev/mlflow-version": inputs.serving_version},
+        ),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": match},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels(inputs.name, COMPONENT_SERVER), "annotations": annotations},
+                "spec": {
+                    "serviceAccountName": names.server,
+                    # IRSA / EKS Pod Identity inject their own projected token; MLflow needs no API token.
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(APP_UID),
+                    "terminationGracePeriodSeconds": 35,
+                    "topologySpreadConstraints": topology_spread(match),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def get_tracking_service(name: str, namespace: str) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(Names(name).server, namespace, labels(name, COMPONENT_SERVER)),
+        "spec": {
+            "selector": selector(name, COMPONENT_SERVER),
+            "ports": [{"name": "http", "port": MLFLOW_PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def get_ingress(inputs: TrackingServerInputs) -> Obj | None:
+    ingress = inputs.spec.ingress
+    if ingress is None or not ingress.enabled or not ingress.host:
+        return None
+    spec: Obj = {
+        "rules": [
+            {
+                "host": ingress.host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {"service": {"name": inputs.names.server, "port": {"name": "http"}}},
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+    if ingress.class_name:
+        spec["ingressClassName"] = ingress.class_name
+    if ingress.tls_secret_name:
+        spec["tls"] = [{"hosts": [ingress.host], "secretName": ingress.tls_secret_name}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": metadata(inputs.names.server, inputs.namespace, labels(inputs.name, COMPONENT_SERVER)),
+        "spec": spec,
+    }
+
+
+def desired_server(inputs: TrackingServerInputs) -> list[Obj]:
+    """Everything the tracking server itself needs, in apply order."""
+    name, namespace = inputs.name, inputs.namespace
+    objects: list[Obj | None] = [get_backend_secret(inputs)]
+    if inputs.spec.auth is not None and inputs.spec.auth.enabled:
+        objects.append(get_auth_config_secret(inputs))
+    objects += [
+        get_service_account(inputs),
+        get_tracking_deployment(inputs),
+        get_tracking_service(name, namespace),
+        pod_disruption_budget(name, namespace, labels(name, COMPONENT_SERVER), selector(name, COMPONENT_SERVER)),
+        get_ingress(inputs),
+        get_gc_configmap(inputs),
+        get_gc_cronjob(inputs),
+    ]
+    return [obj for obj in objects if obj is not None]
