@@ -211,6 +211,14 @@ def minio_objects() -> list[dict]:
     meta = {"name": "minio", "namespace": STORAGE_NAMESPACE, "labels": labels}
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": STORAGE_NAMESPACE, "labels": RESTRICTED}},
+        *single_pod_service(meta, pod, "s3", 9000),
+    ]
+
+
+def single_pod_service(meta: dict, pod: dict, port_name: str, port: int) -> list[dict]:
+    """A Deployment of one pod (replaced, not rolled: its data is an emptyDir) and its Service."""
+    labels = meta["labels"]
+    return [
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -226,7 +234,7 @@ def minio_objects() -> list[dict]:
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": meta,
-            "spec": {"selector": labels, "ports": [{"name": "s3", "port": 9000, "targetPort": 9000}]},
+            "spec": {"selector": labels, "ports": [{"name": port_name, "port": port, "targetPort": port}]},
         },
     ]
 
@@ -300,23 +308,7 @@ def prometheus_objects() -> list[dict]:
             "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": MONITORING_NAMESPACE}],
         },
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"prometheus.yml": PROMETHEUS_CONFIG}},
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": meta,
-            "spec": {
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": labels},
-                "template": {"metadata": {"labels": labels}, "spec": pod},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": meta,
-            "spec": {"selector": labels, "ports": [{"name": "http", "port": 9090, "targetPort": 9090}]},
-        },
+        *single_pod_service(meta, pod, "http", 9090),
     ]
 
 

@@ -36,27 +36,23 @@ class NightBlind(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
         return [0 for _ in hours]
 
 
+def log_python_model(run_name: str, model: object) -> str:
+    """A pyfunc model registered as a new version of seed_model.MODEL; its version."""
+    with mlflow.start_run(run_name=run_name):
+        # Explicit requirements: inferring them would load the model, which may raise.
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=model, pip_requirements=["mlflow"], registered_model_name=seed_model.MODEL
+        )
+    return str(info.registered_model_version)
+
+
 def main() -> None:
     features, labels = seed_model.training_data()
     inverted = seed_model.log_and_register(LogisticRegression(max_iter=1000).fit(features, [1 - y for y in labels]))
     mlflow.set_experiment(seed_model.EXPERIMENT)
-    with mlflow.start_run(run_name="unloadable"):
-        # Explicit requirements: inferring them would load the model, which raises.
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=Unloadable(),
-            pip_requirements=["mlflow"],
-            registered_model_name=seed_model.MODEL,
-        )
-    unloadable = info.registered_model_version
-    with mlflow.start_run(run_name="night-blind"):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=NightBlind(),
-            pip_requirements=["mlflow"],
-            registered_model_name=seed_model.MODEL,
-        )
-    print("VERSIONS", inverted, unloadable, info.registered_model_version)
+    unloadable = log_python_model("unloadable", Unloadable())
+    night_blind = log_python_model("night-blind", NightBlind())
+    print("VERSIONS", inverted, unloadable, night_blind)
 
 
 if __name__ == "__main__":
