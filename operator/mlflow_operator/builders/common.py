@@ -117,3 +117,11 @@ def network_policy(
             ],
         },
     }
+
+
+def service(meta: Obj, pod_selector: dict[str, str], port_name: str, port: int, headless: bool = False) -> Obj:
+    """A Service with one TCP port, sent to the pods' container port of the same name."""
+    spec: Obj = {"selector": pod_selector, "ports": [{"name": port_name, "port": port, "targetPort": port_name}]}
+    if headless:
+        spec = {"clusterIP": "None", **spec}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}

@@ -60,6 +60,7 @@ from mlflow_operator.builders.common import (
     resources,
     secret_env,
     selector,
+    service,
     tmp_volume,
     topology_spread,
     user_env,
@@ -434,15 +435,8 @@ def get_pod_disruption_budget(inputs: ModelDeploymentInputs, plan: TrackPlan) ->
 
 
 def _service(inputs: ModelDeploymentInputs, name: str, pod_selector: dict[str, str]) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(name, inputs.namespace, labels(inputs.name, COMPONENT, APP_NAME)),
-        "spec": {
-            "selector": pod_selector,
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
-        },
-    }
+    meta = metadata(name, inputs.namespace, labels(inputs.name, COMPONENT, APP_NAME))
+    return service(meta, pod_selector, "http", SERVICE_PORT)
 
 
 def get_track_service(inputs: ModelDeploymentInputs, role: Track) -> Obj | None:

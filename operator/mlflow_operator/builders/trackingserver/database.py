@@ -13,6 +13,7 @@ from mlflow_operator.builders.common import (
     resources,
     secret_env,
     selector,
+    service,
     tmp_volume,
 )
 from mlflow_operator.builders.trackingserver.inputs import (
@@ -45,17 +46,9 @@ def postgres_parameters(spec: TrackingServerSpec) -> dict[str, str]:
 
 
 def get_postgres_service(name: str, namespace: str) -> Obj:
-    names = Names(name)
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(names.postgres, namespace, labels(name, COMPONENT_POSTGRES)),
-        "spec": {
-            "clusterIP": "None",  # headless: the StatefulSet's stable network identity
-            "selector": selector(name, COMPONENT_POSTGRES),
-            "ports": [{"name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres"}],
-        },
-    }
+    meta = metadata(Names(name).postgres, namespace, labels(name, COMPONENT_POSTGRES))
+    # Headless: the StatefulSet's stable network identity.
+    return service(meta, selector(name, COMPONENT_POSTGRES), "postgres", POSTGRES_PORT, headless=True)
 
 
 def get_postgres_statefulset(name: str, namespace: str, spec: TrackingServerSpec) -> Obj:

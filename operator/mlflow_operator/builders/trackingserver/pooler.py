@@ -17,6 +17,7 @@ from mlflow_operator.builders.common import (
     resources,
     secret_env,
     selector,
+    service,
     topology_spread,
 )
 from mlflow_operator.builders.config import (
@@ -165,15 +166,8 @@ def get_pgbouncer_deployment(inputs: TrackingServerInputs) -> Obj:
 
 
 def get_pgbouncer_service(name: str, namespace: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(Names(name).pooler, namespace, labels(name, COMPONENT_POOLER)),
-        "spec": {
-            "selector": selector(name, COMPONENT_POOLER),
-            "ports": [{"name": "pgbouncer", "port": PGBOUNCER_PORT, "targetPort": "pgbouncer"}],
-        },
-    }
+    meta = metadata(Names(name).pooler, namespace, labels(name, COMPONENT_POOLER))
+    return service(meta, selector(name, COMPONENT_POOLER), "pgbouncer", PGBOUNCER_PORT)
 
 
 def get_pgbouncer_network_policy(name: str, namespace: str) -> Obj:

@@ -15,6 +15,7 @@ from mlflow_operator.builders.common import (
     resources,
     secret_env,
     selector,
+    service,
     tmp_volume,
     topology_spread,
 )
@@ -240,15 +241,8 @@ def get_tracking_deployment(inputs: TrackingServerInputs) -> Obj:
 
 
 def get_tracking_service(name: str, namespace: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(Names(name).server, namespace, labels(name, COMPONENT_SERVER)),
-        "spec": {
-            "selector": selector(name, COMPONENT_SERVER),
-            "ports": [{"name": "http", "port": MLFLOW_PORT, "targetPort": "http"}],
-        },
-    }
+    meta = metadata(Names(name).server, namespace, labels(name, COMPONENT_SERVER))
+    return service(meta, selector(name, COMPONENT_SERVER), "http", MLFLOW_PORT)
 
 
 def get_ingress(inputs: TrackingServerInputs) -> Obj | None:
