@@ -97,6 +97,12 @@ class Kube:
             if error.status.code == 404:
                 return None
             raise
+        except Exception as error:
+            # A kind whose API is not installed (e.g. Gateway API) answers a plain-text 404, which lightkube
+            # raises as the HTTP client's error, not as an ApiError: that object does not exist either.
+            if getattr(getattr(error, "response", None), "status_code", None) == 404:
+                return None
+            raise
         return _as_dict(found)
 
     async def list(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
