@@ -150,6 +150,30 @@ INVALID = [
         {"deletionPolicy": "Orphan"},
         'spec.deletionPolicy: Unsupported value: "Orphan"',
     ),
+    # Go's `\s` is ASCII only: the CRD patterns spell Unicode whitespace out, as Python's `\s` means it.
+    (
+        "md-image-no-break-space",
+        "ModelDeployment",
+        {"runtime": {"image": "ghcr.io/acme/model\u00a0server:1"}},
+        "spec.runtime.image: Invalid value:",
+    ),
+    (
+        "md-tracking-uri-ideographic-space",
+        "ModelDeployment",
+        {"trackingServerRef": None, "trackingUri": "http://mlflow\u3000x:5000"},
+        "spec.trackingUri: Invalid value:",
+    ),
+    (
+        "md-template-and-query",
+        "ModelDeployment",
+        canary(
+            {"analysis": {}},
+            analysis={
+                "metrics": [{"name": "m", "query": "up", "template": "successRate", "thresholdRange": {"min": 1}}]
+            },
+        ),
+        "exactly one of query or template must be set",
+    ),
     (
         "md-alias-and-version",
         "ModelDeployment",

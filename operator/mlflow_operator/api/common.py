@@ -8,6 +8,8 @@ service vector for the operator too. The CRD generator refuses a schema that lea
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -36,13 +38,18 @@ QUALIFIED_NAME_PATTERN = (
 # A Kubernetes resource quantity (100m, 1Gi, 0.5).
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$"
 
+# Every character Python's `\s` matches, spelled out: the API server checks CRD patterns with Go's RE2, whose
+# `\s` is ASCII only, so `[^\s]` there would admit a no-break or an em space that the operator then refuses.
+# Patterns use SPACE / NOT_SPACE instead, which both engines read the same.
+WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+SPACE, NOT_SPACE = f"[{WHITESPACE}]", f"[^{WHITESPACE}]"
 ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
 SecretKey = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 LongText = Annotated[str, StringConstraints(max_length=5000)]
 Duration = Annotated[str, StringConstraints(min_length=2, max_length=32, pattern=DURATION_PATTERN)]
-Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")]
-Image = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=f"^https?://{NOT_SPACE}+$")]
+Image = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=f"^{NOT_SPACE}+$")]
 Quantity = Annotated[int | str, Field(json_schema_extra={"pattern": QUANTITY_PATTERN, "maxLength": 64})]
 
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
@@ -78,15 +85,33 @@ def quantity_value(quantity: int | str) -> Decimal:
 DateTime = Annotated[str, StringConstraints(max_length=64)]
 
 
+@dataclass(frozen=True)
+class Rule:
+    """A rule across fields, declared once: the CRD carries it as a CEL rule the API server enforces at
+    admission, and the operator checks it again when it validates what it reads, so an object admitted
+    without it (created before the rule existed, or by an API server that skipped it) is refused by name
+    rather than half-applied. Transition rules (oldSelf) exist only as CEL: the operator has no old object."""
+
+    expression: str  # CEL, over the wire (camelCase) names
+    message: str
+    holds: Callable[[Any], bool]  # the same rule over the model's (snake_case) attributes
+    field_path: str | None = None
+
+    def schema(self) -> dict[str, str]:
+        return cel(self.expression, self.message, self.field_path)
+
+
 class ApiModel(BaseModel):
     """Base of every API model: camelCase on the wire, unknown fields refused.
 
-    `exactly_one_of` declares groups of mutually exclusive fields once: the operator enforces them when it
-    validates a spec, and the CRD generator turns them into CEL rules the API server enforces at admission.
+    `exactly_one_of` declares groups of mutually exclusive fields once and `admission_rules` other rules
+    across fields (Rule): the operator enforces both when it validates a spec, and the CRD generator turns
+    them into CEL rules the API server enforces at admission.
     """
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
     exactly_one_of: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    admission_rules: ClassVar[tuple[Rule, ...]] = ()
 
     @classmethod
     def _wire_names(cls, group: tuple[str, ...]) -> list[str]:
@@ -98,10 +123,13 @@ class ApiModel(BaseModel):
         return f"exactly one of {', '.join(names[:-1])} or {names[-1]} must be set"
 
     @model_validator(mode="after")
-    def _check_exactly_one(self) -> ApiModel:
+    def _check_rules(self) -> ApiModel:
         for group in self.exactly_one_of:
             if sum(getattr(self, name) is not None for name in group) != 1:
                 raise ValueError(self.exactly_one_message(group))
+        for rule in self.admission_rules:
+            if not rule.holds(self):
+                raise ValueError(rule.message)
         return self
 
     @classmethod
@@ -111,6 +139,7 @@ class ApiModel(BaseModel):
         rules = [
             cel(exactly_one(*cls._wire_names(group)), cls.exactly_one_message(group)) for group in cls.exactly_one_of
         ]
+        rules += [rule.schema() for rule in cls.admission_rules]
         if rules:
             target["x-kubernetes-validations"] = rules + list(target.get("x-kubernetes-validations", []))
         return schema
@@ -238,9 +267,10 @@ class RegistryCredentials(ApiModel):
 
 
 REGISTRY_CONNECTION_RULES = (
-    cel(
+    Rule(
         "!has(self.credentialsSecret) || has(self.trackingUri)",
         "credentialsSecret is only used with trackingUri (a trackingServerRef brings its own credentials)",
+        lambda spec: spec.credentials_secret is None or spec.tracking_uri is not None,
         field_path=".credentialsSecret",
     ),
 )

@@ -26,26 +26,6 @@ class SchemaError(ValueError):
     """The models produced a schema the API server would reject."""
 
 
-def name_rules(info: KindInfo) -> list[dict[str, str]]:
-    """CEL rules on metadata.name: short enough for the suffixes of child names, and without dots where it
-    names Services (custom resource names may be DNS subdomains; Service names must be DNS labels)."""
-    rules = [
-        {
-            "rule": f"self.metadata.name.size() <= {info.max_name_length}",
-            "message": f"metadata.name must be at most {info.max_name_length} characters "
-            "(names of the objects it creates append suffixes)",
-        }
-    ]
-    if info.dns_label_name:
-        rules.append(
-            {
-                "rule": "!self.metadata.name.contains('.')",
-                "message": "metadata.name must not contain dots (it names Services, which must be DNS labels)",
-            }
-        )
-    return rules
-
-
 def _resolve(node: Any, defs: dict[str, Schema]) -> Any:
     if isinstance(node, list):
         return [_resolve(item, defs) for item in node]
@@ -223,7 +203,7 @@ def crd_for(info: KindInfo) -> dict[str, Any]:
             "spec": spec_schema,
             "status": status_schema,
         },
-        "x-kubernetes-validations": name_rules(info),
+        "x-kubernetes-validations": [rule.schema() for rule in info.name_rules()],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

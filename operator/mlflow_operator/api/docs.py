@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mlflow_operator.api.common import WHITESPACE
 from mlflow_operator.api.crd import Schema, crd_for
 from mlflow_operator.api.kinds import API_VERSION, KINDS, KindInfo
 
@@ -21,7 +22,8 @@ All kinds are namespaced and have a status subresource. Field names are as writt
 lists what the API server checks at admission (OpenAPI bounds and patterns, and CEL rules with the
 message it returns); the operator validates with the same models and reports what only it can check
 (e.g. the minimum supported MLflow version) as `Ready=False`, reason `InvalidSpec`. Status fields are
-written by the operator.
+written by the operator. In patterns, `\\s` stands for any Unicode whitespace: the CRDs spell those
+characters out, since the API server's regular expressions would read `\\s` as ASCII whitespace only.
 
 """
 
@@ -66,7 +68,7 @@ def _rules(node: Schema) -> list[str]:
         if key in node:
             rules.append(f"{label} {node[key]}")
     if "pattern" in node:
-        rules.append(f"pattern {_code(node['pattern'])}")
+        rules.append(f"pattern {_code(node['pattern'].replace(WHITESPACE, chr(92) + 's'))}")
     if node.get("x-kubernetes-list-type") == "map":
         rules.append("list keyed by " + ", ".join(node.get("x-kubernetes-list-map-keys", [])))
     for rule in node.get("x-kubernetes-validations", []):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from mlflow_operator.api.common import Rule
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlflow_operator.api.registeredmodel import RegisteredModelSpec, RegisteredModelStatus
 from mlflow_operator.api.trackingserver import TrackingServerSpec, TrackingServerStatus
@@ -49,6 +50,28 @@ class KindInfo:
     @property
     def singular(self) -> str:
         return self.kind.lower()
+
+    def name_rules(self) -> list[Rule]:
+        """Rules on metadata.name (holds: over the name): short enough for the suffixes of child names, and
+        without dots where it names Services (custom resource names may be DNS subdomains; Service names must
+        be DNS labels)."""
+        limit = self.max_name_length
+        rules = [
+            Rule(
+                f"self.metadata.name.size() <= {limit}",
+                f"metadata.name must be at most {limit} characters (names of the objects it creates append suffixes)",
+                lambda name: len(name) <= limit,
+            )
+        ]
+        if self.dns_label_name:
+            rules.append(
+                Rule(
+                    "!self.metadata.name.contains('.')",
+                    "metadata.name must not contain dots (it names Services, which must be DNS labels)",
+                    lambda name: "." not in name,
+                )
+            )
+        return rules
 
     @property
     def crd_name(self) -> str:

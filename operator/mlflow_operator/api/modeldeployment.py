@@ -18,10 +18,9 @@ from mlflow_operator.api.common import (
     ObjectName,
     RegistryConnection,
     ResourceRequirements,
+    Rule,
     Url,
-    cel,
     conditions_field,
-    validations,
 )
 from mlflow_operator.api.registeredmodel import AliasName, ModelName, TagKey
 
@@ -55,15 +54,14 @@ class Autoscaling(ApiModel):
         default=80, ge=1, le=100, alias="targetCPUUtilizationPercentage", description="Average CPU target."
     )
 
-    model_config = {
-        "json_schema_extra": validations(
-            cel(
-                "self.minReplicas <= self.maxReplicas",
-                "autoscaling.minReplicas must not exceed maxReplicas",
-                field_path=".minReplicas",
-            )
-        )
-    }
+    admission_rules = (
+        Rule(
+            "self.minReplicas <= self.maxReplicas",
+            "autoscaling.minReplicas must not exceed maxReplicas",
+            lambda a: a.min_replicas <= a.max_replicas,
+            field_path=".minReplicas",
+        ),
+    )
 
 
 class Pause(ApiModel):
@@ -156,15 +154,18 @@ class ThresholdRange(ApiModel):
     min: float | None = Field(default=None, description="Lowest passing value.")
     max: float | None = Field(default=None, description="Highest passing value.")
 
-    model_config = {
-        "json_schema_extra": validations(
-            cel("has(self.min) || has(self.max)", "thresholdRange needs min or max"),
-            cel(
-                "!has(self.min) || !has(self.max) || self.min <= self.max",
-                "thresholdRange.min must not exceed max",
-            ),
-        )
-    }
+    admission_rules = (
+        Rule(
+            "has(self.min) || has(self.max)",
+            "thresholdRange needs min or max",
+            lambda t: t.min is not None or t.max is not None,
+        ),
+        Rule(
+            "!has(self.min) || !has(self.max) || self.min <= self.max",
+            "thresholdRange.min must not exceed max",
+            lambda t: t.min is None or t.max is None or t.min <= t.max,
+        ),
+    )
 
 
 AnalysisTemplate = Literal["successRate", "latencyP99"]
@@ -223,6 +224,10 @@ class Promotion(ApiModel):
     set_alias: AliasName | None = Field(default=None, description="Move this alias to the promoted version.")
 
 
+def canary_steps(spec: ModelDeploymentSpec) -> list[CanaryStep]:
+    return spec.strategy.canary.steps if spec.strategy is not None and spec.strategy.canary is not None else []
+
+
 class ModelDeploymentSpec(RegistryConnection):
     """Desired state of a model deployment."""
 
@@ -241,27 +246,28 @@ class ModelDeploymentSpec(RegistryConnection):
         "before the version counts as failed and a canary is rolled back.",
     )
 
-    model_config = {
-        "json_schema_extra": validations(
-            *REGISTRY_CONNECTION_RULES,
-            cel(
-                "!(has(self.replicas) && has(self.autoscaling))",
-                "set replicas or autoscaling, not both",
-                field_path=".autoscaling",
-            ),
-            cel(
-                "!has(self.strategy) || !has(self.strategy.canary) || "
-                "!self.strategy.canary.steps.exists(s, has(s.analysis)) || has(self.analysis)",
-                "strategy.canary.steps[].analysis requires spec.analysis",
-                field_path=".analysis",
-            ),
-            cel(
-                "!has(self.strategy) || !has(self.strategy.canary) || has(self.trafficRouting)",
-                "strategy.canary requires trafficRouting (gatewayAPI or replicaRatio)",
-                field_path=".trafficRouting",
-            ),
-        )
-    }
+    admission_rules = (
+        *REGISTRY_CONNECTION_RULES,
+        Rule(
+            "!(has(self.replicas) && has(self.autoscaling))",
+            "set replicas or autoscaling, not both",
+            lambda spec: spec.replicas is None or spec.autoscaling is None,
+            field_path=".autoscaling",
+        ),
+        Rule(
+            "!has(self.strategy) || !has(self.strategy.canary) || "
+            "!self.strategy.canary.steps.exists(s, has(s.analysis)) || has(self.analysis)",
+            "strategy.canary.steps[].analysis requires spec.analysis",
+            lambda spec: not any(step.analysis is not None for step in canary_steps(spec)) or spec.analysis is not None,
+            field_path=".analysis",
+        ),
+        Rule(
+            "!has(self.strategy) || !has(self.strategy.canary) || has(self.trafficRouting)",
+            "strategy.canary requires trafficRouting (gatewayAPI or replicaRatio)",
+            lambda spec: spec.strategy is None or spec.strategy.canary is None or spec.traffic_routing is not None,
+            field_path=".trafficRouting",
+        ),
+    )
 
 
 RolloutPhase = Literal["Progressing", "Paused", "Succeeded", "RolledBack", "Degraded"]

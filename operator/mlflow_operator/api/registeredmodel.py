@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
 from mlflow_operator.api.common import (
+    NOT_SPACE,
     REGISTRY_CONNECTION_RULES,
+    WHITESPACE,
     ApiModel,
     Condition,
     DateTime,
@@ -15,23 +18,27 @@ from mlflow_operator.api.common import (
     Duration,
     LongText,
     RegistryConnection,
+    Rule,
     cel,
     conditions_field,
     validations,
 )
 
-ModelName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^/\s][^/]*$")]
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=f"^[^/{WHITESPACE}][^/]*$")]
 AliasName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")]
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=250)]
 TagValue = Annotated[str, StringConstraints(max_length=5000)]
-SourceUri = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^\S+$")]
+SourceUri = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=f"^{NOT_SPACE}+$")]
 RunId = Annotated[str, StringConstraints(max_length=64, pattern=r"^[a-zA-Z0-9]*$")]
 VersionNumber = Annotated[int, Field(ge=1)]
 
 # MLflow reserves `latest` and `v<number>` for version references in models:/ URIs.
-RESERVED_ALIAS_RULE = cel(
-    "self.all(k, !k.lowerAscii().matches('^(latest|v[0-9]+)$'))",
+RESERVED_ALIAS = re.compile(r"latest|v[0-9]+")
+RESERVED_ALIAS_RULE = Rule(
+    "!has(self.aliases) || self.aliases.all(k, !k.lowerAscii().matches('^(latest|v[0-9]+)$'))",
     "aliases: 'latest' and 'v<number>' are reserved by MLflow and cannot be used as alias names",
+    lambda spec: not any(RESERVED_ALIAS.fullmatch(alias.lower()) for alias in spec.aliases or {}),
+    field_path=".aliases",
 )
 
 
@@ -60,7 +67,6 @@ class RegisteredModelSpec(RegistryConnection):
         default=None,
         max_length=20,
         description="Alias -> version number, e.g. {champion: 3, challenger: 4}.",
-        json_schema_extra=validations(RESERVED_ALIAS_RULE),
     )
     alias_policy: Literal["Owned", "Exclusive"] = Field(
         default="Owned",
@@ -77,9 +83,9 @@ class RegisteredModelSpec(RegistryConnection):
         default="5m", description="How often the registry is compared with the spec to correct drift."
     )
 
+    admission_rules = (*REGISTRY_CONNECTION_RULES, RESERVED_ALIAS_RULE)
     model_config = {
         "json_schema_extra": validations(
-            *REGISTRY_CONNECTION_RULES,
             cel(
                 "(has(self.modelName) ? self.modelName : '') == (has(oldSelf.modelName) ? oldSelf.modelName : '')",
                 "modelName is immutable",

@@ -9,6 +9,9 @@ from pydantic import Field, StringConstraints, field_validator
 from mlflow_operator.api.common import (
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
+    NOT_SPACE,
+    SPACE,
+    WHITESPACE,
     ApiModel,
     Condition,
     DeletionPolicy,
@@ -18,6 +21,7 @@ from mlflow_operator.api.common import (
     ObjectName,
     QualifiedName,
     ResourceRequirements,
+    Rule,
     SecretKey,
     ShortText,
     Url,
@@ -36,7 +40,7 @@ MlflowVersion = Annotated[str, StringConstraints(max_length=32, pattern=r"^[0-9]
 BucketName = Annotated[
     str, StringConstraints(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 ]
-S3Prefix = Annotated[str, StringConstraints(max_length=512, pattern=r"^[^\s]*$")]
+S3Prefix = Annotated[str, StringConstraints(max_length=512, pattern=f"^{NOT_SPACE}*$")]
 RuleId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 StorageClass = Literal["STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER", "GLACIER_IR", "DEEP_ARCHIVE"]
 
@@ -77,7 +81,7 @@ class DatabaseCredentials(ApiModel):
 class ExternalDatabase(ApiModel):
     """An existing PostgreSQL (RDS, Cloud SQL, a CloudNativePG cluster...)."""
 
-    host: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[^\s/:]+$")] = Field(
+    host: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=f"^[^{WHITESPACE}/:]+$")] = Field(
         description="Database host name or IP."
     )
     port: int = Field(default=5432, ge=1, le=65535, description="Database port.")
@@ -108,15 +112,14 @@ class Pooler(ApiModel):
     replicas: int = Field(default=2, ge=1, le=20, description="PgBouncer pods.")
     resources: ResourceRequirements | None = Field(default=None, description="PgBouncer container resources.")
 
-    model_config = {
-        "json_schema_extra": validations(
-            cel(
-                "self.defaultPoolSize <= self.maxDbConnections",
-                "pooler.defaultPoolSize must not exceed pooler.maxDbConnections",
-                field_path=".defaultPoolSize",
-            )
-        )
-    }
+    admission_rules = (
+        Rule(
+            "self.defaultPoolSize <= self.maxDbConnections",
+            "pooler.defaultPoolSize must not exceed pooler.maxDbConnections",
+            lambda pooler: pooler.default_pool_size <= pooler.max_db_connections,
+            field_path=".defaultPoolSize",
+        ),
+    )
 
 
 class Database(ApiModel):
@@ -232,6 +235,7 @@ class LifecycleRule(ApiModel):
         default=None, max_length=5, description="Storage-class transitions."
     )
 
+    # Checked again, field by field, by logic.lifecycle.validate_rules (which also checks what CEL cannot).
     model_config = {
         "json_schema_extra": validations(
             cel(
@@ -278,9 +282,9 @@ class Retention(ApiModel):
     deleted_runs_older_than: Duration = Field(
         default="30d", description="Permanently remove runs deleted longer ago than this."
     )
-    schedule: Annotated[str, StringConstraints(min_length=9, max_length=64, pattern=r"^(\S+\s+){4}\S+$")] = Field(
-        default="0 3 * * *", description="Cron schedule of the gc CronJob."
-    )
+    schedule: Annotated[
+        str, StringConstraints(min_length=9, max_length=64, pattern=f"^({NOT_SPACE}+{SPACE}+){{4}}{NOT_SPACE}+$")
+    ] = Field(default="0 3 * * *", description="Cron schedule of the gc CronJob.")
 
 
 class Auth(ApiModel):
@@ -313,15 +317,14 @@ class Ingress(ApiModel):
     )
     tls_secret_name: ObjectName | None = Field(default=None, description="TLS Secret for the host.")
 
-    model_config = {
-        "json_schema_extra": validations(
-            cel(
-                "!self.enabled || has(self.host)",
-                "ingress.host is required when ingress.enabled is true",
-                field_path=".host",
-            )
-        )
-    }
+    admission_rules = (
+        Rule(
+            "!self.enabled || has(self.host)",
+            "ingress.host is required when ingress.enabled is true",
+            lambda ingress: not ingress.enabled or ingress.host is not None,
+            field_path=".host",
+        ),
+    )
 
 
 class Metrics(ApiModel):

@@ -77,9 +77,12 @@ def current_conditions(body: dict[str, Any]) -> list[dict[str, Any]]:
 def validated(info: KindInfo, body: dict[str, Any]) -> tuple[Any | None, list[ConditionUpdate]]:
     """The typed spec, or None and the InvalidSpec condition. Invalid specs are final until the spec
     changes: no exception, so nothing retries them in a loop."""
+    name = body["metadata"]["name"]
+    broken = [rule.message for rule in info.name_rules() if not rule.holds(name)]
     result = validate_spec(info.spec_model, body.get("spec") or {})
-    if isinstance(result, Invalid):
-        return None, [ConditionUpdate(cond.READY, "False", INVALID_SPEC, result.message)]
+    if broken or isinstance(result, Invalid):
+        message = "; ".join([*broken, *([result.message] if isinstance(result, Invalid) else [])])
+        return None, [ConditionUpdate(cond.READY, "False", INVALID_SPEC, message)]
     return result.spec, []
 
 
