@@ -24,9 +24,10 @@ lint: deps ## ruff (lint and format check)
 	$(VENV)/bin/ruff check operator tests hack bench
 	$(VENV)/bin/ruff format --check operator tests hack bench
 
-typecheck: deps ## mypy --strict over the operator, the tests and the benchmarks
+typecheck: deps ## mypy --strict over the operator, the tests, the benchmarks and hack/
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy tests bench
+	$(VENV)/bin/mypy hack
 
 imports: deps ## pure layers must not import I/O
 	$(VENV)/bin/lint-imports

@@ -37,7 +37,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import localnode  # the sibling module; imported as hack.localcluster too, so put hack/ on the path
@@ -243,7 +245,7 @@ current-context: mlflow-operator-local
 """)
 
 
-def start(state: dict, name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None) -> None:
+def start(state: dict[str, Any], name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None) -> None:
     logfile = open(workdir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(
         argv,
@@ -261,11 +263,13 @@ def start(state: dict, name: str, argv: list[str], workdir: Path, env: dict[str,
     save(workdir, state)
 
 
-def save(workdir: Path, state: dict) -> None:
+def save(workdir: Path, state: dict[str, Any]) -> None:
     (workdir / "state.json").write_text(json.dumps(state, indent=2))
 
 
-def wait_for(what: str, check, timeout: float = STARTUP_TIMEOUT, workdir: Path | None = None) -> None:
+def wait_for(
+    what: str, check: Callable[[], object], timeout: float = STARTUP_TIMEOUT, workdir: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -284,12 +288,12 @@ def http_ok(url: str, cafile: Path | None = None) -> bool:
         return bool(response.status == 200)
 
 
-def api_server(state: dict) -> str:
+def api_server(state: dict[str, Any]) -> str:
     # States written before the real node existed have no host: their API server was on loopback.
     return f"https://{state.get('host', '127.0.0.1')}:{state['ports']['apiserver']}"
 
 
-def api_get(state: dict, workdir: Path, path: str) -> dict:
+def api_get(state: dict[str, Any], workdir: Path, path: str) -> dict[str, Any]:
     """GET on the API server as the admin, without kubectl (cheap enough for `running()`)."""
     pki = workdir / "pki"
     context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
@@ -298,7 +302,7 @@ def api_get(state: dict, workdir: Path, path: str) -> dict:
         return dict(json.loads(response.read()))
 
 
-def node_ready(state: dict, workdir: Path) -> bool:
+def node_ready(state: dict[str, Any], workdir: Path) -> bool:
     node = api_get(state, workdir, f"/api/v1/nodes/{localnode.NODE_NAME}")
     conditions = node.get("status", {}).get("conditions", [])
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
@@ -327,11 +331,11 @@ def alive(pid: int) -> bool:
         return False
 
 
-def running(workdir: Path) -> dict | None:
+def running(workdir: Path) -> dict[str, Any] | None:
     state_file = workdir / "state.json"
     if not state_file.exists():
         return None
-    state = json.loads(state_file.read_text())
+    state: dict[str, Any] = json.loads(state_file.read_text())
     if not state.get("ready") or not all(alive(pid) for pid in state["pids"].values()):
         return None
     try:
@@ -402,7 +406,7 @@ def up(workdir: Path, fake_nodes: int | None = None, real_node: bool = True, nod
         subprocess.run([str(HACK / "node-images.sh"), "node"], check=True)
     workdir.mkdir(parents=True, exist_ok=True)
     host = localnode.NODE_IP if real_node else "127.0.0.1"
-    state: dict = {
+    state: dict[str, Any] = {
         "pids": {},
         "ready": False,
         "real_node": real_node,
@@ -443,7 +447,7 @@ def up(workdir: Path, fake_nodes: int | None = None, real_node: bool = True, nod
     return kubeconfig
 
 
-def start_control_plane(state: dict, bins: dict[str, Path], workdir: Path) -> None:
+def start_control_plane(state: dict[str, Any], bins: dict[str, Path], workdir: Path) -> None:
     pki, kubeconfig, ports, host = workdir / "pki", workdir / "kubeconfig", state["ports"], state["host"]
     etcd_url = f"http://127.0.0.1:{ports['etcd']}"
     peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
@@ -545,7 +549,7 @@ def start_control_plane(state: dict, bins: dict[str, Path], workdir: Path) -> No
     )
 
 
-def start_node(state: dict, bins: dict[str, Path], workdir: Path) -> None:
+def start_node(state: dict[str, Any], bins: dict[str, Path], workdir: Path) -> None:
     """containerd, the images, kubelet, kube-proxy; then the cluster add-ons: CoreDNS and the StorageClass."""
     kubeconfig, pki = workdir / "kubeconfig", workdir / "pki"
     for directory in ("containerd", "cni/net.d", "kubelet", "pod-logs", "volumes"):
@@ -627,20 +631,21 @@ def start_node(state: dict, bins: dict[str, Path], workdir: Path) -> None:
 GATEWAY_KINDS = ("gatewayclasses", "gateways", "httproutes", "referencegrants")
 
 
-def start_gateway(state: dict, bins: dict[str, Path], workdir: Path, image: str) -> None:
+def start_gateway(state: dict[str, Any], bins: dict[str, Path], workdir: Path, image: str) -> None:
     """The Gateway API CRDs (the pinned standard channel), then Traefik and the Gateway `mlflow-gateway`;
     returns once the Gateway is Programmed, i.e. Traefik serves it on 127.0.0.1:<ports.gateway>."""
     kubeconfig, ports = workdir / "kubeconfig", state["ports"]
     log(f"starting the Gateway (Traefik) on 127.0.0.1:{ports['gateway']}")
     crds = bins["gateway-api-crds"]
     kubectl(bins, kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(crds))
-    for kind in GATEWAY_KINDS:
-        crd = f"crd/{kind}.gateway.networking.k8s.io"
-        wait_for(
-            f"{crd} Established",
-            lambda crd=crd: bool(kubectl(bins, kubeconfig, "wait", "--for=condition=Established", crd, "--timeout=5s")),
-            workdir=workdir,
-        )
+    crds_established = [f"crd/{kind}.gateway.networking.k8s.io" for kind in GATEWAY_KINDS]
+    wait_for(
+        "the Gateway API CRDs Established",
+        lambda: bool(
+            kubectl(bins, kubeconfig, "wait", "--for=condition=Established", *crds_established, "--timeout=5s")
+        ),
+        workdir=workdir,
+    )
     manifest = localnode.gateway_manifest(image, ports["gateway"], ports["gateway-admin"])
     wait_for(
         "Gateway applied", lambda: bool(kubectl(bins, kubeconfig, "apply", "-f", "-", stdin=manifest)), workdir=workdir
@@ -664,7 +669,7 @@ def start_gateway(state: dict, bins: dict[str, Path], workdir: Path, image: str)
     )
 
 
-def gateway_url(state: dict) -> str | None:
+def gateway_url(state: dict[str, Any]) -> str | None:
     """The Gateway's address on this machine, once Traefik answers its ping; None before (or without a node)."""
     ports = state.get("ports", {})
     if "gateway" not in ports:
@@ -713,7 +718,7 @@ def load_images(bins: dict[str, Path], workdir: Path, entries: list[tuple[Path, 
         log(f"imported {reference} in {time.monotonic() - began:.1f} s")
 
 
-def start_kwok(state: dict, bins: dict[str, Path], workdir: Path, count: int, tainted: bool) -> None:
+def start_kwok(state: dict[str, Any], bins: dict[str, Path], workdir: Path, count: int, tainted: bool) -> None:
     kubeconfig = workdir / "kubeconfig"
     log(f"starting kwok with {count} fake nodes")
     kwok_config = workdir / "kwok.yaml"
@@ -784,7 +789,7 @@ def stop_component(pids: dict[str, int], name: str, quiet: bool) -> None:
             log(f"stopped {name}")
 
 
-def drain_node(state: dict, workdir: Path, timeout: float = 30.0) -> None:
+def drain_node(state: dict[str, Any], workdir: Path, timeout: float = 30.0) -> None:
     """Deletes the node's pods with a 1 s grace period and waits until the kubelet has removed them."""
     if "ports" not in state or not (workdir / "kubeconfig").exists():
         return
@@ -822,7 +827,7 @@ def stop(pid: int, grace: float = 10.0) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
-def load_state(workdir: Path) -> dict:
+def load_state(workdir: Path) -> dict[str, Any]:
     state_file = workdir / "state.json"
     if not state_file.exists():
         raise SystemExit(f"[localcluster] no cluster in {workdir}")
@@ -902,7 +907,7 @@ def signal_component(workdir: Path, name: str, sig: signal.Signals) -> None:
 LOCAL_PATH_LABEL = "localcluster.mlflow-operator.dev/local-path"
 
 
-def claims_to_provision(claims: list[dict], provisioned: set[str]) -> list[dict]:
+def claims_to_provision(claims: list[dict[str, Any]], provisioned: set[str]) -> list[dict[str, Any]]:
     return [
         c
         for c in claims
@@ -913,11 +918,11 @@ def claims_to_provision(claims: list[dict], provisioned: set[str]) -> list[dict]
     ]
 
 
-def volume_name(claim: dict) -> str:
+def volume_name(claim: dict[str, Any]) -> str:
     return f"pvc-{claim['metadata']['uid']}"
 
 
-def volume_for(claim: dict, path: Path) -> dict:
+def volume_for(claim: dict[str, Any], path: Path) -> dict[str, Any]:
     meta, spec = claim["metadata"], claim["spec"]
     return {
         "apiVersion": "v1",
@@ -956,11 +961,11 @@ def volume_for(claim: dict, path: Path) -> dict:
     }
 
 
-def volumes_to_delete(volumes: list[dict]) -> list[dict]:
+def volumes_to_delete(volumes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [v for v in volumes if v.get("status", {}).get("phase") in ("Released", "Failed")]
 
 
-def api_send(state: dict, workdir: Path, method: str, path: str, body: dict | None = None) -> None:
+def api_send(state: dict[str, Any], workdir: Path, method: str, path: str, body: dict[str, Any] | None = None) -> None:
     pki = workdir / "pki"
     context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     context.load_cert_chain(pki / "admin.crt", pki / "admin.key")
@@ -971,7 +976,7 @@ def api_send(state: dict, workdir: Path, method: str, path: str, body: dict | No
         pass
 
 
-def provision_once(state: dict, workdir: Path) -> None:
+def provision_once(state: dict[str, Any], workdir: Path) -> None:
     volumes = api_get(state, workdir, f"/api/v1/persistentvolumes?labelSelector={LOCAL_PATH_LABEL}%3Dtrue")["items"]
     for claim in claims_to_provision(api_get(state, workdir, "/api/v1/persistentvolumeclaims")["items"],
                                      {v["metadata"]["name"] for v in volumes}):  # fmt: skip

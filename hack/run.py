@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import localcluster  # the sibling module: binaries, versions, the image manifests
@@ -75,7 +76,7 @@ class Cluster:
     def helm(self, *args: str) -> str:
         return run([str(self.helm_binary), "--kubeconfig", str(self.kubeconfig), *args])
 
-    def apply(self, *objects: dict) -> None:
+    def apply(self, *objects: dict[str, Any]) -> None:
         self.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
 
     def wait(self, what: str, condition: str, timeout: str, namespace: str = "default") -> None:
@@ -163,7 +164,9 @@ def install_operator(cluster: Cluster, reimported: list[str]) -> None:
     log("operator installed by helm and available")
 
 
-def restricted_pod(containers: list[dict], volumes: list[dict], restart: str = "Always") -> dict:
+def restricted_pod(
+    containers: list[dict[str, Any]], volumes: list[dict[str, Any]], restart: str = "Always"
+) -> dict[str, Any]:
     """A pod spec Pod Security "restricted" admits, with /tmp writable (HOME=/tmp in the Python images)."""
     security = {
         "allowPrivilegeEscalation": False,
@@ -188,7 +191,7 @@ def restricted_pod(containers: list[dict], volumes: list[dict], restart: str = "
     }
 
 
-def minio_objects() -> list[dict]:
+def minio_objects() -> list[dict[str, Any]]:
     image = f"localhost/minio:{localcluster.versions()['MINIO_VERSION']}"
     labels = {"app.kubernetes.io/name": "minio"}
     container = {
@@ -215,7 +218,7 @@ def minio_objects() -> list[dict]:
     ]
 
 
-def single_pod_service(meta: dict, pod: dict, port_name: str, port: int) -> list[dict]:
+def single_pod_service(meta: dict[str, Any], pod: dict[str, Any], port_name: str, port: int) -> list[dict[str, Any]]:
     """A Deployment of one pod (replaced, not rolled: its data is an emptyDir) and its Service."""
     labels = meta["labels"]
     return [
@@ -263,7 +266,7 @@ scrape_configs:
 """
 
 
-def prometheus_objects() -> list[dict]:
+def prometheus_objects() -> list[dict[str, Any]]:
     """Debian's Prometheus at prometheus.monitoring.svc:9090, the address examples/model-deployment.yaml's
     analysis queries, with a ClusterRole to discover pods (kubernetes_sd) and nothing else."""
     labels = {"app.kubernetes.io/name": "prometheus"}
@@ -331,7 +334,9 @@ except s3.exceptions.BucketAlreadyOwnedByYou:
 """
 
 
-def job(name: str, namespace: str, image: str, argv: list[str], env: list[dict], volumes: list[dict]) -> dict:
+def job(
+    name: str, namespace: str, image: str, argv: list[str], env: list[dict[str, Any]], volumes: list[dict[str, Any]]
+) -> dict[str, Any]:
     container = {"name": name, "image": image, "command": argv, "env": env}
     if volumes:
         container["volumeMounts"] = [{"name": v["name"], "mountPath": f"/{v['name']}"} for v in volumes]
@@ -356,7 +361,7 @@ def run_minio(cluster: Cluster) -> None:
     cluster.wait("job/create-bucket", "condition=Complete", "5m", STORAGE_NAMESPACE)
 
 
-def apply_job(cluster: Cluster, spec: dict) -> None:
+def apply_job(cluster: Cluster, spec: dict[str, Any]) -> None:
     """A Job's pod template is immutable: one that already completed is left alone, one that failed is
     replaced (a second `make run` retries it)."""
     name, namespace = spec["metadata"]["name"], spec["metadata"]["namespace"]
@@ -377,7 +382,7 @@ def seed_registry(cluster: Cluster, job_name: str = "fraud-seed", *args: str) ->
         "metadata": {"name": "fraud-seed", "namespace": "default"},
         "data": {"seed_model.py": script},
     }
-    admin = [
+    admin: list[dict[str, Any]] = [
         {"name": f"MLFLOW_TRACKING_{key.upper()}", "valueFrom": {"secretKeyRef": {"name": "mlflow-admin", "key": key}}}
         for key in ("username", "password")
     ]
@@ -408,7 +413,7 @@ def node_millicpu(cluster: Cluster) -> int:
     return total
 
 
-def fit_to_node(objects: dict, millicpu: int) -> None:
+def fit_to_node(objects: dict[str, Any], millicpu: int) -> None:
     """The examples request what production needs: the TrackingServer's two servers 500m CPU each (with
     Postgres, two PgBouncers, the operator and CoreDNS about 1.6 CPUs), each of the ModelDeployment's two
     model servers 500m more. A 2-core node cannot schedule the model servers (Pending, Insufficient cpu),
@@ -431,7 +436,7 @@ def fit_to_node(objects: dict, millicpu: int) -> None:
         log(f"node has {millicpu}m CPU: {item['kind']} {item['metadata']['name']} requests {cpu} CPU per pod")
 
 
-def json_stream(text: str) -> list[dict]:
+def json_stream(text: str) -> list[dict[str, Any]]:
     """kubectl -o json prints one document per object, one after the other (not a List)."""
     decoder, objects, position = json.JSONDecoder(), [], 0
     while position < len(text.rstrip()):

@@ -17,10 +17,10 @@ import json
 import sys
 
 import mlflow
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-not-found]
 
 MODEL = "fraud"
 ALIAS = "champion"
