@@ -149,7 +149,7 @@ def test_no_crd_pattern_relies_on_the_regex_engines_idea_of_whitespace() -> None
                 assert "\\s" not in pattern and "\\S" not in pattern, f"{kind}{path}: {pattern}"
 
 
-@pytest.mark.parametrize("space", ["\u00a0", "\u2003", "\u3000", "\x85", "\u2028", "\t"])
+@pytest.mark.parametrize("space", ["\u00a0", "\u2003", "\u3000", "\u2028", "\t"])
 def test_unicode_spaces_are_refused_like_ascii_ones(space: str) -> None:
     for spec in (
         {**MD, "runtime": {"image": f"ghcr.io/x/model{space}server:1"}},

@@ -38,10 +38,11 @@ QUALIFIED_NAME_PATTERN = (
 # A Kubernetes resource quantity (100m, 1Gi, 0.5).
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$"
 
-# Every character Python's `\s` matches, spelled out: the API server checks CRD patterns with Go's RE2, whose
+# The characters Python's `\s` matches, spelled out: the API server checks CRD patterns with Go's RE2, whose
 # `\s` is ASCII only, so `[^\s]` there would admit a no-break or an em space that the operator then refuses.
-# Patterns use SPACE / NOT_SPACE instead, which both engines read the same.
-WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Patterns use SPACE / NOT_SPACE instead, which both engines read the same. All but U+0085 (NEL): YAML 1.1
+# readers take it for a line break, and kustomize writes it unescaped, so a CRD carrying it loses it on the way.
+WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 SPACE, NOT_SPACE = f"[{WHITESPACE}]", f"[^{WHITESPACE}]"
 ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
 SecretKey = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
