@@ -138,19 +138,13 @@ def apply_to_ready(kubectl: Kubectl, name: str) -> float:
 GATEWAY_CLIENTS = 50
 
 
-def gateway_url(workdir: Path) -> str:
-    printed = run_hack("localcluster.py", "env", "--dir", str(workdir), timeout=60)
-    (line,) = [line for line in printed.splitlines() if line.startswith("gateway=")]
-    return line.removeprefix("gateway=")
-
-
 def gateway_overhead(kubectl: Kubectl, workdir: Path, requests: int, rounds: int) -> dict[str, Any]:
     """The example model through the Gateway and through its Service, alternating which goes first."""
     service = kubectl.get("service", "fraud-stable", "default")
     assert service is not None, "no Service fraud-stable"
     urls = {
         "service": f"http://{service['spec']['clusterIP']}:80/invocations",
-        "gateway": f"{gateway_url(workdir)}/invocations",
+        "gateway": f"{realpods.Platform(workdir, kubectl).gateway}/invocations",
     }
     latencies: dict[str, list[float]] = {name: [] for name in urls}
     failed = dict.fromkeys(urls, 0)

@@ -59,9 +59,11 @@ def a_pass(kube: FakeKube, md_spec: ModelDeploymentSpec) -> handler.Pass:
     return handler.Pass(cast(Runtime, None), cast(Kube, kube), body, md_spec, NOW)
 
 
-def can_mirror(objects: dict[Key, dict[str, Any]], md_spec: ModelDeploymentSpec) -> tuple[bool, FakeKube]:
+def can_mirror(
+    objects: dict[Key, dict[str, Any]], md_spec: ModelDeploymentSpec, canary_available: bool = True
+) -> tuple[bool, FakeKube]:
     kube = FakeKube(objects)
-    return asyncio.run(handler.gateways_can_mirror(a_pass(kube, md_spec))), kube
+    return asyncio.run(handler.gateways_can_mirror(a_pass(kube, md_spec), canary_available)), kube
 
 
 def test_mirroring_follows_the_gateway_class_features() -> None:
@@ -74,6 +76,9 @@ def test_mirroring_follows_the_gateway_class_features() -> None:
 
 def test_no_mirror_asked_means_no_gateway_read() -> None:
     supported, kube = can_mirror(gateway_objects(["HTTPRoute"]), spec())
+    assert supported is True and kube.gets == []
+    # No canary with ready pods: no mirror would be written, so nothing is read either.
+    supported, kube = can_mirror(gateway_objects(["HTTPRoute"]), spec(mirrorPercent=10), canary_available=False)
     assert supported is True and kube.gets == []
 
 

@@ -93,14 +93,8 @@ class Kube:
         metrics.count_kube_request("get", kind)
         try:
             found = await self._client.get(resource_class(api_version, kind), name, namespace=namespace)
-        except ApiError as error:
-            if error.status.code == 404:
-                return None
-            raise
         except Exception as error:
-            # A kind whose API is not installed (e.g. Gateway API) answers a plain-text 404, which lightkube
-            # raises as the HTTP client's error, not as an ApiError: that object does not exist either.
-            if getattr(getattr(error, "response", None), "status_code", None) == 404:
+            if _not_found(error):
                 return None
             raise
         return _as_dict(found)
@@ -119,11 +113,19 @@ class Kube:
         metrics.count_kube_request("delete", kind)
         try:
             await self._client.delete(resource_class(api_version, kind), name, namespace=namespace)
-        except ApiError as error:
-            if error.status.code == 404:
+        except Exception as error:
+            if _not_found(error):
                 return False
             raise
         return True
+
+
+def _not_found(error: Exception) -> bool:
+    """A 404: the object does not exist, or its kind's API is not installed (e.g. Gateway API), which answers
+    a plain-text 404 that lightkube raises as the HTTP client's error rather than as an ApiError."""
+    if isinstance(error, ApiError):
+        return error.status.code == 404
+    return getattr(getattr(error, "response", None), "status_code", None) == 404
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
@@ -193,8 +195,8 @@ class KubeStatus:
         try:
             secret_class: Any = resource_registry.load("v1", "Secret")
             secret: Any = await self._client.get(secret_class, name, namespace=namespace)
-        except ApiError as error:
-            if error.status.code == 404:
+        except Exception as error:
+            if _not_found(error):
                 return None
             raise
         return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}

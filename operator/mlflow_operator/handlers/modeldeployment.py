@@ -236,12 +236,12 @@ def gateway_routing(spec: ModelDeploymentSpec) -> GatewayAPIRouting | None:
     return spec.traffic_routing.gateway_api if spec.traffic_routing is not None else None
 
 
-async def gateways_can_mirror(md: Pass) -> bool:
-    """Whether the classes of the parent Gateways support mirroring; only asked when the spec mirrors.
-    A Gateway or class that cannot be read (absent, or no Gateway API) is trusted: the route's own status
-    then says what is wrong."""
+async def gateways_can_mirror(md: Pass, canary_available: bool) -> bool:
+    """Whether the classes of the parent Gateways support mirroring; only asked while a mirror would be written
+    (the spec mirrors and the canary has ready pods), so other passes cost no API call. A Gateway or class that
+    cannot be read (absent, or no Gateway API) is trusted: the route's own status then says what is wrong."""
     routing = gateway_routing(md.spec)
-    if routing is None or routing.mirror_percent is None:
+    if routing is None or routing.mirror_percent is None or not canary_available:
         return True
     classes = []
     for parent in routing.parent_refs:
@@ -272,7 +272,7 @@ async def apply_children(
         md.requeue.append(RETRY_SECONDS)
         return None
     try:
-        inputs = model_inputs(md, transition, await gateways_can_mirror(md))
+        inputs = model_inputs(md, transition, await gateways_can_mirror(md, transition.weights.canary_available))
     except ApiError as error:
         await report_apply_failure(md, error)
         return None
