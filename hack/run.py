@@ -373,6 +373,15 @@ def apply_job(cluster: Cluster, spec: dict[str, Any]) -> None:
     cluster.apply(spec)
 
 
+def registry_client_env() -> list[dict[str, Any]]:
+    """An MLflow client's env in a pod of namespace default: the example TrackingServer, as its admin."""
+    admin = [
+        {"name": f"MLFLOW_TRACKING_{key.upper()}", "valueFrom": {"secretKeyRef": {"name": "mlflow-admin", "key": key}}}
+        for key in ("username", "password")
+    ]
+    return [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.default.svc:5000"}, *admin]
+
+
 def seed_registry(cluster: Cluster, job_name: str = "fraud-seed", *args: str) -> str:
     """hack/seed_model.py as a Job in the model-server image; returns its log."""
     script = (HACK / "seed_model.py").read_text()
@@ -382,15 +391,10 @@ def seed_registry(cluster: Cluster, job_name: str = "fraud-seed", *args: str) ->
         "metadata": {"name": "fraud-seed", "namespace": "default"},
         "data": {"seed_model.py": script},
     }
-    admin: list[dict[str, Any]] = [
-        {"name": f"MLFLOW_TRACKING_{key.upper()}", "valueFrom": {"secretKeyRef": {"name": "mlflow-admin", "key": key}}}
-        for key in ("username", "password")
-    ]
-    env = [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.default.svc:5000"}, *admin]
     volume = {"name": "seed", "configMap": {"name": "fraud-seed"}}
     argv = ["/opt/venv/bin/python", "/seed/seed_model.py", *args]
     cluster.apply(config_map)
-    apply_job(cluster, job(job_name, "default", MODEL_SERVER_IMAGE, argv, env, [volume]))
+    apply_job(cluster, job(job_name, "default", MODEL_SERVER_IMAGE, argv, registry_client_env(), [volume]))
     cluster.wait(f"job/{job_name}", "condition=Complete", "10m")
     return cluster.kubectl("logs", "-n", "default", f"job/{job_name}")
 

@@ -141,16 +141,10 @@ def register_rollout_versions(platform: Platform) -> RolloutVersions:
             "rollout_models.py": (ROOT / "tests" / "e2e" / "rollout_models.py").read_text(),
         },
     }
-    admin = [
-        {"name": f"MLFLOW_TRACKING_{key.upper()}", "valueFrom": {"secretKeyRef": {"name": "mlflow-admin", "key": key}}}
-        for key in ("username", "password")
-    ]
-    env = [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.default.svc:5000"}, *admin]
     volume = {"name": "models", "configMap": {"name": name}}
     argv = ["/opt/venv/bin/python", "/models/rollout_models.py"]
-    job = load_script("hack_run", ROOT / "hack" / "run.py").job(
-        name, NAMESPACE, MODEL_SERVER_IMAGE, argv, env, [volume]
-    )
+    hack_run = load_script("hack_run", ROOT / "hack" / "run.py")
+    job = hack_run.job(name, NAMESPACE, MODEL_SERVER_IMAGE, argv, hack_run.registry_client_env(), [volume])
     platform.kubectl.apply(config_map)
     platform.kubectl.apply(job)
     complete = ("wait", "-n", NAMESPACE, "--for=condition=Complete", f"job/{name}", "--timeout=300s")
