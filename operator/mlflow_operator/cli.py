@@ -9,8 +9,12 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow_operator import __version__
+
+if TYPE_CHECKING:
+    from mlflow_operator.builders.images import Images
 
 DEFAULT_METRICS_ADDRESS = "0.0.0.0:9090"
 OFF = ("", "off", "none", "0")
@@ -52,7 +56,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from mlflow_operator import handlers  # noqa: PLC0415 - importing registers the handlers
 
-    handlers.configure(resync_seconds=args.resync_seconds, prometheus_address=args.prometheus_address)
+    images = images_from(args, "run")
+    if images is None:
+        return 2
+    handlers.configure(resync_seconds=args.resync_seconds, prometheus_address=args.prometheus_address, images=images)
 
     if not args.all_namespaces and not args.namespace:
         print("mlflow-operator run: give --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
@@ -109,8 +116,13 @@ def _render(args: argparse.Namespace) -> int:
     except (OSError, yaml.YAMLError) as error:
         print(f"mlflow-operator render: {error}", file=sys.stderr)
         return 2
+    images = images_from(args, "render")
+    if images is None:
+        return 2
     try:
-        rendered = render_documents(documents, namespace=args.namespace, model_version=args.model_version)
+        rendered = render_documents(
+            documents, namespace=args.namespace, model_version=args.model_version, images=images
+        )
     except RenderError as error:
         print(f"mlflow-operator render: {error}", file=sys.stderr)
         return 2
@@ -129,6 +141,43 @@ def _docs(args: argparse.Namespace) -> int:
     else:
         args.output.write_text(text)
     return 0
+
+
+def _image_setting(text: str) -> tuple[str, str]:
+    key, sep, reference = text.partition("=")
+    if not sep or not key or not reference:
+        raise argparse.ArgumentTypeError(f"expected KEY=REFERENCE, got {text!r}")
+    return key, reference
+
+
+def add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    from mlflow_operator.builders.images import IMAGE_KEYS  # noqa: PLC0415
+
+    parser.add_argument(
+        "--image-registry",
+        metavar="HOST[:PORT][/PATH]",
+        help="pull every default image from this registry (a mirror): the registry host of each is replaced",
+    )
+    parser.add_argument(
+        "--image",
+        type=_image_setting,
+        action="append",
+        default=[],
+        metavar="KEY=REFERENCE",
+        help=f"replace one default image (repeatable); KEY is one of {', '.join(IMAGE_KEYS)}. A resource's own "
+        "image field still wins",
+    )
+
+
+def images_from(args: argparse.Namespace, command: str) -> Images | None:
+    """The operator-wide images, or None after printing which setting is wrong."""
+    from mlflow_operator.builders.images import ImageSettingError, operator_images  # noqa: PLC0415
+
+    try:
+        return operator_images(args.image_registry, dict(args.image))
+    except ImageSettingError as error:
+        print(f"mlflow-operator {command}: {error}", file=sys.stderr)
+        return None
 
 
 def _positive(text: str) -> int:
@@ -170,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the Prometheus a ModelDeployment's analysis queries when its spec.analysis.prometheusAddress is unset",
     )
+    add_image_arguments(run)
     run.set_defaults(func=_run)
 
     render = commands.add_parser(
@@ -190,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--model-version", type=_positive, metavar="N", help="render ModelDeployments that follow an alias at version N"
     )
+    add_image_arguments(render)
     render.set_defaults(func=_render)
 
     docs = commands.add_parser("docs", help="print the API reference (Markdown), or write it to a file")

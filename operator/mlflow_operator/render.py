@@ -29,6 +29,7 @@ from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.builders import modeldeployment as md_build
 from mlflow_operator.builders import trackingserver as ts_build
 from mlflow_operator.builders.common import CONFIG_HASH_ANNOTATION
+from mlflow_operator.builders.images import DEFAULT_IMAGES, Images
 from mlflow_operator.logic.lifecycle import validate_rules
 from mlflow_operator.logic.lifecycle_safety import deleting_action, layout_refusals
 from mlflow_operator.logic.validation import Invalid, validate_spec
@@ -91,7 +92,9 @@ def _redact(objects: list[Obj]) -> list[str]:
     return redacted
 
 
-def render_tracking_server(name: str, namespace: str, spec: TrackingServerSpec) -> Rendered:
+def render_tracking_server(
+    name: str, namespace: str, spec: TrackingServerSpec, images: Images = DEFAULT_IMAGES
+) -> Rendered:
     where = _ref("TrackingServer", namespace, name)
     if spec.database.managed is not None:
         database = ts_build.Credentials(ts_build.DATABASE_USER, GENERATED)
@@ -100,7 +103,7 @@ def render_tracking_server(name: str, namespace: str, spec: TrackingServerSpec) 
     admin = None
     if spec.auth is not None and spec.auth.enabled:
         admin = ts_build.Credentials("admin" if spec.auth.admin_secret is None else GENERATED, GENERATED)
-    inputs = ts_build.TrackingServerInputs(name, namespace, spec, spec.version, database, admin)
+    inputs = ts_build.TrackingServerInputs(name, namespace, spec, spec.version, database, admin, images)
     try:
         objects = ts_build.all_objects(inputs, GENERATED, GENERATED)
     except ValueError as refused:
@@ -175,6 +178,7 @@ def render_model_deployment(
     spec: ModelDeploymentSpec,
     servers: dict[tuple[str, str], TrackingServerSpec] | None = None,
     model_version: int | None = None,
+    images: Images = DEFAULT_IMAGES,
 ) -> Rendered:
     where = _ref("ModelDeployment", namespace, name)
     uri, credentials, notes = _registry_credentials(spec, namespace, servers or {}, where)
@@ -188,7 +192,7 @@ def render_model_deployment(
             "depend on a version are rendered (give --model-version N to render the version's objects)"
         )
     tracks = (md_build.TrackPlan("stable", version),) if version is not None else ()
-    inputs = md_build.ModelDeploymentInputs(name, namespace, spec, uri, credentials, tracks)
+    inputs = md_build.ModelDeploymentInputs(name, namespace, spec, uri, credentials, tracks, images=images)
     try:
         objects = md_build.all_objects(inputs)
     except ValueError as refused:
@@ -197,12 +201,16 @@ def render_model_deployment(
 
 
 def render_documents(
-    documents: Iterable[Obj | None], namespace: str = DEFAULT_NAMESPACE, model_version: int | None = None
+    documents: Iterable[Obj | None],
+    namespace: str = DEFAULT_NAMESPACE,
+    model_version: int | None = None,
+    images: Images = DEFAULT_IMAGES,
 ) -> Rendered:
     """Every object the operator would create for the documents (a multi-document YAML file, loaded).
 
     Documents of other kinds are skipped with a note. `namespace` applies to documents without
-    metadata.namespace, as `kubectl apply -n` would. Raises RenderError for a resource the operator refuses.
+    metadata.namespace, as `kubectl apply -n` would; `images` are the operator-wide defaults (the operator's
+    --image-registry/--image). Raises RenderError for a resource the operator refuses.
     """
     docs = [doc for doc in documents if doc]
     # First pass: every TrackingServer, so a ModelDeployment's trackingServerRef can be resolved offline.
@@ -228,11 +236,11 @@ def render_documents(
         typed.append((info, name, ns, spec))
     for info, name, ns, spec in typed:
         if info is TRACKING_SERVER:
-            part = render_tracking_server(name, ns, spec)
+            part = render_tracking_server(name, ns, spec, images)
         elif info is REGISTERED_MODEL:
             part = render_registered_model(name, ns, spec)
         else:
-            part = render_model_deployment(name, ns, spec, servers, model_version)
+            part = render_model_deployment(name, ns, spec, servers, model_version, images)
         result.objects += part.objects
         result.notes += part.notes
     return result

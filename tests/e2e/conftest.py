@@ -182,11 +182,16 @@ class OperatorProcess:
         self.process.wait(timeout=10)
 
 
+# The session operator gives children their images from this mirror (kwok runs no image, so none needs to
+# exist there): the e2e tests see an operator-wide setting reach every child through a real API server.
+IMAGE_MIRROR = "mirror.e2e.example:5000"
+
+
 def start_operator(
     kubeconfig: str, namespaces: str, log_path: Path, metrics_port: int | None = None
 ) -> OperatorProcess:
     """Metrics are always served on loopback (a free port unless `metrics_port` is given), never on the
-    operator's default 0.0.0.0:9090."""
+    operator's default 0.0.0.0:9090; default images come from IMAGE_MIRROR."""
     port = _free_port()
     metrics_port = metrics_port or _free_port()
     binary = Path(sys.executable).parent / "mlflow-operator"
@@ -205,6 +210,8 @@ def start_operator(
         str(RESYNC_SECONDS),
         "--metrics-address",
         f"127.0.0.1:{metrics_port}",
+        "--image-registry",
+        IMAGE_MIRROR,
     ]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(

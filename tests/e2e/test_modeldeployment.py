@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import RESYNC_SECONDS, start_operator
+from tests.e2e.conftest import IMAGE_MIRROR, RESYNC_SECONDS, start_operator
 from tests.integration.dataplane import Postgres
 from tests.integration.prometheus_server import MetricsExporter, PrometheusServer, start_prometheus
 from tests.integration.registry_server import (
@@ -195,6 +195,13 @@ def in_order(seen: list[str], expected: list[str]) -> bool:
     return all(any(item == wanted for item in remaining) for wanted in expected)
 
 
+def images(kubectl: Kubectl, namespace: str, deployment: str) -> set[str]:
+    """The images of a Deployment's containers and init containers (the session operator gives children
+    their default images from conftest.IMAGE_MIRROR)."""
+    pod = kubectl.get("deployment", deployment, namespace)["spec"]["template"]["spec"]  # type: ignore[index]
+    return {c["image"] for c in [*pod.get("initContainers", []), *pod["containers"]]}
+
+
 def test_alias_moves_roll_out_with_analysis_then_a_failing_version_rolls_back(
     kubectl: Kubectl, operator: Path, namespace: str, registry: Registry, metrics: Metrics, gateway_api: None
 ) -> None:
@@ -207,6 +214,7 @@ def test_alias_moves_roll_out_with_analysis_then_a_failing_version_rolls_back(
     assert first["resolved"]["version"] == 1 and first["resolved"]["runId"] == registry.logged[0]["run_id"]
     assert route_weights(kubectl, namespace, name) == (100, 0)
     assert deployments(kubectl, namespace) == [f"{name}-v1"]
+    assert images(kubectl, namespace, f"{name}-v1") == {f"{IMAGE_MIRROR}/mlflow-operator/mlflow-model-server:3.17.2"}
 
     # The alias moves: a canary of version 2 goes through every step; weights follow them in order.
     registry.move_alias(model, "champion", 2)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import RESYNC_SECONDS, with_registry
+from tests.e2e.conftest import IMAGE_MIRROR, RESYNC_SECONDS, with_registry
 from tests.integration.registry_server import RegistryServer, run_client, sqlite_registry
 from tests.integration.s3_servers import S3Server, moto_server
 from tests.kube import ROOT, Kubectl, condition, eventually
@@ -118,7 +118,12 @@ def test_example_becomes_a_ready_stack(
     server = kubectl.get("deployment", "mlflow", namespace)
     assert server is not None and server["spec"]["replicas"] == 2
     mlflow = container(server, "mlflow")
-    assert mlflow["image"].endswith(":3.17.2")
+    assert mlflow["image"] == f"{IMAGE_MIRROR}/mlflow-operator/mlflow-server:3.17.2"
+    # The operator's --image-registry reached every child (the example names no image of its own).
+    pooler = kubectl.get("deployment", "mlflow-pgbouncer", namespace)
+    pods = [obj["spec"]["template"]["spec"] for obj in (server, postgres, job, pooler) if obj is not None]
+    images = {c["image"] for pod in pods for c in pod["containers"]}
+    assert all(image.startswith(f"{IMAGE_MIRROR}/") for image in images) and len(images) == 4, images
     assert mlflow["command"][mlflow["command"].index("--artifacts-destination") + 1] == f"s3://{bucket}/mlflow"
     assert "--app-name" in mlflow["command"]  # auth is enabled in the example
     env = {e["name"]: e for e in mlflow["env"]}

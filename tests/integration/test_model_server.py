@@ -26,6 +26,7 @@ from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders import analysis as queries
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.builders.common import Obj
+from mlflow_operator.builders.images import MLFLOW_VERSION
 from tests.integration.dataplane import HOST, Postgres, option_value, server_venv, wait_for
 from tests.integration.model_server import (
     ContainerResult,
@@ -307,7 +308,7 @@ def test_probes_and_version_answer(served: Served) -> None:
         path = pod.probe_path(probe)
         assert pod.get(path).status == 200, f"{probe} GET {path}"
     version = pod.get("/version")
-    assert (version.status, version.body.decode()) == (200, build.MLFLOW_VERSION)
+    assert (version.status, version.body.decode()) == (200, MLFLOW_VERSION)
 
 
 def test_invocations_return_the_models_own_predictions(served: Served, models: dict[str, Any]) -> None:

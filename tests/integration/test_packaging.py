@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlflow_operator import cli
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders.modeldeployment import METRICS_PORT, ModelDeploymentInputs, TrackPlan, all_objects
 from tests.integration.packaging import (
@@ -100,6 +101,8 @@ def test_helm_lint_strict() -> None:
         ({"image": {"digest": "latest"}}, "digest"),
         ({"replicas": 2}, "replicas"),  # one replica only: not a value at all
         ({"securityContext": {"allowPrivilegeEscalation": True}}, "allowPrivilegeEscalation"),
+        ({"childImages": {"overrides": {"postgresql": "postgres:16"}}}, "postgresql"),
+        ({"childImages": {"registry": "https://mirror.example.com"}}, "registry"),
     ],
 )
 def test_values_schema_refuses(values: dict[str, Any], complaint: str) -> None:
@@ -220,6 +223,21 @@ def test_metrics_port_and_namespaces_follow_values() -> None:
     assert not kinds(off, "Service") and not kinds(off, "ServiceMonitor")
     args = one(off, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not any(a.startswith("--metrics-address") for a in args)
+
+
+def test_child_images_values_become_the_operators_image_flags() -> None:
+    """An image mirror set once in the values reaches the operator's command line, which the operator parses
+    into the images every child gets (tests/unit/test_image_settings.py follows them into the children)."""
+    digest = "sha256:" + "cd" * 32
+    values = {"childImages": {"registry": "mirror.example.com:5000", "overrides": {"pgbouncer": f"pgb@{digest}"}}}
+    container = one(documents(helm_template(values)), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert "--image-registry=mirror.example.com:5000" in args and f"--image=pgbouncer=pgb@{digest}" in args, args
+    images = cli.images_from(cli.build_parser().parse_args(args), "run")
+    assert images is not None and images.pgbouncer == f"pgb@{digest}"
+    assert images.mlflow_server == "mirror.example.com:5000/mlflow-operator/mlflow-server:{version}"
+    default = one(documents(helm_template({})), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(arg.startswith("--image") for arg in default), default
 
 
 def test_service_monitor_is_optional_and_scrapes_the_metrics_service(chart: dict[str, list[Obj]]) -> None:

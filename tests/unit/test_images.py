@@ -12,6 +12,7 @@ import yaml
 
 from mlflow_operator.api.trackingserver import DEFAULT_MLFLOW_VERSION, DEFAULT_POSTGRES_VERSION
 from mlflow_operator.builders import modeldeployment, trackingserver
+from mlflow_operator.builders.images import DEFAULT_IMAGES, with_version
 from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,10 +40,10 @@ def test_dockerfile_is_what_the_definition_renders(name: str) -> None:
 
 def test_references_are_the_operators_and_the_charts_defaults() -> None:
     refs = {name: bi.load_image(name).ref for name in NAMES}
-    assert refs["mlflow-server"] == trackingserver.MLFLOW_IMAGE.format(version=DEFAULT_MLFLOW_VERSION)
-    assert refs["mlflow-model-server"] == modeldeployment.MODEL_SERVER_IMAGE
-    assert refs["postgres"] == trackingserver.POSTGRES_IMAGE.format(version=DEFAULT_POSTGRES_VERSION)
-    assert refs["pgbouncer"] == trackingserver.PGBOUNCER_IMAGE
+    assert refs["mlflow-server"] == with_version(DEFAULT_IMAGES.mlflow_server, DEFAULT_MLFLOW_VERSION)
+    assert refs["mlflow-model-server"] == DEFAULT_IMAGES.model_server
+    assert refs["postgres"] == with_version(DEFAULT_IMAGES.postgres, DEFAULT_POSTGRES_VERSION)
+    assert refs["pgbouncer"] == DEFAULT_IMAGES.pgbouncer
     chart = yaml.safe_load((ROOT / "charts" / "mlflow-operator" / "Chart.yaml").read_text())
     values = yaml.safe_load((ROOT / "charts" / "mlflow-operator" / "values.yaml").read_text())
     assert refs["operator"] == f"{values['image']['repository']}:{chart['appVersion']}"
@@ -51,7 +52,7 @@ def test_references_are_the_operators_and_the_charts_defaults() -> None:
 def test_the_exporter_is_upstreams_repository_at_the_version_debian_packages() -> None:
     """v0.11.0 (the builders' default) is not buildable offline; the image says which version it holds."""
     exporter = bi.load_image("pgbouncer-exporter")
-    assert exporter.repository == trackingserver.PGBOUNCER_EXPORTER_IMAGE.rsplit(":", 1)[0]
+    assert exporter.repository == DEFAULT_IMAGES.pgbouncer_exporter.rsplit(":", 1)[0]
     assert exporter.tag == "v0.10.2" and exporter.suite == "trixie"
 
 

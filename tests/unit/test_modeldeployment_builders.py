@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from mlflow_operator.api.common import RegistryCredentials
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders import modeldeployment as build
+from mlflow_operator.builders.images import MLFLOW_VERSION
 from mlflow_operator.builders.routers import (
     GatewayAPIRouter,
     ReplicaRatioRouter,
@@ -212,7 +213,7 @@ def test_the_server_runs_what_mlflow_models_serve_runs() -> None:
     assert loads in serving and "scoring_server.init(model)" in serving
     assert f'dest = "{build.SCORING_APP_DIR}/{module}.py"' in (image / "image.toml").read_text()
     requirements = (Path(__file__).parents[2] / "images" / "mlflow-model-server" / "requirements.txt").read_text()
-    assert f"mlflow=={build.MLFLOW_VERSION}\n" in requirements
+    assert f"mlflow=={MLFLOW_VERSION}\n" in requirements
     assert all("==" in line for line in requirements.splitlines() if line and not line.startswith("#"))
 
 

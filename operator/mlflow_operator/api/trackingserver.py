@@ -111,6 +111,12 @@ class Pooler(ApiModel):
     )
     replicas: int = Field(default=2, ge=1, le=20, description="PgBouncer pods.")
     resources: ResourceRequirements | None = Field(default=None, description="PgBouncer container resources.")
+    image: Image | None = Field(
+        default=None, description="Override the PgBouncer image (1.21 or later: prepared statements are pooled)."
+    )
+    exporter_image: Image | None = Field(
+        default=None, description="Override the pgbouncer_exporter image (the sidecar serving PgBouncer's metrics)."
+    )
 
     admission_rules = (
         Rule(

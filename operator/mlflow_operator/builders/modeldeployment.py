@@ -38,7 +38,7 @@ Before the server starts, two init containers run in the same image:
    ready and never gets traffic, and the rollout rolls the version back when the Deployment's progress
    deadline passes.
 
-The default image is MODEL_SERVER_IMAGE (images/mlflow-model-server: mlflow==3.17.2 on python:3.11-slim,
+The default image is Images.model_server (images/mlflow-model-server: mlflow==3.17.2 on python:3.11-slim,
 UID 10001). Models need their flavour's libraries in the image (`--env-manager local` installs nothing):
 scikit-learn comes with MLflow; anything else needs a `runtime.image` built FROM it.
 """
@@ -65,10 +65,9 @@ from mlflow_operator.builders.common import (
     topology_spread,
     user_env,
 )
+from mlflow_operator.builders.images import DEFAULT_IMAGES, Images
 from mlflow_operator.builders.routers import Router, RouteTarget, Track, Weights, router_for
 
-MLFLOW_VERSION = "3.17.2"
-MODEL_SERVER_IMAGE = f"ghcr.io/mlflow-operator/mlflow-model-server:{MLFLOW_VERSION}"
 APP_UID = 10001  # the non-root user of our images
 SERVER_PORT = 8080
 SERVICE_PORT = 80
@@ -174,6 +173,7 @@ class ModelDeploymentInputs:
     tracks: tuple[TrackPlan, ...] = ()
     weights: Weights = field(default_factory=Weights)
     mirror_supported: bool = True  # by the parent Gateways' class (logic.gateway_route)
+    images: Images = DEFAULT_IMAGES  # the operator-wide defaults (builders.images)
 
     @property
     def names(self) -> Names:
@@ -192,8 +192,9 @@ class ModelDeploymentInputs:
         return plan.version if plan else None
 
 
-def model_image(spec: ModelDeploymentSpec) -> str:
-    return spec.runtime.image if spec.runtime is not None and spec.runtime.image else MODEL_SERVER_IMAGE
+def model_image(inputs: ModelDeploymentInputs) -> str:
+    runtime = inputs.spec.runtime
+    return runtime.image if runtime is not None and runtime.image else inputs.images.model_server
 
 
 def model_uri(spec: ModelDeploymentSpec, version: int) -> str:
@@ -255,7 +256,7 @@ def fetch_container(inputs: ModelDeploymentInputs, version: int) -> Obj:
     _, tmp_mount = tmp_volume()
     return {
         "name": "fetch-model",
-        "image": model_image(inputs.spec),
+        "image": model_image(inputs),
         "command": [
             "mlflow",
             "artifacts",
@@ -277,7 +278,7 @@ def check_container(inputs: ModelDeploymentInputs) -> Obj:
     spec = inputs.spec
     return {
         "name": "check-model",
-        "image": model_image(spec),
+        "image": model_image(inputs),
         "command": ["python", "-c", CHECK_MODEL_SCRIPT, MODEL_DIR],
         "env": container_env(spec),
         # Loading the model takes what serving it takes.
@@ -316,7 +317,7 @@ def server_container(inputs: ModelDeploymentInputs, version: int) -> Obj:
     env = container_env(spec, *literal_env(server_env))
     return {
         "name": "model-server",
-        "image": model_image(spec),
+        "image": model_image(inputs),
         "command": server_command(),
         "env": env,
         "ports": [

@@ -6,11 +6,13 @@ Importing this package registers the handlers with kopf.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from mlflow_operator.api import GROUP, KINDS, VERSION
+from mlflow_operator.builders.images import DEFAULT_IMAGES, Images
 from mlflow_operator.builders.trackingserver import COMPONENT_GC
 from mlflow_operator.handlers import modeldeployment, operator_settings, registeredmodel, trackingserver
 from mlflow_operator.handlers.controller import Controller
@@ -87,16 +89,28 @@ for _group, _version, _plural in WATCHED_CHILDREN:
             CONTROLLERS[owner[0]].enqueue(owner[1])
 
 
-def configure(resync_seconds: float, prometheus_address: str | None = None) -> None:
-    """Set before the operator starts (the CLI's --resync-seconds and --prometheus-address)."""
+@dataclass
+class StartupSettings:
+    """What the runtime is started with (set by configure, read at kopf's startup)."""
+
+    images: Images = DEFAULT_IMAGES
+
+
+STARTUP = StartupSettings()
+
+
+def configure(resync_seconds: float, prometheus_address: str | None = None, images: Images = DEFAULT_IMAGES) -> None:
+    """Set before the operator starts (the CLI's --resync-seconds, --prometheus-address, --image-registry and
+    --image)."""
     for kind, controller in CONTROLLERS.items():
         controller.resync_seconds = _resync_for(kind, resync_seconds)
     modeldeployment.DEFAULTS.prometheus_address = prometheus_address
+    STARTUP.images = images
 
 
 @kopf.on.startup()
 async def _start(**_: Any) -> None:
-    rt = start_runtime()
+    rt = start_runtime(STARTUP.images)
     rt.wake = lambda kind, namespace, name: CONTROLLERS[kind].enqueue((namespace, name))
     rt.objects = lambda kind: list(CONTROLLERS[kind].objects.values())
     for controller in CONTROLLERS.values():

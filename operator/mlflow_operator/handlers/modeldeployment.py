@@ -229,6 +229,7 @@ def model_inputs(md: Pass, transition: rollout.Transition, mirror_supported: boo
         tracks=tuple(build.TrackPlan(t.track, t.version, t.size_percent) for t in transition.tracks),
         weights=Weights(weights.canary, weights.canary_available),
         mirror_supported=mirror_supported,
+        images=md.rt.images,
     )
 
 

@@ -1,4 +1,5 @@
-"""What every reconciler shares at run time: API clients and the clock. Created at operator start-up."""
+"""What every reconciler shares at run time: API clients, the clock and the operator-wide image defaults.
+Created at operator start-up."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from lightkube import AsyncClient
 
 from mlflow_operator.adapters.kube import Kube, KubeStatus
+from mlflow_operator.builders.images import DEFAULT_IMAGES, Images
 
 
 def utcnow() -> datetime:
@@ -33,6 +35,8 @@ class Runtime:
     wake: Callable[[str, str, str], None] = _no_wake
     # The latest body of every watched resource of a kind (the controllers' cache: no API call).
     objects: Callable[[str], list[dict[str, Any]]] = _no_objects
+    # The images children get when their resource names none (--image-registry, --image).
+    images: Images = DEFAULT_IMAGES
 
     def kube(self, controller: str) -> Kube:
         return Kube(self.client, controller)
@@ -41,10 +45,10 @@ class Runtime:
 _runtime: Runtime | None = None
 
 
-def start_runtime() -> Runtime:
+def start_runtime(images: Images = DEFAULT_IMAGES) -> Runtime:
     global _runtime  # noqa: PLW0603 - one process-wide runtime, set once at start-up
     client = AsyncClient()
-    _runtime = Runtime(client=client, status=KubeStatus(client))
+    _runtime = Runtime(client=client, status=KubeStatus(client), images=images)
     return _runtime
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -116,7 +116,13 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     serving: str | None = status.get("version")
     if credentials is not None:
         inputs = build.TrackingServerInputs(
-            step.name, step.namespace, spec, serving or spec.version, credentials, await admin_credentials(step)
+            step.name,
+            step.namespace,
+            spec,
+            serving or spec.version,
+            credentials,
+            await admin_credentials(step),
+            images=rt.images,
         )
         await pooler(step, inputs)
         decision = await migration(step, inputs, status)
@@ -125,9 +131,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
         if serving is not None:
             await server(
                 step,
-                build.TrackingServerInputs(
-                    step.name, step.namespace, spec, serving, credentials, inputs.admin_credentials
-                ),
+                replace(inputs, serving_version=serving),
             )
     else:
         step.updates += [
@@ -188,7 +192,7 @@ async def managed_database(step: Pass) -> build.Credentials:
     data = await generated_secret(step, secret, owner=None if retained else step.body)
     if data is None or not data.get("password"):
         raise SecretProblem("SecretNotFound", f"Secret {names.database_secret} is missing or has no password")
-    objects = build.desired_database(step.name, step.namespace, step.spec)
+    objects = build.desired_database(step.name, step.namespace, step.spec, step.rt.images)
     readiness = statefulset_readiness(
         await step.apply_stage(DATABASE_READY, objects, ("apps/v1", "StatefulSet", names.postgres))
     )

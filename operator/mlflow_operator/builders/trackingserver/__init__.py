@@ -42,14 +42,10 @@ from mlflow_operator.builders.trackingserver.inputs import (
     DATABASE_USER,
     EXPORTER_PORT,
     GC_SCRIPT_DIR,
-    MLFLOW_IMAGE,
     MLFLOW_PORT,
-    PGBOUNCER_EXPORTER_IMAGE,
-    PGBOUNCER_IMAGE,
     PGBOUNCER_PORT,
     POOLER_RESOURCES,
     POSTGRES_DEFAULT_PARAMETERS,
-    POSTGRES_IMAGE,
     POSTGRES_PORT,
     POSTGRES_RESOURCES,
     POSTGRES_UID,
@@ -112,7 +108,7 @@ def all_objects(inputs: TrackingServerInputs, database_password: str, admin_pass
     auth = inputs.spec.auth
     if auth is not None and auth.enabled and auth.admin_secret is None:
         objects.append(get_admin_secret(inputs.name, inputs.namespace, admin_password))
-    objects += desired_database(inputs.name, inputs.namespace, inputs.spec)
+    objects += desired_database(inputs.name, inputs.namespace, inputs.spec, inputs.images)
     objects += desired_pooler(inputs)
     objects.append(get_migration_job(inputs, inputs.spec.version))
     objects += desired_server(inputs)
@@ -130,14 +126,10 @@ __all__ = [
     "DATABASE_USER",
     "EXPORTER_PORT",
     "GC_SCRIPT_DIR",
-    "MLFLOW_IMAGE",
     "MLFLOW_PORT",
-    "PGBOUNCER_EXPORTER_IMAGE",
-    "PGBOUNCER_IMAGE",
     "PGBOUNCER_PORT",
     "POOLER_RESOURCES",
     "POSTGRES_DEFAULT_PARAMETERS",
-    "POSTGRES_IMAGE",
     "POSTGRES_PORT",
     "POSTGRES_RESOURCES",
     "POSTGRES_UID",

@@ -16,6 +16,7 @@ from mlflow_operator.builders.common import (
     service,
     tmp_volume,
 )
+from mlflow_operator.builders.images import DEFAULT_IMAGES, Images, with_version
 from mlflow_operator.builders.trackingserver.inputs import (
     COMPONENT_GC,
     COMPONENT_MIGRATION,
@@ -25,7 +26,6 @@ from mlflow_operator.builders.trackingserver.inputs import (
     DATABASE_NAME,
     DATABASE_USER,
     POSTGRES_DEFAULT_PARAMETERS,
-    POSTGRES_IMAGE,
     POSTGRES_PORT,
     POSTGRES_RESOURCES,
     POSTGRES_UID,
@@ -51,7 +51,9 @@ def get_postgres_service(name: str, namespace: str) -> Obj:
     return service(meta, selector(name, COMPONENT_POSTGRES), "postgres", POSTGRES_PORT, headless=True)
 
 
-def get_postgres_statefulset(name: str, namespace: str, spec: TrackingServerSpec) -> Obj:
+def get_postgres_statefulset(
+    name: str, namespace: str, spec: TrackingServerSpec, images: Images = DEFAULT_IMAGES
+) -> Obj:
     managed = spec.database.managed
     if managed is None:
         raise ValueError("get_postgres_statefulset needs spec.database.managed")
@@ -68,7 +70,7 @@ def get_postgres_statefulset(name: str, namespace: str, spec: TrackingServerSpec
         claim["spec"]["storageClassName"] = managed.storage_class_name
     container = {
         "name": "postgres",
-        "image": managed.image or POSTGRES_IMAGE.format(version=managed.version),
+        "image": managed.image or with_version(images.postgres, managed.version),
         "args": args,
         "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT}],
         "env": [
@@ -131,11 +133,11 @@ def get_postgres_network_policy(name: str, namespace: str, spec: TrackingServerS
     return network_policy(Names(name).postgres, namespace, name, COMPONENT_POSTGRES, POSTGRES_PORT, allowed)
 
 
-def desired_database(name: str, namespace: str, spec: TrackingServerSpec) -> list[Obj]:
+def desired_database(name: str, namespace: str, spec: TrackingServerSpec, images: Images = DEFAULT_IMAGES) -> list[Obj]:
     if spec.database.managed is None:
         return []
     return [
         get_postgres_service(name, namespace),
-        get_postgres_statefulset(name, namespace, spec),
+        get_postgres_statefulset(name, namespace, spec, images),
         get_postgres_network_policy(name, namespace, spec),
     ]

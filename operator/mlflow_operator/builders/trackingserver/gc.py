@@ -115,7 +115,7 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
                             "containers": [
                                 {
                                     "name": "gc",
-                                    "image": mlflow_image(inputs.spec, inputs.serving_version),
+                                    "image": mlflow_image(inputs, inputs.serving_version),
                                     "command": gc_command(retention.deleted_runs_older_than),
                                     "env": env,
                                     "resources": {

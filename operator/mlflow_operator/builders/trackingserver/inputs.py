@@ -8,19 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from mlflow_operator.api.trackingserver import TrackingServerSpec
-
-MLFLOW_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:{version}"
-
-
-POSTGRES_IMAGE = "docker.io/library/postgres:{version}"
-
-
-# PgBouncer 1.24 (Debian trixie, images/pgbouncer): protocol-level prepared statements behind a transaction pool.
-PGBOUNCER_IMAGE = "ghcr.io/mlflow-operator/pgbouncer:1.24"
-
-
-PGBOUNCER_EXPORTER_IMAGE = "quay.io/prometheuscommunity/pgbouncer-exporter:v0.10.2"
-
+from mlflow_operator.builders.images import DEFAULT_IMAGES, Images, with_version
 
 MLFLOW_PORT = 5000
 
@@ -163,15 +151,16 @@ class TrackingServerInputs:
     serving_version: str
     database_credentials: Credentials
     admin_credentials: Credentials | None = None
+    images: Images = DEFAULT_IMAGES  # the operator-wide defaults (builders.images)
 
     @property
     def names(self) -> Names:
         return Names(self.name)
 
 
-def mlflow_image(spec: TrackingServerSpec, version: str) -> str:
+def mlflow_image(inputs: TrackingServerInputs, version: str) -> str:
     # spec.image pins one image for every version; otherwise the image follows the version.
-    return spec.image or MLFLOW_IMAGE.format(version=version)
+    return inputs.spec.image or with_version(inputs.images.mlflow_server, version)
 
 
 def get_database_endpoint(name: str, namespace: str, spec: TrackingServerSpec) -> DatabaseEndpoint:

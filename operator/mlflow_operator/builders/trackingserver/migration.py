@@ -45,7 +45,7 @@ def get_migration_job(inputs: TrackingServerInputs, version: str) -> Obj:
                     "containers": [
                         {
                             "name": "migrate",
-                            "image": mlflow_image(inputs.spec, version),
+                            "image": mlflow_image(inputs, version),
                             "command": ["mlflow", "db", "upgrade", "$(MLFLOW_DIRECT_URI)"],
                             "env": [secret_env("MLFLOW_DIRECT_URI", names.backend_secret, "direct-uri")],
                             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},

@@ -31,8 +31,6 @@ from mlflow_operator.builders.trackingserver.inputs import (
     COMPONENT_POOLER,
     COMPONENT_SERVER,
     EXPORTER_PORT,
-    PGBOUNCER_EXPORTER_IMAGE,
-    PGBOUNCER_IMAGE,
     PGBOUNCER_PORT,
     POOLER_RESOURCES,
     Names,
@@ -105,7 +103,7 @@ def get_pgbouncer_deployment(inputs: TrackingServerInputs) -> Obj:
     containers = [
         {
             "name": "pgbouncer",
-            "image": PGBOUNCER_IMAGE,
+            "image": pooler.image or inputs.images.pgbouncer,
             "args": ["/etc/pgbouncer/pgbouncer.ini"],
             "ports": [{"name": "pgbouncer", "containerPort": PGBOUNCER_PORT}],
             "readinessProbe": {"tcpSocket": {"port": "pgbouncer"}, "periodSeconds": 5},
@@ -124,7 +122,7 @@ def get_pgbouncer_deployment(inputs: TrackingServerInputs) -> Obj:
         containers.append(
             {
                 "name": "exporter",
-                "image": PGBOUNCER_EXPORTER_IMAGE,
+                "image": pooler.exporter_image or inputs.images.pgbouncer_exporter,
                 # The connection string carries the password: it comes from the pooler's Secret, not the spec.
                 "env": [
                     secret_env("PGBOUNCER_EXPORTER_CONNECTION_STRING", names.pooler_auth, "exporter-connection-string")

@@ -187,7 +187,7 @@ def get_tracking_deployment(inputs: TrackingServerInputs) -> Obj:
         )
     container = {
         "name": "mlflow",
-        "image": mlflow_image(spec, inputs.serving_version),
+        "image": mlflow_image(inputs, inputs.serving_version),
         "command": tracking_server_args(inputs),
         "env": tracking_server_env(inputs),
         "ports": [{"name": "http", "containerPort": MLFLOW_PORT}],
