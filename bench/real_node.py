@@ -177,6 +177,7 @@ def failing_canary(platform: realpods.Platform) -> dict[str, Any]:
     return {
         "interval_s": rollback.interval_s,
         "first_failure_to_weight_0_s": rollback.seconds,
+        "other_failed_answers": rollback.other_failures,
         "failed_measurement": next((r for r in reversed(results) if r["outcome"] == "Failed"), None),
     }
 
