@@ -32,6 +32,7 @@ from mlflow_operator.builders.common import CONFIG_HASH_ANNOTATION
 from mlflow_operator.builders.images import DEFAULT_IMAGES, Images
 from mlflow_operator.logic.lifecycle import validate_rules
 from mlflow_operator.logic.lifecycle_safety import deleting_action, layout_refusals
+from mlflow_operator.logic.registry_reader import reader_username
 from mlflow_operator.logic.validation import Invalid, validate_spec
 
 Obj = dict[str, Any]
@@ -155,9 +156,10 @@ def render_registered_model(name: str, namespace: str, spec: RegisteredModelSpec
 
 
 def _registry_credentials(
-    spec: ModelDeploymentSpec, namespace: str, servers: dict[tuple[str, str], TrackingServerSpec], where: str
+    name: str, spec: ModelDeploymentSpec, namespace: str, servers: dict[tuple[str, str], TrackingServerSpec]
 ) -> tuple[str, RegistryCredentials | None, list[str]]:
     """The tracking URI and the credentials Secret the model pods get, as the handler resolves them."""
+    where = _ref("ModelDeployment", namespace, name)
     if spec.tracking_uri is not None:
         return spec.tracking_uri, spec.credentials_secret, []
     assert spec.tracking_server_ref is not None  # the API refuses neither/both
@@ -168,8 +170,9 @@ def _registry_credentials(
         return uri, None, [f"{where}: TrackingServer {server_name} is not in the input; rendered as if it had no auth"]
     if server.auth is None or not server.auth.enabled:
         return uri, None, []
-    admin = ts_build.admin_secret_name(server_name, server.auth)
-    return uri, RegistryCredentials(name=admin, username_key="username", password_key="password"), []
+    # The pods' own reader, never the admin (handlers.registry_reader).
+    reader = md_build.Names(name).registry_reader
+    return uri, RegistryCredentials(name=reader, username_key="username", password_key="password"), []
 
 
 def render_model_deployment(
@@ -181,7 +184,7 @@ def render_model_deployment(
     images: Images = DEFAULT_IMAGES,
 ) -> Rendered:
     where = _ref("ModelDeployment", namespace, name)
-    uri, credentials, notes = _registry_credentials(spec, namespace, servers or {}, where)
+    uri, credentials, notes = _registry_credentials(name, spec, namespace, servers or {})
     version = spec.model.version
     if version is None and model_version is not None:
         version = model_version
@@ -192,11 +195,24 @@ def render_model_deployment(
             "depend on a version are rendered (give --model-version N to render the version's objects)"
         )
     tracks = (md_build.TrackPlan("stable", version),) if version is not None else ()
-    inputs = md_build.ModelDeploymentInputs(name, namespace, spec, uri, credentials, tracks, images=images)
+    reader = credentials is not None and credentials.name == md_build.Names(name).registry_reader
+    inputs = md_build.ModelDeploymentInputs(
+        name,
+        namespace,
+        spec,
+        uri,
+        credentials,
+        tracks,
+        images=images,
+        credentials_revision=COMPUTED if reader else None,
+    )
     try:
         objects = md_build.all_objects(inputs)
     except ValueError as refused:
         raise RenderError(f"{where}: {refused}") from refused
+    if reader:
+        objects.append(md_build.get_reader_secret(name, namespace, reader_username(namespace, name), GENERATED))
+        _redact(objects)
     return Rendered(objects, notes)
 
 

@@ -34,6 +34,7 @@ import mlflow.artifacts
 import pytest
 import requests
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from mlflow_operator.api.kinds import API_VERSION
 from mlflow_operator.api.modeldeployment import GatewayAPIRouting
@@ -147,6 +148,31 @@ def test_examples_are_ready_and_serve_the_models_own_predictions(platform: Platf
             assert terminated.get("exitCode") == 0, (pod["metadata"]["name"], name, init_status(pod, name))
         log = platform.kubectl.run("logs", "-n", NAMESPACE, pod["metadata"]["name"], "-c", "check-model").stdout
         assert "model loaded and answered its input example" in log, log
+
+
+def test_model_servers_read_the_registry_as_their_own_user_who_cannot_write(
+    platform: Platform, client: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example's model server pods fetched their model with the ModelDeployment's own MLflow user (not the
+    TrackingServer's admin); the real server refuses that user a write."""
+    champion = client.get_model_version_by_alias("fraud", "champion")
+    pod = version_pods(platform, f"fraud-v{champion.version}")[0]["spec"]
+    refs = {
+        env["valueFrom"]["secretKeyRef"]["name"]
+        for container in [*pod["initContainers"], *pod["containers"]]
+        for env in container.get("env", [])
+        if env["name"].startswith("MLFLOW_TRACKING_") and "valueFrom" in env
+    }
+    assert refs == {"fraud-registry-reader"}, refs
+    reader = platform.secret("fraud-registry-reader")
+    assert reader["username"] == f"modeldeployment/{NAMESPACE}/fraud"
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", reader["username"])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", reader["password"])
+    as_reader = MlflowClient()
+    assert as_reader.get_registered_model("fraud").name == "fraud"
+    with pytest.raises(MlflowException) as refused:
+        as_reader.set_registered_model_alias("fraud", "hijacked", champion.version)
+    assert refused.value.error_code == "PERMISSION_DENIED", refused.value
 
 
 def test_every_pod_runs_restricted_with_a_read_only_root(platform: Platform) -> None:

@@ -37,13 +37,13 @@ def create_database(postgres: Postgres, name: str) -> str:
     return postgres.uri().rsplit("/", 1)[0] + f"/{name}"
 
 
-def write_auth_config(directory: Path, database_uri: str, admin: Admin) -> Path:
+def write_auth_config(directory: Path, database_uri: str, admin: Admin, default_permission: str = "READ") -> Path:
     """basic_auth.ini as the operator renders it (builders.trackingserver.render_auth_config)."""
     path = directory / "basic_auth.ini"
     path.write_text(
         textwrap.dedent(f"""\
             [mlflow]
-            default_permission = READ
+            default_permission = {default_permission}
             database_uri = {database_uri}
             admin_username = {admin.username}
             admin_password = {admin.password}
@@ -98,17 +98,24 @@ def sqlite_registry(root: Path) -> Iterator[RegistryServer]:
 
 
 def migrated_server(
-    postgres: Postgres, database: str, artifacts: Path, logs: Path, *, admin: Admin | None = None
+    postgres: Postgres,
+    database: str,
+    artifacts: Path,
+    logs: Path,
+    *,
+    admin: Admin | None = None,
+    default_permission: str = "READ",
 ) -> RegistryServer:
-    """A started server on a fresh, migrated backend database; with basic auth when an admin is given.
-    Its log and config files go to logs/<database>/."""
+    """A started server on a fresh, migrated backend database; with basic auth when an admin is given
+    (`default_permission` for users without a grant). Its log and config files go to logs/<database>/."""
     logs = logs / database
     logs.mkdir(parents=True, exist_ok=True)
     backend = create_database(postgres, database)
     run_mlflow(["db", "upgrade", backend])  # the backend's schema, as the operator's migration Job does
     auth_config = None
     if admin is not None:
-        auth_config = write_auth_config(logs, create_database(postgres, f"{database}_users"), admin)
+        users = create_database(postgres, f"{database}_users")
+        auth_config = write_auth_config(logs, users, admin, default_permission)
     server = RegistryServer(backend, artifacts, logs, auth_config=auth_config)
     server.start()
     return server

@@ -64,13 +64,15 @@ def test_no_secret_value_is_rendered_and_no_owner_references() -> None:
     assert {s["metadata"]["name"] for s in secrets} == {
         "mlflow-db",
         "mlflow-admin",
+        "fraud-registry-reader",
         "mlflow-pgbouncer-auth",
         "mlflow-backend",
         "mlflow-auth-config",
     }
     for secret in secrets:
         for key, value in secret["stringData"].items():
-            assert value == GENERATED or (key == "username" and value in ("mlflow", "admin")), (secret, key)
+            usernames = ("mlflow", "admin", "modeldeployment/default/fraud")
+            assert value == GENERATED or (key == "username" and value in usernames), (secret, key)
     text = to_yaml(result.objects)
     assert "ownerReferences" not in text
     assert "%3Cgenerated" not in text  # no URI built from the placeholder survives outside a redacted Secret
@@ -78,7 +80,7 @@ def test_no_secret_value_is_rendered_and_no_owner_references() -> None:
     assert hashes and set(hashes) == {COMPUTED}
 
 
-def test_model_deployment_with_a_tracking_server_in_the_same_input_gets_its_admin_credentials() -> None:
+def test_model_deployment_with_a_tracking_server_in_the_same_input_gets_its_own_reader_not_the_admin() -> None:
     result = render_documents(all_examples(), model_version=3)
     deployment = next(o for o in result.objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "fraud-v3")
     env = {
@@ -87,7 +89,10 @@ def test_model_deployment_with_a_tracking_server_in_the_same_input_gets_its_admi
         for item in container.get("env", [])
     }
     assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.default.svc:5000"
-    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-admin", "key": "password"}
+    reader = {"name": "fraud-registry-reader", "key": "password"}
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == reader
+    secret = next(o for o in result.objects if o["kind"] == "Secret" and o["metadata"]["name"] == reader["name"])
+    assert secret["stringData"] == {"username": "modeldeployment/default/fraud", "password": GENERATED}
 
 
 def test_an_alias_without_model_version_renders_only_what_needs_no_version() -> None:

@@ -192,6 +192,29 @@ class RegistryEndpoint:
         return host_creds(self.tracking_uri, username=self.username, password=self.password)
 
 
+def rest_call(
+    endpoint: RegistryEndpoint, method: str, path: str, *, body: Mapping[str, Any] | None = None, params: Any = None
+) -> dict[str, Any]:
+    """One MLflow REST call with the endpoint's credentials, timeout and retries; MLflow's exception when it
+    answers with an error (translate_error turns it into a RegistryError)."""
+    rest_utils = _mlflow("utils.rest_utils")
+    response = rest_utils.http_request(
+        endpoint.host_creds(),
+        path,
+        method,
+        json=dict(body) if body is not None else None,
+        params=params,
+        max_retries=endpoint.max_retries,
+        backoff_factor=endpoint.backoff_factor,
+        backoff_jitter=endpoint.backoff_jitter,
+        timeout=endpoint.timeout,
+        respect_retry_after_header=False,
+    )
+    response = rest_utils.verify_rest_response(response, path)
+    answer: dict[str, Any] = json.loads(response.text or "{}")
+    return answer
+
+
 @dataclass(frozen=True)
 class CallCount:
     reads: int = 0
@@ -536,26 +559,12 @@ class ModelRegistry:
 
     def _get_json(self, path: str, params: Mapping[str, str], what: str) -> dict[str, Any] | None:
         """A tracking API GET with this registry's credentials and bounds; None when it does not exist."""
-        rest_utils = _mlflow("utils.rest_utils")
         self.calls.record("GetRun" if path == RUN_PATH else "GetLoggedModel")
         try:
             with self._translated(what):
-                response = rest_utils.http_request(
-                    self.endpoint.host_creds(),
-                    path,
-                    "GET",
-                    params=dict(params),
-                    max_retries=self.endpoint.max_retries,
-                    backoff_factor=self.endpoint.backoff_factor,
-                    backoff_jitter=self.endpoint.backoff_jitter,
-                    timeout=self.endpoint.timeout,
-                    respect_retry_after_header=False,
-                )
-                response = rest_utils.verify_rest_response(response, path)
-                answer: dict[str, Any] = json.loads(response.text)
+                return rest_call(self.endpoint, "GET", path, params=dict(params))
         except ModelNotFound:
             return None
-        return answer
 
     # --- one reconcile pass ---
 

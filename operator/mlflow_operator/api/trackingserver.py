@@ -309,6 +309,13 @@ class Auth(ApiModel):
         "the password hash again (MLflow's auth_cache_ttl_seconds; 0 checks on every request). A changed "
         "or revoked password is accepted at most this long.",
     )
+    default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] = Field(
+        default="READ",
+        description="What every user may do where no permission was granted (MLflow's default_permission). "
+        "NO_PERMISSIONS confines each ModelDeployment's model servers to their own registered model (their "
+        "MLflow user is granted READ on it and on the experiments of the versions they serve); people and "
+        "training jobs then need grants of their own.",
+    )
 
 
 class Ingress(ApiModel):

@@ -69,6 +69,7 @@ from mlflow_operator.builders.images import DEFAULT_IMAGES, Images
 from mlflow_operator.builders.routers import Router, RouteTarget, Track, Weights, router_for
 
 APP_UID = 10001  # the non-root user of our images
+CREDENTIALS_REVISION_ANNOTATION = "mlflow.operator.dev/registry-credentials"
 SERVER_PORT = 8080
 SERVICE_PORT = 80
 MODEL_DIR = "/models"
@@ -144,6 +145,11 @@ class Names:
     def canary(self) -> str:
         return f"{self.instance}-canary"
 
+    @property
+    def registry_reader(self) -> str:
+        """The Secret with the model servers' own MLflow credentials (get_reader_secret)."""
+        return f"{self.instance}-registry-reader"
+
     def service(self, track: Track) -> str:
         return self.stable if track == "stable" else self.canary
 
@@ -174,6 +180,8 @@ class ModelDeploymentInputs:
     weights: Weights = field(default_factory=Weights)
     mirror_supported: bool = True  # by the parent Gateways' class (logic.gateway_route)
     images: Images = DEFAULT_IMAGES  # the operator-wide defaults (builders.images)
+    # Names the registry password the pods read (logic.registry_reader.password_revision): a new one rolls them.
+    credentials_revision: str | None = None
 
     @property
     def names(self) -> Names:
@@ -190,6 +198,14 @@ class ModelDeploymentInputs:
         """The version a role's Service selects: its own, else the other role's (see the module docstring)."""
         plan = self.track(role) or self.track("canary" if role == "stable" else "stable")
         return plan.version if plan else None
+
+
+def pod_annotations(inputs: ModelDeploymentInputs) -> dict[str, str]:
+    annotations = dict(SCRAPE_ANNOTATIONS)
+    if inputs.credentials_revision:
+        # Env from a Secret is read at container start: a rotated password must restart the pods.
+        annotations[CREDENTIALS_REVISION_ANNOTATION] = inputs.credentials_revision
+    return annotations
 
 
 def model_image(inputs: ModelDeploymentInputs) -> str:
@@ -358,7 +374,7 @@ def get_model_deployment(inputs: ModelDeploymentInputs, plan: TrackPlan) -> Obj:
         # ProgressDeadlineExceeded, which the rollout reads as a failed version (TrackObservation.failed).
         "progressDeadlineSeconds": max(1, math.ceil(duration_seconds(inputs.spec.progress_deadline))),  # API: > 0
         "template": {
-            "metadata": {"labels": pod_labels(name, version), "annotations": dict(SCRAPE_ANNOTATIONS)},
+            "metadata": {"labels": pod_labels(name, version), "annotations": pod_annotations(inputs)},
             "spec": {
                 "serviceAccountName": inputs.names.service_account,
                 "automountServiceAccountToken": False,  # model servers never call the Kubernetes API
@@ -478,6 +494,18 @@ def get_service_account(inputs: ModelDeploymentInputs) -> Obj:
         "metadata": metadata(inputs.names.service_account, inputs.namespace, labels(inputs.name, COMPONENT, APP_NAME)),
         # Model servers never call the Kubernetes API.
         "automountServiceAccountToken": False,
+    }
+
+
+def get_reader_secret(name: str, namespace: str, username: str, password: str) -> Obj:
+    """The model servers' own MLflow credentials (logic.registry_reader): created once, owned by the
+    ModelDeployment; deleting it rotates the password."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(Names(name).registry_reader, namespace, labels(name, COMPONENT, APP_NAME)),
+        "type": "Opaque",
+        "stringData": {"username": username, "password": password},
     }
 
 

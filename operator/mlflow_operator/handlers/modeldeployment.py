@@ -43,6 +43,7 @@ from mlflow_operator.handlers.reconcile import (
     write_status,
 )
 from mlflow_operator.handlers.registry_access import RegistryAccess, registry_access, wake_tracking_server
+from mlflow_operator.handlers.registry_reader import forget_reader, reader_access
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import alias_ownership, gateway_route, rollout
 from mlflow_operator.logic import conditions as cond
@@ -52,6 +53,7 @@ from mlflow_operator.logic.conditions import ConditionUpdate, rfc3339
 
 CONTROLLER = "modeldeployment"
 CONDITIONS = (decide.MODEL_RESOLVED, rollout.AVAILABLE, rollout.PROGRESSING, alias_ownership.ALIAS_CONFLICT, cond.READY)
+EVENT_READER_FAILED = "RegistryReaderFailed"
 RETRY_SECONDS = 5.0  # the first retry after a registry or API failure; doubled up to 5 minutes
 PROMETHEUS_TIMEOUT_SECONDS = 10.0
 GATEWAY_API = "gateway.networking.k8s.io/v1"
@@ -86,6 +88,7 @@ class Pass(ResourcePass):
     spec: ModelDeploymentSpec
     now: datetime
     access: RegistryAccess | None = None
+    credentials_revision: str | None = None  # of the pods' own reader (handlers.registry_reader)
     requeue: list[float] = field(default_factory=list)
     aliases: alias_ownership.AliasReport = alias_ownership.NO_OWNERS
 
@@ -110,6 +113,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     md = Pass(rt, rt.kube(CONTROLLER), body, spec, rt.now())
     md.aliases = alias_ownership.alias_report(spec, alias_owners(md))
     resolution = await resolve_model(md)
+    await use_own_reader(md, resolution)
     observations = await observe(md, resolution)
     state = rollout.RolloutState.from_status(md.status)
     # An alias a RegisteredModel owns is not moved on promotion: the state machine never sees it.
@@ -132,8 +136,9 @@ def forget(body: dict[str, Any]) -> None:
     uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
     _resolutions.pop(uid, None)
     _applied.forget(uid)
-    for what in ("apply", "registry"):
+    for what in ("apply", "registry", "reader"):
         _retries.pop((uid, what), None)
+    forget_reader(uid)
     metrics.forget_rollout(namespace, name)
 
 
@@ -159,6 +164,28 @@ async def resolve_model(md: Pass) -> decide.Resolution:
     if previous is None or previous.version != found.version:
         wake_tracking_server(md.rt, md.spec, md.namespace)
     return remember(md, decide.resolved(md.spec, md.now, found.version, found.status, found.source, found.run_id))
+
+
+async def use_own_reader(md: Pass, resolution: decide.Resolution) -> None:
+    """Model servers never get a TrackingServer's admin credentials: they read the registry as this
+    ModelDeployment's own MLflow user (handlers.registry_reader); the operator keeps the admin's."""
+    access = md.access
+    if access is None or not access.admin:
+        return
+    served = frozenset({(resolution.source, resolution.run_id or "")}) if resolution.source else frozenset()
+    try:
+        reader = await reader_access(md.rt, md.body, access, md.spec.model.registered_model, served)
+    except SecretProblem as problem:
+        md.access = None  # nothing new starts: never with the admin's credentials
+        await md.event("Warning", EVENT_READER_FAILED, problem.message)
+        md.requeue.append(retry_after_failure(md, "reader").delay(md.now))
+        return
+    md.access, md.credentials_revision = reader.access, reader.revision
+    if reader.problem is None:
+        _retries.pop((md.uid, "reader"), None)
+        return
+    await md.event("Warning", EVENT_READER_FAILED, f"setting up the model servers' MLflow user: {reader.problem}")
+    md.requeue.append(retry_after_failure(md, "reader").delay(md.now))
 
 
 def failures(previous: decide.Resolution | None) -> int:
@@ -230,6 +257,7 @@ def model_inputs(md: Pass, transition: rollout.Transition, mirror_supported: boo
         weights=Weights(weights.canary, weights.canary_available),
         mirror_supported=mirror_supported,
         images=md.rt.images,
+        credentials_revision=md.credentials_revision,
     )
 
 

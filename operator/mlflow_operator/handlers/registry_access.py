@@ -21,6 +21,9 @@ class RegistryAccess:
 
     endpoint: RegistryEndpoint
     secret: RegistryCredentials | None = None
+    # The credentials are a TrackingServer's admin's: pods get a reader of their own instead
+    # (handlers.registry_reader), never these.
+    admin: bool = False
 
 
 async def registry_access(rt: Runtime, body: dict[str, Any], spec: RegistryConnection) -> RegistryAccess:
@@ -71,4 +74,5 @@ async def tracking_server_registry(rt: Runtime, server: dict[str, Any]) -> Regis
         rt, namespace, admin, "TrackingServer spec.auth.adminSecret", {"username": "username", "password": "password"}
     )
     endpoint = RegistryEndpoint(url, username=data["username"], password=data["password"])
-    return RegistryAccess(endpoint, RegistryCredentials(name=admin, username_key="username", password_key="password"))
+    credentials = RegistryCredentials(name=admin, username_key="username", password_key="password")
+    return RegistryAccess(endpoint, credentials, admin=True)

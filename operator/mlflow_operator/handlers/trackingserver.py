@@ -35,6 +35,7 @@ from mlflow_operator.handlers.reconcile import (
     write_status,
 )
 from mlflow_operator.handlers.registry_access import tracking_server_registry
+from mlflow_operator.handlers.registry_reader import forget_sweeps, sweep_due, sweep_readers
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import gc, lifecycle, lifecycle_safety
@@ -152,6 +153,8 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     # GarbageCollected posts its own Events, one per failed Job (a transition Event misses the second one).
     own_events = {gc.GARBAGE_COLLECTED}
     await write_status(rt, TRACKING_SERVER, body, [*step.updates, ready], fields, own_events=own_events)
+    if ready.status == "True" and spec.auth is not None and spec.auth.enabled:
+        await remove_gone_readers(rt, body)
     warning = step.gc_warning
     # A pass may start from a body older than the previous pass's status write (the watch lags): the
     # condition it reads back cannot tell it the Event was posted, this memo can.
@@ -159,6 +162,17 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
         _gc_warned[step.uid] = warning.message
         await rt.status.post_event(body, warning.type, warning.reason, warning.message, cond.rfc3339(rt.now()))
     return next_pass(body["metadata"]["uid"], ready.status == "True", failed, rt.now())
+
+
+async def remove_gone_readers(rt: Runtime, body: dict[str, Any]) -> None:
+    """The MLflow users of ModelDeployments that are gone (handlers.registry_reader), now and then."""
+    if not sweep_due(body["metadata"]["uid"], rt.now()):
+        return
+    try:
+        access = await tracking_server_registry(rt, body)
+    except SecretProblem:
+        return  # the admin Secret's own condition reports it
+    await sweep_readers(rt, body, access, rt.now())
 
 
 def next_pass(uid: str, ready: bool, failed: bool, now: datetime) -> float | None:
@@ -520,6 +534,7 @@ def forget(body: dict[str, Any]) -> None:
     _retries.pop(uid, None)
     _gc_warned.pop(uid, None)
     _applied.forget(uid)
+    forget_sweeps(uid)
 
 
 __all__ = ["INVALID_SPEC", "forget", "reconcile"]

@@ -102,7 +102,7 @@ def render_auth_config(inputs: TrackingServerInputs) -> str:
     )
     lines = [
         "[mlflow]",
-        "default_permission = READ",
+        f"default_permission = {inputs.spec.auth.default_permission if inputs.spec.auth else 'READ'}",
         f"database_uri = {database_uri}",
         f"admin_username = {username}",
         f"admin_password = {password}",
