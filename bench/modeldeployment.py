@@ -932,7 +932,7 @@ NOTES = [
     "kwok makes the model-server pods Ready without running them: the figures are the operator's and the control "
     "plane's, not a model server's start-up.",
     "Everything (control plane, Postgres, MLflow with 1 gunicorn sync worker, Prometheus, operator, kubectl) shares "
-    "this machine's cores with whatever else runs on it (other agents' tests included): see cpu.other_cores and "
+    "this machine's cores with whatever else runs on it: see cpu.other_cores and "
     "the load averages.",
 ]
 

@@ -844,7 +844,7 @@ NOTES = [
     "node heartbeats and leases, the controllers and kopf; the background window (no operator running, the floor's "
     "objects in place) shows the control plane's own share.",
     "Everything (control plane, Postgres, MLflow, moto, operator, kubectl) shares this machine's cores with "
-    "whatever else runs on it (other agents' tests included): see cpu.other_cores and the load averages.",
+    "whatever else runs on it: see cpu.other_cores and the load averages.",
 ]
 
 
