@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlflow_operator.render import render_documents
 from tests.integration.packaging import (
     CHART,
     EXAMPLES,
@@ -31,6 +32,7 @@ from tests.integration.packaging import (
     rule_permissions,
 )
 from tests.kube import ROOT, Kubectl, eventually
+from tests.pod_options import examples_with_every_pod_option
 
 NAMESPACE = "mlflow-operator"
 RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
@@ -143,3 +145,19 @@ def test_everything_we_ship_passes_server_dry_run(kubectl: Kubectl, crds: None, 
         rendered = documents(render_example(example, namespace=ns))
         if rendered:  # a RegisteredModel renders no Kubernetes objects
             dry_run(kubectl, rendered, f"objects rendered for {example.name}")
+
+
+def test_every_pod_option_is_admitted_and_so_is_every_pod_rendered_from_it(
+    kubectl: Kubectl, crds: None, install_namespace: str
+) -> None:
+    """spec.pod with every option: the CRDs admit the resources, and the core/v1 API server admits every
+    object the operator renders from them (the bounded subsets write what a Pod spec expects)."""
+    for crd in gateway_api_crds():
+        kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    resources = examples_with_every_pod_option()
+    for doc in resources:
+        doc["metadata"]["namespace"] = install_namespace
+    dry_run(kubectl, resources, "examples with every pod option")
+    objects = render_documents(resources, model_version=3).objects
+    assert sum(1 for obj in objects if "affinity" in str(obj)) >= 6
+    dry_run(kubectl, objects, "objects rendered with every pod option")

@@ -222,6 +222,26 @@ def test_a_client_logs_through_the_service_and_rows_land_in_postgres(platform: P
     assert row["artifact_uri"].startswith("mlflow-artifacts:/"), row  # served by the tracking server
 
 
+def test_prometheus_scrapes_the_tracking_servers_metrics_without_its_credentials(
+    platform: Platform, client: MlflowClient
+) -> None:
+    """The example has basic auth, under which MLflow serves /metrics to admins only: make run's Prometheus
+    (kubernetes_sd, the pods' annotations, no credentials) gets the request counters from the metrics sidecar."""
+    client.search_experiments()
+    service = platform.kubectl.run("get", "service", "prometheus", "-n", "monitoring", "-o", "json").stdout
+    url = f"http://{json.loads(service)['spec']['clusterIP']}:9090/api/v1/query"
+    query = f'sum(mlflow_http_request_total{{namespace="{NAMESPACE}"}})'
+
+    def scraped() -> float | None:
+        result = requests.get(url, params={"query": query}, timeout=10).json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    total = eventually(scraped, timeout=90, interval=2, what="the tracking server's requests in Prometheus")
+    assert total is not None and total > 0, total
+    anonymous = requests.get(f"{platform.tracking_uri}/metrics", timeout=10)
+    assert anonymous.status_code == 401  # the server's own /metrics still wants credentials
+
+
 def test_pgbouncer_pools_the_servers_connections(platform: Platform, client: MlflowClient) -> None:
     """The MLflow servers reach Postgres only through PgBouncer: SHOW POOLS (as the stats user) shows their
     client connections, and Postgres sees connections from PgBouncer pods only."""

@@ -23,13 +23,16 @@ from typing import Any
 import pytest
 
 from mlflow_operator.builders.trackingserver import (
+    PROMETHEUS_DIR,
     Credentials,
     TrackingServerInputs,
     get_migration_job,
     get_pgbouncer_config,
+    get_tracking_deployment,
 )
 from tests.integration import rendered
 from tests.integration.dataplane import (
+    HOST,
     MlflowServer,
     PgBouncer,
     Postgres,
@@ -38,6 +41,7 @@ from tests.integration.dataplane import (
     run_checked,
     run_mlflow,
     run_server_python,
+    server_venv,
     wait_for,
 )
 from tests.integration.registry_server import ADD_N_MODEL
@@ -275,6 +279,7 @@ def test_example_tracking_server_serves_the_mlflow_client(minio: S3Server, tmp_p
             assert_tracking_and_registry(read)
             assert_artifacts_in_bucket(plane, read)
             assert_auth_and_metrics(plane)
+            assert_metrics_sidecar_needs_no_credentials(plane, tmp_path / "prometheus")
             assert_allowed_hosts(plane)
             assert_pooled_connections(plane, sampler.peak)
 
@@ -319,6 +324,35 @@ def assert_auth_and_metrics(plane: Plane) -> None:
     assert 'mlflow_http_request_total{method="POST",status="200"}' in body, body[:2000]
     # Basic auth guards /metrics too: a scrape without credentials is refused.
     assert http_get(f"{url}/metrics")[0] == 401
+
+
+def assert_metrics_sidecar_needs_no_credentials(plane: Plane, prometheus_dir: Path) -> None:
+    """The rendered metrics sidecar, on the server's multiprocess files: the request counters without
+    credentials, where the server's own /metrics wants an admin's."""
+    deployment = get_tracking_deployment(plane.inputs)
+    (sidecar,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "metrics"]
+    assert sidecar["command"][0] == "python", sidecar["command"]
+    port = free_port()
+    env = {e["name"]: e["value"] for e in sidecar["env"]}
+    assert env["PROMETHEUS_MULTIPROC_DIR"] == PROMETHEUS_DIR  # where the server's --expose-prometheus writes
+    env |= {"PROMETHEUS_MULTIPROC_DIR": str(prometheus_dir), "METRICS_PORT": str(port), "METRICS_ADDRESS": HOST}
+    argv = [str(server_venv() / "bin" / "python"), *sidecar["command"][1:]]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://{HOST}:{port}/metrics"
+
+    def answering() -> bool:
+        try:
+            return http_get(url)[0] == 200
+        except urllib.error.URLError:  # not listening yet
+            return False
+
+    try:
+        assert wait_for(answering, timeout=30), process.poll()
+        status, _, body = http_get(url)
+        assert status == 200 and 'mlflow_http_request_total{method="POST",status="200"}' in body, body[:2000]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def assert_allowed_hosts(plane: Plane) -> None:

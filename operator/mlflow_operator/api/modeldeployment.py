@@ -22,6 +22,7 @@ from mlflow_operator.api.common import (
     Url,
     conditions_field,
 )
+from mlflow_operator.api.pod import PodOptions
 from mlflow_operator.api.registeredmodel import AliasName, ModelName, TagKey
 
 Message = Annotated[str, StringConstraints(max_length=1024)]
@@ -233,6 +234,9 @@ class ModelDeploymentSpec(RegistryConnection):
 
     model: ModelRef = Field(description="The registered version to serve.")
     runtime: Runtime | None = Field(default=None, description="Model server container.")
+    pod: PodOptions | None = Field(
+        default=None, description="Scheduling, pull secrets, metadata, env and volumes for the model server pods."
+    )
     replicas: int | None = Field(default=None, ge=0, le=1000, description="Pods per track (1 when unset).")
     autoscaling: Autoscaling | None = Field(default=None, description="HPA instead of fixed replicas.")
     strategy: Strategy | None = Field(default=None, description="Rollout strategy.")

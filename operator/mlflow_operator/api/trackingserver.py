@@ -29,6 +29,7 @@ from mlflow_operator.api.common import (
     conditions_field,
     validations,
 )
+from mlflow_operator.api.pod import PodOptions
 
 DEFAULT_MLFLOW_VERSION = "3.17.2"
 PostgresVersion = Literal["14", "15", "16", "17"]
@@ -362,6 +363,11 @@ class TrackingServerSpec(ApiModel):
     ingress: Ingress | None = Field(default=None, description="Ingress.")
     resources: ResourceRequirements | None = Field(default=None, description="Tracking server container resources.")
     metrics: Metrics | None = Field(default=None, description="Prometheus metrics.")
+    pod: PodOptions | None = Field(
+        default=None,
+        description="Scheduling, pull secrets, metadata, env and volumes for every pod of this TrackingServer "
+        "(server, PgBouncer, managed database, migration Job, gc CronJob).",
+    )
     deletion_policy: DeletionPolicy = Field(
         default="Retain",
         description="Retain keeps the managed database PVC and Secrets and the bucket's lifecycle rules "

@@ -17,6 +17,7 @@ from mlflow_operator.builders.common import (
     tmp_volume,
 )
 from mlflow_operator.builders.images import DEFAULT_IMAGES, Images, with_version
+from mlflow_operator.builders.pod import customized
 from mlflow_operator.builders.trackingserver.inputs import (
     COMPONENT_GC,
     COMPONENT_MIGRATION,
@@ -98,29 +99,32 @@ def get_postgres_statefulset(
             {"name": "run", "mountPath": "/var/run/postgresql"},
         ],
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": metadata(names.postgres, namespace, labels(name, COMPONENT_POSTGRES)),
-        "spec": {
-            "serviceName": names.postgres,
-            "replicas": 1,
-            "selector": {"matchLabels": match},
-            # The data volume outlives the TrackingServer unless the user asked for Delete.
-            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
-            "template": {
-                "metadata": {"labels": labels(name, COMPONENT_POSTGRES)},
-                "spec": {
-                    "automountServiceAccountToken": False,  # no pod of the stack talks to the Kubernetes API
-                    "securityContext": pod_security_context(POSTGRES_UID),
-                    "terminationGracePeriodSeconds": 60,  # a clean shutdown checkpoints instead of recovering
-                    "containers": [container],
-                    "volumes": [tmp, {"name": "run", "emptyDir": {}}],
+    return customized(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": metadata(names.postgres, namespace, labels(name, COMPONENT_POSTGRES)),
+            "spec": {
+                "serviceName": names.postgres,
+                "replicas": 1,
+                "selector": {"matchLabels": match},
+                # The data volume outlives the TrackingServer unless the user asked for Delete.
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
+                "template": {
+                    "metadata": {"labels": labels(name, COMPONENT_POSTGRES)},
+                    "spec": {
+                        "automountServiceAccountToken": False,  # no pod of the stack talks to the Kubernetes API
+                        "securityContext": pod_security_context(POSTGRES_UID),
+                        "terminationGracePeriodSeconds": 60,  # a clean shutdown checkpoints instead of recovering
+                        "containers": [container],
+                        "volumes": [tmp, {"name": "run", "emptyDir": {}}],
+                    },
                 },
+                "volumeClaimTemplates": [claim],
             },
-            "volumeClaimTemplates": [claim],
         },
-    }
+        spec.pod,
+    )
 
 
 def get_postgres_network_policy(name: str, namespace: str, spec: TrackingServerSpec) -> Obj:

@@ -17,6 +17,7 @@ from mlflow_operator.builders.config import (
     GC_SCRIPT,
     gc_script,
 )
+from mlflow_operator.builders.pod import customized
 from mlflow_operator.builders.trackingserver.inputs import (
     APP_UID,
     COMPONENT_GC,
@@ -90,49 +91,52 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
             secret_env("MLFLOW_TRACKING_PASSWORD", admin, "password"),
         ]
     pod_labels = labels(inputs.name, COMPONENT_GC)
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "metadata": metadata(names.gc, inputs.namespace, pod_labels),
-        "spec": {
-            "schedule": retention.schedule,
-            "concurrencyPolicy": "Forbid",
-            "successfulJobsHistoryLimit": 1,
-            "failedJobsHistoryLimit": 3,
-            "jobTemplate": {
-                # Labelled Jobs: the TrackingServer reads its gc Jobs' outcome with one label-selected list.
-                "metadata": {"labels": pod_labels},
-                "spec": {
-                    "backoffLimit": 2,
-                    "template": {
-                        # No config-hash annotation: each Job's pod mounts the ConfigMap as it is when the pod
-                        # starts, so a changed script reaches the next run without rolling anything.
-                        "metadata": {"labels": pod_labels},
-                        "spec": {
-                            "restartPolicy": "Never",
-                            "automountServiceAccountToken": False,
-                            "securityContext": pod_security_context(APP_UID),
-                            "containers": [
-                                {
-                                    "name": "gc",
-                                    "image": mlflow_image(inputs, inputs.serving_version),
-                                    "command": gc_command(retention.deleted_runs_older_than),
-                                    "env": env,
-                                    "resources": {
-                                        "requests": {"cpu": "100m", "memory": "256Mi"},
-                                        "limits": {"memory": "1Gi"},
-                                    },
-                                    "securityContext": container_security_context(),
-                                    "volumeMounts": [
-                                        tmp_mount,
-                                        {"name": "script", "mountPath": GC_SCRIPT_DIR, "readOnly": True},
-                                    ],
-                                }
-                            ],
-                            "volumes": [tmp, {"name": "script", "configMap": {"name": names.gc}}],
+    return customized(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": metadata(names.gc, inputs.namespace, pod_labels),
+            "spec": {
+                "schedule": retention.schedule,
+                "concurrencyPolicy": "Forbid",
+                "successfulJobsHistoryLimit": 1,
+                "failedJobsHistoryLimit": 3,
+                "jobTemplate": {
+                    # Labelled Jobs: the TrackingServer reads its gc Jobs' outcome with one label-selected list.
+                    "metadata": {"labels": pod_labels},
+                    "spec": {
+                        "backoffLimit": 2,
+                        "template": {
+                            # No config-hash annotation: each Job's pod mounts the ConfigMap as it is when the pod
+                            # starts, so a changed script reaches the next run without rolling anything.
+                            "metadata": {"labels": pod_labels},
+                            "spec": {
+                                "restartPolicy": "Never",
+                                "automountServiceAccountToken": False,
+                                "securityContext": pod_security_context(APP_UID),
+                                "containers": [
+                                    {
+                                        "name": "gc",
+                                        "image": mlflow_image(inputs, inputs.serving_version),
+                                        "command": gc_command(retention.deleted_runs_older_than),
+                                        "env": env,
+                                        "resources": {
+                                            "requests": {"cpu": "100m", "memory": "256Mi"},
+                                            "limits": {"memory": "1Gi"},
+                                        },
+                                        "securityContext": container_security_context(),
+                                        "volumeMounts": [
+                                            tmp_mount,
+                                            {"name": "script", "mountPath": GC_SCRIPT_DIR, "readOnly": True},
+                                        ],
+                                    }
+                                ],
+                                "volumes": [tmp, {"name": "script", "configMap": {"name": names.gc}}],
+                            },
                         },
                     },
                 },
             },
         },
-    }
+        inputs.spec.pod,
+    )

@@ -37,6 +37,9 @@ DATABASE_USER = "mlflow"
 PROMETHEUS_DIR = "/tmp/prometheus"
 
 
+METRICS_PORT = 9102  # the metrics sidecar of a server with basic auth (server.metrics_sidecar)
+
+
 GC_SCRIPT_DIR = "/etc/mlflow-gc"
 
 

@@ -25,6 +25,7 @@ from mlflow_operator.builders.config import (
     content_hash,
     render_pgbouncer_ini,
 )
+from mlflow_operator.builders.pod import customized
 from mlflow_operator.builders.trackingserver.inputs import (
     APP_UID,
     COMPONENT_GC,
@@ -135,32 +136,35 @@ def get_pgbouncer_deployment(inputs: TrackingServerInputs) -> Obj:
                 "securityContext": container_security_context(),
             }
         )
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(names.pooler, namespace, labels(name, COMPONENT_POOLER)),
-        "spec": {
-            "replicas": pooler.replicas,
-            "selector": {"matchLabels": match},
-            "template": {
-                "metadata": {
-                    "labels": labels(name, COMPONENT_POOLER),
-                    "annotations": {CONFIG_HASH_ANNOTATION: content_hash(ini, auth)},
-                },
-                "spec": {
-                    "automountServiceAccountToken": False,  # no pod of the stack talks to the Kubernetes API
-                    "securityContext": pod_security_context(APP_UID),
-                    "terminationGracePeriodSeconds": 60,
-                    "topologySpreadConstraints": topology_spread(match),
-                    "containers": containers,
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": names.pooler}},
-                        {"name": "auth", "secret": {"secretName": names.pooler_auth}},
-                    ],
+    return customized(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": metadata(names.pooler, namespace, labels(name, COMPONENT_POOLER)),
+            "spec": {
+                "replicas": pooler.replicas,
+                "selector": {"matchLabels": match},
+                "template": {
+                    "metadata": {
+                        "labels": labels(name, COMPONENT_POOLER),
+                        "annotations": {CONFIG_HASH_ANNOTATION: content_hash(ini, auth)},
+                    },
+                    "spec": {
+                        "automountServiceAccountToken": False,  # no pod of the stack talks to the Kubernetes API
+                        "securityContext": pod_security_context(APP_UID),
+                        "terminationGracePeriodSeconds": 60,
+                        "topologySpreadConstraints": topology_spread(match),
+                        "containers": containers,
+                        "volumes": [
+                            {"name": "config", "configMap": {"name": names.pooler}},
+                            {"name": "auth", "secret": {"secretName": names.pooler_auth}},
+                        ],
+                    },
                 },
             },
         },
-    }
+        spec.pod,
+    )
 
 
 def get_pgbouncer_service(name: str, namespace: str) -> Obj:

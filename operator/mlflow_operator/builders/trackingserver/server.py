@@ -22,10 +22,12 @@ from mlflow_operator.builders.common import (
 from mlflow_operator.builders.config import (
     content_hash,
 )
+from mlflow_operator.builders.pod import customized, service_account_annotations
 from mlflow_operator.builders.trackingserver.gc import get_gc_configmap, get_gc_cronjob
 from mlflow_operator.builders.trackingserver.inputs import (
     APP_UID,
     COMPONENT_SERVER,
+    METRICS_PORT,
     MLFLOW_PORT,
     PROMETHEUS_DIR,
     SERVER_RESOURCES,
@@ -155,7 +157,10 @@ def server_config_hash(inputs: TrackingServerInputs) -> str:
 
 
 def get_service_account(inputs: TrackingServerInputs) -> Obj:
-    annotations = inputs.spec.artifacts.s3.service_account_annotations or {}
+    annotations = {
+        **(inputs.spec.artifacts.s3.service_account_annotations or {}),
+        **service_account_annotations(inputs.spec.pod),
+    }
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
@@ -169,6 +174,57 @@ def get_service_account(inputs: TrackingServerInputs) -> Obj:
     }
 
 
+# The metrics sidecar's program: the gunicorn workers' multiprocess metrics files (what the server's own
+# /metrics aggregates) served without credentials on a port of their own. MLflow's basic-auth app refuses
+# /metrics to every user but an admin (it fails closed on routes without a permission check), and a scraper
+# holding admin credentials could do anything: this exposes the request counters and nothing else.
+METRICS_SIDECAR = """\
+import os, time
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
+
+path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+while not os.path.isdir(path):  # the server creates it when it starts
+    time.sleep(1)
+registry = CollectorRegistry()
+MultiProcessCollector(registry, path=path)
+start_http_server(int(os.environ["METRICS_PORT"]), os.environ.get("METRICS_ADDRESS", "0.0.0.0"), registry=registry)
+while True:
+    time.sleep(3600)
+"""
+
+
+def metrics_enabled(spec: TrackingServerSpec) -> bool:
+    return spec.metrics is None or spec.metrics.enabled
+
+
+def auth_enabled(spec: TrackingServerSpec) -> bool:
+    return spec.auth is not None and spec.auth.enabled
+
+
+def metrics_sidecar(inputs: TrackingServerInputs, tmp_mount: Obj) -> Obj:
+    """Serves the server's metrics where a scrape needs no credentials (METRICS_SIDECAR)."""
+    return {
+        "name": "metrics",
+        "image": mlflow_image(inputs, inputs.serving_version),
+        "command": ["python", "-c", METRICS_SIDECAR],
+        "env": literal_env({"PROMETHEUS_MULTIPROC_DIR": PROMETHEUS_DIR, "METRICS_PORT": str(METRICS_PORT)}),
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "readinessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10},
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "securityContext": container_security_context(),
+        "volumeMounts": [{**tmp_mount, "readOnly": True}],
+    }
+
+
+def scrape_annotations(spec: TrackingServerSpec) -> dict[str, str]:
+    """Where Prometheus finds the server's metrics: /metrics itself, or the sidecar's port with auth."""
+    if not metrics_enabled(spec):
+        return {}
+    port = METRICS_PORT if auth_enabled(spec) else MLFLOW_PORT
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+
+
 def get_tracking_deployment(inputs: TrackingServerInputs) -> Obj:
     spec, names = inputs.spec, inputs.names
     match = selector(inputs.name, COMPONENT_SERVER)
@@ -177,14 +233,7 @@ def get_tracking_deployment(inputs: TrackingServerInputs) -> Obj:
     if spec.auth is not None and spec.auth.enabled:
         volumes.append({"name": "auth", "secret": {"secretName": names.auth_config}})
         mounts.append({"name": "auth", "mountPath": "/etc/mlflow-auth", "readOnly": True})
-    annotations = {CONFIG_HASH_ANNOTATION: server_config_hash(inputs)}
-    auth_enabled = spec.auth is not None and spec.auth.enabled
-    # With basic auth, MLflow protects /metrics too (only /health and static files are open), so an
-    # anonymous annotation-based scrape would only collect 401s: scrape with the admin credentials instead.
-    if (spec.metrics is None or spec.metrics.enabled) and not auth_enabled:
-        annotations.update(
-            {"prometheus.io/scrape": "true", "prometheus.io/port": str(MLFLOW_PORT), "prometheus.io/path": "/metrics"}
-        )
+    annotations = {CONFIG_HASH_ANNOTATION: server_config_hash(inputs), **scrape_annotations(spec)}
     container = {
         "name": "mlflow",
         "image": mlflow_image(inputs, inputs.serving_version),
@@ -210,34 +259,38 @@ def get_tracking_deployment(inputs: TrackingServerInputs) -> Obj:
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(
-            names.server,
-            inputs.namespace,
-            labels(inputs.name, COMPONENT_SERVER),
-            annotations={"mlflow.operator.dev/mlflow-version": inputs.serving_version},
-        ),
-        "spec": {
-            "replicas": spec.replicas,
-            "selector": {"matchLabels": match},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {
-                "metadata": {"labels": labels(inputs.name, COMPONENT_SERVER), "annotations": annotations},
-                "spec": {
-                    "serviceAccountName": names.server,
-                    # IRSA / EKS Pod Identity inject their own projected token; MLflow needs no API token.
-                    "automountServiceAccountToken": False,
-                    "securityContext": pod_security_context(APP_UID),
-                    "terminationGracePeriodSeconds": 35,
-                    "topologySpreadConstraints": topology_spread(match),
-                    "containers": [container],
-                    "volumes": volumes,
+    sidecars = [metrics_sidecar(inputs, tmp_mount)] if metrics_enabled(spec) and auth_enabled(spec) else []
+    return customized(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": metadata(
+                names.server,
+                inputs.namespace,
+                labels(inputs.name, COMPONENT_SERVER),
+                annotations={"mlflow.operator.dev/mlflow-version": inputs.serving_version},
+            ),
+            "spec": {
+                "replicas": spec.replicas,
+                "selector": {"matchLabels": match},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": {
+                    "metadata": {"labels": labels(inputs.name, COMPONENT_SERVER), "annotations": annotations},
+                    "spec": {
+                        "serviceAccountName": names.server,
+                        # IRSA / EKS Pod Identity inject their own projected token; MLflow needs no API token.
+                        "automountServiceAccountToken": False,
+                        "securityContext": pod_security_context(APP_UID),
+                        "terminationGracePeriodSeconds": 35,
+                        "topologySpreadConstraints": topology_spread(match),
+                        "containers": [container, *sidecars],
+                        "volumes": volumes,
+                    },
                 },
             },
         },
-    }
+        spec.pod,
+    )
 
 
 def get_tracking_service(name: str, namespace: str) -> Obj:
