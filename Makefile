@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= $(HOME)/.cache/mlflow-operator/cluster
 
-.PHONY: help deps binaries crds generate check lint typecheck imports crds-check docs docs-check unit integration e2e test cluster cluster-down run
+.PHONY: help deps binaries crds generate check lint typecheck imports crds-check docs docs-check workflows unit integration e2e test cluster cluster-down run
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,7 +45,12 @@ docs-check: deps ## fail when docs/api.md differs from what the models generate
 
 generate: crds docs dockerfiles ## everything generated from a single source: CRDs (and the chart's copies), docs/api.md, Dockerfiles
 
-check: lint typecheck imports crds-check docs-check ## all static checks
+check: lint typecheck imports crds-check docs-check workflows ## all static checks
+
+workflows: ## actionlint over .github/workflows (the release workflow cannot run here: it is linted offline)
+	@hack/build-binaries.sh actionlint
+	@. hack/versions.env && "$${MLFLOW_OPERATOR_CACHE:-$$HOME/.cache/mlflow-operator}/bin/actionlint-$$ACTIONLINT_VERSION/actionlint" \
+	  -no-color .github/workflows/*.yml && echo "workflows: actionlint clean"
 
 unit: deps ## unit tests (no network)
 	$(PY) -m pytest tests/unit

@@ -8,13 +8,14 @@
 #   $CACHE/bin/gateway-api-<v>/*.yaml (the standard-channel Gateway API CRDs, for the ModelDeployment e2e)
 #   $CACHE/bin/helm-<v>/helm   (renders and installs charts/mlflow-operator)
 #   $CACHE/bin/kubeconform-<v>/kubeconform (validates rendered manifests; schemas: hack/kubeconform-schemas.py)
+#   $CACHE/bin/actionlint-<v>/actionlint (lints .github/workflows in make check)
 # The real node of hack/localcluster.py:
 #   $CACHE/bin/kubernetes-node-<v>/{kubelet,kube-proxy}   (at K8S_VERSION, its own entry: see build_node)
 #   $CACHE/bin/containerd-<v>/{containerd,containerd-shim-runc-v2,ctr}
 #   $CACHE/bin/coredns-<v>/coredns                         (11 plugins: see build_coredns)
 #   $CACHE/bin/pause-<v>/pause                             (static C, packed as an image by hack/node-images.sh)
 #   $CACHE/bin/traefik-<v>/traefik                         (the local cluster's Gateway API implementation)
-# Usage: hack/build-binaries.sh [kubernetes|node|etcd|kwok|minio|gateway-api|helm|kubeconform|containerd|coredns|pause|traefik|all]
+# Usage: hack/build-binaries.sh [kubernetes|node|etcd|kwok|minio|gateway-api|helm|kubeconform|actionlint|containerd|coredns|pause|traefik|all]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -179,6 +180,17 @@ build_kubeconform() {
   "$out/kubeconform" -v >&2
 }
 
+build_actionlint() {
+  local out="$CACHE/bin/actionlint-$ACTIONLINT_VERSION"
+  if [ -x "$out/actionlint" ]; then log "cached: $out"; return; fi
+  log "building actionlint $ACTIONLINT_VERSION"
+  mkdir -p "$out.tmp"
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w -X main.version=${ACTIONLINT_VERSION}" \
+    "github.com/rhysd/actionlint/cmd/actionlint@${ACTIONLINT_VERSION}"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  "$out/actionlint" -version >&2
+}
+
 build_containerd() {
   local out="$CACHE/bin/containerd-$CONTAINERD_VERSION" ldf
   if [ -x "$out/containerd" ] && [ -x "$out/containerd-shim-runc-v2" ] && [ -x "$out/ctr" ]; then
@@ -316,18 +328,19 @@ build() {
     gateway-api) locked gateway-api build_gateway_api ;;
     helm) locked helm build_helm ;;
     kubeconform) locked kubeconform build_kubeconform ;;
+    actionlint) locked actionlint build_actionlint ;;
     containerd) locked containerd build_containerd ;;
     coredns) locked coredns build_coredns ;;
     pause) locked pause build_pause ;;
     traefik) locked traefik build_traefik ;;
-    *) echo "usage: $0 [kubernetes|node|etcd|kwok|minio|gateway-api|helm|kubeconform|containerd|coredns|pause|traefik|all]" >&2
+    *) echo "usage: $0 [kubernetes|node|etcd|kwok|minio|gateway-api|helm|kubeconform|actionlint|containerd|coredns|pause|traefik|all]" >&2
        exit 2 ;;
   esac
 }
 
 case "${1:-all}" in
   # The node's binaries after the control plane's: kubelet/kube-proxy then reuse the GOCACHE it filled.
-  all) for target in etcd kwok kubernetes minio gateway-api helm kubeconform node containerd coredns pause traefik; do
+  all) for target in etcd kwok kubernetes minio gateway-api helm kubeconform actionlint node containerd coredns pause traefik; do
          build "$target"
        done ;;
   *) build "$1" ;;
