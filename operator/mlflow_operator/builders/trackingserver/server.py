@@ -211,6 +211,7 @@ def metrics_sidecar(inputs: TrackingServerInputs, tmp_mount: Obj) -> Obj:
         "env": literal_env({"PROMETHEUS_MULTIPROC_DIR": PROMETHEUS_DIR, "METRICS_PORT": str(METRICS_PORT)}),
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "readinessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10},
+        "livenessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 20, "failureThreshold": 6},
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
         "securityContext": container_security_context(),
         "volumeMounts": [{**tmp_mount, "readOnly": True}],
