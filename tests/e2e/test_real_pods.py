@@ -109,7 +109,17 @@ def client(mlflow_env: None) -> MlflowClient:
 
 def predict(platform: Platform, service: str) -> list[Any]:
     url = f"http://{platform.cluster_ip(service)}:{SERVICE_PORT}/invocations"
-    response = requests.post(url, json={"dataframe_split": SAMPLE}, timeout=30)
+
+    def answered() -> tuple[requests.Response] | None:
+        # kube-proxy applies a Service's endpoints asynchronously: right after a Deployment reports its
+        # pods available, the node may still refuse the Service address for a moment (seen once, under
+        # the full suite's load). A refused connection is retried; any answer is judged below.
+        try:  # a tuple: a Response with an error status is falsy, and eventually() would wait on it
+            return (requests.post(url, json={"dataframe_split": SAMPLE}, timeout=30),)
+        except requests.ConnectionError:
+            return None
+
+    (response,) = eventually(answered, timeout=30, interval=1, what=f"{service} accepting connections")
     assert response.status_code == 200, f"{service}: {response.status_code} {response.text[:500]}"
     return list(response.json()["predictions"])
 
