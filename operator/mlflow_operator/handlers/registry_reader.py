@@ -13,7 +13,7 @@ from mlflow_operator.adapters.registry_users import RegistryUsers
 from mlflow_operator.api.common import RegistryCredentials
 from mlflow_operator.api.kinds import API_VERSION, MODEL_DEPLOYMENT
 from mlflow_operator.builders import modeldeployment as build
-from mlflow_operator.handlers.reconcile import SecretProblem
+from mlflow_operator.handlers.reconcile import SecretProblem, generated_secret
 from mlflow_operator.handlers.registry_access import RegistryAccess
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic.registry_reader import (
@@ -81,10 +81,7 @@ async def reader_password(rt: Runtime, body: dict[str, Any], username: str) -> s
     meta = body["metadata"]
     secret = build.get_reader_secret(meta["name"], meta["namespace"], username, secrets.token_urlsafe(24))
     name = secret["metadata"]["name"]
-    data = await rt.status.read_secret(name, meta["namespace"])
-    if data is None:
-        await rt.status.create_if_absent(secret, owner=body)
-        data = await rt.status.read_secret(name, meta["namespace"])
+    data = await generated_secret(rt, secret, owner=body)
     if not data or not data.get("password"):
         raise SecretProblem("SecretKeyNotFound", f"Secret {name} (the model servers' MLflow reader) has no password")
     return data["password"]

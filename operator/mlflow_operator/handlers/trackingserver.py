@@ -31,6 +31,7 @@ from mlflow_operator.handlers.reconcile import (
     current_conditions,
     ensure_finalizer,
     first_sight,
+    generated_secret,
     validated,
     write_status,
 )
@@ -203,7 +204,7 @@ async def managed_database(step: Pass) -> build.Credentials:
     retained = step.spec.deletion_policy == "Retain"
     # Created once with a random password and never overwritten; retained unless deletionPolicy: Delete.
     secret = build.get_database_secret(step.name, step.namespace, secrets.token_urlsafe(24))
-    data = await generated_secret(step, secret, owner=None if retained else step.body)
+    data = await generated_secret(step.rt, secret, owner=None if retained else step.body)
     if data is None or not data.get("password"):
         raise SecretProblem("SecretNotFound", f"Secret {names.database_secret} is missing or has no password")
     objects = build.desired_database(step.name, step.namespace, step.spec, step.rt.images)
@@ -250,17 +251,6 @@ async def external_database(step: Pass) -> build.Credentials:
     return credentials
 
 
-async def generated_secret(step: Pass, secret: dict[str, Any], owner: dict[str, Any] | None) -> dict[str, str] | None:
-    """A Secret the operator generates once: read it, and create it only when it is missing (the scale
-    benchmark counted 100 refused creates a minute when every pass tried to create it first)."""
-    name = secret["metadata"]["name"]
-    data = await step.rt.status.read_secret(name, step.namespace)
-    if data is None:
-        await step.rt.status.create_if_absent(secret, owner=owner)
-        data = await step.rt.status.read_secret(name, step.namespace)
-    return data
-
-
 async def admin_credentials(step: Pass) -> build.Credentials | None:
     auth = step.spec.auth
     if auth is None or not auth.enabled:
@@ -268,7 +258,7 @@ async def admin_credentials(step: Pass) -> build.Credentials | None:
     name = auth.admin_secret.name if auth.admin_secret else build.Names(step.name).admin_secret
     if auth.admin_secret is None:
         generated = build.get_admin_secret(step.name, step.namespace, secrets.token_urlsafe(24))
-        data = await generated_secret(step, generated, owner=step.body) or {}
+        data = await generated_secret(step.rt, generated, owner=step.body) or {}
     else:
         data = await step.rt.status.read_secret(name, step.namespace) or {}
     if not data.get("username") or not data.get("password"):
