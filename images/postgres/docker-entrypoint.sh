@@ -5,7 +5,9 @@
 #     superuser, $POSTGRES_DB (default: the user's name) is created, and clients from the network must give
 #     the password (scram-sha-256); the local socket trusts, as in the official image (pg_isready, psql
 #     inside the container);
-#   - a PGDATA that holds a cluster is started as it is: no second initdb, the password is not changed.
+#   - a PGDATA that holds a cluster is started as it is (no second initdb), except that the superuser's
+#     password follows $POSTGRES_PASSWORD: the operator's Secret is the source of truth, and rotating it
+#     rolls this pod (the official image ignores a changed password, leaving clients locked out).
 # Not carried over: running as root and dropping to postgres, /docker-entrypoint-initdb.d, nss_wrapper for
 # arbitrary UIDs, POSTGRES_INITDB_ARGS / POSTGRES_HOST_AUTH_METHOD. The image runs as UID 999 (in
 # /etc/passwd, which initdb needs) with a read-only root, so it writes only to $PGDATA, to the socket
@@ -42,7 +44,36 @@ init_cluster() {
     pg_ctl -D "$PGDATA" -m fast -w stop >&2
     rmdir "$socket_dir"
   fi
+  password_digest >"$PASSWORD_STAMP"
   log "initialised"
+}
+
+# A digest of the password the cluster was last given (not the password: PGDATA is on a volume that
+# backups and snapshots copy), compared on every start to skip the temporary server when nothing changed.
+PASSWORD_STAMP="$PGDATA/.superuser-password.sha256"
+password_digest() { printf '%s' "$POSTGRES_PASSWORD" | sha256sum | cut -d' ' -f1; }
+
+# A rotated password is set on a temporary server listening on a private socket only (local connections
+# trust), so no client ever reaches the cluster while it still has the old one.
+sync_password() {
+  local user=${POSTGRES_USER:-postgres}
+  if [ -z "${POSTGRES_PASSWORD:-}" ]; then
+    log "POSTGRES_PASSWORD is not set: keeping the cluster's password"
+    return
+  fi
+  if [ -f "$PASSWORD_STAMP" ] && [ "$(cat "$PASSWORD_STAMP")" = "$(password_digest)" ]; then
+    return
+  fi
+  log "setting the password of $user from POSTGRES_PASSWORD"
+  local socket_dir
+  socket_dir=$(mktemp -d)
+  pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -c unix_socket_directories='$socket_dir'" -w start >&2
+  # psql variables, not string splicing: quoting is psql's (:'password' is a literal, :"user" an identifier).
+  psql -v ON_ERROR_STOP=1 --no-psqlrc --host="$socket_dir" --username="$user" --dbname=postgres \
+    --set=user="$user" --set=password="$POSTGRES_PASSWORD" <<<"ALTER ROLE :\"user\" PASSWORD :'password';" >&2
+  pg_ctl -D "$PGDATA" -m fast -w stop >&2
+  rmdir "$socket_dir"
+  password_digest >"$PASSWORD_STAMP"
 }
 
 if [ "${1:0:1}" = "-" ]; then
@@ -56,5 +87,6 @@ if [ "$1" = postgres ]; then
   # PGDATA included, and postgres refuses a data directory that its group can write. Undo it here (the
   # official entrypoint does the same on every start).
   chmod 0700 "$PGDATA"
+  sync_password
 fi
 exec "$@"

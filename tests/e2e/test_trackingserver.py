@@ -7,6 +7,7 @@ integration tests with the exact commands rendered here.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlflow_operator.logic.credential_rotation import EVENT_ROTATED, ROTATE_DATABASE_PASSWORD, ROTATED_KEY
 from tests.e2e.conftest import IMAGE_MIRROR, RESYNC_SECONDS, with_registry
 from tests.integration.registry_server import RegistryServer, run_client, sqlite_registry
 from tests.integration.s3_servers import S3Server, moto_server
@@ -212,6 +214,60 @@ def test_changes_roll_through_and_upgrades_migrate_first(
 
     assert "cannot downgrade" in eventually(refused, what="DowngradeRefused")["message"]
     assert container(kubectl.get("deployment", "mlflow", namespace), "mlflow")["image"].endswith(":3.18.0")  # type: ignore[arg-type]
+
+
+def secret_data(kubectl: Kubectl, name: str, namespace: str) -> dict[str, str]:
+    secret = kubectl.get("secret", name, namespace)
+    assert secret is not None, name
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+
+def pod_hash(kubectl: Kubectl, kind: str, name: str, namespace: str) -> str:
+    workload = kubectl.get(kind, name, namespace)
+    assert workload is not None, name
+    return str(workload["spec"]["template"]["metadata"]["annotations"]["mlflow.operator.dev/config-hash"])
+
+
+def test_a_database_password_rotation_rolls_every_database_client(
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer
+) -> None:
+    """The annotation gives the database Secret a new password once per value; Postgres, PgBouncer and the
+    servers get new pod templates (the real node's test measures the requests that fail meanwhile)."""
+    bucket = s3.create_bucket()
+    apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
+    wait_ready(kubectl, namespace)
+    workloads = (("statefulset", "mlflow-postgres"), ("deployment", "mlflow-pgbouncer"), ("deployment", "mlflow"))
+    before = {w: pod_hash(kubectl, *w, namespace) for w in workloads}
+    old = secret_data(kubectl, "mlflow-db", namespace)["password"]
+
+    kubectl.run("annotate", "-n", namespace, "trackingserver/mlflow", f"{ROTATE_DATABASE_PASSWORD}=2026-12-05")
+
+    def new_password() -> dict[str, str] | None:
+        data = secret_data(kubectl, "mlflow-db", namespace)
+        return data if data["password"] != old else None
+
+    rotated = eventually(new_password, what="a new database password")
+    assert rotated[ROTATED_KEY] == "2026-12-05"
+    eventually(
+        lambda: all(pod_hash(kubectl, *w, namespace) != before[w] for w in workloads),
+        what="Postgres, PgBouncer and the servers rolling",
+    )
+    assert rotated["password"] in secret_data(kubectl, "mlflow-pgbouncer-auth", namespace)["userlist.txt"]
+    (event,) = eventually(
+        lambda: [e for e in kubectl.events(namespace) if e["reason"] == EVENT_ROTATED] or None, what="a rotation Event"
+    )
+    assert "mlflow-db" in event["message"] and old not in event["message"]
+    wait_ready(kubectl, namespace)
+    # The request stays on the object: a later pass (one a spec change forces) carries out nothing again.
+    kubectl.run("patch", "-n", namespace, "trackingserver/mlflow", "--type=merge", "-p", '{"spec":{"replicas":3}}')
+    eventually(
+        lambda: (
+            (o := kubectl.get("trackingserver", "mlflow", namespace))
+            and o["status"].get("observedGeneration") == o["metadata"]["generation"]
+        ),
+        what="a pass over the changed spec",
+    )
+    assert secret_data(kubectl, "mlflow-db", namespace)["password"] == rotated["password"]
 
 
 def test_missing_external_secret_is_reported_and_nothing_starts(

@@ -23,6 +23,7 @@ import pytest
 from mlflow_operator.builders.common import Obj
 from mlflow_operator.builders.trackingserver import (
     Credentials,
+    Names,
     TrackingServerInputs,
     get_migration_job,
     get_pgbouncer_configmap,
@@ -185,9 +186,11 @@ class Postgres:
     data: Path
     starts: int = 0
 
-    def start(self) -> Container:
+    def start(self, password: str = PASSWORD) -> Container:
+        """A new pod on the volume, with `password` in the database Secret."""
         container = only_container(self.statefulset, "postgres")
-        env = resolved_env(container, database_secret_values(self.statefulset))
+        secret = {**database_secret_values(self.statefulset), (Names("mlflow").database_secret, "password"): password}
+        env = resolved_env(container, secret)
         uid = pod_uid(self.statefulset)
         # The PVC, and the emptyDirs for /tmp and the socket directory (new ones: a new pod).
         sources = {"data": self.data, "tmp": self.runtime.empty_dir(uid), "run": self.runtime.empty_dir(uid)}
@@ -234,7 +237,7 @@ def wait_ready(container: Container, probe: list[str], timeout: float = 120) -> 
 def postgres(
     runtime: Runtime, pod: Pod, image: Callable[[str], Unpacked], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Postgres]:
-    statefulset = get_postgres_statefulset("mlflow", NAMESPACE, inputs().spec)
+    statefulset = get_postgres_statefulset("mlflow", NAMESPACE, inputs().spec, PASSWORD)
     data = fs_group_volume(tmp_path_factory.mktemp("pvc") / "data", pod_uid(statefulset))
     yield Postgres(runtime, pod, image("postgres"), statefulset, data)
 
@@ -266,6 +269,27 @@ def test_postgres_initialises_an_empty_volume_then_restarts_on_it(postgres: Post
     assert "Read-only file system" in second.exec("touch", "/etc/x").stderr
     assert second.exec("id", "-u").stdout.strip() == "999"
     second.stop("SIGINT")
+
+
+def test_postgres_takes_a_rotated_password_at_its_next_start(postgres: Postgres) -> None:
+    """The database Secret is the source of truth: a pod started with a rotated password sets it before
+    serving (the old one is refused, the data stays), and a start with an unchanged one does no extra work."""
+    probe = only_container(postgres.statefulset, "postgres")["readinessProbe"]["exec"]["command"]
+    rotated = secrets.token_urlsafe(18)
+    for password, old in ((rotated, PASSWORD), (PASSWORD, rotated)):  # there and back: later tests use PASSWORD
+        containers.kubelet_fs_group(postgres.data, pod_uid(postgres.statefulset))
+        container = postgres.start(password)
+        wait_ready(container, probe)
+        assert "setting the password of mlflow from POSTGRES_PASSWORD" in container.logs()
+        assert output(psql(postgres.pod, password, "select x from kept")).strip() == "42"
+        refused = psql(postgres.pod, old, "select 1")
+        assert refused.returncode != 0 and "password authentication failed" in refused.stderr
+        container.stop("SIGINT")
+    containers.kubelet_fs_group(postgres.data, pod_uid(postgres.statefulset))
+    unchanged = postgres.start(PASSWORD)
+    wait_ready(unchanged, probe)
+    assert "setting the password" not in unchanged.logs()
+    unchanged.stop("SIGINT")
 
 
 @pytest.fixture(scope="module")

@@ -156,3 +156,15 @@ def test_a_new_password_replaces_the_old_and_deleting_locks_the_reader_out(regis
     assert registry.users.delete_user(username) is True
     assert registry.users.delete_user(username) is False
     assert registry.as_user(username, new, own="churn", other="fraud")["own"] == "UNAUTHENTICATED"
+
+
+def test_the_admin_rotates_its_own_password_with_the_current_one(registry: Registry) -> None:
+    """What a rotation of the TrackingServer's admin password does (handlers.credential_rotation): the
+    current password sets the new one, after which only the new one authenticates."""
+    admin, new = registry.admin, secrets.token_urlsafe(18)
+    as_new = RegistryUsers(RegistryEndpoint(registry.server.url, username=admin.username, password=new))
+    assert registry.users.authenticates() and not as_new.authenticates()
+    registry.users.set_password(admin.username, new)
+    assert as_new.authenticates() and not registry.users.authenticates()
+    as_new.set_password(admin.username, admin.password)  # back: the module's fixture holds the first one
+    assert registry.users.authenticates()

@@ -145,7 +145,7 @@ def render_tracking_server(name: str, spec: TrackingServerSpec, credentials: ts_
     inputs = ts_build.TrackingServerInputs(name, NAMESPACE, spec, spec.version, credentials, credentials)
     ts_build.tracking_url(name, NAMESPACE)
     objects = [ts_build.get_database_secret(name, NAMESPACE, "pw"), ts_build.get_admin_secret(name, NAMESPACE, "pw")]
-    objects += ts_build.desired_database(name, NAMESPACE, spec)
+    objects += ts_build.desired_database(name, NAMESPACE, spec, credentials.password)
     objects += [ts_build.get_backend_secret(inputs), ts_build.get_migration_job(inputs, spec.version)]
     for stage in (ts_build.desired_pooler, ts_build.desired_server):
         with contextlib.suppress(ValueError):  # the handler reports it (InvalidSecretValue), applies nothing

@@ -289,5 +289,5 @@ def test_user_strings_stay_single_values_in_objects(annotation: str, parameter: 
     managed = TrackingServerSpec.model_validate(
         {"database": {"managed": {"parameters": {"application_name": parameter}}}, "artifacts": spec["artifacts"]}
     )
-    args = build.get_postgres_statefulset("mlflow", "ml", managed)["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = build.get_postgres_statefulset("mlflow", "ml", managed, "pw")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index(f"application_name={parameter}") - 1] == "-c"

@@ -201,6 +201,15 @@ class KubeStatus:
             raise
         return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
 
+    async def patch_secret(self, name: str, namespace: str, changes: dict[str, str | None]) -> None:
+        """A merge patch of a Secret's data: each value set, or the key removed where it is None."""
+        metrics.count_kube_request("patch", "Secret")
+        data = {
+            key: None if value is None else base64.b64encode(value.encode()).decode() for key, value in changes.items()
+        }
+        secret_class: Any = resource_registry.load("v1", "Secret")
+        await self._client.patch(secret_class, name, {"data": data}, namespace=namespace, patch_type=PatchType.MERGE)
+
     async def create_if_absent(self, obj: dict[str, Any], owner: dict[str, Any] | None = None) -> bool:
         """Create obj unless an object of that name exists; never overwrite (generated passwords)."""
         desired = with_owner(obj, owner)

@@ -19,6 +19,7 @@ from mlflow_operator.adapters.registry import (
     RegistryEndpoint,
     RegistryError,
     RegistryUnavailable,
+    Unauthorized,
     rest_call,
     translate_error,
 )
@@ -27,6 +28,7 @@ USERS_CREATE = "/api/2.0/mlflow/users/create"
 USERS_UPDATE_PASSWORD = "/api/2.0/mlflow/users/update-password"
 USERS_DELETE = "/api/2.0/mlflow/users/delete"
 USERS_LIST = "/api/2.0/mlflow/users/list"
+USERS_GET = "/api/2.0/mlflow/users/get"
 PERMISSIONS_GRANT = "/api/3.0/mlflow/users/permissions/grant"
 ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"
 NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
@@ -112,6 +114,22 @@ class RegistryUsers:
             return str(found) if found else None
         return None
 
+    # --- the admin's own password ---
+
+    def set_password(self, username: str, password: str) -> None:
+        """Change the endpoint's own user's password (MLflow wants the current one again for that)."""
+        body = {"username": username, "password": password, "current_password": self.endpoint.password}
+        self._call("PATCH", USERS_UPDATE_PASSWORD, f"setting the password of {username}", body=body)
+
+    def authenticates(self) -> bool:
+        """Whether MLflow accepts the endpoint's credentials (False on 401/403)."""
+        username = self.endpoint.username or ""
+        try:
+            self._call("GET", USERS_GET, f"reading user {username}", params={"username": username})
+        except Unauthorized:
+            return False
+        return True
+
     # --- async twins ---
 
     async def _bounded(self, what: str, call: Callable[..., T], *args: Any) -> T:
@@ -130,6 +148,12 @@ class RegistryUsers:
 
     async def delete_user_async(self, username: str) -> bool:
         return await self._bounded(f"deleting user {username}", self.delete_user, username)
+
+    async def set_password_async(self, username: str, password: str) -> None:
+        await self._bounded(f"setting the password of {username}", self.set_password, username, password)
+
+    async def authenticates_async(self) -> bool:
+        return await self._bounded("checking credentials", self.authenticates)
 
     async def usernames_async(self) -> list[str]:
         return await self._bounded("listing users", self.usernames)

@@ -56,12 +56,19 @@ def wake_tracking_server(rt: Runtime, spec: RegistryConnection, namespace: str) 
         rt.wake(TRACKING_SERVER.kind, namespace, spec.tracking_server_ref.name)
 
 
+def tracking_server_url(server: dict[str, Any]) -> str | None:
+    """Where the operator reaches a TrackingServer: the REGISTRY_URL_ANNOTATION (an operator outside the
+    cluster), else status.url."""
+    annotations = server["metadata"].get("annotations") or {}
+    return annotations.get(REGISTRY_URL_ANNOTATION) or (server.get("status") or {}).get("url")
+
+
 async def tracking_server_registry(rt: Runtime, server: dict[str, Any]) -> RegistryAccess:
     """The registry of a TrackingServer: its URL (status.url, or the REGISTRY_URL_ANNOTATION) and, with auth
     enabled, its admin credentials."""
     metadata = server["metadata"]
     server_name, namespace = metadata["name"], metadata["namespace"]
-    url = (metadata.get("annotations") or {}).get(REGISTRY_URL_ANNOTATION) or (server.get("status") or {}).get("url")
+    url = tracking_server_url(server)
     if not url:
         raise SecretProblem(
             "TrackingServerNotReady", f"TrackingServer {server_name} (spec.trackingServerRef.name) has no URL yet"

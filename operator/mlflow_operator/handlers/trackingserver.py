@@ -22,6 +22,7 @@ from mlflow_operator.api.kinds import TRACKING_SERVER
 from mlflow_operator.api.trackingserver import Lifecycle, LifecycleRule, TrackingServerSpec
 from mlflow_operator.builders import trackingserver as build
 from mlflow_operator.builders.common import selector
+from mlflow_operator.handlers import credential_rotation
 from mlflow_operator.handlers.reconcile import (
     FINALIZER,
     INVALID_SPEC,
@@ -35,10 +36,11 @@ from mlflow_operator.handlers.reconcile import (
     validated,
     write_status,
 )
-from mlflow_operator.handlers.registry_access import tracking_server_registry
+from mlflow_operator.handlers.registry_access import tracking_server_registry, tracking_server_url
 from mlflow_operator.handlers.registry_reader import forget_sweeps, sweep_due, sweep_readers
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
+from mlflow_operator.logic import credential_rotation as rotation
 from mlflow_operator.logic import gc, lifecycle, lifecycle_safety
 from mlflow_operator.logic.backoff import RetrySchedule
 from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec, parse_time
@@ -131,10 +133,8 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
         serving = decision.serving_version
         fields["migratedVersion"] = decision.migrated_version
         if serving is not None:
-            await server(
-                step,
-                replace(inputs, serving_version=serving),
-            )
+            await server(step, replace(inputs, serving_version=serving))
+            await finish_admin_rotation(step)
     else:
         step.updates += [
             ConditionUpdate(POOLER_READY, "Unknown", "WaitingForDatabase", "database credentials unresolved"),
@@ -207,7 +207,8 @@ async def managed_database(step: Pass) -> build.Credentials:
     data = await generated_secret(step.rt, secret, owner=None if retained else step.body)
     if data is None or not data.get("password"):
         raise SecretProblem("SecretNotFound", f"Secret {names.database_secret} is missing or has no password")
-    objects = build.desired_database(step.name, step.namespace, step.spec, step.rt.images)
+    data = await credential_rotation.rotate_database_password(step.rt, step.body, names.database_secret, data)
+    objects = build.desired_database(step.name, step.namespace, step.spec, data["password"], step.rt.images)
     readiness = statefulset_readiness(
         await step.apply_stage(DATABASE_READY, objects, ("apps/v1", "StatefulSet", names.postgres))
     )
@@ -223,6 +224,13 @@ async def external_database(step: Pass) -> build.Credentials:
     assert external is not None
     ref = external.credentials_secret
     field = "spec.database.external.credentialsSecret"
+    await credential_rotation.refuse_rotation(
+        step.rt,
+        step.body,
+        rotation.ROTATE_DATABASE_PASSWORD,
+        f"an external database's password is yours: change it in the database and in Secret {ref.name}"
+        f" ({field}); PgBouncer and the servers roll to it at the next resync",
+    )
     data = await step.rt.status.read_secret(ref.name, step.namespace)
     if data is None:
         raise SecretProblem("SecretNotFound", f"Secret {ref.name} ({field}.name) not found")
@@ -259,11 +267,34 @@ async def admin_credentials(step: Pass) -> build.Credentials | None:
     if auth.admin_secret is None:
         generated = build.get_admin_secret(step.name, step.namespace, secrets.token_urlsafe(24))
         data = await generated_secret(step.rt, generated, owner=step.body) or {}
+        if data.get("password"):
+            data = await credential_rotation.stage_admin_password(step.rt, step.body, name, data)
     else:
         data = await step.rt.status.read_secret(name, step.namespace) or {}
+        await credential_rotation.refuse_rotation(
+            step.rt,
+            step.body,
+            rotation.ROTATE_ADMIN_PASSWORD,
+            f"Secret {name} (spec.auth.adminSecret) is yours: change the password with MLflow's"
+            " users/update-password API, then in the Secret",
+        )
     if not data.get("username") or not data.get("password"):
         raise SecretProblem("SecretKeyNotFound", f"Secret {name} (spec.auth.adminSecret) needs username and password")
     return build.Credentials(data["username"], data["password"])
+
+
+async def finish_admin_rotation(step: Pass) -> None:
+    """A staged admin password goes into MLflow once the servers are up; the servers then roll to the
+    Secret's new password at the pass this one asks for right away."""
+    auth = step.spec.auth
+    available = any(u.type == AVAILABLE and u.status == "True" for u in step.updates)
+    url = tracking_server_url(step.body) or build.tracking_url(step.name, step.namespace)
+    if auth is None or not auth.enabled or auth.admin_secret is not None or not available:
+        return
+    secret = build.Names(step.name).admin_secret
+    data = await step.rt.status.read_secret(secret, step.namespace) or {}
+    if await credential_rotation.apply_admin_password(step.rt, step.body, url, secret, data):
+        step.rt.wake(TRACKING_SERVER.kind, step.namespace, step.name)
 
 
 # -------------------------------------------------------------------------------------------------- pooler
@@ -524,6 +555,7 @@ def forget(body: dict[str, Any]) -> None:
     _retries.pop(uid, None)
     _gc_warned.pop(uid, None)
     _applied.forget(uid)
+    credential_rotation.forget_refusals(uid)
     forget_sweeps(uid)
 
 

@@ -108,7 +108,9 @@ def all_objects(inputs: TrackingServerInputs, database_password: str, admin_pass
     auth = inputs.spec.auth
     if auth is not None and auth.enabled and auth.admin_secret is None:
         objects.append(get_admin_secret(inputs.name, inputs.namespace, admin_password))
-    objects += desired_database(inputs.name, inputs.namespace, inputs.spec, inputs.images)
+    objects += desired_database(
+        inputs.name, inputs.namespace, inputs.spec, inputs.database_credentials.password, inputs.images
+    )
     objects += desired_pooler(inputs)
     objects.append(get_migration_job(inputs, inputs.spec.version))
     objects += desired_server(inputs)

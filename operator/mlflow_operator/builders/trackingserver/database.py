@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.builders.common import (
+    CONFIG_HASH_ANNOTATION,
     Obj,
     container_security_context,
     labels,
@@ -16,6 +17,7 @@ from mlflow_operator.builders.common import (
     service,
     tmp_volume,
 )
+from mlflow_operator.builders.config import content_hash
 from mlflow_operator.builders.images import DEFAULT_IMAGES, Images, with_version
 from mlflow_operator.builders.pod import customized
 from mlflow_operator.builders.trackingserver.inputs import (
@@ -53,8 +55,10 @@ def get_postgres_service(name: str, namespace: str) -> Obj:
 
 
 def get_postgres_statefulset(
-    name: str, namespace: str, spec: TrackingServerSpec, images: Images = DEFAULT_IMAGES
+    name: str, namespace: str, spec: TrackingServerSpec, password: str, images: Images = DEFAULT_IMAGES
 ) -> Obj:
+    """The database pod. `password` is the database Secret's: its hash in the pod template restarts Postgres
+    when the Secret is rotated, and the image's entrypoint sets the new password before serving."""
     managed = spec.database.managed
     if managed is None:
         raise ValueError("get_postgres_statefulset needs spec.database.managed")
@@ -111,7 +115,10 @@ def get_postgres_statefulset(
                 # The data volume outlives the TrackingServer unless the user asked for Delete.
                 "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
                 "template": {
-                    "metadata": {"labels": labels(name, COMPONENT_POSTGRES)},
+                    "metadata": {
+                        "labels": labels(name, COMPONENT_POSTGRES),
+                        "annotations": {CONFIG_HASH_ANNOTATION: content_hash(password)},
+                    },
                     "spec": {
                         "automountServiceAccountToken": False,  # no pod of the stack talks to the Kubernetes API
                         "securityContext": pod_security_context(POSTGRES_UID),
@@ -137,11 +144,13 @@ def get_postgres_network_policy(name: str, namespace: str, spec: TrackingServerS
     return network_policy(Names(name).postgres, namespace, name, COMPONENT_POSTGRES, POSTGRES_PORT, allowed)
 
 
-def desired_database(name: str, namespace: str, spec: TrackingServerSpec, images: Images = DEFAULT_IMAGES) -> list[Obj]:
+def desired_database(
+    name: str, namespace: str, spec: TrackingServerSpec, password: str, images: Images = DEFAULT_IMAGES
+) -> list[Obj]:
     if spec.database.managed is None:
         return []
     return [
         get_postgres_service(name, namespace),
-        get_postgres_statefulset(name, namespace, spec, images),
+        get_postgres_statefulset(name, namespace, spec, password, images),
         get_postgres_network_policy(name, namespace, spec),
     ]
