@@ -9,13 +9,14 @@
 #   $CACHE/bin/helm-<v>/helm   (renders and installs charts/mlflow-operator)
 #   $CACHE/bin/kubeconform-<v>/kubeconform (validates rendered manifests; schemas: hack/kubeconform-schemas.py)
 #   $CACHE/bin/actionlint-<v>/actionlint (lints .github/workflows in make check)
+#   $CACHE/bin/argocd-<v>/argocd (evaluates docs/argocd's health checks as Argo CD does)
 # The real node of hack/localcluster.py:
 #   $CACHE/bin/kubernetes-node-<v>/{kubelet,kube-proxy}   (at K8S_VERSION, its own entry: see build_node)
 #   $CACHE/bin/containerd-<v>/{containerd,containerd-shim-runc-v2,ctr}
 #   $CACHE/bin/coredns-<v>/coredns                         (11 plugins: see build_coredns)
 #   $CACHE/bin/pause-<v>/pause                             (static C, packed as an image by hack/node-images.sh)
 #   $CACHE/bin/traefik-<v>/traefik                         (the local cluster's Gateway API implementation)
-# Usage: hack/build-binaries.sh [kubernetes|node|etcd|kwok|minio|gateway-api|helm|kubeconform|actionlint|containerd|coredns|pause|traefik|all]
+# Usage: hack/build-binaries.sh [kubernetes|node|etcd|kwok|minio|gateway-api|helm|kubeconform|actionlint|containerd|coredns|pause|traefik|argocd|all]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -318,6 +319,52 @@ for e in m.get("Exclude") or []:
   "$out/traefik" version >&2
 }
 
+# The Argo CD CLI, to evaluate docs/argocd's health checks with Argo CD's own code (`argocd admin settings
+# resource-overrides health`). Its go.mod replaces modules (so `go install pkg@v` refuses it): a wrapper module
+# copies the versioned replace/exclude lines, as build_traefik does. From v3.3 on, go.mod replaces gitops-engine
+# with a nested module (./gitops-engine) that is neither in the module zip nor on the proxy (v3.4+ require
+# github.com/argoproj/argo-cd/gitops-engine, which the proxy refuses with 403), so such a version is refused
+# here rather than built against another gitops-engine; v3.2 requires a published gitops-engine
+# pseudo-version, so the binary is upstream's release source. One binary serves every Argo CD command,
+# chosen by argv[0]: installed as `argocd`, it is the CLI.
+build_argocd() {
+  local out="$CACHE/bin/argocd-$ARGOCD_VERSION" work agomod ldf client_go
+  if [ -x "$out/argocd" ]; then log "cached: $out"; return; fi
+  log "building the Argo CD CLI $ARGOCD_VERSION (cold: ~15 min on 2 cores)"
+  work=$(mktemp -d); trap 'rm -rf "$work"; trap - RETURN' RETURN
+  (
+    cd "$work"
+    go mod init local/argocdbuild >/dev/null 2>&1
+    go mod edit -go=1.26.0
+    agomod=$(go mod download -json "github.com/argoproj/argo-cd/v3@${ARGOCD_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
+    go mod edit -json "$agomod" | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+for r in m.get("Replace") or []:
+    o, n = r["Old"], r["New"]
+    if not n.get("Version"):
+        sys.exit("%s is replaced by the local path %s: not buildable from the module proxy" % (o["Path"], n["Path"]))
+    print("-replace=%s=%s@%s" % (o["Path"], n["Path"], n["Version"]))
+for e in m.get("Exclude") or []:
+    print("-exclude=%s@%s" % (e["Path"], e["Version"]))
+' > edits.txt
+    # shellcheck disable=SC2046
+    go mod edit $(cat edits.txt)
+    go get "github.com/argoproj/argo-cd/v3/cmd@${ARGOCD_VERSION}"
+    # Stamped as upstream's Makefile does (`argocd version --client` shows it).
+    client_go=$(go list -m k8s.io/client-go | awk '{print $NF}')
+    ldf="-s -w"
+    for kv in "version=${ARGOCD_VERSION#v}" "gitTag=${ARGOCD_VERSION}" "gitTreeState=clean" "gitCommit=goproxy" \
+              "buildDate=2026-01-01T00:00:00Z" "kubectlVersion=${client_go}"; do
+      ldf="$ldf -X github.com/argoproj/argo-cd/v3/common.$kv"
+    done
+    mkdir -p "$out.tmp"
+    go build -p 2 -trimpath -ldflags "$ldf" -o "$out.tmp/argocd" github.com/argoproj/argo-cd/v3/cmd
+  )
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  "$out/argocd" version --client --short >&2
+}
+
 build() {
   case "$1" in
     kubernetes) locked kubernetes build_kubernetes ;;
@@ -333,14 +380,15 @@ build() {
     coredns) locked coredns build_coredns ;;
     pause) locked pause build_pause ;;
     traefik) locked traefik build_traefik ;;
-    *) echo "usage: $0 [kubernetes|node|etcd|kwok|minio|gateway-api|helm|kubeconform|actionlint|containerd|coredns|pause|traefik|all]" >&2
+    argocd) locked argocd build_argocd ;;
+    *) echo "usage: $0 [kubernetes|node|etcd|kwok|minio|gateway-api|helm|kubeconform|actionlint|containerd|coredns|pause|traefik|argocd|all]" >&2
        exit 2 ;;
   esac
 }
 
 case "${1:-all}" in
   # The node's binaries after the control plane's: kubelet/kube-proxy then reuse the GOCACHE it filled.
-  all) for target in etcd kwok kubernetes minio gateway-api helm kubeconform actionlint node containerd coredns pause traefik; do
+  all) for target in etcd kwok kubernetes minio gateway-api helm kubeconform actionlint node containerd coredns pause traefik argocd; do
          build "$target"
        done ;;
   *) build "$1" ;;

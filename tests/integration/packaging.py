@@ -67,7 +67,8 @@ FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate"}
 FORBIDDEN_RESOURCES = {"*", "pods/exec", "pods/attach", "pods/portforward", "nodes/proxy"}
 
 
-def _tool(name: str, version_key: str, binary: str) -> Path:
+def tool_binary(name: str, version_key: str, binary: str) -> Path:
+    """$CACHE/bin/<name>-<pinned version>/<binary>, built by `hack/build-binaries.sh <name>` on first use."""
     path = CACHE / "bin" / f"{name}-{pinned_versions()[version_key]}" / binary
     if not path.exists():
         subprocess.run([str(ROOT / "hack" / "build-binaries.sh"), name], check=True, timeout=BUILD_TIMEOUT)
@@ -75,11 +76,11 @@ def _tool(name: str, version_key: str, binary: str) -> Path:
 
 
 def helm_binary() -> Path:
-    return _tool("helm", "HELM_VERSION", "helm")
+    return tool_binary("helm", "HELM_VERSION", "helm")
 
 
 def kubeconform_binary() -> Path:
-    return _tool("kubeconform", "KUBECONFORM_VERSION", "kubeconform")
+    return tool_binary("kubeconform", "KUBECONFORM_VERSION", "kubeconform")
 
 
 def checkov_binary() -> Path:

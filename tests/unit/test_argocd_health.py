@@ -1,36 +1,47 @@
 """Argo CD health checks (docs/argocd/*.lua) run in Lua 5.1 (Argo CD's gopher-lua is 5.1) against sample
-statuses; the argocd-cm snippet embeds exactly the .lua files."""
+statuses; the argocd-cm snippet embeds exactly the .lua files.
+
+SAMPLES is data: tests/integration/test_argocd_cli.py asks the Argo CD CLI about each of them too, and its
+verdict must be the one the Lua gives here.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
-from lupa import lua51
 
-from tests.kube import ROOT
+from tests.argocd import ARGOCD, KINDS, lua_health
 
-ARGOCD = ROOT / "docs" / "argocd"
-KINDS = ("TrackingServer", "RegisteredModel", "ModelDeployment")
+API = "mlflow.operator.dev/v1alpha1"
+WAITING = "Waiting for the operator to observe the latest spec"
 
 
-def health(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
-    lua = lua51.LuaRuntime(unpack_returned_tuples=True)
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    result = lua.execute((ARGOCD / f"health-{kind.lower()}.lua").read_text())
-    return str(result["status"]), str(result["message"])
+class Sample(NamedTuple):
+    id: str
+    obj: dict[str, Any]
+    status: str
+    message: str
 
 
 def resource(
-    generation: int = 2, observed: int | None = 2, conditions: dict[str, tuple[str, str]] | None = None, **status: Any
+    kind: str,
+    generation: int = 2,
+    observed: int | None = 2,
+    conditions: dict[str, tuple[str, str]] | None = None,
+    **status: Any,
 ) -> dict[str, Any]:
     """An object with conditions given as {type: (status, reason)}; message is "<reason> message"."""
     items = [
         {"type": t, "status": s, "reason": r, "message": f"{r} message", "lastTransitionTime": "2026-01-01T00:00:00Z"}
         for t, (s, r) in (conditions or {}).items()
     ]
-    body: dict[str, Any] = {"metadata": {"name": "x", "namespace": "ml", "generation": generation}}
+    body: dict[str, Any] = {
+        "apiVersion": API,
+        "kind": kind,
+        "metadata": {"name": "x", "namespace": "ml", "generation": generation},
+    }
     if observed is not None or items or status:
         body["status"] = {**status, "conditions": items}
         if observed is not None:
@@ -38,47 +49,60 @@ def resource(
     return body
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_common_rules(kind: str) -> None:
-    assert health(kind, resource(observed=None)) == (
-        "Progressing",
-        "Waiting for the operator to observe the latest spec",
-    )
-    stale = resource(generation=3, observed=2, conditions={"Ready": ("True", "Ready")})
-    assert health(kind, stale)[0] == "Progressing"
-    invalid = resource(generation=3, observed=3, conditions={"Ready": ("False", "InvalidSpec")})
-    assert health(kind, invalid) == ("Degraded", "InvalidSpec: InvalidSpec message")
-    # InvalidSpec is reported even before observedGeneration catches up (status is written with it).
-    assert (
-        health(kind, resource(generation=4, observed=3, conditions={"Ready": ("False", "InvalidSpec")}))[0]
-        == "Degraded"
-    )
-    first_sight = resource(conditions={"Ready": ("Unknown", "Reconciling")})
-    assert health(kind, first_sight)[0] == "Progressing"
+def common_samples(kind: str) -> list[Sample]:
+    invalid = {"Ready": ("False", "InvalidSpec")}
+    return [
+        Sample(f"{kind}-no-status", resource(kind, observed=None), "Progressing", WAITING),
+        Sample(
+            f"{kind}-stale", resource(kind, generation=3, observed=2, conditions={"Ready": ("True", "Ready")}),
+            "Progressing", WAITING,
+        ),
+        Sample(
+            f"{kind}-invalid-spec", resource(kind, generation=3, observed=3, conditions=invalid),
+            "Degraded", "InvalidSpec: InvalidSpec message",
+        ),
+        # InvalidSpec is reported even before observedGeneration catches up (status is written with it).
+        Sample(
+            f"{kind}-invalid-spec-not-yet-observed", resource(kind, generation=4, observed=3, conditions=invalid),
+            "Degraded", "InvalidSpec: InvalidSpec message",
+        ),
+        Sample(
+            f"{kind}-first-sight", resource(kind, conditions={"Ready": ("Unknown", "Reconciling")}),
+            "Progressing", "Reconciling: Reconciling message",
+        ),
+    ]  # fmt: skip
 
 
-def test_tracking_server() -> None:
+def tracking_server_samples() -> list[Sample]:
+    ts = "TrackingServer"
     ready = resource(
-        conditions={"Ready": ("True", "Ready")}, phase="Ready", version="3.17.2", url="http://mlflow.ml.svc:5000"
+        ts, conditions={"Ready": ("True", "Ready")}, phase="Ready", version="3.17.2", url="http://mlflow.ml.svc:5000"
     )
-    assert health("TrackingServer", ready) == ("Healthy", "MLflow 3.17.2 serves at http://mlflow.ml.svc:5000")
     migrating = resource(
-        conditions={"Migrated": ("False", "Migrating"), "Ready": ("False", "Migrating")}, phase="Migrating"
+        ts, conditions={"Migrated": ("False", "Migrating"), "Ready": ("False", "Migrating")}, phase="Migrating"
     )
-    assert health("TrackingServer", migrating) == ("Progressing", "Migrating: Migrating message")
-    broken = resource(conditions={"Ready": ("False", "BucketUnreachable")}, phase="Failed")
-    assert health("TrackingServer", broken) == ("Degraded", "BucketUnreachable: BucketUnreachable message")
-    pending = resource(conditions={"Ready": ("False", "PodsNotReady")}, phase="Provisioning")
-    assert health("TrackingServer", pending)[0] == "Progressing"
+    broken = resource(ts, conditions={"Ready": ("False", "BucketUnreachable")}, phase="Failed")
+    pending = resource(ts, conditions={"Ready": ("False", "PodsNotReady")}, phase="Provisioning")
+    return [
+        Sample("TrackingServer-ready", ready, "Healthy", "MLflow 3.17.2 serves at http://mlflow.ml.svc:5000"),
+        Sample("TrackingServer-migrating", migrating, "Progressing", "Migrating: Migrating message"),
+        Sample("TrackingServer-failed", broken, "Degraded", "BucketUnreachable: BucketUnreachable message"),
+        Sample("TrackingServer-provisioning", pending, "Progressing", "PodsNotReady: PodsNotReady message"),
+    ]
 
 
-def test_registered_model() -> None:
-    synced = resource(conditions={"Synced": ("True", "Synced"), "Ready": ("True", "Synced")})
-    assert health("RegisteredModel", synced) == ("Healthy", "Synced: Synced message")
-    down = resource(conditions={"Synced": ("False", "RegistryUnavailable"), "Ready": ("False", "RegistryUnavailable")})
-    assert health("RegisteredModel", down) == ("Degraded", "RegistryUnavailable: RegistryUnavailable message")
-    syncing = resource(conditions={"Ready": ("Unknown", "Syncing")})
-    assert health("RegisteredModel", syncing) == ("Progressing", "Syncing: Syncing message")
+def registered_model_samples() -> list[Sample]:
+    rm = "RegisteredModel"
+    synced = resource(rm, conditions={"Synced": ("True", "Synced"), "Ready": ("True", "Synced")})
+    down = resource(
+        rm, conditions={"Synced": ("False", "RegistryUnavailable"), "Ready": ("False", "RegistryUnavailable")}
+    )
+    syncing = resource(rm, conditions={"Ready": ("Unknown", "Syncing")})
+    return [
+        Sample("RegisteredModel-synced", synced, "Healthy", "Synced: Synced message"),
+        Sample("RegisteredModel-registry-down", down, "Degraded", "RegistryUnavailable: RegistryUnavailable message"),
+        Sample("RegisteredModel-syncing", syncing, "Progressing", "Syncing: Syncing message"),
+    ]
 
 
 def deployment(phase: str | None, available: str, ready: str, message: str = "", **extra: Any) -> dict[str, Any]:
@@ -92,43 +116,73 @@ def deployment(phase: str | None, available: str, ready: str, message: str = "",
     status: dict[str, Any] = {"message": message, **extra}
     if phase is not None:
         status["phase"] = phase
-    return resource(conditions=conditions, **status)
+    return resource("ModelDeployment", conditions=conditions, **status)
 
 
-def test_model_deployment_phases() -> None:
-    md = "ModelDeployment"
-    assert health(md, deployment("Succeeded", "True", "True", "version 4 is rolled out")) == (
-        "Healthy",
-        "version 4 is rolled out",
-    )
-    assert health(md, deployment("Progressing", "True", "Unknown", "version 5, step 1/4, weight 10%")) == (
-        "Progressing",
-        "version 5, step 1/4, weight 10%",
-    )
-    assert health(md, deployment("Paused", "True", "Unknown", "paused until promoted")) == (
-        "Suspended",
-        "paused until promoted",
-    )
-    assert health(md, deployment("Degraded", "False", "False", "stable version 4 has no ready pods")) == (
-        "Degraded",
-        "stable version 4 has no ready pods",
-    )
-    # Rolled back, the stable serves: healthy, with why.
-    assert health(md, deployment("RolledBack", "True", "True", "version 5: error-rate 0.2 > 0.01")) == (
-        "Healthy",
-        "Rolled back: version 5: error-rate 0.2 > 0.01",
-    )
-    # Rolled back and the stable does not serve: degraded.
-    assert health(md, deployment("RolledBack", "False", "False", "stable version 4 has no ready pods"))[0] == "Degraded"
-    # No message in status: the condition explains.
-    assert health(md, deployment("Paused", "True", "Unknown")) == ("Suspended", "RollingOut: RollingOut message")
+def model_deployment_samples() -> list[Sample]:
+    no_stable = "stable version 4 has no ready pods"
+    return [
+        Sample(
+            "ModelDeployment-succeeded", deployment("Succeeded", "True", "True", "version 4 is rolled out"),
+            "Healthy", "version 4 is rolled out",
+        ),
+        Sample(
+            "ModelDeployment-progressing",
+            deployment("Progressing", "True", "Unknown", "version 5, step 1/4, weight 10%"),
+            "Progressing", "version 5, step 1/4, weight 10%",
+        ),
+        Sample(
+            "ModelDeployment-paused", deployment("Paused", "True", "Unknown", "paused until promoted"),
+            "Suspended", "paused until promoted",
+        ),
+        Sample("ModelDeployment-degraded", deployment("Degraded", "False", "False", no_stable), "Degraded", no_stable),
+        # Rolled back, the stable serves: healthy, with why.
+        Sample(
+            "ModelDeployment-rolled-back", deployment("RolledBack", "True", "True", "version 5: error-rate 0.2 > 0.01"),
+            "Healthy", "Rolled back: version 5: error-rate 0.2 > 0.01",
+        ),
+        # Rolled back and the stable does not serve: degraded.
+        Sample(
+            "ModelDeployment-rolled-back-no-stable", deployment("RolledBack", "False", "False", no_stable),
+            "Degraded", no_stable,
+        ),
+        # No message in status: the condition explains.
+        Sample(
+            "ModelDeployment-paused-no-message", deployment("Paused", "True", "Unknown"),
+            "Suspended", "RollingOut: RollingOut message",
+        ),
+        # Without a phase, Ready decides.
+        Sample(
+            "ModelDeployment-no-phase-unknown", deployment(None, "Unknown", "Unknown"),
+            "Progressing", "RollingOut: RollingOut message",
+        ),
+        Sample("ModelDeployment-no-phase-ready", deployment(None, "True", "True"), "Healthy", "Ready: Ready message"),
+        Sample(
+            "ModelDeployment-no-phase-not-ready", deployment(None, "False", "False"),
+            "Degraded", "RollingOut: RollingOut message",
+        ),
+    ]  # fmt: skip
 
 
-def test_model_deployment_without_phase_follows_ready() -> None:
-    md = "ModelDeployment"
-    assert health(md, deployment(None, "Unknown", "Unknown"))[0] == "Progressing"
-    assert health(md, deployment(None, "True", "True")) == ("Healthy", "Ready: Ready message")
-    assert health(md, deployment(None, "False", "False"))[0] == "Degraded"
+SAMPLES = [
+    *(sample for kind in KINDS for sample in common_samples(kind)),
+    *tracking_server_samples(),
+    *registered_model_samples(),
+    *model_deployment_samples(),
+]
+
+
+def test_samples_cover_every_status_of_every_kind() -> None:
+    assert len({sample.id for sample in SAMPLES}) == len(SAMPLES)
+    statuses = {(sample.obj["kind"], sample.status) for sample in SAMPLES}
+    for kind in KINDS:
+        assert {"Progressing", "Healthy", "Degraded"} <= {status for k, status in statuses if k == kind}, kind
+    assert ("ModelDeployment", "Suspended") in statuses
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[sample.id for sample in SAMPLES])
+def test_health(sample: Sample) -> None:
+    assert lua_health(sample.obj) == (sample.status, sample.message)
 
 
 def test_argocd_cm_snippet_embeds_the_lua_files_exactly() -> None:
