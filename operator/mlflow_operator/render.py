@@ -104,7 +104,8 @@ def render_tracking_server(
     admin = None
     if spec.auth is not None and spec.auth.enabled:
         admin = ts_build.Credentials("admin" if spec.auth.admin_secret is None else GENERATED, GENERATED)
-    inputs = ts_build.TrackingServerInputs(name, namespace, spec, spec.version, database, admin, images)
+    pooler = ts_build.Credentials(ts_build.POOLER_CLIENT_USER, GENERATED)
+    inputs = ts_build.TrackingServerInputs(name, namespace, spec, spec.version, database, admin, images, pooler)
     try:
         objects = ts_build.all_objects(inputs, GENERATED, GENERATED)
     except ValueError as refused:

@@ -31,6 +31,7 @@ from mlflow_operator.builders.trackingserver import (
     get_database_endpoint,
     get_pgbouncer_config,
     get_pooler_auth_secret,
+    pooled_login,
     pooler_endpoint,
     postgres_uri,
     tracking_server_args,
@@ -95,7 +96,8 @@ def local_uri(inputs: TrackingServerInputs, key: str, rendered_at: Address, loca
     parts = urlsplit(rendered)
     database = unquote(parts.path.lstrip("/"))
     ssl_mode = parse_qs(parts.query)["sslmode"][0]
-    uri = postgres_uri(inputs.database_credentials, local[0], local[1], database, ssl_mode)
+    login = pooled_login(inputs) if key == "pooled-uri" else inputs.database_credentials
+    uri = postgres_uri(login, local[0], local[1], database, ssl_mode)
     if uri != relocate(rendered, rendered_at, local):
         raise AssertionError(f"the local {key} differs from the rendered one beyond the address")
     return uri

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from mlflow_operator.builders.trackingserver import (
+    POOLER_CLIENT_USER,
     PROMETHEUS_DIR,
     Credentials,
     TrackingServerInputs,
@@ -148,7 +149,10 @@ def tracking_inputs(s3: S3Server, bucket: str, database: Credentials) -> Trackin
     """The example TrackingServer on the local MinIO, with the resolved credentials a handler passes."""
     spec = rendered.example_spec(s3_endpoint=s3.endpoint_url, bucket=bucket)
     admin = Credentials("admin", secrets.token_urlsafe(24))  # as the operator generates it
-    return TrackingServerInputs("mlflow", NAMESPACE, spec, spec.version, database, admin)
+    # The servers' own PgBouncer login, as the operator generates it: PgBouncer logs into Postgres as the
+    # database user, whoever the client is.
+    pooler = Credentials(POOLER_CLIENT_USER, secrets.token_urlsafe(24))
+    return TrackingServerInputs("mlflow", NAMESPACE, spec, spec.version, database, admin, pooler_credentials=pooler)
 
 
 def migrate(inputs: TrackingServerInputs, local_secrets: rendered.SecretValues) -> None:

@@ -125,9 +125,7 @@ def test_the_database_password_rotates_once_per_request() -> None:
     status = FakeStatus({"mlflow-db": {"username": "mlflow", "password": "old"}})
     body = server(**{rotation.ROTATE_DATABASE_PASSWORD: "r1"})
     data = asyncio.run(
-        handler.rotate_database_password(
-            runtime(status), body, "mlflow-db", {**status.secrets["mlflow-db"]}
-        )
+        handler.rotate_database_password(runtime(status), body, "mlflow-db", {**status.secrets["mlflow-db"]})
     )
     assert data["password"] != "old" and len(data["password"]) >= 32
     assert data[rotation.ROTATED_KEY] == "r1" and status.secrets["mlflow-db"] == data

@@ -65,13 +65,14 @@ def test_no_secret_value_is_rendered_and_no_owner_references() -> None:
         "mlflow-db",
         "mlflow-admin",
         "fraud-registry-reader",
+        "mlflow-pgbouncer-client",
         "mlflow-pgbouncer-auth",
         "mlflow-backend",
         "mlflow-auth-config",
     }
     for secret in secrets:
         for key, value in secret["stringData"].items():
-            usernames = ("mlflow", "admin", "modeldeployment/default/fraud")
+            usernames = ("mlflow", "admin", "tracking-server", "modeldeployment/default/fraud")
             assert value == GENERATED or (key == "username" and value in usernames), (secret, key)
     text = to_yaml(result.objects)
     assert "ownerReferences" not in text

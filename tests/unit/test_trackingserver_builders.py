@@ -92,6 +92,7 @@ def inputs_for(spec: dict[str, Any], password: str = "db-password") -> build.Tra
         typed.version,
         build.Credentials("mlflow", password),
         build.Credentials("admin", "admin-password"),
+        pooler_credentials=build.Credentials(build.POOLER_CLIENT_USER, "pooler-password"),
     )
 
 
@@ -289,5 +290,6 @@ def test_user_strings_stay_single_values_in_objects(annotation: str, parameter: 
     managed = TrackingServerSpec.model_validate(
         {"database": {"managed": {"parameters": {"application_name": parameter}}}, "artifacts": spec["artifacts"]}
     )
-    args = build.get_postgres_statefulset("mlflow", "ml", managed, "pw")["spec"]["template"]["spec"]["containers"][0]["args"]
+    statefulset = build.get_postgres_statefulset("mlflow", "ml", managed, "pw")
+    args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index(f"application_name={parameter}") - 1] == "-c"

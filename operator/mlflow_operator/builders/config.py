@@ -89,13 +89,18 @@ class PgBouncerConfig:
     server_host: str
     server_port: int
     settings: Mapping[str, object] = field(default_factory=dict)
+    # PgBouncer logs into Postgres as this user (its password from auth_file) whoever the client is: clients
+    # then have a login of their own, which a rotation of the database password leaves alone.
+    server_user: str | None = None
 
 
 def render_pgbouncer_ini(config: PgBouncerConfig) -> str:
     unknown = set(config.settings) - PGBOUNCER_ALLOWED_SETTINGS
     if unknown:
         raise UnsafeConfigValue(f"PgBouncer settings not allowed: {sorted(unknown)}")
-    connection = {"host": config.server_host, "port": config.server_port, "dbname": config.database}
+    connection: dict[str, object] = {"host": config.server_host, "port": config.server_port, "dbname": config.database}
+    if config.server_user is not None:
+        connection["user"] = config.server_user
     return _environment.get_template("pgbouncer.ini.j2").render(
         database=config.database, connection=connection, settings=dict(config.settings)
     )

@@ -127,6 +127,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
             credentials,
             await admin_credentials(step),
             images=rt.images,
+            pooler_credentials=await pooler_login(step),
         )
         await pooler(step, inputs)
         decision = await migration(step, inputs, status)
@@ -298,6 +299,19 @@ async def finish_admin_rotation(step: Pass) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- pooler
+
+
+async def pooler_login(step: Pass) -> build.Credentials | None:
+    """The tracking servers' own PgBouncer login (generated once): a rotated database password then rolls
+    PgBouncer alone. None without a pooler, or should the Secret vanish between its create and read (the
+    servers then log in with the database credentials until the next pass recreates it)."""
+    if not step.spec.database.pooler.enabled:
+        return None
+    generated = build.get_pooler_client_secret(step.name, step.namespace, secrets.token_urlsafe(24))
+    data = await generated_secret(step.rt, generated, owner=step.body) or {}
+    if not data.get("password"):
+        return None
+    return build.Credentials(data.get("username") or build.POOLER_CLIENT_USER, data["password"])
 
 
 async def pooler(step: Pass, inputs: build.TrackingServerInputs) -> None:

@@ -2,7 +2,8 @@
 CloudNativePG's pkg/specs does.
 
 - inputs: names, images, ports, TrackingServerInputs (the spec plus what the handler resolved), endpoints;
-- secrets: generated database and admin passwords, backend URIs, PgBouncer's userlist, basic-auth config;
+- secrets: generated passwords (database, admin, the servers' PgBouncer login), backend URIs, PgBouncer's
+  userlist, basic-auth config;
 - database: the managed PostgreSQL (StatefulSet, Service, NetworkPolicy);
 - pooler: PgBouncer (configuration, Deployment with its exporter, Service, NetworkPolicy);
 - migration: the `mlflow db upgrade` Job of one MLflow version;
@@ -11,8 +12,9 @@ CloudNativePG's pkg/specs does.
 
 `get_*` functions each build one object; `desired_*` functions list what to apply for one stage of the
 reconcile (database, pooler, server). The handler adds owner references and applies them. Secrets whose
-content is generated (database and admin passwords) are built here but created once by the handler and
-never overwritten. This package re-exports every builder, so `builders.trackingserver.get_x` names any of them.
+content is generated (passwords) are built here but created once by the handler and changed only by a
+requested rotation (logic.credential_rotation). This package re-exports every builder, so
+`builders.trackingserver.get_x` names any of them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from mlflow_operator.builders.trackingserver.inputs import (
     GC_SCRIPT_DIR,
     MLFLOW_PORT,
     PGBOUNCER_PORT,
+    POOLER_CLIENT_USER,
     POOLER_RESOURCES,
     POSTGRES_DEFAULT_PARAMETERS,
     POSTGRES_PORT,
@@ -59,6 +62,7 @@ from mlflow_operator.builders.trackingserver.inputs import (
     backend_uris,
     get_database_endpoint,
     mlflow_image,
+    pooled_login,
     pooler_endpoint,
     postgres_uri,
     tracking_url,
@@ -83,6 +87,7 @@ from mlflow_operator.builders.trackingserver.secrets import (
     get_backend_secret,
     get_database_secret,
     get_pooler_auth_secret,
+    get_pooler_client_secret,
     render_auth_config,
 )
 from mlflow_operator.builders.trackingserver.server import (
@@ -108,6 +113,8 @@ def all_objects(inputs: TrackingServerInputs, database_password: str, admin_pass
     auth = inputs.spec.auth
     if auth is not None and auth.enabled and auth.admin_secret is None:
         objects.append(get_admin_secret(inputs.name, inputs.namespace, admin_password))
+    if inputs.spec.database.pooler.enabled and inputs.pooler_credentials is not None:
+        objects.append(get_pooler_client_secret(inputs.name, inputs.namespace, inputs.pooler_credentials.password))
     objects += desired_database(
         inputs.name, inputs.namespace, inputs.spec, inputs.database_credentials.password, inputs.images
     )
@@ -130,6 +137,7 @@ __all__ = [
     "GC_SCRIPT_DIR",
     "MLFLOW_PORT",
     "PGBOUNCER_PORT",
+    "POOLER_CLIENT_USER",
     "POOLER_RESOURCES",
     "POSTGRES_DEFAULT_PARAMETERS",
     "POSTGRES_PORT",
@@ -167,6 +175,7 @@ __all__ = [
     "get_pgbouncer_network_policy",
     "get_pgbouncer_service",
     "get_pooler_auth_secret",
+    "get_pooler_client_secret",
     "get_postgres_network_policy",
     "get_postgres_service",
     "get_postgres_statefulset",
@@ -176,6 +185,7 @@ __all__ = [
     "gunicorn_options",
     "mlflow_image",
     "pgbouncer_settings",
+    "pooled_login",
     "pooler_endpoint",
     "postgres_parameters",
     "postgres_uri",

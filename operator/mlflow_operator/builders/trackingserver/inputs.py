@@ -32,6 +32,7 @@ DATABASE_NAME = "mlflow"
 
 
 DATABASE_USER = "mlflow"
+POOLER_CLIENT_USER = "tracking-server"  # the tracking servers' login to PgBouncer (not a Postgres role)
 
 
 PROMETHEUS_DIR = "/tmp/prometheus"
@@ -113,6 +114,10 @@ class Names:
         return f"{self.instance}-pgbouncer-auth"
 
     @property
+    def pooler_client_secret(self) -> str:
+        return f"{self.instance}-pgbouncer-client"
+
+    @property
     def admin_secret(self) -> str:
         return f"{self.instance}-admin"
 
@@ -155,6 +160,9 @@ class TrackingServerInputs:
     database_credentials: Credentials
     admin_credentials: Credentials | None = None
     images: Images = DEFAULT_IMAGES  # the operator-wide defaults (builders.images)
+    # The tracking servers' own login to PgBouncer (a generated Secret), so that a rotated database password
+    # rolls PgBouncer only. None: they log in with the database credentials.
+    pooler_credentials: Credentials | None = None
 
     @property
     def names(self) -> Names:
@@ -197,9 +205,16 @@ def backend_uris(inputs: TrackingServerInputs) -> dict[str, str]:
     pooled_ssl = "disable" if inputs.spec.database.pooler.enabled else endpoint.ssl_mode
     credentials = inputs.database_credentials
     return {
-        "pooled-uri": postgres_uri(credentials, host, port, endpoint.database, pooled_ssl),
+        "pooled-uri": postgres_uri(pooled_login(inputs), host, port, endpoint.database, pooled_ssl),
         "direct-uri": postgres_uri(credentials, endpoint.host, endpoint.port, endpoint.database, endpoint.ssl_mode),
     }
+
+
+def pooled_login(inputs: TrackingServerInputs) -> Credentials:
+    """The credentials in the pooled URI: the servers' own PgBouncer login when there is one."""
+    if inputs.spec.database.pooler.enabled and inputs.pooler_credentials is not None:
+        return inputs.pooler_credentials
+    return inputs.database_credentials
 
 
 # Where the operator reaches a TrackingServer's registry when it cannot use the Service's URL: an operator run

@@ -81,7 +81,11 @@ def get_pgbouncer_config(inputs: TrackingServerInputs) -> PgBouncerConfig:
         inputs.database_credentials.username,
     )
     return PgBouncerConfig(
-        database=endpoint.database, server_host=endpoint.host, server_port=endpoint.port, settings=settings
+        database=endpoint.database,
+        server_host=endpoint.host,
+        server_port=endpoint.port,
+        settings=settings,
+        server_user=inputs.database_credentials.username,
     )
 
 

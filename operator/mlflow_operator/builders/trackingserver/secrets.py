@@ -1,5 +1,6 @@
-"""The Secrets of a TrackingServer: the generated database and admin passwords (created once by the
-handler, never overwritten), the backend URIs, PgBouncer's userlist and MLflow's basic-auth configuration.
+"""The Secrets of a TrackingServer: the generated passwords (database, admin, the servers' PgBouncer login;
+created once by the handler, changed only by a requested rotation), the backend URIs, PgBouncer's userlist and
+MLflow's basic-auth configuration.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from mlflow_operator.builders.trackingserver.inputs import (
     COMPONENT_SERVER,
     DATABASE_USER,
     PGBOUNCER_PORT,
+    POOLER_CLIENT_USER,
     Credentials,
     Names,
     TrackingServerInputs,
     backend_uris,
+    pooled_login,
 )
 
 
@@ -41,7 +44,7 @@ def _secret(name: str, namespace: str, component: str, instance: str, data: dict
 
 
 def get_database_secret(name: str, namespace: str, password: str) -> Obj:
-    """The managed database's credentials: created once, never overwritten, retained by default."""
+    """The managed database's credentials: created once, retained by default; a rotation rewrites the password."""
     return _secret(
         Names(name).database_secret,
         namespace,
@@ -57,7 +60,7 @@ def admin_secret_name(name: str, auth: Auth) -> str:
 
 
 def get_admin_secret(name: str, namespace: str, password: str) -> Obj:
-    """Generated MLflow admin credentials for basic auth: created once, never overwritten."""
+    """Generated MLflow admin credentials for basic auth: created once; a rotation rewrites the password."""
     return _secret(
         Names(name).admin_secret, namespace, COMPONENT_SERVER, name, {"username": "admin", "password": password}
     )
@@ -67,19 +70,33 @@ def get_backend_secret(inputs: TrackingServerInputs) -> Obj:
     return _secret(inputs.names.backend_secret, inputs.namespace, COMPONENT_SERVER, inputs.name, backend_uris(inputs))
 
 
+def get_pooler_client_secret(name: str, namespace: str, password: str) -> Obj:
+    """The tracking servers' own PgBouncer login: created once, never overwritten."""
+    return _secret(
+        Names(name).pooler_client_secret,
+        namespace,
+        COMPONENT_POOLER,
+        name,
+        {"username": POOLER_CLIENT_USER, "password": password},
+    )
+
+
 def get_pooler_auth_secret(inputs: TrackingServerInputs) -> Obj:
+    """PgBouncer's userlist: the database user (PgBouncer's own login to Postgres, and the exporter's stats
+    login) and the servers' login, when they have one of their own."""
     credentials = inputs.database_credentials
     user, password = quote(credentials.username, safe=""), quote(credentials.password, safe="")
     exporter = f"postgres://{user}:{password}@127.0.0.1:{PGBOUNCER_PORT}/pgbouncer?sslmode=disable"
+    logins = {credentials.username: credentials.password}
+    client = pooled_login(inputs)
+    logins.setdefault(client.username, client.password)
+    userlist = "".join(userlist_line(username, secret) for username, secret in logins.items())
     return _secret(
         inputs.names.pooler_auth,
         inputs.namespace,
         COMPONENT_POOLER,
         inputs.name,
-        {
-            "userlist.txt": userlist_line(credentials.username, credentials.password),
-            "exporter-connection-string": exporter,
-        },
+        {"userlist.txt": userlist, "exporter-connection-string": exporter},
     )
 
 

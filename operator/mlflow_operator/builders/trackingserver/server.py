@@ -149,8 +149,9 @@ def tracking_server_env(inputs: TrackingServerInputs) -> list[Obj]:
 
 
 def server_config_hash(inputs: TrackingServerInputs) -> str:
-    """Changes when anything the pods read at start-up changes (URIs, auth config), rolling them."""
-    parts = [*backend_uris(inputs).values()]
+    """Changes when anything the pods read at start-up changes (their URI, auth config), rolling them. Not the
+    direct URI (the migration Job's): with a pooler, a rotated database password leaves the servers alone."""
+    parts = [backend_uris(inputs)["pooled-uri"]]
     if inputs.admin_credentials is not None and inputs.spec.auth is not None and inputs.spec.auth.enabled:
         parts.append(render_auth_config(inputs))
     return content_hash(*parts)
