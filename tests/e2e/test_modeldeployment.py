@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.argocd import assert_argocd_health, assert_live_health
 from tests.e2e.conftest import IMAGE_MIRROR, RESYNC_SECONDS, start_operator
 from tests.integration.dataplane import Postgres
 from tests.integration.prometheus_server import MetricsExporter, PrometheusServer, start_prometheus
@@ -260,6 +261,10 @@ def test_alias_moves_roll_out_with_analysis_then_a_failing_version_rolls_back(
     assert rolled_back.get("canaryVersion") is None and rolled_back["canaryWeight"] == 0
     assert route_weights(kubectl, namespace, name) == (100, 0)
     assert (condition({"status": rolled_back}, "Ready") or {}).get("status") == "True"  # the stable serves: healthy
+    # Argo CD shows it Healthy (the stable serves) and says why.
+    assert (
+        "Rolled back: version 3" in assert_live_health(kubectl, "ModelDeployment", name, namespace, "Healthy").message
+    )
     eventually(lambda: deployments(kubectl, namespace) == [f"{name}-v2"], timeout=30, what="version 3 removed")
 
     def tagged() -> dict[str, str] | None:
@@ -288,8 +293,18 @@ def test_no_data_pauses_as_inconclusive_until_promoted(
     registry.register(model, champion=1)
     kubectl.apply(model_deployment(name, registry, metrics.prometheus.url, model), namespace)
     wait_phase(kubectl, namespace, name, "Succeeded", stableVersion=1)
+    assert_live_health(kubectl, "ModelDeployment", name, namespace, "Healthy")
 
     registry.move_alias(model, "champion", 2)  # nobody exports the canary's error rate: no data
+    # Argo CD reads the canary (a setWeight step, then the analysis collecting its samples) as Progressing.
+    canary = eventually(
+        lambda: (o := kubectl.get("modeldeployment", name, namespace)) and o["status"].get("canaryVersion") == 2 and o,
+        timeout=60,
+        interval=0.3,
+        what="the canary of version 2",
+    )
+    assert canary["status"]["phase"] == "Progressing", canary["status"]
+    assert_argocd_health(canary, "Progressing")
     paused = wait_phase(kubectl, namespace, name, "Paused", timeout=60, canaryVersion=2)
     progressing = condition({"status": paused}, "Progressing")
     assert progressing is not None and progressing["status"] == "False" and progressing["reason"] == "Inconclusive"
@@ -297,6 +312,7 @@ def test_no_data_pauses_as_inconclusive_until_promoted(
     assert paused["analysisResults"][-1]["outcome"] == "Inconclusive"
     assert paused["canaryWeight"] == 25  # paused where it was: neither promoted nor rolled back
     assert (condition({"status": paused}, "Ready") or {}).get("status") == "True"  # version 1 still serves
+    assert "no data" in assert_live_health(kubectl, "ModelDeployment", name, namespace, "Suspended").message
 
     # A person looks at it and promotes: the analysis step is skipped, the rollout completes.
     kubectl.run("annotate", "modeldeployment", name, "-n", namespace, "mlflow.operator.dev/promote=1")
@@ -321,6 +337,7 @@ def test_alias_that_does_not_exist_is_reported(
 
     ready = eventually(reported, timeout=60, what="Ready=False AliasNotFound")
     assert ready["status"] == "False" and "nope" in ready["message"]
+    assert "nope" in assert_live_health(kubectl, "ModelDeployment", name, namespace, "Degraded").message
     assert deployments(kubectl, namespace) == []
     assert any(r == "AliasNotFound" for r, _ in events(kubectl, namespace, name))
 

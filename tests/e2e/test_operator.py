@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.argocd import assert_live_health
 from tests.kube import ROOT, Kubectl, condition, eventually
 
 EXPECTED_CONDITIONS = {
@@ -92,6 +93,7 @@ def test_spec_admitted_but_refused_by_operator_is_invalid_spec_with_event(
     ready = eventually(invalid, what="Ready=False/InvalidSpec")
     assert ready["status"] == "False"
     assert "spec.version" in ready["message"] and "2.9.0 or newer" in ready["message"]
+    assert_live_health(kubectl, "TrackingServer", "mlflow", namespace, "Degraded", f"InvalidSpec: {ready['message']}")
     warnings = eventually(
         lambda: [e for e in kubectl.events(namespace) if e["reason"] == "InvalidSpec" and e["type"] == "Warning"],
         what="InvalidSpec Warning event",

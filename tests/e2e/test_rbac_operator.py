@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.argocd import assert_argocd_health
 from tests.e2e.conftest import RESYNC_SECONDS, OperatorProcess, _free_port
 from tests.e2e.test_modeldeployment import (  # noqa: F401 - module-scoped fixtures shared with that module
     Metrics,
@@ -160,13 +161,21 @@ def trackingserver_scenario(operator: OperatorUnderTest, s3: S3Server, registry:
     bucket = s3.create_bucket()
     apply_all(kubectl, stack(s3, bucket, registry), namespace)
 
+    provisioning: list[dict[str, Any]] = []  # the first object seen with a phase short of Ready
+
     def ready(generation: int) -> dict[str, Any] | None:
         ts = kubectl.get("trackingserver", "mlflow", namespace)
         found = condition(ts, "Ready")
+        if ts is not None and ts.get("status", {}).get("phase") not in (None, "Ready") and not provisioning:
+            provisioning.append(ts)
         return ts if found and found["status"] == "True" and found["observedGeneration"] == generation else None
 
     ts = operator.wait_for(lambda: ready(1), what="TrackingServer Ready")
     assert ts["status"]["observedGeneration"] == ts["metadata"]["generation"]
+    # What Argo CD shows on the way (pods starting, the migration Job) and once it serves.
+    assert provisioning, "no phase seen before Ready"
+    assert_argocd_health(provisioning[0], "Progressing")
+    assert_argocd_health(ts, "Healthy", f"MLflow 3.17.2 serves at http://mlflow.{namespace}.svc:5000")
     assert {c["type"]: c["status"] for c in ts["status"]["conditions"]}["ArtifactsReady"] == "True"
     for kind, name in [
         ("secret", "mlflow-db"),

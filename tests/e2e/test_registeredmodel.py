@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.argocd import assert_live_health
 from tests.e2e.conftest import RESYNC_SECONDS, start_operator
 from tests.integration.dataplane import Postgres
 from tests.integration.registry_server import (
@@ -96,6 +97,7 @@ def test_model_versions_aliases_and_drift(kubectl: Kubectl, operator: Path, name
     kubectl.apply(model("fraud", registry.url, **spec), namespace)
     obj = synced(kubectl, namespace, "fraud")
     kubectl.run("wait", "registeredmodel/fraud", "-n", namespace, "--for=condition=Ready", "--timeout=30s")
+    assert_live_health(kubectl, "RegisteredModel", "fraud", namespace, "Healthy")
     status = obj["status"]
     assert status["modelName"] == "fraud-e2e" and status["latestVersion"] == 2
     assert [v["version"] for v in status["versions"]] == [2, 1]
@@ -161,6 +163,7 @@ def test_alias_to_a_missing_version_changes_nothing(
 
     assert "challenger" in eventually(refused, what="VersionNotFound")["message"]
     assert condition(kubectl.get("registeredmodel", "missing", namespace), "Ready")["status"] == "False"  # type: ignore[index]
+    assert "challenger" in assert_live_health(kubectl, "RegisteredModel", "missing", namespace, "Degraded").message
     seen = registry.read("missing-e2e")
     assert seen["description"] != "new text", "nothing else changes in a refused pass"
     assert seen["aliases"] == {"champion": 1}
