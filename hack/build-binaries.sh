@@ -330,7 +330,7 @@ for e in m.get("Exclude") or []:
 build_argocd() {
   local out="$CACHE/bin/argocd-$ARGOCD_VERSION" work agomod ldf client_go
   if [ -x "$out/argocd" ]; then log "cached: $out"; return; fi
-  log "building the Argo CD CLI $ARGOCD_VERSION (cold: ~15 min on 2 cores)"
+  log "building the Argo CD CLI $ARGOCD_VERSION (cold: ~5 min on 2 cores, 2 GB peak, a 142 MiB binary)"
   work=$(mktemp -d); trap 'rm -rf "$work"; trap - RETURN' RETURN
   (
     cd "$work"
