@@ -139,6 +139,15 @@ def test_the_database_password_rotates_once_per_request() -> None:
 # ---------------------------------------------------------------------------------------------------- admin
 
 
+# The admin Secret with a new password staged for request r1.
+STAGED = {
+    "username": "admin",
+    "password": "old",
+    rotation.PENDING_PASSWORD_KEY: "new",
+    rotation.PENDING_ROTATION_KEY: "r1",
+}
+
+
 def admin_secret(status: FakeStatus) -> dict[str, str]:
     return dict(status.secrets["mlflow-admin"])
 
@@ -164,12 +173,7 @@ def test_the_admin_password_is_staged_set_in_mlflow_then_made_current() -> None:
 
 
 def test_a_pass_that_stopped_after_mlflows_update_finishes_without_a_second_one() -> None:
-    staged = {
-        "username": "admin",
-        "password": "old",
-        rotation.PENDING_PASSWORD_KEY: "new",
-        rotation.PENDING_ROTATION_KEY: "r1",
-    }
+    staged = dict(STAGED)
     status = FakeStatus({"mlflow-admin": dict(staged)})
     FakeMlflowUsers.passwords = {"admin": "new"}  # set in MLflow; the Secret update never happened
     assert asyncio.run(handler.apply_admin_password(runtime(status), server(), URL, "mlflow-admin", staged))
@@ -178,12 +182,7 @@ def test_a_pass_that_stopped_after_mlflows_update_finishes_without_a_second_one(
 
 
 def test_mlflow_unreachable_keeps_the_secrets_password_the_one_mlflow_accepts() -> None:
-    staged = {
-        "username": "admin",
-        "password": "old",
-        rotation.PENDING_PASSWORD_KEY: "new",
-        rotation.PENDING_ROTATION_KEY: "r1",
-    }
+    staged = dict(STAGED)
     status = FakeStatus({"mlflow-admin": dict(staged)})
     FakeMlflowUsers.unreachable = True
     assert not asyncio.run(handler.apply_admin_password(runtime(status), server(), URL, "mlflow-admin", staged))

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 import yaml
@@ -244,7 +244,8 @@ def test_database_uris_round_trip_any_credentials(user: str, password: str) -> N
     uri = build.postgres_uri(build.Credentials(user, password), "db.svc", 6432, "mlflow", "disable")
     parsed = urlparse(uri)
     assert (unquote(parsed.username or ""), unquote(parsed.password or "")) == (user, password)
-    assert (parsed.hostname, parsed.port, parsed.path, parsed.query) == ("db.svc", 6432, "/mlflow", "sslmode=disable")
+    assert (parsed.hostname, parsed.port, parsed.path) == ("db.svc", 6432, "/mlflow")
+    assert parse_qs(parsed.query) == {"sslmode": ["disable"], "connect_timeout": ["5"], "tcp_user_timeout": ["5000"]}
 
 
 @settings(max_examples=100, deadline=None)

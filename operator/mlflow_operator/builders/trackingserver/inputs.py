@@ -190,12 +190,19 @@ def pooler_endpoint(name: str, namespace: str, spec: TrackingServerSpec) -> tupl
     return endpoint.host, endpoint.port
 
 
+# libpq's own timeouts: a connection to a pod that is gone (a rolled PgBouncer, a restarted Postgres) gets no
+# reset, and without them a pooled connection's next query waits for TCP's retransmissions (minutes) while
+# the tracking request hangs. tcp_user_timeout bounds unacknowledged sends, not how long a query runs.
+LIBPQ_TIMEOUTS = "connect_timeout=5&tcp_user_timeout=5000"
+
+
 def postgres_uri(credentials: Credentials, host: str, port: int, database: str, ssl_mode: str) -> str:
     """A SQLAlchemy URI naming psycopg2 explicitly: SQLAlchemy 2.1 maps postgresql:// to psycopg 3, whose
     automatic server-side prepared statements break behind a transaction-mode PgBouncer older than 1.21."""
     user = quote(credentials.username, safe="")
     password = quote(credentials.password, safe="")
-    return f"postgresql+psycopg2://{user}:{password}@{host}:{port}/{quote(database, safe='')}?sslmode={ssl_mode}"
+    path = f"{host}:{port}/{quote(database, safe='')}"
+    return f"postgresql+psycopg2://{user}:{password}@{path}?sslmode={ssl_mode}&{LIBPQ_TIMEOUTS}"
 
 
 def backend_uris(inputs: TrackingServerInputs) -> dict[str, str]:

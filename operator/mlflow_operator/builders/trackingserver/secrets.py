@@ -43,15 +43,14 @@ def _secret(name: str, namespace: str, component: str, instance: str, data: dict
     }
 
 
+def _login_secret(name: str, namespace: str, component: str, instance: str, username: str, password: str) -> Obj:
+    """A generated login (username and password keys): the handler creates it once."""
+    return _secret(name, namespace, component, instance, {"username": username, "password": password})
+
+
 def get_database_secret(name: str, namespace: str, password: str) -> Obj:
     """The managed database's credentials: created once, retained by default; a rotation rewrites the password."""
-    return _secret(
-        Names(name).database_secret,
-        namespace,
-        COMPONENT_POSTGRES,
-        name,
-        {"username": DATABASE_USER, "password": password},
-    )
+    return _login_secret(Names(name).database_secret, namespace, COMPONENT_POSTGRES, name, DATABASE_USER, password)
 
 
 def admin_secret_name(name: str, auth: Auth) -> str:
@@ -61,9 +60,7 @@ def admin_secret_name(name: str, auth: Auth) -> str:
 
 def get_admin_secret(name: str, namespace: str, password: str) -> Obj:
     """Generated MLflow admin credentials for basic auth: created once; a rotation rewrites the password."""
-    return _secret(
-        Names(name).admin_secret, namespace, COMPONENT_SERVER, name, {"username": "admin", "password": password}
-    )
+    return _login_secret(Names(name).admin_secret, namespace, COMPONENT_SERVER, name, "admin", password)
 
 
 def get_backend_secret(inputs: TrackingServerInputs) -> Obj:
@@ -71,13 +68,9 @@ def get_backend_secret(inputs: TrackingServerInputs) -> Obj:
 
 
 def get_pooler_client_secret(name: str, namespace: str, password: str) -> Obj:
-    """The tracking servers' own PgBouncer login: created once, never overwritten."""
-    return _secret(
-        Names(name).pooler_client_secret,
-        namespace,
-        COMPONENT_POOLER,
-        name,
-        {"username": POOLER_CLIENT_USER, "password": password},
+    """The tracking servers' own PgBouncer login: created once, never overwritten (no rotation asks for it)."""
+    return _login_secret(
+        Names(name).pooler_client_secret, namespace, COMPONENT_POOLER, name, POOLER_CLIENT_USER, password
     )
 
 
