@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from mlflow_operator.logic.credential_rotation import ROTATE_DATABASE_PASSWORD
 from tests.argocd import assert_argocd_health
 from tests.e2e.conftest import RESYNC_SECONDS, OperatorProcess, _free_port
 from tests.e2e.test_modeldeployment import (  # noqa: F401 - module-scoped fixtures shared with that module
@@ -181,6 +182,7 @@ def trackingserver_scenario(operator: OperatorUnderTest, s3: S3Server, registry:
         ("secret", "mlflow-db"),
         ("secret", "mlflow-admin"),
         ("secret", "mlflow-backend"),
+        ("secret", "mlflow-pgbouncer-client"),
         ("statefulset", "mlflow-postgres"),
         ("configmap", "mlflow-pgbouncer"),
         ("deployment", "mlflow-pgbouncer"),
@@ -203,6 +205,13 @@ def trackingserver_scenario(operator: OperatorUnderTest, s3: S3Server, registry:
         what="the server Deployment scaled to 1",
     )
     operator.wait_for(lambda: ready(2), what="Ready after the change")
+    # A requested password rotation rewrites the generated Secret (patch) and posts its Event.
+    old_password = kubectl.get("secret", "mlflow-db", namespace)["data"]["password"]  # type: ignore[index]
+    kubectl.run("annotate", "-n", namespace, "trackingserver/mlflow", f"{ROTATE_DATABASE_PASSWORD}=rbac")
+    operator.wait_for(
+        lambda: (kubectl.get("secret", "mlflow-db", namespace) or {}).get("data", {}).get("password") != old_password,
+        what="the database password rotated",
+    )
     # Deletion goes through the operator's finalizer (if any) with the same permissions.
     kubectl.run("delete", "trackingserver", "mlflow", "-n", namespace, "--timeout=120s", timeout=130)
     assert kubectl.get("trackingserver", "mlflow", namespace) is None

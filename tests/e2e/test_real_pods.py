@@ -9,7 +9,9 @@ it built as a user would, from the host, through Service ClusterIPs (kube-proxy)
   stable and canary Services answer /invocations with each version's own predictions, a version that cannot
   load is rolled back at its progress deadline, a deleted ModelDeployment leaves no pod;
 - an upgrade from an earlier MLflow release runs the real migration Job and the new servers serve old data;
-- every pod runs in a namespace that enforces Pod Security "restricted", with a read-only root.
+- every pod runs in a namespace that enforces Pod Security "restricted", with a read-only root;
+- rotating the database password under steady writes fails requests only within a bounded window; rotating
+  the admin password keeps the RegisteredModel and the ModelDeployment syncing.
 
 One real node runs per machine: a running `make cluster` / `make run` makes this module fail (stop it
 first). REAL_PODS_CLUSTER_DIR=<dir> reuses (and keeps) the cluster in that state directory, to iterate on
@@ -19,12 +21,15 @@ or later tests expect what they did, in file order.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import subprocess
 import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +44,7 @@ from mlflow.exceptions import MlflowException
 from mlflow_operator.api.kinds import API_VERSION
 from mlflow_operator.api.modeldeployment import GatewayAPIRouting
 from mlflow_operator.api.trackingserver import DEFAULT_MLFLOW_VERSION
+from mlflow_operator.builders.common import CONFIG_HASH_ANNOTATION
 from mlflow_operator.builders.modeldeployment import COMPONENT as COMPONENT_MODEL_SERVER
 from mlflow_operator.builders.modeldeployment import SERVICE_PORT
 from mlflow_operator.builders.routers import RouteTarget, Weights
@@ -49,6 +55,11 @@ from mlflow_operator.builders.trackingserver import (
     COMPONENT_SERVER,
     DATABASE_NAME,
     PGBOUNCER_PORT,
+)
+from mlflow_operator.logic.credential_rotation import (
+    PENDING_PASSWORD_KEY,
+    ROTATE_ADMIN_PASSWORD,
+    ROTATE_DATABASE_PASSWORD,
 )
 from tests.e2e import traffic
 from tests.e2e.conftest import record_real_node
@@ -732,3 +743,144 @@ def test_an_upgrade_migrates_the_schema_and_the_new_servers_serve(platform: Plat
     finally:
         platform.kubectl.run("delete", "trackingserver", "-n", NAMESPACE, "legacy", "--ignore-not-found", timeout=300)
     eventually(lambda: not platform.pods("app.kubernetes.io/instance=legacy"), timeout=180, what="legacy pods gone")
+
+
+# ------------------------------------------------------------------------------------ credential rotation
+# Last in the file: they change the passwords the module's MLflow client was given.
+
+# The longest run of failed tracking requests a database password rotation may cause (documented in
+# docs/operations.md): Postgres restarts to take the new password, and PgBouncer pods that still have the old
+# one cannot open connections to it until their Deployment has rolled. The servers log into PgBouncer with a
+# login of their own and do not roll.
+DATABASE_ROTATION_WINDOW_S = 30
+ROTATED_WORKLOADS = ("statefulset/mlflow-postgres", "deployment/mlflow-pgbouncer")
+DATABASE_CLIENTS = "app.kubernetes.io/instance=mlflow"
+
+
+def basic_auth(secret: dict[str, str]) -> dict[str, str]:
+    token = base64.b64encode(f"{secret['username']}:{secret['password']}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def annotate_tracking_server(platform: Platform, key: str, value: str) -> None:
+    platform.kubectl.run("annotate", "--overwrite", "-n", NAMESPACE, "trackingserver/mlflow", f"{key}={value}")
+
+
+def template_hash(platform: Platform, workload: str) -> str:
+    return str(platform.json("get", workload)["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION])
+
+
+def terminating_pods(platform: Platform) -> list[str]:
+    items = platform.json("get", "pods", "-l", DATABASE_CLIENTS)["items"]
+    return [pod["metadata"]["name"] for pod in items if pod["metadata"].get("deletionTimestamp")]
+
+
+def settled(platform: Platform) -> None:
+    """Until every pod of the example's stack runs its workload's template and no old pod is left (a
+    terminating pod may still answer a kept-alive connection)."""
+    for workload in (*ROTATED_WORKLOADS, "deployment/mlflow"):
+        platform.kubectl.run("rollout", "status", "-n", NAMESPACE, workload, "--timeout=300s", timeout=320)
+    eventually(lambda: not terminating_pods(platform), timeout=120, what="the old pods gone")
+    platform.kubectl.run("wait", "-n", NAMESPACE, "--for=condition=Ready", "trackingserver/mlflow", "--timeout=300s")
+
+
+def rolled_out(platform: Platform, before: dict[str, str]) -> None:
+    """Until Postgres and PgBouncer have new pod templates and the stack has settled on them."""
+    eventually(
+        lambda: all(template_hash(platform, w) != before[w] for w in ROTATED_WORKLOADS),
+        timeout=120,
+        what="new pod templates for Postgres and PgBouncer",
+    )
+    settled(platform)
+
+
+def test_a_database_password_rotation_fails_requests_only_within_its_window(
+    platform: Platform, client: MlflowClient
+) -> None:
+    """Under steady writes (runs created through the Service), the annotation rotates the database password:
+    Postgres and PgBouncer roll to it while the servers keep running, requests fail only within the
+    documented window, every acknowledged write lands, and the old password is refused afterwards."""
+    settled(platform)  # an earlier change (or a new operator, when the cluster is reused) may still roll
+    experiment = client.create_experiment(f"rotation-{uuid.uuid4().hex[:8]}")
+    old = platform.secret("mlflow-db")["password"]
+    before = {workload: template_hash(platform, workload) for workload in ROTATED_WORKLOADS}
+    server_template = template_hash(platform, "deployment/mlflow")
+    load = traffic.SteadyLoad(
+        f"{platform.tracking_uri}/api/2.0/mlflow/runs/create",
+        bodies=({"experiment_id": experiment},),
+        headers=basic_auth(platform.secret("mlflow-admin")),
+        send=traffic.post_json,
+        pause_s=0.1,
+    )
+    with load:
+        began = time.monotonic()
+        annotate_tracking_server(platform, ROTATE_DATABASE_PASSWORD, uuid.uuid4().hex)
+        rolled_out(platform, before)
+        rolled_at = time.monotonic()
+        time.sleep(10)  # requests after the rollout: all must succeed
+    answers = load.snapshot()
+    failed = [a.at for a in answers if a.status != 200]
+    window = max(failed) - min(failed) if failed else 0.0
+    print(
+        f"database password rotation: rolled out in {rolled_at - began:.0f} s; {len(failed)} of {len(answers)}"
+        f" requests failed, within {window:.1f} s; statuses {sorted(Counter(str(a.status) for a in answers).items())}"
+    )
+    assert [a for a in answers if a.at > rolled_at and a.status != 200] == []
+    assert window <= DATABASE_ROTATION_WINDOW_S, f"requests failed for {window:.1f} s"
+    assert template_hash(platform, "deployment/mlflow") == server_template  # the servers did not roll
+    assert platform.secret("mlflow-db")["password"] != old
+    (row,) = platform.sql(f"SELECT count(*) AS runs FROM runs WHERE experiment_id = {int(experiment)}")
+    assert int(row["runs"]) >= sum(1 for a in answers if a.status == 200)  # every acknowledged write landed
+    (postgres,) = platform.pod_ips(POSTGRES_PODS)
+    refused = subprocess.run(
+        ["psql", f"host={postgres} dbname={DATABASE_NAME} user=mlflow connect_timeout=10", "-c", "select 1"],
+        env={**os.environ, "PGPASSWORD": old},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode != 0 and "password authentication failed" in refused.stderr, refused.stderr
+
+
+def test_an_admin_password_rotation_keeps_the_registry_in_sync(platform: Platform) -> None:
+    """The annotation sets a new admin password in MLflow and then in the Secret; the old one is refused, and
+    the RegisteredModel and the ModelDeployment keep reading and writing the registry with the new one."""
+    old = platform.secret("mlflow-admin")
+    users_get = f"{platform.tracking_uri}/api/2.0/mlflow/users/get"
+    annotate_tracking_server(platform, ROTATE_ADMIN_PASSWORD, uuid.uuid4().hex)
+
+    def rotated() -> dict[str, str] | None:
+        secret = platform.secret("mlflow-admin")
+        return secret if secret["password"] != old["password"] else None
+
+    new = eventually(rotated, timeout=120, what="a new admin password in the Secret")
+    assert PENDING_PASSWORD_KEY not in new
+    platform.kubectl.run("rollout", "status", "-n", NAMESPACE, "deployment/mlflow", "--timeout=600s", timeout=620)
+    params = {"username": old["username"]}
+    assert requests.get(users_get, params=params, headers=basic_auth(new), timeout=30).status_code == 200
+    assert requests.get(users_get, params=params, headers=basic_auth(old), timeout=30).status_code == 401
+
+    tag = uuid.uuid4().hex[:8]
+    patch = json.dumps({"spec": {"tags": {"rotation-check": tag}}})
+    platform.kubectl.run("patch", "registeredmodel", "fraud", "-n", NAMESPACE, "--type=merge", "-p", patch)
+    registry = MlflowClient(tracking_uri=platform.tracking_uri)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_USERNAME", new["username"])
+        env.setenv("MLFLOW_TRACKING_PASSWORD", new["password"])
+        eventually(
+            lambda: registry.get_registered_model("fraud").tags.get("rotation-check") == tag,
+            timeout=120,
+            what="the RegisteredModel's new tag in the registry",
+        )
+    platform.kubectl.run(
+        "patch", "modeldeployment", "fraud", "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"pollInterval":"20s"}}'
+    )
+
+    def deployment_synced() -> dict[str, Any] | None:
+        md = platform.kubectl.get("modeldeployment", "fraud", NAMESPACE) or {}
+        ready = condition(md, "Ready")
+        current = (md.get("status") or {}).get("observedGeneration") == md["metadata"]["generation"]
+        return md if current and ready is not None and ready["status"] == "True" else None
+
+    eventually(deployment_synced, timeout=120, what="the ModelDeployment Ready at its new generation")

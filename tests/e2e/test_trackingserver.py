@@ -113,7 +113,7 @@ def test_example_becomes_a_ready_stack(
     assert kubectl.get("pvc", "data-mlflow-postgres-0", namespace)["status"]["phase"] == "Bound"  # type: ignore[index]
     ini = kubectl.get("configmap", "mlflow-pgbouncer", namespace)["data"]["pgbouncer.ini"]  # type: ignore[index]
     assert "pool_mode = transaction" in ini and "default_pool_size = 20" in ini
-    assert f"host=mlflow-postgres.{namespace}.svc" in ini
+    assert f"host=mlflow-postgres-rw.{namespace}.svc" in ini
     job = kubectl.get("job", "mlflow-migrate-3-17-2", namespace)
     assert job is not None and container(job, "migrate")["command"][:3] == ["mlflow", "db", "upgrade"]
 

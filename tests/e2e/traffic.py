@@ -1,13 +1,14 @@
-"""Real traffic for the model servers, from the host: bursts of concurrent /invocations requests and a steady
-background load, each answer recorded with its status, predictions, latency and time. Used by the real-pod
-e2e tests (splits, header routing, analysis) and by bench.real_node (Gateway overhead).
+"""Real traffic from the host: bursts of concurrent /invocations requests to the model servers and a steady
+background load (of those, or of the tracking server's REST API), each answer recorded with its status,
+predictions, latency and time. Used by the real-pod e2e tests (splits, header routing, analysis, credential
+rotation) and by bench.real_node (Gateway overhead).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,18 @@ def invoke(
     if response.status_code == 200:
         predictions = tuple(response.json()["predictions"])
     return Answer(response.status_code, predictions, time.monotonic() - began, time.monotonic())
+
+
+def post_json(
+    session: requests.Session, url: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> Answer:
+    """A plain JSON POST (the tracking server's REST API), recorded like invoke()'s answers."""
+    began = time.monotonic()
+    try:
+        response = session.post(url, json=dict(body), headers=dict(headers or {}), timeout=30)
+    except requests.RequestException:
+        return Answer(None, None, time.monotonic() - began, time.monotonic())
+    return Answer(response.status_code, None, time.monotonic() - began, time.monotonic())
 
 
 def burst(
@@ -78,6 +91,7 @@ class SteadyLoad:
     bodies: Sequence[Mapping[str, Any]] = (SAMPLE,)
     headers: Mapping[str, str] = field(default_factory=dict)
     pause_s: float = 0.05
+    send: Callable[[requests.Session, str, Mapping[str, Any], Mapping[str, str]], Answer] = invoke
     answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -99,7 +113,7 @@ class SteadyLoad:
         session = requests.Session()
         turn = index
         while not self._stop.is_set():
-            answer = invoke(session, self.url, self.bodies[turn % len(self.bodies)], self.headers)
+            answer = self.send(session, self.url, self.bodies[turn % len(self.bodies)], self.headers)
             turn += 1
             with self._lock:
                 self.answers.append(answer)

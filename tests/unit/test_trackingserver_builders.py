@@ -135,7 +135,7 @@ def test_the_restricted_check_sees_init_containers_and_cronjobs() -> None:
 
 def test_migration_goes_straight_to_postgres_and_the_server_through_the_pooler() -> None:
     uris = build.backend_uris(inputs_for(CASES["example"]))
-    assert urlparse(uris["direct-uri"]).hostname == "mlflow-postgres.ml.svc"
+    assert urlparse(uris["direct-uri"]).hostname == "mlflow-postgres-rw.ml.svc"
     assert urlparse(uris["pooled-uri"]).hostname == "mlflow-pgbouncer.ml.svc"
     assert uris["pooled-uri"].startswith("postgresql+psycopg2://")
     without_pooler = build.backend_uris(inputs_for(CASES["external-no-pooler-ingress"]))

@@ -39,6 +39,8 @@ PGBOUNCER_ALLOWED_SETTINGS = frozenset(
         "stats_users",
         "admin_users",
         "application_name_add_host",
+        "server_login_retry",
+        "server_connect_timeout",
     }
 )
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from mlflow_operator.builders.common import Obj
 from mlflow_operator.builders.trackingserver.database import (
     desired_database,
+    get_postgres_client_service,
     get_postgres_network_policy,
     get_postgres_service,
     get_postgres_statefulset,
@@ -176,6 +177,7 @@ __all__ = [
     "get_pgbouncer_service",
     "get_pooler_auth_secret",
     "get_pooler_client_secret",
+    "get_postgres_client_service",
     "get_postgres_network_policy",
     "get_postgres_service",
     "get_postgres_statefulset",

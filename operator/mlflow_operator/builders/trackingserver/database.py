@@ -1,4 +1,5 @@
-"""The managed PostgreSQL: its StatefulSet, headless Service and NetworkPolicy."""
+"""The managed PostgreSQL: its StatefulSet, its Services (headless for the StatefulSet, ClusterIP for clients)
+and NetworkPolicy."""
 
 from __future__ import annotations
 
@@ -54,6 +55,15 @@ def get_postgres_service(name: str, namespace: str) -> Obj:
     return service(meta, selector(name, COMPONENT_POSTGRES), "postgres", POSTGRES_PORT, headless=True)
 
 
+def get_postgres_client_service(name: str, namespace: str) -> Obj:
+    """The address clients connect to (PgBouncer, the migration Job): a ClusterIP, which survives a restart of
+    the pod. The headless name resolves to the pod's own address, and resolvers cache that answer (CoreDNS
+    for 30 s as clusters commonly configure it): after a restart (a rotated password, a moved pod) PgBouncer
+    kept dialing the old address for that long."""
+    meta = metadata(Names(name).postgres_clients, namespace, labels(name, COMPONENT_POSTGRES))
+    return service(meta, selector(name, COMPONENT_POSTGRES), "postgres", POSTGRES_PORT)
+
+
 def get_postgres_statefulset(
     name: str, namespace: str, spec: TrackingServerSpec, password: str, images: Images = DEFAULT_IMAGES
 ) -> Obj:
@@ -86,7 +96,7 @@ def get_postgres_statefulset(
         ],
         "readinessProbe": {
             "exec": {"command": ["pg_isready", "-U", DATABASE_USER, "-d", DATABASE_NAME]},
-            "periodSeconds": 5,
+            "periodSeconds": 2,  # clients reach a restarted Postgres once it is ready: soon, and cheaply
             "timeoutSeconds": 3,
         },
         "livenessProbe": {
@@ -151,6 +161,7 @@ def desired_database(
         return []
     return [
         get_postgres_service(name, namespace),
+        get_postgres_client_service(name, namespace),
         get_postgres_statefulset(name, namespace, spec, password, images),
         get_postgres_network_policy(name, namespace, spec),
     ]

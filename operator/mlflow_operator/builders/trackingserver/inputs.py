@@ -98,6 +98,10 @@ class Names:
         return f"{self.instance}-postgres"
 
     @property
+    def postgres_clients(self) -> str:
+        return f"{self.instance}-postgres-rw"
+
+    @property
     def database_secret(self) -> str:
         return f"{self.instance}-db"
 
@@ -178,7 +182,7 @@ def get_database_endpoint(name: str, namespace: str, spec: TrackingServerSpec) -
     external = spec.database.external
     if external is not None:
         return DatabaseEndpoint(external.host, external.port, external.database, external.ssl_mode)
-    host = f"{Names(name).postgres}.{namespace}.svc"
+    host = f"{Names(name).postgres_clients}.{namespace}.svc"
     return DatabaseEndpoint(host, POSTGRES_PORT, DATABASE_NAME, "disable")
 
 

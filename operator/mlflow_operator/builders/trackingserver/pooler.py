@@ -57,6 +57,11 @@ def pgbouncer_settings(
         "max_db_connections": pooler.max_db_connections,
         # Clients that queue longer than this get an error instead of hanging forever.
         "query_wait_timeout": 120,
+        # After a restart of Postgres, reconnect within a second rather than after the default 15 s pause
+        # after a failed login, while clients wait (a fresh PgBouncer completes a client's login only
+        # with a server connection).
+        "server_login_retry": 1,
+        "server_connect_timeout": 5,
         "server_idle_timeout": 600,
         "server_lifetime": 3600,
         "ignore_startup_parameters": "extra_float_digits",
