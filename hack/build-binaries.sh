@@ -262,13 +262,39 @@ build_pause() {
   "$out/pause" -v >&2
 }
 
+# Applies a module's replace/exclude lines to the wrapper module in the current directory: Go ignores a
+# dependency's own, and modules such as Traefik and Argo CD build only with them. A replace by a local path
+# (not in the module zip) is refused unless named as OLD=./DIR (the wrapper provides DIR and requires OLD).
+copy_module_edits() {
+  local gomod edits
+  gomod=$(go mod download -json "$1" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
+  edits=$(go mod edit -json "$gomod" | LOCAL_REPLACES="${*:2}" python3 -c '
+import json, os, sys
+local = dict(item.split("=", 1) for item in os.environ["LOCAL_REPLACES"].split())
+m = json.load(sys.stdin)
+for r in m.get("Replace") or []:
+    o, n = r["Old"], r["New"]
+    if n.get("Version"):
+        print("-replace=%s=%s@%s" % (o["Path"], n["Path"], n["Version"]))
+    elif o["Path"] in local:
+        print("-replace=%s=%s" % (o["Path"], local[o["Path"]]))
+        print("-require=%s@v0.0.0-00010101000000-000000000000" % o["Path"])
+    else:
+        sys.exit("%s is replaced by the local path %s: not buildable from the module proxy" % (o["Path"], n["Path"]))
+for e in m.get("Exclude") or []:
+    print("-exclude=%s@%s" % (e["Path"], e["Version"]))
+')
+  # shellcheck disable=SC2086
+  go mod edit $edits
+}
+
 # Traefik's go.mod has replace directives (so `go install pkg@v` refuses it) and, from v3.7, one points at a
 # nested module (github.com/traefik/traefik/dynamic/ext -> ./pkg/config/dynamic/ext) that is neither in the
 # module zip nor on the proxy; a wrapper module copies the replace/exclude lines (a dependency's are ignored)
 # and supplies that nested module as upstream's open-source stub (three empty extension types). The web UI is
 # not embedded (the module ships only a placeholder): routing does not need it.
 build_traefik() {
-  local out="$CACHE/bin/traefik-$TRAEFIK_VERSION" work tgomod
+  local out="$CACHE/bin/traefik-$TRAEFIK_VERSION" work
   if [ -x "$out/traefik" ]; then log "cached: $out"; return; fi
   log "building Traefik $TRAEFIK_VERSION (cold: ~7 min on 2 cores, 3 GB peak memory)"
   work=$(mktemp -d); trap 'rm -rf "$work"; trap - RETURN' RETURN
@@ -293,22 +319,7 @@ func (r RouterIng) ToRouter() Router { return Router{} }
 GO
     go mod init local/traefikbuild >/dev/null 2>&1
     go mod edit -go=1.26.0
-    tgomod=$(go mod download -json "github.com/traefik/traefik/v3@${TRAEFIK_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
-    go mod edit -json "$tgomod" | python3 -c '
-import json, sys
-m = json.load(sys.stdin)
-for r in m.get("Replace") or []:
-    o, n = r["Old"], r["New"]
-    if n.get("Version"):
-        print("-replace=%s=%s@%s" % (o["Path"], n["Path"], n["Version"]))
-    elif o["Path"] == "github.com/traefik/traefik/dynamic/ext":
-        print("-replace=%s=./ext" % o["Path"])
-        print("-require=%s@v0.0.0-00010101000000-000000000000" % o["Path"])
-for e in m.get("Exclude") or []:
-    print("-exclude=%s@%s" % (e["Path"], e["Version"]))
-' > edits.txt
-    # shellcheck disable=SC2046
-    go mod edit $(cat edits.txt)
+    copy_module_edits "github.com/traefik/traefik/v3@${TRAEFIK_VERSION}" github.com/traefik/traefik/dynamic/ext=./ext
     go get "github.com/traefik/traefik/v3/cmd/traefik@${TRAEFIK_VERSION}"
     mkdir -p "$out.tmp"
     # One package at a time: in parallel the link steps of this 180 MB binary peak above 6 GB.
@@ -328,7 +339,7 @@ for e in m.get("Exclude") or []:
 # pseudo-version, so the binary is upstream's release source. One binary serves every Argo CD command,
 # chosen by argv[0]: installed as `argocd`, it is the CLI.
 build_argocd() {
-  local out="$CACHE/bin/argocd-$ARGOCD_VERSION" work agomod ldf client_go
+  local out="$CACHE/bin/argocd-$ARGOCD_VERSION" work ldf client_go
   if [ -x "$out/argocd" ]; then log "cached: $out"; return; fi
   log "building the Argo CD CLI $ARGOCD_VERSION (cold: ~5 min on 2 cores, 2 GB peak, a 142 MiB binary)"
   work=$(mktemp -d); trap 'rm -rf "$work"; trap - RETURN' RETURN
@@ -336,20 +347,7 @@ build_argocd() {
     cd "$work"
     go mod init local/argocdbuild >/dev/null 2>&1
     go mod edit -go=1.26.0
-    agomod=$(go mod download -json "github.com/argoproj/argo-cd/v3@${ARGOCD_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
-    go mod edit -json "$agomod" | python3 -c '
-import json, sys
-m = json.load(sys.stdin)
-for r in m.get("Replace") or []:
-    o, n = r["Old"], r["New"]
-    if not n.get("Version"):
-        sys.exit("%s is replaced by the local path %s: not buildable from the module proxy" % (o["Path"], n["Path"]))
-    print("-replace=%s=%s@%s" % (o["Path"], n["Path"], n["Version"]))
-for e in m.get("Exclude") or []:
-    print("-exclude=%s@%s" % (e["Path"], e["Version"]))
-' > edits.txt
-    # shellcheck disable=SC2046
-    go mod edit $(cat edits.txt)
+    copy_module_edits "github.com/argoproj/argo-cd/v3@${ARGOCD_VERSION}"
     go get "github.com/argoproj/argo-cd/v3/cmd@${ARGOCD_VERSION}"
     # Stamped as upstream's Makefile does (`argocd version --client` shows it).
     client_go=$(go list -m k8s.io/client-go | awk '{print $NF}')
