@@ -154,6 +154,7 @@ def expected_ts_children(name: str, external: bool, versions: list[str]) -> set[
         f"NetworkPolicy/{name}-pgbouncer",
         f"PodDisruptionBudget/{name}-pgbouncer",
         f"Secret/{name}-pgbouncer-auth",
+        f"Secret/{name}-pgbouncer-client",  # the servers' own PgBouncer login
         *(f"Job/{name}-migrate-{v.replace('.', '-')}" for v in versions),
     }
     if not external:
@@ -161,6 +162,7 @@ def expected_ts_children(name: str, external: bool, versions: list[str]) -> set[
             f"Secret/{name}-db",
             f"StatefulSet/{name}-postgres",
             f"Service/{name}-postgres",
+            f"Service/{name}-postgres-rw",  # the clients' address
             f"NetworkPolicy/{name}-postgres",
             f"PersistentVolumeClaim/data-{name}-postgres-0",
         }

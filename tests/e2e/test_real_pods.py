@@ -846,7 +846,9 @@ def test_a_database_password_rotation_fails_requests_only_within_its_window(
 def test_an_admin_password_rotation_keeps_the_registry_in_sync(platform: Platform) -> None:
     """The annotation sets a new admin password in MLflow and then in the Secret; the old one is refused, and
     the RegisteredModel and the ModelDeployment keep reading and writing the registry with the new one."""
+    settled(platform)
     old = platform.secret("mlflow-admin")
+    server_template = template_hash(platform, "deployment/mlflow")
     users_get = f"{platform.tracking_uri}/api/2.0/mlflow/users/get"
     annotate_tracking_server(platform, ROTATE_ADMIN_PASSWORD, uuid.uuid4().hex)
 
@@ -856,7 +858,14 @@ def test_an_admin_password_rotation_keeps_the_registry_in_sync(platform: Platfor
 
     new = eventually(rotated, timeout=120, what="a new admin password in the Secret")
     assert PENDING_PASSWORD_KEY not in new
-    platform.kubectl.run("rollout", "status", "-n", NAMESPACE, "deployment/mlflow", "--timeout=600s", timeout=620)
+    # The servers roll to the new basic_auth.ini; until the old ones are gone they may still accept the old
+    # password from their credential cache.
+    eventually(
+        lambda: template_hash(platform, "deployment/mlflow") != server_template,
+        timeout=120,
+        what="the servers' new pod template",
+    )
+    settled(platform)
     params = {"username": old["username"]}
     assert requests.get(users_get, params=params, headers=basic_auth(new), timeout=30).status_code == 200
     assert requests.get(users_get, params=params, headers=basic_auth(old), timeout=30).status_code == 401
@@ -873,14 +882,13 @@ def test_an_admin_password_rotation_keeps_the_registry_in_sync(platform: Platfor
             timeout=120,
             what="the RegisteredModel's new tag in the registry",
         )
-    platform.kubectl.run(
-        "patch", "modeldeployment", "fraud", "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"pollInterval":"20s"}}'
-    )
-
-    def deployment_synced() -> dict[str, Any] | None:
-        md = platform.kubectl.get("modeldeployment", "fraud", NAMESPACE) or {}
-        ready = condition(md, "Ready")
-        current = (md.get("status") or {}).get("observedGeneration") == md["metadata"]["generation"]
-        return md if current and ready is not None and ready["status"] == "True" else None
-
-    eventually(deployment_synced, timeout=120, what="the ModelDeployment Ready at its new generation")
+        seed = seed_version(registry)
+    # A ModelDeployment created now: the operator sets its pods' reader up with the new admin password, and
+    # the pods fetch the version with that reader and serve it.
+    md = gateway_canary("rotated", [{"setWeight": 100}])
+    md["spec"]["model"] = {"registeredModel": "fraud", "version": seed}
+    platform.kubectl.apply(md)
+    try:
+        wait_phase(platform.kubectl, NAMESPACE, "rotated", "Succeeded", timeout=300, stableVersion=seed)
+    finally:
+        delete_model_deployment(platform, "rotated")
