@@ -13,6 +13,7 @@ import pytest
 
 from mlflow_operator.adapters.registry import RegistryEndpoint, RegistryUnavailable, Unauthorized
 from mlflow_operator.handlers import credential_rotation as handler
+from mlflow_operator.handlers import memo
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import credential_rotation as rotation
 from mlflow_operator.logic.credential_rotation import AdminStep
@@ -78,7 +79,7 @@ def fake_mlflow(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(handler, "RegistryUsers", FakeMlflowUsers)
     FakeMlflowUsers.passwords, FakeMlflowUsers.unreachable, FakeMlflowUsers.updates = {"admin": "old"}, False, 0
     yield
-    handler.forget_refusals("u1")
+    memo.forget_object("TrackingServer", "u1")
 
 
 def server(**annotations: str) -> dict[str, Any]:

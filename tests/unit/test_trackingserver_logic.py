@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sized
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from mlflow_operator.handlers import modeldeployment, registeredmodel, trackingserver
+from mlflow_operator.handlers import (
+    credential_rotation,
+    memo,
+    modeldeployment,
+    registeredmodel,
+    registry_reader,
+    trackingserver,
+)
 from mlflow_operator.handlers.controller import Controller, backoff_seconds
 from mlflow_operator.logic.backoff import RetrySchedule
 from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
@@ -182,28 +190,43 @@ def test_a_deleted_object_is_forgotten_by_its_handlers_too() -> None:
         )
         controller.start()
         controller.observe("ADDED", {**body("c"), "metadata": {**body("c")["metadata"], "uid": "u-1"}})
+        remembered.set("u-1", "something")
         controller.observe("DELETED", {**body("c"), "metadata": {**body("c")["metadata"], "uid": "u-1"}})
         await controller.stop()
         return controller
 
+    remembered: memo.Memo[str] = memo.Memo("Test")  # what a handler of the kind remembers per object
     controller = asyncio.run(scenario())
-    assert forgotten == ["u-1"] and controller.objects == {}
+    assert forgotten == ["u-1"] and controller.objects == {} and len(remembered) == 0
 
 
-def test_every_handler_forgets_what_it_remembered_of_a_deleted_object() -> None:
-    deleted = {"metadata": {"uid": "u-2", "namespace": "ns", "name": "gone"}}
+def test_a_deleted_object_leaves_nothing_in_any_handlers_memo() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    trackingserver._retries["u-2"] = RetrySchedule(1, now)
-    trackingserver._gc_warned["u-2"] = "gc failed"
+    trackingserver._retries.set("u-2", RetrySchedule(1, now))
+    trackingserver._gc_warned.set("u-2", "gc failed")
     trackingserver._applied.remember("u-2/server", [], now)
-    registeredmodel._failures["u-2"] = 3
-    modeldeployment._retries[("u-2", "apply")] = RetrySchedule(1, now)
+    credential_rotation._refused.set("u-2", "r1", "mlflow.operator.dev/rotate-admin-password")
+    registry_reader._swept.set("u-2", now)
+    registeredmodel._failures.set("u-2", 3)
+    modeldeployment._retries.set("u-2", RetrySchedule(1, now), "apply")
+    modeldeployment._resolutions.set("u-2", cast(Any, "resolution"))
     modeldeployment._applied.remember("u-2", [], now)
-    for handler in (trackingserver, registeredmodel, modeldeployment):
-        handler.forget(deleted)
-    assert "u-2" not in trackingserver._retries and "u-2" not in trackingserver._gc_warned
-    assert len(trackingserver._applied) == 0 and len(modeldeployment._applied) == 0
-    assert "u-2" not in registeredmodel._failures and ("u-2", "apply") not in modeldeployment._retries
+    registry_reader._grants.set("u-2", cast(Any, "grant"))
+    for kind in ("TrackingServer", "RegisteredModel", "ModelDeployment"):
+        memo.forget_object(kind, "u-2")
+    memos: list[Sized] = [
+        trackingserver._retries,
+        trackingserver._gc_warned,
+        trackingserver._applied,
+        credential_rotation._refused,
+        registry_reader._swept,
+        registeredmodel._failures,
+        modeldeployment._retries,
+        modeldeployment._resolutions,
+        modeldeployment._applied,
+        registry_reader._grants,
+    ]
+    assert [len(m) for m in memos] == [0] * len(memos)
 
 
 def test_a_failed_migration_is_retried_after_a_while() -> None:

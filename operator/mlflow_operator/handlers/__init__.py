@@ -47,15 +47,9 @@ def _resync_for(kind: str, seconds: float) -> float | None:
     return None if kind in OWN_RESYNC else seconds
 
 
-FORGETTERS: dict[str, Callable[[dict[str, Any]], None]] = {
-    "TrackingServer": trackingserver.forget,
-    "RegisteredModel": registeredmodel.forget,
-    "ModelDeployment": modeldeployment.forget,
-}
-CONTROLLERS = {
-    kind: Controller(kind, _bind(fn), _resync_for(kind, RESYNC_SECONDS), forget=FORGETTERS[kind])
-    for kind, fn in RECONCILERS.items()
-}
+CONTROLLERS = {kind: Controller(kind, _bind(fn), _resync_for(kind, RESYNC_SECONDS)) for kind, fn in RECONCILERS.items()}
+# What the handler.memo registry does not hold: a deleted ModelDeployment's rollout series.
+CONTROLLERS["ModelDeployment"].forget = modeldeployment.forget
 
 
 def _register(plural: str, kind: str) -> None:

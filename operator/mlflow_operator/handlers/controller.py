@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_operator import metrics
+from mlflow_operator.handlers import memo
 from mlflow_operator.logic.backoff import exponential_backoff
 
 Key = tuple[str, str]  # (namespace, name)
@@ -40,8 +41,9 @@ class Controller:
     resync_seconds: float | None = 60.0  # None: no periodic resync; the reconcile asks when to come back
     workers: int = 4
     backoff: Callable[[int], float] = backoff_seconds  # seconds before retry N; tests inject a faster one
-    # Drops what the kind's handlers remember of a deleted object (by its uid): without it, per-object
-    # memos grow with every object ever created (an object without finalizers is never reconciled deleted).
+    # A deletion drops what the kind's handlers remember of the object (handlers.memo, by uid): without it,
+    # per-object memos grow with every object ever created (one without finalizers is never reconciled
+    # deleted). `forget` is for what a memo does not hold (a ModelDeployment's metric series).
     forget: Callable[[dict[str, Any]], None] | None = None
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
     _queue: asyncio.Queue[Key] | None = None
@@ -64,6 +66,9 @@ class Controller:
         """A watch event of the kind itself: remember the latest object and reconcile it."""
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         if event_type == "DELETED":
+            uid = body["metadata"].get("uid")
+            if uid:
+                memo.forget_object(self.kind, uid)
             if self.forget is not None:
                 self.forget(body)
             self.objects.pop(key, None)

@@ -8,13 +8,15 @@ from typing import Any
 
 from mlflow_operator.adapters.registry import RegistryEndpoint, RegistryError
 from mlflow_operator.adapters.registry_users import RegistryUsers
+from mlflow_operator.api.kinds import TRACKING_SERVER
+from mlflow_operator.handlers.memo import Memo
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import credential_rotation as rotation
 from mlflow_operator.logic.credential_rotation import AdminStep
 
-# Per TrackingServer (uid) and annotation, the request last refused with an Event (one Event per request).
-_refused: dict[tuple[str, str], str] = {}
+# Per TrackingServer and annotation, the request last refused with an Event (one Event per request).
+_refused: Memo[str] = Memo(TRACKING_SERVER.kind)
 
 
 def new_password() -> str:
@@ -89,13 +91,8 @@ async def apply_admin_password(rt: Runtime, body: dict[str, Any], url: str, secr
 async def refuse_rotation(rt: Runtime, body: dict[str, Any], annotation: str, why: str) -> None:
     """A rotation requested for a password the operator does not own: one Warning per request."""
     request = _request(body, annotation)
-    key = (body["metadata"]["uid"], annotation)
-    if request is None or _refused.get(key) == request:
+    uid = body["metadata"]["uid"]
+    if request is None or _refused.get(uid, annotation) == request:
         return
-    _refused[key] = request
+    _refused.set(uid, request, annotation)
     await _event(rt, body, "Warning", rotation.EVENT_ROTATION_UNSUPPORTED, f"{annotation}={request} ignored: {why}")
-
-
-def forget_refusals(uid: str) -> None:
-    for key in [key for key in _refused if key[0] == uid]:
-        del _refused[key]

@@ -34,6 +34,8 @@ from mlflow_operator.builders import analysis as queries
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.builders.common import selector
 from mlflow_operator.builders.routers import Weights
+from mlflow_operator.handlers import memo
+from mlflow_operator.handlers.memo import Memo
 from mlflow_operator.handlers.reconcile import (
     AppliedChildren,
     ResourcePass,
@@ -43,7 +45,7 @@ from mlflow_operator.handlers.reconcile import (
     write_status,
 )
 from mlflow_operator.handlers.registry_access import RegistryAccess, registry_access, wake_tracking_server
-from mlflow_operator.handlers.registry_reader import forget_reader, reader_access
+from mlflow_operator.handlers.registry_reader import reader_access
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import alias_ownership, gateway_route, rollout
 from mlflow_operator.logic import conditions as cond
@@ -71,11 +73,11 @@ DEFAULTS = OperatorDefaults()
 # Per ModelDeployment (uid): the last answer of the registry, and consecutive failures of applying the
 # children ("apply") or of writing back to the registry ("registry"), for their backoff. In memory on
 # purpose: after a restart the model is resolved again at once, which is what a restart needs.
-_resolutions: dict[str, decide.Resolution] = {}
+_resolutions: Memo[decide.Resolution] = Memo(MODEL_DEPLOYMENT.kind)
 # The children the last pass applied: the same children are applied again only after REAPPLY_SECONDS, so
 # someone's edit of a child is put back within that time (at once after a restart).
-_applied = AppliedChildren()
-_retries: dict[tuple[str, str], RetrySchedule] = {}
+_applied = AppliedChildren(MODEL_DEPLOYMENT.kind)
+_retries: Memo[RetrySchedule] = Memo(MODEL_DEPLOYMENT.kind)  # under "apply", "registry", "reader"
 
 
 @dataclass
@@ -131,15 +133,10 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
 
 
 def forget(body: dict[str, Any]) -> None:
-    """What this module remembers of a deleted ModelDeployment."""
+    """A deleted ModelDeployment: what the handlers remembered of it (handlers.memo) and its rollout series."""
     meta = body["metadata"]
-    uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
-    _resolutions.pop(uid, None)
-    _applied.forget(uid)
-    for what in ("apply", "registry", "reader"):
-        _retries.pop((uid, what), None)
-    forget_reader(uid)
-    metrics.forget_rollout(namespace, name)
+    memo.forget_object(MODEL_DEPLOYMENT.kind, meta["uid"])
+    metrics.forget_rollout(meta["namespace"], meta["name"])
 
 
 # --------------------------------------------------------------------------------------------- the model
@@ -182,7 +179,7 @@ async def use_own_reader(md: Pass, resolution: decide.Resolution) -> None:
         return
     md.access, md.credentials_revision = reader.access, reader.revision
     if reader.problem is None:
-        _retries.pop((md.uid, "reader"), None)
+        _retries.pop(md.uid, "reader")
         return
     await md.event("Warning", EVENT_READER_FAILED, f"setting up the model servers' MLflow user: {reader.problem}")
     md.requeue.append(retry_after_failure(md, "reader").delay(md.now))
@@ -193,8 +190,7 @@ def failures(previous: decide.Resolution | None) -> int:
 
 
 def remember(md: Pass, resolution: decide.Resolution) -> decide.Resolution:
-    _resolutions[md.uid] = resolution
-    return resolution
+    return _resolutions.set(md.uid, resolution)
 
 
 def seconds_until_resolution(md: Pass, resolution: decide.Resolution) -> float:
@@ -363,8 +359,7 @@ def alias_owners(md: Pass) -> list[alias_ownership.AliasOwner]:
 def retry_after_failure(md: Pass, what: str) -> RetrySchedule:
     """The backoff after a failure to apply the children or to write to the registry (logic.backoff: a pass
     woken before the retry is due sees the same failure and does not count it again)."""
-    schedule = _retries[(md.uid, what)] = after_failure(_retries.get((md.uid, what)), md.now, base=RETRY_SECONDS)
-    return schedule
+    return _retries.set(md.uid, after_failure(_retries.get(md.uid, what), md.now, base=RETRY_SECONDS), what)
 
 
 # ---------------------------------------------------------------------------------------------- reporting
@@ -373,7 +368,7 @@ def retry_after_failure(md: Pass, what: str) -> RetrySchedule:
 async def report(
     md: Pass, resolution: decide.Resolution, transition: rollout.Transition, inputs: build.ModelDeploymentInputs
 ) -> None:
-    _retries.pop((md.uid, "apply"), None)
+    _retries.pop(md.uid, "apply")
     pending = [*(md.status.get("pendingRegistryWrites") or []), *decide.registry_writes(transition.actions)]
     effective = build.effective_weights(inputs)
     fields = {
@@ -413,7 +408,7 @@ async def flush_registry_writes(md: Pass) -> None:
         md.requeue.append(retry_after_failure(md, "registry").delay(md.now))
     if done:
         if done == len(pending):
-            _retries.pop((md.uid, "registry"), None)
+            _retries.pop(md.uid, "registry")
         remaining = pending[done:] or None
         await md.rt.status.patch_status(
             MODEL_DEPLOYMENT.kind, md.name, md.namespace, {"pendingRegistryWrites": remaining}

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from mlflow_operator.api import KindInfo
+from mlflow_operator.handlers import memo
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic.conditions import ConditionUpdate, rfc3339
@@ -154,10 +155,15 @@ class AppliedChildren:
     restart everything is applied again at once.
     """
 
-    def __init__(self, reapply_seconds: float = REAPPLY_SECONDS, prune_above: int = 1024) -> None:
+    def __init__(
+        self, kind: str | None = None, reapply_seconds: float = REAPPLY_SECONDS, prune_above: int = 1024
+    ) -> None:
+        """Keys start with the uid of an object of `kind`: its deletion drops them (handlers.memo)."""
         self.reapply_seconds = reapply_seconds
         self._prune_above = prune_above
         self._applied: dict[str, tuple[str, datetime]] = {}
+        if kind is not None:
+            memo.register(kind, self)
 
     def unchanged(self, key: str, objects: Sequence[dict[str, Any]], now: datetime) -> bool:
         """Whether `objects` are what was applied under `key` less than reapply_seconds before `now`."""

@@ -13,6 +13,7 @@ from mlflow_operator.adapters.registry import ModelRegistry, RegistryError
 from mlflow_operator.api.common import duration_seconds
 from mlflow_operator.api.kinds import REGISTERED_MODEL
 from mlflow_operator.api.registeredmodel import RegisteredModelSpec
+from mlflow_operator.handlers.memo import Memo
 from mlflow_operator.handlers.reconcile import (
     FINALIZER,
     SecretProblem,
@@ -35,12 +36,7 @@ DELETE_DEADLINE_SECONDS = 600.0  # a Delete policy gives up on an unreachable re
 FOLLOW_UP_SECONDS = 5.0
 
 # Consecutive failures per object (uid), for the backoff of RegistryUnavailable and friends.
-_failures: dict[str, int] = {}
-
-
-def forget(body: dict[str, Any]) -> None:
-    """What this module remembers of a deleted RegisteredModel."""
-    _failures.pop(body["metadata"]["uid"], None)
+_failures: Memo[int] = Memo(REGISTERED_MODEL.kind)
 
 
 def was_synced(body: dict[str, Any]) -> bool:
@@ -67,12 +63,12 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
             desired, status.get("ownedTags") or [], status.get("ownedAliases") or [], resync=was_synced(body)
         )
     except (SecretProblem, RegistryError) as problem:
-        failures = _failures[uid] = _failures.get(uid, 0) + 1
+        failures = _failures.set(uid, (_failures.get(uid) or 0) + 1)
         metrics.count_registry_sync_error(body["metadata"]["namespace"], body["metadata"]["name"], problem.reason)
         failure = plan.sync_failure(problem.reason, problem.message)
         await write_status(rt, REGISTERED_MODEL, body, [*first_sight(body, CONDITIONS), failure, ready_from(failure)])
         return plan.retry_delay(failures)
-    _failures.pop(uid, None)
+    _failures.pop(uid)
     fields = plan.status_fields(desired.name, outcome.observed, outcome.owned_tags, outcome.owned_aliases)
     if fields["latestVersion"] != status.get("latestVersion"):
         wake_tracking_server(rt, spec, body["metadata"]["namespace"])

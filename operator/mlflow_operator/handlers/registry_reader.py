@@ -11,8 +11,9 @@ from typing import Any
 from mlflow_operator.adapters.registry import RegistryError
 from mlflow_operator.adapters.registry_users import RegistryUsers
 from mlflow_operator.api.common import RegistryCredentials
-from mlflow_operator.api.kinds import API_VERSION, MODEL_DEPLOYMENT
+from mlflow_operator.api.kinds import API_VERSION, MODEL_DEPLOYMENT, TRACKING_SERVER
 from mlflow_operator.builders import modeldeployment as build
+from mlflow_operator.handlers.memo import Memo
 from mlflow_operator.handlers.reconcile import SecretProblem, generated_secret
 from mlflow_operator.handlers.registry_access import RegistryAccess
 from mlflow_operator.handlers.runtime import Runtime
@@ -24,10 +25,10 @@ from mlflow_operator.logic.registry_reader import (
     reader_username,
 )
 
-# Per ModelDeployment (uid): what its MLflow user was last set up with.
-_grants: dict[str, ReaderGrant] = {}
-# Per TrackingServer (uid): when its readers were last checked for a ModelDeployment that is gone.
-_swept: dict[str, datetime] = {}
+# Per ModelDeployment: what its MLflow user was last set up with.
+_grants: Memo[ReaderGrant] = Memo(MODEL_DEPLOYMENT.kind)
+# Per TrackingServer: when its readers were last checked for a ModelDeployment that is gone.
+_swept: Memo[datetime] = Memo(TRACKING_SERVER.kind)
 SWEEP_INTERVAL = timedelta(minutes=5)
 
 
@@ -63,7 +64,7 @@ async def reader_access(
         await set_up(RegistryUsers(access.endpoint), username, password, needed)
     except RegistryError as problem:
         return replace(reader, problem=problem)
-    _grants[uid] = needed
+    _grants.set(uid, needed)
     return reader
 
 
@@ -87,10 +88,6 @@ async def reader_password(rt: Runtime, body: dict[str, Any], username: str) -> s
     return data["password"]
 
 
-def forget_reader(uid: str) -> None:
-    _grants.pop(uid, None)
-
-
 # --------------------------------------------------------------------------------------------- clean-up
 
 
@@ -110,7 +107,7 @@ async def sweep_readers(rt: Runtime, server: dict[str, Any], access: RegistryAcc
                 deleted += await users.delete_user_async(username)
     except RegistryError:
         return deleted  # the next pass after SWEEP_INTERVAL tries again; the registry's own condition reports it
-    _swept[meta["uid"]] = now
+    _swept.set(meta["uid"], now)
     return deleted
 
 
@@ -125,7 +122,3 @@ async def still_reads(rt: Runtime, namespace: str, name: str, server: str) -> bo
         return False
     ref = (deployment.get("spec") or {}).get("trackingServerRef") or {}
     return bool(ref.get("name") == server)
-
-
-def forget_sweeps(uid: str) -> None:
-    _swept.pop(uid, None)

@@ -23,6 +23,7 @@ from mlflow_operator.api.trackingserver import Lifecycle, LifecycleRule, Trackin
 from mlflow_operator.builders import trackingserver as build
 from mlflow_operator.builders.common import selector
 from mlflow_operator.handlers import credential_rotation
+from mlflow_operator.handlers.memo import Memo
 from mlflow_operator.handlers.reconcile import (
     FINALIZER,
     INVALID_SPEC,
@@ -37,7 +38,7 @@ from mlflow_operator.handlers.reconcile import (
     write_status,
 )
 from mlflow_operator.handlers.registry_access import tracking_server_registry, tracking_server_url
-from mlflow_operator.handlers.registry_reader import forget_sweeps, sweep_due, sweep_readers
+from mlflow_operator.handlers.registry_reader import sweep_due, sweep_readers
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import credential_rotation as rotation
@@ -53,12 +54,12 @@ DATABASE_READY, POOLER_READY, MIGRATED = "DatabaseReady", "PoolerReady", "Migrat
 ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE = "ArtifactsReady", "LifecycleApplied", "Available"
 CONDITIONS = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE, cond.READY)
 READY_REQUIRES = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE)
-_retries: dict[str, RetrySchedule] = {}  # per TrackingServer (uid) while something is broken, for the backoff
-_gc_warned: dict[str, str] = {}  # per TrackingServer (uid), the last gc failure announced with an Event
+_retries: Memo[RetrySchedule] = Memo(TRACKING_SERVER.kind)  # while something is broken, for the backoff
+_gc_warned: Memo[str] = Memo(TRACKING_SERVER.kind)  # the last gc failure announced with an Event
 CLEANUP_DEADLINE = timedelta(minutes=10)  # re-check soon while something is converging; the resync covers the idle case
 # Per TrackingServer (uid) and stage, what the last pass applied: unchanged stages are not re-applied for
 # REAPPLY_SECONDS (an idle resync applied ~20 children per TrackingServer, none of them changed).
-_applied = AppliedChildren()
+_applied = AppliedChildren(TRACKING_SERVER.kind)
 
 
 @dataclass
@@ -161,7 +162,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     # A pass may start from a body older than the previous pass's status write (the watch lags): the
     # condition it reads back cannot tell it the Event was posted, this memo can.
     if warning is not None and _gc_warned.get(step.uid) != warning.message:
-        _gc_warned[step.uid] = warning.message
+        _gc_warned.set(step.uid, warning.message)
         await rt.status.post_event(body, warning.type, warning.reason, warning.message, cond.rfc3339(rt.now()))
     return next_pass(body["metadata"]["uid"], ready.status == "True", failed, rt.now())
 
@@ -181,9 +182,9 @@ def next_pass(uid: str, ready: bool, failed: bool, now: datetime) -> float | Non
     """logic.trackingserver.next_pass, with this object's retry schedule remembered between passes."""
     decision = decide_next_pass(ready, failed, _retries.get(uid), now)
     if decision.retry is None:
-        _retries.pop(uid, None)
+        _retries.pop(uid)
     else:
-        _retries[uid] = decision.retry
+        _retries.set(uid, decision.retry)
     return decision.after_seconds
 
 
@@ -563,14 +564,4 @@ async def remove_lifecycle_rules(rt: Runtime, body: dict[str, Any], spec: Tracki
     await bucket.reconcile_async([], applied)
 
 
-def forget(body: dict[str, Any]) -> None:
-    """What this module remembers of a deleted TrackingServer."""
-    uid = body["metadata"]["uid"]
-    _retries.pop(uid, None)
-    _gc_warned.pop(uid, None)
-    _applied.forget(uid)
-    credential_rotation.forget_refusals(uid)
-    forget_sweeps(uid)
-
-
-__all__ = ["INVALID_SPEC", "forget", "reconcile"]
+__all__ = ["INVALID_SPEC", "reconcile"]
