@@ -3,13 +3,13 @@ decides; this module reads and writes the Secrets, MLflow's user API and Events)
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from mlflow_operator.adapters.registry import RegistryEndpoint, RegistryError
 from mlflow_operator.adapters.registry_users import RegistryUsers
 from mlflow_operator.api.kinds import TRACKING_SERVER
 from mlflow_operator.handlers.memo import Memo
+from mlflow_operator.handlers.reconcile import new_password
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import credential_rotation as rotation
@@ -17,10 +17,6 @@ from mlflow_operator.logic.credential_rotation import AdminStep
 
 # Per TrackingServer and annotation, the request last refused with an Event (one Event per request).
 _refused: Memo[str] = Memo(TRACKING_SERVER.kind)
-
-
-def new_password() -> str:
-    return secrets.token_urlsafe(24)
 
 
 def _request(body: dict[str, Any], annotation: str) -> str | None:
@@ -47,7 +43,7 @@ async def rotate_database_password(
     data = await _update(rt, body, secret, rotation.rotated(request, new_password()))
     message = (
         f"database password rotated in Secret {secret} ({rotation.ROTATE_DATABASE_PASSWORD}={request}):"
-        " Postgres, PgBouncer and the tracking servers restart with it"
+        " Postgres and PgBouncer restart with it (the tracking servers too when there is no pooler)"
     )
     await _event(rt, body, "Normal", rotation.EVENT_ROTATED, message)
     return data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -64,6 +65,11 @@ class ResourcePass:
     @property
     def uid(self) -> str:
         return str(self.body["metadata"]["uid"])
+
+
+def new_password() -> str:
+    """A generated password (24 random bytes, URL-safe: no quoting needed in URIs, INI or userlist files)."""
+    return secrets.token_urlsafe(24)
 
 
 async def generated_secret(rt: Runtime, secret: dict[str, Any], owner: dict[str, Any] | None) -> dict[str, str] | None:

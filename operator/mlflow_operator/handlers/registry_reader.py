@@ -3,7 +3,6 @@ the removal of readers whose ModelDeployment is gone (from the TrackingServer's 
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +13,7 @@ from mlflow_operator.api.common import RegistryCredentials
 from mlflow_operator.api.kinds import API_VERSION, MODEL_DEPLOYMENT, TRACKING_SERVER
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.handlers.memo import Memo
-from mlflow_operator.handlers.reconcile import SecretProblem, generated_secret
+from mlflow_operator.handlers.reconcile import SecretProblem, generated_secret, new_password
 from mlflow_operator.handlers.registry_access import RegistryAccess
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic.registry_reader import (
@@ -80,7 +79,7 @@ async def set_up(users: RegistryUsers, username: str, password: str, grant: Read
 async def reader_password(rt: Runtime, body: dict[str, Any], username: str) -> str:
     """The reader's password from its Secret, generated (owned by the ModelDeployment) when missing."""
     meta = body["metadata"]
-    secret = build.get_reader_secret(meta["name"], meta["namespace"], username, secrets.token_urlsafe(24))
+    secret = build.get_reader_secret(meta["name"], meta["namespace"], username, new_password())
     name = secret["metadata"]["name"]
     data = await generated_secret(rt, secret, owner=body)
     if not data or not data.get("password"):

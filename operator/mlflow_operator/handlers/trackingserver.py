@@ -7,7 +7,6 @@ no pod runs an MLflow version before its migration Job succeeded.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -34,6 +33,7 @@ from mlflow_operator.handlers.reconcile import (
     ensure_finalizer,
     first_sight,
     generated_secret,
+    new_password,
     validated,
     write_status,
 )
@@ -73,6 +73,9 @@ class Pass(ResourcePass):
     updates: list[ConditionUpdate]
     converging: bool = False
     gc_warning: EventSpec | None = None
+    # The generated admin Secret as this pass read it (a staged rotation included); None when auth is off or
+    # the admin Secret is the user's.
+    admin_secret: dict[str, str] | None = None
 
     async def apply(self, objects: list[dict[str, Any]], owned: bool = True) -> None:
         for obj in objects:
@@ -204,8 +207,9 @@ async def database(step: Pass) -> build.Credentials | None:
 async def managed_database(step: Pass) -> build.Credentials:
     names = build.Names(step.name)
     retained = step.spec.deletion_policy == "Retain"
-    # Created once with a random password and never overwritten; retained unless deletionPolicy: Delete.
-    secret = build.get_database_secret(step.name, step.namespace, secrets.token_urlsafe(24))
+    # Created once with a random password, rewritten only by a requested rotation; retained unless
+    # deletionPolicy: Delete.
+    secret = build.get_database_secret(step.name, step.namespace, new_password())
     data = await generated_secret(step.rt, secret, owner=None if retained else step.body)
     if data is None or not data.get("password"):
         raise SecretProblem("SecretNotFound", f"Secret {names.database_secret} is missing or has no password")
@@ -267,10 +271,11 @@ async def admin_credentials(step: Pass) -> build.Credentials | None:
         return None
     name = auth.admin_secret.name if auth.admin_secret else build.Names(step.name).admin_secret
     if auth.admin_secret is None:
-        generated = build.get_admin_secret(step.name, step.namespace, secrets.token_urlsafe(24))
+        generated = build.get_admin_secret(step.name, step.namespace, new_password())
         data = await generated_secret(step.rt, generated, owner=step.body) or {}
         if data.get("password"):
             data = await credential_rotation.stage_admin_password(step.rt, step.body, name, data)
+        step.admin_secret = data
     else:
         data = await step.rt.status.read_secret(name, step.namespace) or {}
         await credential_rotation.refuse_rotation(
@@ -288,14 +293,12 @@ async def admin_credentials(step: Pass) -> build.Credentials | None:
 async def finish_admin_rotation(step: Pass) -> None:
     """A staged admin password goes into MLflow once the servers are up; the servers then roll to the
     Secret's new password at the pass this one asks for right away."""
-    auth = step.spec.auth
     available = any(u.type == AVAILABLE and u.status == "True" for u in step.updates)
-    url = tracking_server_url(step.body) or build.tracking_url(step.name, step.namespace)
-    if auth is None or not auth.enabled or auth.admin_secret is not None or not available:
+    if step.admin_secret is None or not available:
         return
+    url = tracking_server_url(step.body) or build.tracking_url(step.name, step.namespace)
     secret = build.Names(step.name).admin_secret
-    data = await step.rt.status.read_secret(secret, step.namespace) or {}
-    if await credential_rotation.apply_admin_password(step.rt, step.body, url, secret, data):
+    if await credential_rotation.apply_admin_password(step.rt, step.body, url, secret, step.admin_secret):
         step.rt.wake(TRACKING_SERVER.kind, step.namespace, step.name)
 
 
@@ -308,7 +311,7 @@ async def pooler_login(step: Pass) -> build.Credentials | None:
     servers then log in with the database credentials until the next pass recreates it)."""
     if not step.spec.database.pooler.enabled:
         return None
-    generated = build.get_pooler_client_secret(step.name, step.namespace, secrets.token_urlsafe(24))
+    generated = build.get_pooler_client_secret(step.name, step.namespace, new_password())
     data = await generated_secret(step.rt, generated, owner=step.body) or {}
     if not data.get("password"):
         return None
