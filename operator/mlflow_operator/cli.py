@@ -59,7 +59,19 @@ def _run(args: argparse.Namespace) -> int:
     images = images_from(args, "run")
     if images is None:
         return 2
-    handlers.configure(resync_seconds=args.resync_seconds, prometheus_address=args.prometheus_address, images=images)
+    if (args.registry_events_address is None) != (args.registry_events_url is None):
+        print(
+            "mlflow-operator run: give both --registry-events-address and --registry-events-url, or neither",
+            file=sys.stderr,
+        )
+        return 2
+    handlers.configure(
+        resync_seconds=args.resync_seconds,
+        prometheus_address=args.prometheus_address,
+        images=images,
+        events_listen=args.registry_events_address,
+        events_url=args.registry_events_url,
+    )
 
     if not args.all_namespaces and not args.namespace:
         print("mlflow-operator run: give --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
@@ -218,6 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="URL",
         help="the Prometheus a ModelDeployment's analysis queries when its spec.analysis.prometheusAddress is unset",
+    )
+    run.add_argument(
+        "--registry-events-address",
+        type=parse_address,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the registry-events receiver (MLflow webhooks) on HOST:PORT; off by default",
+    )
+    run.add_argument(
+        "--registry-events-url",
+        default=None,
+        metavar="URL",
+        help="the receiver's base URL as tracking servers reach it, e.g. "
+        "http://mlflow-operator-registry-events.mlflow-operator.svc:8443 (the operator's Service)",
     )
     add_image_arguments(run)
     run.set_defaults(func=_run)

@@ -89,6 +89,25 @@ LIFECYCLE_CORRECTIONS = Counter(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+REGISTRY_EVENTS = Counter(
+    f"{PREFIX}_registry_events",
+    "Verified registry webhook deliveries by event type (entity.action, e.g. model_version_alias.created).",
+    ["type"],
+    registry=REGISTRY,
+)
+REGISTRY_EVENTS_REJECTED = Counter(
+    f"{PREFIX}_registry_events_rejected",
+    "Registry webhook deliveries refused (bad_signature, stale, malformed, unknown_source) or waking nothing "
+    "(unknown_model).",
+    ["reason"],
+    registry=REGISTRY,
+)
+REGISTRY_EVENT_WAKEUPS = Counter(
+    f"{PREFIX}_registry_event_wakeups",
+    "Resources woken by a registry event, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
 KUBE_REQUESTS = Counter(
     f"{PREFIX}_kube_requests",
     "Kubernetes API requests the operator's reconcilers sent (children, status, Events, Secrets), by verb and "

@@ -107,7 +107,7 @@ def render_tracking_server(
     pooler = ts_build.Credentials(ts_build.POOLER_CLIENT_USER, GENERATED)
     inputs = ts_build.TrackingServerInputs(name, namespace, spec, spec.version, database, admin, images, pooler)
     try:
-        objects = ts_build.all_objects(inputs, GENERATED, GENERATED)
+        objects = ts_build.all_objects(inputs, GENERATED, GENERATED, GENERATED)
     except ValueError as refused:
         raise RenderError(f"{where}: {refused}") from refused
     notes = []

@@ -21,10 +21,11 @@ EXPECTED_CONDITIONS = {
         "ArtifactsReady",
         "LifecycleApplied",
         "GarbageCollected",
+        "RegistryEvents",
         "Ready",
     },
-    "RegisteredModel": {"Synced", "Ready"},
-    "ModelDeployment": {"ModelResolved", "Available", "Progressing", "AliasConflict", "Ready"},
+    "RegisteredModel": {"Synced", "RegistryEvents", "Ready"},
+    "ModelDeployment": {"ModelResolved", "Available", "Progressing", "AliasConflict", "RegistryEvents", "Ready"},
 }
 
 

@@ -66,6 +66,7 @@ def test_no_secret_value_is_rendered_and_no_owner_references() -> None:
         "mlflow-admin",
         "fraud-registry-reader",
         "mlflow-pgbouncer-client",
+        "mlflow-registry-events",
         "mlflow-pgbouncer-auth",
         "mlflow-backend",
         "mlflow-auth-config",

@@ -102,7 +102,7 @@ class NoAliasDumper(yaml.SafeDumper):
 
 
 def render(case: str) -> str:
-    objects = build.all_objects(inputs_for(CASES[case]), "db-password", "admin-password")
+    objects = build.all_objects(inputs_for(CASES[case]), "db-password", "admin-password", "generated-key")
     return yaml.dump_all(objects, Dumper=NoAliasDumper, sort_keys=False, width=120)
 
 
@@ -117,13 +117,13 @@ def test_rendered_objects_match_golden_files(case: str) -> None:
 
 
 def test_every_pod_meets_pod_security_restricted() -> None:
-    objects = [obj for spec in CASES.values() for obj in build.all_objects(inputs_for(spec), "p", "p")]
+    objects = [obj for spec in CASES.values() for obj in build.all_objects(inputs_for(spec), "p", "p", "k")]
     assert sum(len(pod_specs(obj)) for obj in objects) > len(CASES)  # several workloads per case were checked
     assert [problem for obj in objects for problem in restricted_problems(obj)] == []
 
 
 def test_the_restricted_check_sees_init_containers_and_cronjobs() -> None:
-    objects = build.all_objects(inputs_for(CASES["example"]), "p", "p")
+    objects = build.all_objects(inputs_for(CASES["example"]), "p", "p", "k")
     cronjob = copy.deepcopy(next(obj for obj in objects if obj["kind"] == "CronJob"))
     pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     pod["initContainers"] = [{"name": "init", "securityContext": {"allowPrivilegeEscalation": False}}]
@@ -285,7 +285,7 @@ def test_auth_config_keeps_its_keys_or_refuses(password: str) -> None:
 def test_user_strings_stay_single_values_in_objects(annotation: str, parameter: str) -> None:
     spec = {**CASES["external-no-pooler-ingress"]}
     spec["artifacts"] = {"s3": {"bucket": "b-1", "serviceAccountAnnotations": {"note": annotation}}}
-    objects = build.all_objects(inputs_for(spec), "p", "p")
+    objects = build.all_objects(inputs_for(spec), "p", "p", "k")
     account = next(o for o in objects if o["kind"] == "ServiceAccount")
     assert account["metadata"]["annotations"] == {"note": annotation}
     managed = TrackingServerSpec.model_validate(

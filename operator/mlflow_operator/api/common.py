@@ -254,6 +254,12 @@ class RegistryConnection(ApiModel):
     credentials_secret: RegistryCredentials | None = Field(
         default=None, description="Credentials for trackingUri (basic auth or a bearer token)."
     )
+    registry_events: RegistryEvents | None = Field(
+        default=None,
+        description="Registry webhooks that wake this resource within seconds of a change in MLflow. A "
+        "trackingServerRef gets them without configuration (its TrackingServer registers the webhook); a "
+        "trackingUri needs secret, and a webhook registered in that MLflow as docs/operations.md describes.",
+    )
 
 
 class RegistryCredentials(ApiModel):
@@ -267,12 +273,42 @@ class RegistryCredentials(ApiModel):
     )
 
 
+class WebhookSecret(ApiModel):
+    """The Secret key holding the signing secret of a webhook registered in an external MLflow."""
+
+    name: ObjectName = Field(description="Secret name, in the same namespace.")
+    key: SecretKey = Field(default="secret", description="Key of the webhook's signing secret.")
+
+
+class RegistryEvents(ApiModel):
+    """How registry events reach this resource, and how often it polls while they do."""
+
+    secret: WebhookSecret | None = Field(
+        default=None,
+        description="For trackingUri: the signing secret of the webhook registered in that MLflow, whose URL is "
+        "<receiver>/registry-events/<namespace>/secrets/<secret name>.",
+    )
+    poll_interval: Duration = Field(
+        default="5m",
+        description="How often the registry is read while events arrive (never less often than without them: "
+        "the longer of this and the resource's own interval). A missed event is handled at the next poll.",
+    )
+
+
 REGISTRY_CONNECTION_RULES = (
     Rule(
         "!has(self.credentialsSecret) || has(self.trackingUri)",
         "credentialsSecret is only used with trackingUri (a trackingServerRef brings its own credentials)",
         lambda spec: spec.credentials_secret is None or spec.tracking_uri is not None,
         field_path=".credentialsSecret",
+    ),
+    Rule(
+        "!has(self.registryEvents) || !has(self.registryEvents.secret) || has(self.trackingUri)",
+        "registryEvents.secret is only used with trackingUri (a trackingServerRef's webhook is the operator's)",
+        lambda spec: (
+            spec.registry_events is None or spec.registry_events.secret is None or spec.tracking_uri is not None
+        ),
+        field_path=".registryEvents.secret",
     ),
 )
 

@@ -347,6 +347,17 @@ class Metrics(ApiModel):
     enabled: bool = Field(default=True, description="Expose /metrics and annotate pods for scraping.")
 
 
+class ServerRegistryEvents(ApiModel):
+    """MLflow's model-registry webhooks, registered by the operator so that RegisteredModels and
+    ModelDeployments referencing this server act on a change within seconds instead of at their next poll."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Register one webhook with the operator's receiver (when the operator runs one) and give "
+        "MLflow a stable key for webhook secrets. Off: the webhook is removed and everything polls.",
+    )
+
+
 class TrackingServerSpec(ApiModel):
     """Desired state of an MLflow tracking server."""
 
@@ -363,6 +374,9 @@ class TrackingServerSpec(ApiModel):
     ingress: Ingress | None = Field(default=None, description="Ingress.")
     resources: ResourceRequirements | None = Field(default=None, description="Tracking server container resources.")
     metrics: Metrics | None = Field(default=None, description="Prometheus metrics.")
+    registry_events: ServerRegistryEvents | None = Field(
+        default=None, description="Registry webhooks to the operator (on by default)."
+    )
     pod: PodOptions | None = Field(
         default=None,
         description="Scheduling, pull secrets, metadata, env and volumes for every pod of this TrackingServer "

@@ -10,11 +10,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+from aiohttp import web
 
 from mlflow_operator.api import GROUP, KINDS, VERSION
 from mlflow_operator.builders.images import DEFAULT_IMAGES, Images
 from mlflow_operator.builders.trackingserver import COMPONENT_GC
-from mlflow_operator.handlers import modeldeployment, operator_settings, registeredmodel, trackingserver
+from mlflow_operator.handlers import (
+    modeldeployment,
+    operator_settings,
+    registeredmodel,
+    registry_events,
+    trackingserver,
+)
 from mlflow_operator.handlers.controller import Controller
 from mlflow_operator.handlers.runtime import Runtime, runtime, start_runtime
 
@@ -88,18 +95,29 @@ class StartupSettings:
     """What the runtime is started with (set by configure, read at kopf's startup)."""
 
     images: Images = DEFAULT_IMAGES
+    # The registry-events receiver: where it listens, and the URL tracking servers deliver to (both, or none).
+    events_listen: tuple[str, int] | None = None
+    events_url: str | None = None
+    receiver: web.AppRunner | None = None
 
 
 STARTUP = StartupSettings()
 
 
-def configure(resync_seconds: float, prometheus_address: str | None = None, images: Images = DEFAULT_IMAGES) -> None:
-    """Set before the operator starts (the CLI's --resync-seconds, --prometheus-address, --image-registry and
-    --image)."""
+def configure(
+    resync_seconds: float,
+    prometheus_address: str | None = None,
+    images: Images = DEFAULT_IMAGES,
+    events_listen: tuple[str, int] | None = None,
+    events_url: str | None = None,
+) -> None:
+    """Set before the operator starts (the CLI's --resync-seconds, --prometheus-address, --image-registry,
+    --image, --registry-events-address and --registry-events-url)."""
     for kind, controller in CONTROLLERS.items():
         controller.resync_seconds = _resync_for(kind, resync_seconds)
     modeldeployment.DEFAULTS.prometheus_address = prometheus_address
     STARTUP.images = images
+    STARTUP.events_listen, STARTUP.events_url = events_listen, events_url
 
 
 @kopf.on.startup()
@@ -107,6 +125,9 @@ async def _start(**_: Any) -> None:
     rt = start_runtime(STARTUP.images)
     rt.wake = lambda kind, namespace, name: CONTROLLERS[kind].enqueue((namespace, name))
     rt.objects = lambda kind: list(CONTROLLERS[kind].objects.values())
+    if STARTUP.events_listen is not None and STARTUP.events_url is not None:
+        STARTUP.receiver = await registry_events.start_receiver(rt, *STARTUP.events_listen)
+        rt.events_url = STARTUP.events_url
     for controller in CONTROLLERS.values():
         controller.start()
 
@@ -115,6 +136,8 @@ async def _start(**_: Any) -> None:
 async def _stop(**_: Any) -> None:
     for controller in CONTROLLERS.values():
         await controller.stop()
+    if STARTUP.receiver is not None:
+        await STARTUP.receiver.cleanup()
     await runtime().client.close()
 
 

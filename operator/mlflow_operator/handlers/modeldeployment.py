@@ -28,13 +28,14 @@ from mlflow_operator import metrics
 from mlflow_operator.adapters import prometheus
 from mlflow_operator.adapters.kube import Kube
 from mlflow_operator.adapters.registry import ModelRegistry, RegistryError
+from mlflow_operator.api.common import duration_seconds
 from mlflow_operator.api.kinds import MODEL_DEPLOYMENT, REGISTERED_MODEL
 from mlflow_operator.api.modeldeployment import GatewayAPIRouting, ModelDeploymentSpec
 from mlflow_operator.builders import analysis as queries
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.builders.common import selector
 from mlflow_operator.builders.routers import Weights
-from mlflow_operator.handlers import memo
+from mlflow_operator.handlers import memo, registry_events
 from mlflow_operator.handlers.memo import Memo
 from mlflow_operator.handlers.reconcile import (
     AppliedChildren,
@@ -54,7 +55,14 @@ from mlflow_operator.logic.backoff import RetrySchedule, after_failure, exponent
 from mlflow_operator.logic.conditions import ConditionUpdate, rfc3339
 
 CONTROLLER = "modeldeployment"
-CONDITIONS = (decide.MODEL_RESOLVED, rollout.AVAILABLE, rollout.PROGRESSING, alias_ownership.ALIAS_CONFLICT, cond.READY)
+CONDITIONS = (
+    decide.MODEL_RESOLVED,
+    rollout.AVAILABLE,
+    rollout.PROGRESSING,
+    alias_ownership.ALIAS_CONFLICT,
+    registry_events.REGISTRY_EVENTS,
+    cond.READY,
+)
 EVENT_READER_FAILED = "RegistryReaderFailed"
 RETRY_SECONDS = 5.0  # the first retry after a registry or API failure; doubled up to 5 minutes
 PROMETHEUS_TIMEOUT_SECONDS = 10.0
@@ -90,6 +98,10 @@ class Pass(ResourcePass):
     spec: ModelDeploymentSpec
     now: datetime
     access: RegistryAccess | None = None
+    # How long a good answer of the registry stands (pollInterval, longer while registry events arrive), and
+    # the RegistryEvents condition saying which.
+    poll_seconds: float = 60.0
+    events_condition: ConditionUpdate | None = None
     credentials_revision: str | None = None  # of the pods' own reader (handlers.registry_reader)
     requeue: list[float] = field(default_factory=list)
     aliases: alias_ownership.AliasReport = alias_ownership.NO_OWNERS
@@ -113,6 +125,9 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
         await write_status(rt, MODEL_DEPLOYMENT, body, invalid)
         return None
     md = Pass(rt, rt.kube(CONTROLLER), body, spec, rt.now())
+    md.events_condition, md.poll_seconds = registry_events.follower_events(
+        rt, body, duration_seconds(spec.poll_interval)
+    )
     md.aliases = alias_ownership.alias_report(spec, alias_owners(md))
     resolution = await resolve_model(md)
     await use_own_reader(md, resolution)
@@ -150,7 +165,8 @@ async def resolve_model(md: Pass) -> decide.Resolution:
         md.access = await registry_access(md.rt, md.body, md.spec)
     except SecretProblem as problem:
         return remember(md, decide.unresolved(md.spec, md.now, problem.reason, problem.message, failures(previous)))
-    if previous is not None and not decide.resolution_due(md.spec, previous, md.now, retry):
+    event_at = registry_events.last_event(MODEL_DEPLOYMENT.kind, md.uid)
+    if previous is not None and not decide.resolution_due(md.spec, previous, md.now, retry, md.poll_seconds, event_at):
         return previous
     model = md.spec.model
     try:
@@ -195,7 +211,7 @@ def remember(md: Pass, resolution: decide.Resolution) -> decide.Resolution:
 
 def seconds_until_resolution(md: Pass, resolution: decide.Resolution) -> float:
     retry = exponential_backoff(max(1, resolution.failures), base=RETRY_SECONDS)
-    due = decide.next_resolution_at(md.spec, resolution, retry)
+    due = decide.next_resolution_at(md.spec, resolution, retry, md.poll_seconds)
     return max(0.0, (due - md.now).total_seconds())
 
 
@@ -381,6 +397,8 @@ async def report(
     routed = await route_status(md, inputs)
     updates = [*first_sight(md.body, CONDITIONS), resolution.condition, *transition.conditions]
     updates.append(md.aliases.condition)
+    if md.events_condition is not None:
+        updates.append(md.events_condition)
     if routed is not None:
         updates.append(routed)
     updates.append(decide.ready_condition([resolution.condition, *transition.conditions], routed))

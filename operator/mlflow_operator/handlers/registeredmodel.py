@@ -13,6 +13,7 @@ from mlflow_operator.adapters.registry import ModelRegistry, RegistryError
 from mlflow_operator.api.common import duration_seconds
 from mlflow_operator.api.kinds import REGISTERED_MODEL
 from mlflow_operator.api.registeredmodel import RegisteredModelSpec
+from mlflow_operator.handlers import registry_events
 from mlflow_operator.handlers.memo import Memo
 from mlflow_operator.handlers.reconcile import (
     FINALIZER,
@@ -31,7 +32,7 @@ from mlflow_operator.logic import registeredmodel as plan
 from mlflow_operator.logic.conditions import ConditionUpdate, parse_time, rfc3339
 
 SYNCED = plan.CONDITION_TYPE
-CONDITIONS = (SYNCED, cond.READY)
+CONDITIONS = (SYNCED, registry_events.REGISTRY_EVENTS, cond.READY)
 DELETE_DEADLINE_SECONDS = 600.0  # a Delete policy gives up on an unreachable registry after this
 FOLLOW_UP_SECONDS = 5.0
 
@@ -56,6 +57,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     await ensure_finalizer(rt, REGISTERED_MODEL, body, wanted=spec.deletion_policy == "Delete")
     uid = body["metadata"]["uid"]
     desired = plan.desired_model(spec, body["metadata"]["name"])
+    events, poll = registry_events.follower_events(rt, body, duration_seconds(spec.resync_interval))
     status = body.get("status") or {}
     try:
         registry = await ModelRegistry.open_async((await registry_access(rt, body, spec)).endpoint)
@@ -66,7 +68,8 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
         failures = _failures.set(uid, (_failures.get(uid) or 0) + 1)
         metrics.count_registry_sync_error(body["metadata"]["namespace"], body["metadata"]["name"], problem.reason)
         failure = plan.sync_failure(problem.reason, problem.message)
-        await write_status(rt, REGISTERED_MODEL, body, [*first_sight(body, CONDITIONS), failure, ready_from(failure)])
+        updates = [*first_sight(body, CONDITIONS), failure, ready_from(failure), events]
+        await write_status(rt, REGISTERED_MODEL, body, updates)
         return plan.retry_delay(failures)
     _failures.pop(uid)
     fields = plan.status_fields(desired.name, outcome.observed, outcome.owned_tags, outcome.owned_aliases)
@@ -78,7 +81,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     fields["lastSyncTime"] = status.get("lastSyncTime")
     if outcome.applied or not fields["lastSyncTime"]:
         fields["lastSyncTime"] = rfc3339(rt.now())
-    await write_status(rt, REGISTERED_MODEL, body, [synced, ready_from(synced)], fields)
+    await write_status(rt, REGISTERED_MODEL, body, [synced, ready_from(synced), events], fields)
     if outcome.drift:
         await rt.status.post_event(
             body,
@@ -89,7 +92,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
         )
     # The next drift check follows the resource's own resyncInterval (RegisteredModels have no global
     # resync): a registry is polled as often as its owner asked, and no more.
-    return duration_seconds(spec.resync_interval) if outcome.plan.in_sync else FOLLOW_UP_SECONDS
+    return poll if outcome.plan.in_sync else FOLLOW_UP_SECONDS
 
 
 def ready_from(synced: ConditionUpdate) -> ConditionUpdate:

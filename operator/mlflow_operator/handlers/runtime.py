@@ -4,7 +4,7 @@ Created at operator start-up."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ from lightkube import AsyncClient
 
 from mlflow_operator.adapters.kube import Kube, KubeStatus
 from mlflow_operator.builders.images import DEFAULT_IMAGES, Images
+from mlflow_operator.logic.registry_events import Deliveries
 
 
 def utcnow() -> datetime:
@@ -37,6 +38,10 @@ class Runtime:
     objects: Callable[[str], list[dict[str, Any]]] = _no_objects
     # The images children get when their resource names none (--image-registry, --image).
     images: Images = DEFAULT_IMAGES
+    # Registry events: the URL tracking servers deliver webhooks to (the operator's receiver, reached through
+    # its Service; None: no receiver, every resource polls), and which sources have delivered lately.
+    events_url: str | None = None
+    deliveries: Deliveries = field(default_factory=Deliveries)
 
     def kube(self, controller: str) -> Kube:
         return Kube(self.client, controller)

@@ -21,7 +21,7 @@ from mlflow_operator.api.kinds import TRACKING_SERVER
 from mlflow_operator.api.trackingserver import Lifecycle, LifecycleRule, TrackingServerSpec
 from mlflow_operator.builders import trackingserver as build
 from mlflow_operator.builders.common import selector
-from mlflow_operator.handlers import credential_rotation
+from mlflow_operator.handlers import credential_rotation, registry_events
 from mlflow_operator.handlers.memo import Memo
 from mlflow_operator.handlers.reconcile import (
     FINALIZER,
@@ -52,7 +52,16 @@ from mlflow_operator.logic.trackingserver import next_pass as decide_next_pass
 CONTROLLER = "trackingserver"
 DATABASE_READY, POOLER_READY, MIGRATED = "DatabaseReady", "PoolerReady", "Migrated"
 ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE = "ArtifactsReady", "LifecycleApplied", "Available"
-CONDITIONS = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE, cond.READY)
+CONDITIONS = (
+    DATABASE_READY,
+    POOLER_READY,
+    MIGRATED,
+    ARTIFACTS_READY,
+    LIFECYCLE_APPLIED,
+    AVAILABLE,
+    registry_events.REGISTRY_EVENTS,
+    cond.READY,
+)
 READY_REQUIRES = (DATABASE_READY, POOLER_READY, MIGRATED, ARTIFACTS_READY, LIFECYCLE_APPLIED, AVAILABLE)
 _retries: Memo[RetrySchedule] = Memo(TRACKING_SERVER.kind)  # while something is broken, for the backoff
 _gc_warned: Memo[str] = Memo(TRACKING_SERVER.kind)  # the last gc failure announced with an Event
@@ -122,6 +131,9 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     fields: dict[str, Any] = {"url": build.tracking_url(step.name, step.namespace)}
     credentials = await database(step)
     serving: str | None = status.get("version")
+    events_enabled = spec.registry_events is None or spec.registry_events.enabled
+    # Before any server starts: its env reads the key MLflow encrypts webhook secrets with from this Secret.
+    events_secret = await registry_events.server_events_secret(rt, body) if events_enabled else {}
     if credentials is not None:
         inputs = build.TrackingServerInputs(
             step.name,
@@ -132,6 +144,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
             await admin_credentials(step),
             images=rt.images,
             pooler_credentials=await pooler_login(step),
+            events_url=rt.events_url,
         )
         await pooler(step, inputs)
         decision = await migration(step, inputs, status)
@@ -145,6 +158,9 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
             ConditionUpdate(POOLER_READY, "Unknown", "WaitingForDatabase", "database credentials unresolved"),
             ConditionUpdate(AVAILABLE, "False", "WaitingForDatabase", "no server without a database"),
         ]
+    available = any(u.type == AVAILABLE and u.status == "True" for u in step.updates)
+    webhook_secret = events_secret.get(build.WEBHOOK_SECRET_KEY)
+    step.updates.append(await registry_events.server_webhook(rt, body, events_enabled, available, webhook_secret))
     fields["lifecycle"] = await artifacts(step, status)
     await garbage_collection(step)
     conditions = cond.apply_updates(current_conditions(body), step.updates, None, rt.now())

@@ -124,18 +124,32 @@ def resolution_key(spec: ModelDeploymentSpec) -> str:
     return f"{connection} {model_reference(spec)}"
 
 
-def next_resolution_at(spec: ModelDeploymentSpec, previous: Resolution, retry_delay: float) -> datetime:
-    """A good answer is refreshed every pollInterval (an alias moves in the registry, not in the spec);
-    a failed one is retried with backoff."""
+def next_resolution_at(
+    spec: ModelDeploymentSpec, previous: Resolution, retry_delay: float, poll_seconds: float | None = None
+) -> datetime:
+    """A good answer is refreshed every pollInterval (an alias moves in the registry, not in the spec), or
+    `poll_seconds` when registry events lengthen it; a failed one is retried with backoff."""
     if previous.version is not None:
-        return previous.at + parse_duration(spec.poll_interval)
+        poll = poll_seconds if poll_seconds is not None else parse_duration(spec.poll_interval).total_seconds()
+        return previous.at + timedelta(seconds=poll)
     return previous.at + timedelta(seconds=retry_delay)
 
 
-def resolution_due(spec: ModelDeploymentSpec, previous: Resolution | None, now: datetime, retry_delay: float) -> bool:
+def resolution_due(
+    spec: ModelDeploymentSpec,
+    previous: Resolution | None,
+    now: datetime,
+    retry_delay: float,
+    poll_seconds: float | None = None,
+    event_at: datetime | None = None,
+) -> bool:
+    """Resolve now: nothing resolved yet, a different reference, the poll is due, or a registry event about
+    the model arrived since the last answer."""
     if previous is None or previous.key != resolution_key(spec):
         return True
-    return now >= next_resolution_at(spec, previous, retry_delay)
+    if event_at is not None and event_at >= previous.at:
+        return True
+    return now >= next_resolution_at(spec, previous, retry_delay, poll_seconds)
 
 
 def resolved(

@@ -81,6 +81,8 @@ from mlflow_operator.builders.trackingserver.pooler import (
     pgbouncer_settings,
 )
 from mlflow_operator.builders.trackingserver.secrets import (
+    ENCRYPTION_KEY,
+    WEBHOOK_SECRET_KEY,
     admin_secret_name,
     flask_secret_key,
     get_admin_secret,
@@ -89,6 +91,8 @@ from mlflow_operator.builders.trackingserver.secrets import (
     get_database_secret,
     get_pooler_auth_secret,
     get_pooler_client_secret,
+    get_registry_events_secret,
+    registry_events_enabled,
     render_auth_config,
 )
 from mlflow_operator.builders.trackingserver.server import (
@@ -105,9 +109,11 @@ from mlflow_operator.builders.trackingserver.server import (
 )
 
 
-def all_objects(inputs: TrackingServerInputs, database_password: str, admin_password: str) -> list[Obj]:
+def all_objects(
+    inputs: TrackingServerInputs, database_password: str, admin_password: str, generated_key: str
+) -> list[Obj]:
     """Every object a TrackingServer produces, in apply order (for the render CLI and golden tests).
-    The generated Secrets appear with the given passwords; the operator creates them once."""
+    The generated Secrets appear with the given passwords and keys; the operator creates them once."""
     objects: list[Obj] = []
     if inputs.spec.database.managed is not None:
         objects.append(get_database_secret(inputs.name, inputs.namespace, database_password))
@@ -116,6 +122,8 @@ def all_objects(inputs: TrackingServerInputs, database_password: str, admin_pass
         objects.append(get_admin_secret(inputs.name, inputs.namespace, admin_password))
     if inputs.spec.database.pooler.enabled and inputs.pooler_credentials is not None:
         objects.append(get_pooler_client_secret(inputs.name, inputs.namespace, inputs.pooler_credentials.password))
+    if registry_events_enabled(inputs):
+        objects.append(get_registry_events_secret(inputs.name, inputs.namespace, generated_key, generated_key))
     objects += desired_database(
         inputs.name, inputs.namespace, inputs.spec, inputs.database_credentials.password, inputs.images
     )
@@ -134,6 +142,7 @@ __all__ = [
     "COMPONENT_SERVER",
     "DATABASE_NAME",
     "DATABASE_USER",
+    "ENCRYPTION_KEY",
     "EXPORTER_PORT",
     "GC_SCRIPT_DIR",
     "MLFLOW_PORT",
@@ -147,6 +156,7 @@ __all__ = [
     "PROMETHEUS_DIR",
     "REGISTRY_URL_ANNOTATION",
     "SERVER_RESOURCES",
+    "WEBHOOK_SECRET_KEY",
     "Credentials",
     "DatabaseEndpoint",
     "Names",
@@ -181,6 +191,7 @@ __all__ = [
     "get_postgres_network_policy",
     "get_postgres_service",
     "get_postgres_statefulset",
+    "get_registry_events_secret",
     "get_service_account",
     "get_tracking_deployment",
     "get_tracking_service",
@@ -191,6 +202,7 @@ __all__ = [
     "pooler_endpoint",
     "postgres_parameters",
     "postgres_uri",
+    "registry_events_enabled",
     "render_auth_config",
     "server_config_hash",
     "tracking_server_args",

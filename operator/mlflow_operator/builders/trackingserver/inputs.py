@@ -126,6 +126,10 @@ class Names:
         return f"{self.instance}-admin"
 
     @property
+    def registry_events_secret(self) -> str:
+        return f"{self.instance}-registry-events"
+
+    @property
     def auth_config(self) -> str:
         return f"{self.instance}-auth-config"
 
@@ -167,6 +171,8 @@ class TrackingServerInputs:
     # The tracking servers' own login to PgBouncer (a generated Secret), so that a rotated database password
     # rolls PgBouncer only. None: they log in with the database credentials.
     pooler_credentials: Credentials | None = None
+    # Where the operator's registry-events receiver is (its base URL, seen from the servers); None: none runs.
+    events_url: str | None = None
 
     @property
     def names(self) -> Names:

@@ -74,6 +74,23 @@ def get_pooler_client_secret(name: str, namespace: str, password: str) -> Obj:
     )
 
 
+# The registry-events Secret's keys: the HMAC key MLflow signs webhook deliveries to the operator with, and the
+# Fernet key MLflow encrypts stored webhook secrets with (without a stable one, each server process makes up its
+# own and cannot read the secrets another stored).
+WEBHOOK_SECRET_KEY, ENCRYPTION_KEY = "webhook-secret", "encryption-key"
+
+
+def registry_events_enabled(inputs: TrackingServerInputs) -> bool:
+    events = inputs.spec.registry_events
+    return events is None or events.enabled
+
+
+def get_registry_events_secret(name: str, namespace: str, webhook_secret: str, encryption_key: str) -> Obj:
+    """Generated once, never rewritten: a new encryption key would make every stored webhook secret unreadable."""
+    data = {WEBHOOK_SECRET_KEY: webhook_secret, ENCRYPTION_KEY: encryption_key}
+    return _secret(Names(name).registry_events_secret, namespace, COMPONENT_SERVER, name, data)
+
+
 def get_pooler_auth_secret(inputs: TrackingServerInputs) -> Obj:
     """PgBouncer's userlist: the database user (PgBouncer's own login to Postgres, and the exporter's stats
     login) and the servers' login, when they have one of their own."""

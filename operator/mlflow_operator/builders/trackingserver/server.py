@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.builders.common import (
     CONFIG_HASH_ANNOTATION,
@@ -37,8 +39,10 @@ from mlflow_operator.builders.trackingserver.inputs import (
     mlflow_image,
 )
 from mlflow_operator.builders.trackingserver.secrets import (
+    ENCRYPTION_KEY,
     get_auth_config_secret,
     get_backend_secret,
+    registry_events_enabled,
     render_auth_config,
 )
 
@@ -145,6 +149,30 @@ def tracking_server_env(inputs: TrackingServerInputs) -> list[Obj]:
             {"name": "MLFLOW_AUTH_CONFIG_PATH", "value": "/etc/mlflow-auth/basic_auth.ini"},
             secret_env("MLFLOW_FLASK_SERVER_SECRET_KEY", names.auth_config, "flask-secret-key"),
         ]
+    return env + registry_events_env(inputs)
+
+
+# MLflow re-reads the webhooks of an event type from its database at most this often (its default is 60 s):
+# a webhook registered or updated by the operator then delivers within seconds.
+WEBHOOK_CACHE_SECONDS = 10
+
+
+def registry_events_env(inputs: TrackingServerInputs) -> list[Obj]:
+    """MLflow's webhook settings: a stable key for stored webhook secrets and, with the operator's receiver,
+    delivery to it. MLflow refuses private addresses and any scheme but https by default: the receiver is a
+    cluster Service, so private addresses are allowed, and the scheme is the receiver's."""
+    if not registry_events_enabled(inputs):
+        return []
+    env = [secret_env("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", inputs.names.registry_events_secret, ENCRYPTION_KEY)]
+    if inputs.events_url is not None:
+        scheme = urlsplit(inputs.events_url).scheme or "https"
+        env += literal_env(
+            {
+                "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": scheme,
+                "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+                "MLFLOW_WEBHOOK_CACHE_TTL": str(WEBHOOK_CACHE_SECONDS),
+            }
+        )
     return env
 
 
