@@ -33,8 +33,9 @@ from tests.integration import dataplane as dp
 from tests.integration import registry_server as rs
 
 from bench.common import RESULTS_DIR, logs_dir, number, report, result_header
-from mlflow_operator.adapters import registry as registry_adapter
-from mlflow_operator.adapters.registry import ModelRegistry, RegistryEndpoint
+from mlflow_operator.adapters import registry_store
+from mlflow_operator.adapters.registry import ModelRegistry
+from mlflow_operator.adapters.registry_store import RegistryEndpoint
 from mlflow_operator.api.trackingserver import Lifecycle, LifecycleRule
 from mlflow_operator.logic.lifecycle import desired_rules, fingerprint
 from mlflow_operator.logic.lifecycle_safety import safety_decision
@@ -130,7 +131,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         start = time.perf_counter()
         rs.run_client(server.url, SEED_SCRIPT, {"versions": args.versions, "logged": args.logged_models})
         result["seed_s"] = round(time.perf_counter() - start, 1)
-        registry_adapter._LOCATIONS.clear()  # a process that never resolved a location: the cold case
+        registry_store.forget_locations()  # a process that never resolved a location: the cold case
         registry = ModelRegistry(RegistryEndpoint(server.url))
         result["cold"] = timed_check(registry)
         warm = [timed_check(registry) for _ in range(args.warm_checks)]

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlflow_operator.adapters.registry import ModelRegistry, RegistryEndpoint
+from mlflow_operator.adapters.registry import ModelRegistry
+from mlflow_operator.adapters.registry_store import RegistryEndpoint
 from mlflow_operator.adapters.s3 import BucketLifecycle, S3Endpoint
 from mlflow_operator.api.trackingserver import Lifecycle, LifecycleRule
 from mlflow_operator.builders.trackingserver import Credentials

@@ -26,15 +26,14 @@ import pytest
 from mlflow_operator.adapters import registry as registry_module
 from mlflow_operator.adapters.registry import (
     AliasNotFound,
-    CallCount,
     ModelNotFound,
     ModelRegistry,
-    RegistryEndpoint,
     RegistryUnavailable,
     SyncOutcome,
     Unauthorized,
     VersionNotFound,
 )
+from mlflow_operator.adapters.registry_store import CallCount, RegistryEndpoint
 from mlflow_operator.api.registeredmodel import RegisteredModelSpec
 from mlflow_operator.logic.registeredmodel import (
     REASON_MODEL_NOT_FOUND,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mlflow_operator.adapters.registry import RegistryEndpoint
+from mlflow_operator.adapters.registry_store import RegistryEndpoint
 from mlflow_operator.adapters.registry_users import RegistryUsers
 from mlflow_operator.logic.registry_reader import reader_of, reader_username
 from tests.integration.dataplane import Postgres, server_venv

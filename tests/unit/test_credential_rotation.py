@@ -11,7 +11,8 @@ from typing import Any, cast
 
 import pytest
 
-from mlflow_operator.adapters.registry import RegistryEndpoint, RegistryUnavailable, Unauthorized
+from mlflow_operator.adapters.registry import RegistryUnavailable, Unauthorized
+from mlflow_operator.adapters.registry_store import RegistryEndpoint
 from mlflow_operator.handlers import credential_rotation as handler
 from mlflow_operator.handlers import memo
 from mlflow_operator.handlers.runtime import Runtime

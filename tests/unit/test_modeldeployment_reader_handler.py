@@ -11,7 +11,8 @@ from typing import Any, cast
 import pytest
 
 from mlflow_operator.adapters.kube import Kube
-from mlflow_operator.adapters.registry import RegistryEndpoint, RegistryUnavailable
+from mlflow_operator.adapters.registry import RegistryUnavailable
+from mlflow_operator.adapters.registry_store import RegistryEndpoint
 from mlflow_operator.api.common import RegistryCredentials
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.handlers import modeldeployment as handler

@@ -13,16 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from mlflow_operator.adapters.registry import (
-    LOGGED_MODEL_PATH,
-    RUN_PATH,
-    RegistryEndpoint,
-    RegistryError,
-    RegistryUnavailable,
-    Unauthorized,
-    rest_call,
-    translate_error,
-)
+from mlflow_operator.adapters.registry import RegistryError, RegistryUnavailable, Unauthorized, translate_error
+from mlflow_operator.adapters.registry_store import LOGGED_MODEL_PATH, RUN_PATH, RegistryEndpoint, rest_call
 
 USERS_CREATE = "/api/2.0/mlflow/users/create"
 USERS_UPDATE_PASSWORD = "/api/2.0/mlflow/users/update-password"

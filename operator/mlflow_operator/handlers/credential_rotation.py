@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlflow_operator.adapters.registry import RegistryEndpoint, RegistryError
+from mlflow_operator.adapters.registry import RegistryError
+from mlflow_operator.adapters.registry_store import RegistryEndpoint
 from mlflow_operator.adapters.registry_users import RegistryUsers
 from mlflow_operator.api.kinds import TRACKING_SERVER
 from mlflow_operator.handlers.memo import Memo

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow_operator.adapters.registry import RegistryEndpoint
+from mlflow_operator.adapters.registry_store import RegistryEndpoint
 from mlflow_operator.api.common import RegistryConnection, RegistryCredentials
 from mlflow_operator.api.kinds import API_VERSION, TRACKING_SERVER
 from mlflow_operator.builders.trackingserver import REGISTRY_URL_ANNOTATION, Names
