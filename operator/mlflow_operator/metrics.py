@@ -17,13 +17,13 @@ from typing import get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 
 from mlflow_operator import __version__
-from mlflow_operator.logic.rollout import Phase
+from mlflow_operator.api.modeldeployment import RolloutPhase
 
 # `*_created` series double every counter for no use on a dashboard.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 PREFIX = "mlflow_operator"
-PHASES: tuple[str, ...] = get_args(Phase)  # Progressing, Paused, Succeeded, RolledBack, Degraded
+PHASES: tuple[str, ...] = get_args(RolloutPhase)  # Progressing, Paused, Succeeded, RolledBack, Degraded
 SUCCESS, ERROR = "success", "error"
 # Reconciles take from milliseconds (an idle pass) to a minute (a slow registry or S3 behind retries).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)

@@ -261,7 +261,7 @@ def test_nothing_serves_before_a_version_is_resolved() -> None:
 def test_inputs_follow_the_rollouts_actions() -> None:
     """How the handler feeds the builder: ScaleTrack -> TrackPlan, SetWeights -> Weights."""
     spec = CASES["replicaratio"].spec
-    state = rollout.RolloutState(stable_version=3, phase="Succeeded")
+    state = rollout.rollout_state({"stableVersion": 3, "phase": "Succeeded"})
     observations = rollout.Observations(4, (rollout.TrackObservation(3, True, 5),))
     t = rollout.step(spec, state, observations, parse_time("2026-01-01T00:00:00Z"))
     tracks = tuple(build.TrackPlan(a.track, a.version, a.size_percent) for a in t.tracks)

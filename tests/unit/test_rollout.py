@@ -18,7 +18,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from mlflow_operator.api.modeldeployment import (
+    AnalysisResult,
+    AnalysisRun,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    RolloutRecord,
+)
 from mlflow_operator.logic import rollout as r
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -66,12 +72,20 @@ def passed(value: float = 0.001) -> r.Measurement:
     return r.Measurement((r.Sample("error-rate", value),))
 
 
-def stable_at(version: int, spec: ModelDeploymentSpec) -> r.RolloutState:
+def stable_at(version: int, spec: ModelDeploymentSpec) -> ModelDeploymentStatus:
     """A deployment whose first version is rolled out."""
-    state = r.step(spec, r.RolloutState(), obs(version), T0).state
+    state = r.step(spec, r.rollout_state(None), obs(version), T0).state
     state = r.step(spec, state, obs(version, ready(version)), T0).state
     assert (state.phase, state.stable_version) == ("Succeeded", version)
     return state
+
+
+def history(state: ModelDeploymentStatus) -> list[RolloutRecord]:
+    return state.history or []
+
+
+def results(state: ModelDeploymentStatus) -> list[AnalysisResult]:
+    return state.analysis_results or []
 
 
 def condition(t: r.Transition, type_: str) -> tuple[str, str]:
@@ -88,7 +102,7 @@ def registry_actions(t: r.Transition) -> list[r.Action]:
 
 def test_first_version_is_deployed_directly_and_promoted_when_ready() -> None:
     spec = make_spec(steps=[{"setWeight": 50}])
-    t = r.step(spec, r.RolloutState(), obs(3), T0)
+    t = r.step(spec, r.rollout_state(None), obs(3), T0)
     assert t.state.canary_version == 3 and t.state.current_step is None  # no canary steps for a first version
     assert t.tracks == [r.ScaleTrack("canary", 3, 100)]
     assert condition(t, r.AVAILABLE) == ("Unknown", r.REASON_DEPLOYING)
@@ -100,7 +114,7 @@ def test_first_version_is_deployed_directly_and_promoted_when_ready() -> None:
     assert isinstance(tag, r.TagVersion) and tag.version == 3 and tag.tags[r.TAG_ROLLOUT] == "Deployed"
     assert tag.tags[r.TAG_DEPLOYMENT] == RESOURCE and tag.tags[r.TAG_TIME] == "2026-01-01T00:00:30Z"
     assert alias == r.SetAlias("production", 3)
-    assert [h.outcome for h in t.state.history] == ["Succeeded"]
+    assert [h.outcome for h in history(t.state)] == ["Succeeded"]
     assert condition(t, r.AVAILABLE) == ("True", r.REASON_STABLE_AVAILABLE)
     assert condition(t, r.PROGRESSING) == ("True", r.REASON_ROLLOUT_COMPLETE)
 
@@ -114,7 +128,7 @@ def test_without_strategy_the_new_version_replaces_the_old_once_ready() -> None:
     assert t.state.phase == "Progressing" and t.requeue_after == r.READINESS_POLL_SECONDS
     t = r.step(spec, t.state, obs(2, ready(1, 2)), T0)
     assert t.state.stable_version == 2 and t.tracks == [r.ScaleTrack("stable", 2, 100)]  # version 1 is removed
-    assert t.state.phase == "Succeeded" and t.state.history[-1].outcome == "Succeeded"
+    assert t.state.phase == "Succeeded" and history(t.state)[-1].outcome == "Succeeded"
 
 
 def test_a_new_version_whose_pods_fail_is_rolled_back_and_the_old_one_keeps_serving() -> None:
@@ -135,7 +149,7 @@ def test_a_new_version_whose_pods_fail_is_rolled_back_and_the_old_one_keeps_serv
 
 def test_a_first_version_that_does_not_start_is_degraded_and_keeps_trying() -> None:
     spec = make_spec(steps=None)
-    state = r.step(spec, r.RolloutState(), obs(1), T0).state
+    state = r.step(spec, r.rollout_state(None), obs(1), T0).state
     t = r.step(spec, state, obs(1, (r.TrackObservation(1, failed=True, message="model does not load"),)), T0)
     assert (t.state.phase, t.state.canary_version) == ("Degraded", 1)
     assert condition(t, r.AVAILABLE) == ("False", r.REASON_DEPLOY_FAILED)
@@ -164,7 +178,7 @@ def test_while_the_registry_does_not_answer_the_rollout_goes_on() -> None:
 # --- canary steps ---------------------------------------------------------------------------------------
 
 
-def canary_at_step_0(spec: ModelDeploymentSpec) -> r.RolloutState:
+def canary_at_step_0(spec: ModelDeploymentSpec) -> ModelDeploymentStatus:
     state = r.step(spec, stable_at(1, spec), obs(2, ready(1)), T0).state
     assert (state.canary_version, state.current_step) == (2, 0)
     return state
@@ -297,15 +311,17 @@ def test_analysis_measures_each_interval_and_passes_after_count() -> None:
     state = canary_at_step_0(spec)
     assert not r.measurement_due(spec, state, T0 + timedelta(seconds=29))
     t = r.step(spec, state, obs(2, ready(1, 2), passed()), T0 + timedelta(seconds=10))
-    assert t.state.analysis == r.AnalysisRun("2026-01-01T00:00:00Z") and t.requeue_after == 20  # not due: ignored
+    assert (
+        t.state.analysis_run == AnalysisRun(last_measured_at="2026-01-01T00:00:00Z") and t.requeue_after == 20
+    )  # not due: ignored
     now = T0 + timedelta(seconds=30)
     assert r.measurement_due(spec, t.state, now)
     t = r.step(spec, t.state, obs(2, ready(1, 2), passed()), now)
-    assert t.state.analysis is not None and t.state.analysis.passed == 1 and t.requeue_after == 30
+    assert t.state.analysis_run is not None and t.state.analysis_run.passed == 1 and t.requeue_after == 30
     assert [e.reason for e in t.events] == [r.EVENT_ANALYSIS_PASSED]
-    assert t.state.analysis_results[-1].outcome == "Passed" and t.state.analysis_results[-1].value == "0.001"
+    assert results(t.state)[-1].outcome == "Passed" and results(t.state)[-1].value == "0.001"
     t = r.step(spec, t.state, obs(2, ready(1, 2), passed()), now + timedelta(seconds=30))
-    assert t.steps_completed == [0] and len(t.state.analysis_results) == 2
+    assert t.steps_completed == [0] and len(results(t.state)) == 2
 
 
 def test_failed_analysis_rolls_back_tags_the_version_and_does_not_retry_it() -> None:
@@ -319,9 +335,9 @@ def test_failed_analysis_rolls_back_tags_the_version_and_does_not_retry_it() -> 
     assert isinstance(tag, r.TagVersion) and tag.version == 2
     assert tag.tags[r.TAG_ROLLOUT] == "RolledBack" and tag.tags[r.TAG_BY] == r.OPERATOR
     assert "error-rate=0.2" in tag.tags[r.TAG_REASON] and tag.tags[r.TAG_TIME] == "2026-01-01T00:00:30Z"
-    assert t.state.history[-1].outcome == "RolledBack" and t.state.history[-1].version == 2
+    assert history(t.state)[-1].outcome == "RolledBack" and history(t.state)[-1].version == 2
     assert [e.type for e in t.events] == ["Warning", "Warning"]  # AnalysisFailed, RolledBack
-    assert t.state.analysis_results[-1].outcome == "Failed"  # kept: it says why
+    assert results(t.state)[-1].outcome == "Failed"  # kept: it says why
     # The alias still names version 2: it is not tried again.
     later = r.step(spec, t.state, obs(2, ready(1)), now + timedelta(hours=1))
     assert later.state == t.state and later.actions == t.actions[:-1]
@@ -348,7 +364,7 @@ def test_a_retry_request_rolls_a_rolled_back_version_out_again() -> None:
     t = r.step(spec, state, obs(2, ready(1), request=retry), T0 + timedelta(minutes=5))
     assert t.state.canary_version == 2 and t.started_version == 2 and t.state.current_step == 0
     assert [e.reason for e in t.events] == [r.EVENT_RETRY, r.EVENT_ROLLOUT_STARTED]
-    assert t.state.analysis_results == ()
+    assert t.state.analysis_results == []
 
 
 def test_failures_up_to_the_limit_are_tolerated() -> None:
@@ -375,14 +391,14 @@ def test_missing_values_are_inconclusive_and_pause_beyond_the_limit(sample: r.Sa
     state = r.step(spec, canary_at_step_0(spec), obs(2, ready(1, 2)), T0).state
     now = T0 + timedelta(seconds=30)
     t = r.step(spec, state, obs(2, ready(1, 2), r.Measurement((sample,))), now)
-    assert t.state.phase == "Progressing" and t.state.analysis_results[-1].message == message
+    assert t.state.phase == "Progressing" and results(t.state)[-1].message == message
     assert t.steps_completed == []  # inconclusive never counts towards count
     t = r.step(spec, t.state, obs(2, ready(1, 2), r.Measurement((sample,))), now + timedelta(seconds=30))
     assert t.state.phase == "Paused" and t.requeue_after is None
     assert condition(t, r.PROGRESSING) == ("False", r.REASON_INCONCLUSIVE)
     assert not r.measurement_due(spec, t.state, now + timedelta(hours=1))
     # Still paused after a restart, and a promote lets it go on.
-    state = r.RolloutState.from_status(t.state.to_status())
+    state = r.rollout_state(r.rollout_status(t.state))
     t = r.step(spec, state, obs(2, ready(1, 2)), now + timedelta(hours=1))
     assert t.state.phase == "Paused" and t.events == []
     t = r.step(spec, t.state, obs(2, ready(1, 2), request=r.UserRequest("promote", "ok", "dana")), now)
@@ -436,11 +452,11 @@ def test_an_alias_move_mid_rollout_supersedes_the_canary() -> None:
     spec = make_spec(steps=[{"setWeight": 20}, {"analysis": {}}])
     state = r.step(spec, canary_at_step_0(spec), obs(2, ready(1, 2)), T0).state
     state = r.step(spec, state, obs(2, ready(1, 2), passed()), T0 + timedelta(seconds=30)).state
-    assert state.canary_weight == 20 and state.analysis_results
+    assert state.canary_weight == 20 and results(state)
     t = r.step(spec, state, obs(3, ready(1, 2)), T0 + timedelta(seconds=40))
-    assert [(h.version, h.outcome) for h in t.state.history][-1] == (2, "Superseded")
+    assert [(h.version, h.outcome) for h in history(t.state)][-1] == (2, "Superseded")
     assert (t.state.canary_version, t.state.current_step, t.state.canary_weight) == (3, 0, 0)
-    assert t.state.analysis is None and t.state.analysis_results == ()
+    assert t.state.analysis_run is None and t.state.analysis_results == []
     assert t.tracks == [r.ScaleTrack("stable", 1, 100), r.ScaleTrack("canary", 3, 100)]  # version 2 removed
     assert [e.reason for e in t.events] == [r.EVENT_SUPERSEDED, r.EVENT_ROLLOUT_STARTED]
     assert registry_actions(t) == []
@@ -451,7 +467,7 @@ def test_a_spec_change_mid_rollout_restarts_the_same_version_at_step_0() -> None
     state = r.step(spec, canary_at_step_0(spec), obs(2, ready(1, 2)), T0).state
     changed = make_spec(steps=[{"pause": {"duration": "1m"}}, {"setWeight": 50}])
     t = r.step(changed, state, obs(2, ready(1, 2)), T0)
-    assert t.state.history[-1].outcome == "Superseded" and t.started_version == 2
+    assert history(t.state)[-1].outcome == "Superseded" and t.started_version == 2
     assert (t.state.current_step, t.state.canary_weight) == (0, 0)
     assert t.state.rollout_hash == r.rollout_fingerprint(changed)
 
@@ -461,7 +477,7 @@ def test_moving_the_alias_back_to_the_stable_version_ends_the_rollout() -> None:
     state = r.step(spec, canary_at_step_0(spec), obs(2, ready(1, 2)), T0).state
     t = r.step(spec, state, obs(1, ready(1, 2)), T0)
     assert (t.state.phase, t.state.stable_version, t.state.canary_version) == ("Succeeded", 1, None)
-    assert t.state.history[-1].outcome == "Superseded"
+    assert history(t.state)[-1].outcome == "Superseded"
 
 
 def test_runtime_changes_do_not_restart_a_rollout() -> None:
@@ -487,10 +503,57 @@ def test_state_round_trips_through_status_and_matches_the_api_model() -> None:
     spec = analysis_spec()
     state = r.step(spec, canary_at_step_0(spec), obs(2, ready(1, 2)), T0).state
     state = r.step(spec, state, obs(2, ready(1, 2), passed()), T0 + timedelta(seconds=30)).state
-    status = json.loads(json.dumps(state.to_status()))
-    assert r.RolloutState.from_status(status) == state
+    status = json.loads(json.dumps(r.rollout_status(state)))
+    assert r.rollout_state(status) == state
     assert_status_fits_api(status)
-    assert r.RolloutState.from_status(None) == r.RolloutState()
+    assert r.rollout_state(None) == ModelDeploymentStatus(canary_weight=0, analysis_results=[], history=[])
+
+
+# What the rollout writes to status, byte for byte (key order included): the API server and every tool that
+# reads status see exactly this.
+NO_MODEL_STATUS = (
+    '{"phase": null, "stableVersion": null, "canaryVersion": null, "canaryWeight": 0, "currentStep": null, '
+    '"stepStartedAt": null, "analysisRun": null, "analysisResults": [], "history": [], "rolledBackVersion": null, '
+    '"rolloutHash": null, "handledRequest": null, "message": "no model version resolved yet"}'
+)
+SUCCEEDED_V1 = (
+    '{"version": 1, "outcome": "Succeeded", "message": "version 1 is stable: all its pods are ready; '
+    'alias \\"production\\" moved to it", "time": "2026-01-01T00:00:00Z"}'
+)
+NO_DATA = '{"metric": "error-rate", "outcome": "Inconclusive", "message": "no data", "time": "2026-01-01T00:00:30Z"}'
+ANALYSING_STATUS = (
+    '{"phase": "Progressing", "stableVersion": 1, "canaryVersion": 2, "canaryWeight": 0, "currentStep": 0, '
+    '"stepStartedAt": "2026-01-01T00:00:00Z", "analysisRun": {"passed": 0, "failed": 0, "inconclusive": 1, '
+    f'"lastMeasuredAt": "2026-01-01T00:00:30Z"}}, "analysisResults": [{NO_DATA}], "history": [{SUCCEEDED_V1}], '
+    '"rolledBackVersion": null, "rolloutHash": "27bad83ceb631757", "handledRequest": null, '
+    '"message": "version 2, step 1/2, weight 0%: analysis: 0/2 measurements"}'
+)
+ROLLED_BACK_WHY = (
+    "version 2 rolled back: analysis failed 1 time(s) (failureLimit 0): error-rate=0.5 (outside <= 0.01); "
+    "version 1 serves"
+)
+ROLLED_BACK_STATUS = (
+    '{"phase": "RolledBack", "stableVersion": 1, "canaryVersion": null, "canaryWeight": 0, "currentStep": null, '
+    f'"stepStartedAt": null, "analysisRun": null, "analysisResults": [{NO_DATA}, {{"metric": "error-rate", '
+    '"value": "0.5", "outcome": "Failed", "message": "outside <= 0.01", "time": "2026-01-01T00:01:01Z"}], '
+    f'"history": [{SUCCEEDED_V1}, {{"version": 2, "outcome": "RolledBack", "message": "{ROLLED_BACK_WHY}", '
+    f'"time": "2026-01-01T00:01:01Z"}}], "rolledBackVersion": 2, "rolloutHash": null, "handledRequest": null, '
+    f'"message": "{ROLLED_BACK_WHY}"}}'
+)
+
+
+def test_status_written_is_exactly_what_it_always_was() -> None:
+    spec = analysis_spec(inconclusiveLimit=3, failureLimit=0)
+    t = r.step(spec, r.rollout_state(None), obs(None), T0)
+    assert json.dumps(r.rollout_status(t.state)) == NO_MODEL_STATUS
+    no_data = r.Measurement((r.Sample("error-rate", None),))
+    t = r.step(spec, canary_at_step_0(spec), obs(2, ready(1, 2), no_data), T0 + timedelta(seconds=30))
+    assert json.dumps(r.rollout_status(t.state)) == ANALYSING_STATUS
+    failing = r.Measurement((r.Sample("error-rate", 0.5),))
+    t = r.step(spec, t.state, obs(2, ready(1, 2), failing), T0 + timedelta(seconds=61))
+    assert json.dumps(r.rollout_status(t.state)) == ROLLED_BACK_STATUS
+    for written in (NO_MODEL_STATUS, ANALYSING_STATUS, ROLLED_BACK_STATUS):  # and it reads back the same
+        assert json.dumps(r.rollout_status(r.rollout_state(json.loads(written)))) == written
 
 
 def assert_status_fits_api(status: dict[str, Any]) -> None:
@@ -565,7 +628,7 @@ class World:
     request: r.UserRequest | None = None
 
     def observe(
-        self, resolved: int | None, spec: ModelDeploymentSpec, state: r.RolloutState, outages: bool = True
+        self, resolved: int | None, spec: ModelDeploymentSpec, state: ModelDeploymentStatus, outages: bool = True
     ) -> r.Observations:
         tracks = []
         for version, d in sorted(self.deployments.items()):
@@ -633,13 +696,18 @@ class Checker:
     expected_step: int = 0
     canary_rollout: bool = False
 
-    def check(self, before: r.RolloutState, t: r.Transition, observations: r.Observations, now: datetime) -> None:
+    def check(
+        self, before: ModelDeploymentStatus, t: r.Transition, observations: r.Observations, now: datetime
+    ) -> None:
         state = t.state
         # Restarting between any two passes changes nothing.
-        restored = r.RolloutState.from_status(json.loads(json.dumps(before.to_status())))
+        restored = r.rollout_state(json.loads(json.dumps(r.rollout_status(before))))
         assert restored == before
         assert r.step(self.spec, restored, observations, now) == t
-        assert_status_fits_api(state.to_status())
+        assert_status_fits_api(r.rollout_status(state))
+        # The rollout always writes its weight, history and results, so no pass reads them as missing.
+        assert state.canary_weight is not None and before.canary_weight is not None
+        assert state.history is not None and before.history is not None and state.analysis_results is not None
         # Weight within the current step's setWeight, and never routed to a canary without ready pods.
         assert 0 <= state.canary_weight <= r.weight_bound(self.spec, state)
         assert t.weights.canary <= state.canary_weight
@@ -651,7 +719,7 @@ class Checker:
             assert canary is not None and canary.ready
         # No mixed versions: without a canary nothing of a rollout is left; with one, it follows this spec.
         if state.canary_version is None:
-            assert (state.canary_weight, state.current_step, state.analysis, state.rollout_hash) == (
+            assert (state.canary_weight, state.current_step, state.analysis_run, state.rollout_hash) == (
                 0,
                 None,
                 None,
@@ -667,15 +735,20 @@ class Checker:
         for index in t.steps_completed:
             assert index == self.expected_step
             self.expected_step += 1
-        new_records = t.state.history[len(before.history) :] if len(t.state.history) > len(before.history) else ()
+        new_records = state.history[len(before.history) :] if len(state.history) > len(before.history) else ()
         for record in new_records:
             if record.outcome == "Succeeded" and self.canary_rollout and record.version == before.canary_version:
                 assert self.expected_step == len(r.canary_steps(self.spec))
 
 
 def run_until_settled(
-    spec: ModelDeploymentSpec, world: World, resolved: int, state: r.RolloutState, checker: Checker, limit: int = 600
-) -> tuple[r.RolloutState, r.Transition]:
+    spec: ModelDeploymentSpec,
+    world: World,
+    resolved: int,
+    state: ModelDeploymentStatus,
+    checker: Checker,
+    limit: int = 600,
+) -> tuple[ModelDeploymentStatus, r.Transition]:
     for _ in range(limit):
         observations = world.observe(resolved, spec, state)
         t = r.step(spec, state, observations, world.now)
@@ -697,7 +770,7 @@ def test_every_rollout_ends_succeeded_rolled_back_or_paused(
 ) -> None:
     world = World(random.Random(seed), frozenset({2}) if canary_fails else frozenset())
     checker = Checker(spec)
-    state, _ = run_until_settled(spec, world, 1, r.RolloutState(), checker)
+    state, _ = run_until_settled(spec, world, 1, r.rollout_state(None), checker)
     assert (state.phase, state.stable_version) == ("Succeeded", 1)
     state, t = run_until_settled(spec, world, 2, state, checker)
     event(f"ended {state.phase}")
@@ -724,7 +797,7 @@ def test_a_change_mid_rollout_supersedes_the_canary_cleanly(
 ) -> None:
     world = World(random.Random(seed), user_requests=False)
     checker = Checker(spec)
-    state, _ = run_until_settled(spec, world, 1, r.RolloutState(), checker)
+    state, _ = run_until_settled(spec, world, 1, r.rollout_state(None), checker)
     for _ in range(passes):  # part of the way into the rollout of version 2
         observations = world.observe(2, spec, state)
         t = r.step(spec, state, observations, world.now)
@@ -743,12 +816,12 @@ def test_a_change_mid_rollout_supersedes_the_canary_cleanly(
     observations = world.observe(target, changed, state, outages=False)
     t = r.step(changed, state, observations, world.now)
     checker.check(state, t, observations, world.now)
-    superseded = [h for h in t.state.history[len(state.history) :] if h.outcome == "Superseded"]
+    superseded = [h for h in history(t.state)[len(history(state)) :] if h.outcome == "Superseded"]
     assert [h.version for h in superseded] == [2]
     assert t.started_version == target
     assert t.steps_completed[:1] in ([], [0])
     if t.state.canary_version == target:
-        assert t.state.analysis_results == () and t.state.rollout_hash == r.rollout_fingerprint(changed)
+        assert t.state.analysis_results == [] and t.state.rollout_hash == r.rollout_fingerprint(changed)
         assert {a.version for a in t.tracks} == {1, target}
     world.apply(t)
     world.advance(t.requeue_after)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from mlflow_operator.api.common import (
     DNS_LABEL_PATTERN,
@@ -275,6 +275,11 @@ class ModelDeploymentSpec(RegistryConnection):
 
 
 RolloutPhase = Literal["Progressing", "Paused", "Succeeded", "RolledBack", "Degraded"]
+MeasurementOutcome = Literal["Passed", "Failed", "Inconclusive"]
+RolloutOutcome = Literal["Succeeded", "RolledBack", "Superseded"]
+# The rollout's status is also the state of its state machine (logic.rollout), which is pure: it never
+# changes a state it was given, and frozen models make sure of that.
+ROLLOUT_STATE = ConfigDict(frozen=True)
 
 
 class ResolvedModel(ApiModel):
@@ -288,9 +293,11 @@ class ResolvedModel(ApiModel):
 class AnalysisResult(ApiModel):
     """One measurement of one metric."""
 
+    model_config = ROLLOUT_STATE
+
     metric: Annotated[str, StringConstraints(max_length=63)] = Field(description="Metric name.")
     value: Annotated[str, StringConstraints(max_length=64)] | None = Field(default=None, description="Value measured.")
-    outcome: Literal["Passed", "Failed", "Inconclusive"] = Field(description="Verdict.")
+    outcome: MeasurementOutcome = Field(description="Verdict.")
     message: Message | None = Field(default=None, description="Why.")
     time: DateTime = Field(description="When (RFC 3339).")
 
@@ -298,14 +305,18 @@ class AnalysisResult(ApiModel):
 class RolloutRecord(ApiModel):
     """One finished rollout."""
 
+    model_config = ROLLOUT_STATE
+
     version: int = Field(description="Version rolled out.")
-    outcome: Literal["Succeeded", "RolledBack", "Superseded"] = Field(description="How it ended.")
+    outcome: RolloutOutcome = Field(description="How it ended.")
     message: Message | None = Field(default=None, description="Why.")
     time: DateTime = Field(description="When it ended (RFC 3339).")
 
 
 class AnalysisRun(ApiModel):
     """Counts of the analysis step in progress."""
+
+    model_config = ROLLOUT_STATE
 
     passed: int = Field(default=0, ge=0, description="Passed measurements.")
     failed: int = Field(default=0, ge=0, description="Failed measurements.")
@@ -325,6 +336,8 @@ class RegistryWrite(ApiModel):
 
 class ModelDeploymentStatus(ApiModel):
     """Observed state of a model deployment."""
+
+    model_config = ROLLOUT_STATE
 
     observed_generation: int | None = Field(default=None, description="Last metadata.generation acted on.")
     phase: RolloutPhase | None = Field(default=None, description="Rollout phase.")

@@ -30,7 +30,7 @@ from mlflow_operator.adapters.kube import Kube
 from mlflow_operator.adapters.registry import ModelRegistry, RegistryError
 from mlflow_operator.api.common import duration_seconds
 from mlflow_operator.api.kinds import MODEL_DEPLOYMENT, REGISTERED_MODEL
-from mlflow_operator.api.modeldeployment import GatewayAPIRouting, ModelDeploymentSpec
+from mlflow_operator.api.modeldeployment import GatewayAPIRouting, ModelDeploymentSpec, ModelDeploymentStatus
 from mlflow_operator.builders import analysis as queries
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.builders.common import selector
@@ -132,7 +132,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     resolution = await resolve_model(md)
     await use_own_reader(md, resolution)
     observations = await observe(md, resolution)
-    state = rollout.RolloutState.from_status(md.status)
+    state = rollout.rollout_state(md.status)
     # An alias a RegisteredModel owns is not moved on promotion: the state machine never sees it.
     transition = rollout.step(md.aliases.rollout_spec(spec), state, observations, md.now)
     inputs = await apply_children(md, transition, observations)
@@ -140,7 +140,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
         return min(md.requeue)
     await report(md, resolution, transition, inputs)
     await flush_registry_writes(md)
-    metrics.observe_rollout(md.namespace, md.name, transition.state.phase, transition.state.canary_weight)
+    metrics.observe_rollout(md.namespace, md.name, transition.state.phase, transition.state.canary_weight or 0)
     if transition.requeue_after is not None:
         md.requeue.append(transition.requeue_after)
     md.requeue.append(seconds_until_resolution(md, resolution))
@@ -229,7 +229,7 @@ async def observe(md: Pass, resolution: decide.Resolution) -> rollout.Observatio
         label = deployment["metadata"].get("labels", {}).get(build.VERSION_LABEL, "")
         if label.isdigit():
             tracks.append(decide.track_observation(int(label), deployment))
-    state = rollout.RolloutState.from_status(md.status)
+    state = rollout.rollout_state(md.status)
     measurement = await measure(md, state) if rollout.measurement_due(md.spec, state, md.now) else None
     return rollout.Observations(
         resolved_version=resolution.version,
@@ -240,7 +240,7 @@ async def observe(md: Pass, resolution: decide.Resolution) -> rollout.Observatio
     )
 
 
-async def measure(md: Pass, state: rollout.RolloutState) -> rollout.Measurement:
+async def measure(md: Pass, state: ModelDeploymentStatus) -> rollout.Measurement:
     analysis = md.spec.analysis
     assert analysis is not None  # measurement_due is False without spec.analysis
     context = queries.query_context(md.name, md.namespace, analysis, state.canary_version, state.stable_version)
@@ -388,7 +388,7 @@ async def report(
     pending = [*(md.status.get("pendingRegistryWrites") or []), *decide.registry_writes(transition.actions)]
     effective = build.effective_weights(inputs)
     fields = {
-        **transition.state.to_status(),
+        **rollout.rollout_status(transition.state),
         "resolved": resolution.status_fields() or md.status.get("resolved"),
         "weightApproximate": inputs.router.approximate or None,
         "effectiveCanaryWeight": effective.canary,

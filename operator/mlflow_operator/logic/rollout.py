@@ -1,9 +1,10 @@
 """A ModelDeployment's rollout as a pure state machine: (spec, state, observations, now) -> Transition.
 
-The handler reads status into a `RolloutState` (`RolloutState.from_status`), gathers `Observations` (the
-version the registry resolves, the Deployments of each version, one analysis measurement when
-`measurement_due` says so, a user's request annotation), calls `step`, executes `Transition.actions`, and
-only then writes `Transition.state.to_status()` with the conditions. If an action fails, status is not
+The state is the rollout's part of the ModelDeploymentStatus API model. The handler reads it from status
+(`rollout_state`), gathers `Observations` (the version the registry resolves, the Deployments of each
+version, one analysis measurement when `measurement_due` says so, a user's request annotation), calls
+`step`, executes `Transition.actions`, and only then writes `rollout_status(Transition.state)` with the
+conditions. If an action fails, status is not
 written: the next pass computes the same transition from the same state and tries again. Every action is
 idempotent, and everything the state machine knows lives in status, so an operator restart mid-rollout
 resumes exactly where it was (a property test serializes the state between any two steps).
@@ -46,18 +47,26 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from mlflow_operator.api.common import duration_seconds
-from mlflow_operator.api.modeldeployment import Analysis, CanaryStep, ModelDeploymentSpec
+from mlflow_operator.api.modeldeployment import (
+    Analysis,
+    AnalysisMetric,
+    AnalysisResult,
+    AnalysisRun,
+    CanaryStep,
+    MeasurementOutcome,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    RolloutOutcome,
+    RolloutRecord,
+)
 from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec, parse_time, rfc3339
 
-Phase = Literal["Progressing", "Paused", "Succeeded", "RolledBack", "Degraded"]
 Track = Literal["stable", "canary"]
-Outcome = Literal["Passed", "Failed", "Inconclusive"]
-RecordOutcome = Literal["Succeeded", "RolledBack", "Superseded"]
 RequestKind = Literal["promote", "abort", "retry"]
 
 # Conditions this module reports (the handler adds ModelResolved and summarizes Ready).
@@ -122,139 +131,43 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=duration_seconds(text))
 
 
-# --- state ----------------------------------------------------------------------------------------------
+# --- state ---------------------------------------------------------------------------------------------
+
+# The status fields the rollout owns, in the order it writes them; the handler writes the others (resolved,
+# weights achieved, pending registry writes, conditions).
+ROLLOUT_FIELDS = (
+    "phase",
+    "stable_version",
+    "canary_version",  # the version being rolled out (canary or direct)
+    "canary_weight",  # percent the rollout gives the canary (replicaRatio: what the split aims at)
+    "current_step",  # index into strategy.canary.steps; len(steps) = promoting; None = direct
+    "step_started_at",
+    "analysis_run",
+    "analysis_results",
+    "history",
+    "rolled_back_version",  # not rolled out again until the target moves or a retry
+    "rollout_hash",  # fingerprint of the spec the running rollout follows
+    "handled_request",  # "kind:token" of the request annotation already acted on
+    "message",
+)
+_ROLLOUT_KEYS = {name: ModelDeploymentStatus.model_fields[name].alias or name for name in ROLLOUT_FIELDS}
+# What the rollout reads where status has nothing yet (a new ModelDeployment): it always writes these.
+_NOTHING_YET: dict[str, Any] = {"canary_weight": 0, "analysis_results": [], "history": []}
 
 
-@dataclass(frozen=True)
-class AnalysisResult:
-    """One metric of one measurement, as status.analysisResults shows it."""
-
-    metric: str
-    outcome: Outcome
-    time: str
-    value: str | None = None
-    message: str | None = None
-
-    def to_status(self) -> dict[str, Any]:
-        return _without_none(
-            {
-                "metric": self.metric,
-                "value": self.value,
-                "outcome": self.outcome,
-                "message": self.message,
-                "time": self.time,
-            }
-        )
-
-    @classmethod
-    def from_status(cls, data: Mapping[str, Any]) -> AnalysisResult:
-        return cls(data["metric"], data["outcome"], data["time"], data.get("value"), data.get("message"))
+def rollout_state(status: Mapping[str, Any] | None) -> ModelDeploymentStatus:
+    """The rollout's part of status: everything it remembers between passes. Only its own fields are read,
+    so a problem in the handler's fields never stops a rollout."""
+    status = status or {}
+    owned = {name: status[key] for name, key in _ROLLOUT_KEYS.items() if status.get(key) is not None}
+    return ModelDeploymentStatus.model_validate({**_NOTHING_YET, **owned})
 
 
-@dataclass(frozen=True)
-class RolloutRecord:
-    """One finished rollout, as status.history shows it."""
-
-    version: int
-    outcome: RecordOutcome
-    time: str
-    message: str | None = None
-
-    def to_status(self) -> dict[str, Any]:
-        return _without_none(
-            {"version": self.version, "outcome": self.outcome, "message": self.message, "time": self.time}
-        )
-
-    @classmethod
-    def from_status(cls, data: Mapping[str, Any]) -> RolloutRecord:
-        return cls(int(data["version"]), data["outcome"], data["time"], data.get("message"))
-
-
-@dataclass(frozen=True)
-class AnalysisRun:
-    """Progress of the current analysis step (status.analysisRun)."""
-
-    last_measured_at: str  # the step's start until the first measurement
-    passed: int = 0
-    failed: int = 0
-    inconclusive: int = 0
-
-    @property
-    def conclusive(self) -> int:
-        return self.passed + self.failed
-
-    def to_status(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "failed": self.failed,
-            "inconclusive": self.inconclusive,
-            "lastMeasuredAt": self.last_measured_at,
-        }
-
-    @classmethod
-    def from_status(cls, data: Mapping[str, Any]) -> AnalysisRun:
-        return cls(data["lastMeasuredAt"], int(data["passed"]), int(data["failed"]), int(data["inconclusive"]))
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """Everything the rollout remembers between passes; round-trips through status unchanged."""
-
-    phase: Phase | None = None
-    stable_version: int | None = None
-    canary_version: int | None = None  # the version being rolled out (canary or direct)
-    canary_weight: int = 0  # percent the rollout gives the canary (replicaRatio: what the split aims at)
-    current_step: int | None = None  # index into strategy.canary.steps; len(steps) = promoting; None = direct
-    step_started_at: str | None = None
-    analysis: AnalysisRun | None = None
-    analysis_results: tuple[AnalysisResult, ...] = ()
-    history: tuple[RolloutRecord, ...] = ()
-    rolled_back_version: int | None = None  # not rolled out again until the target moves or a retry
-    rollout_hash: str | None = None  # fingerprint of the spec the running rollout follows
-    handled_request: str | None = None  # "kind:token" of the request annotation already acted on
-    message: str | None = None
-
-    def to_status(self) -> dict[str, Any]:
-        """The status fields this state owns (camelCase, JSON-safe). None means the field is absent."""
-        return {
-            "phase": self.phase,
-            "stableVersion": self.stable_version,
-            "canaryVersion": self.canary_version,
-            "canaryWeight": self.canary_weight,
-            "currentStep": self.current_step,
-            "stepStartedAt": self.step_started_at,
-            "analysisRun": self.analysis.to_status() if self.analysis else None,
-            "analysisResults": [result.to_status() for result in self.analysis_results],
-            "history": [record.to_status() for record in self.history],
-            "rolledBackVersion": self.rolled_back_version,
-            "rolloutHash": self.rollout_hash,
-            "handledRequest": self.handled_request,
-            "message": self.message,
-        }
-
-    @classmethod
-    def from_status(cls, status: Mapping[str, Any] | None) -> RolloutState:
-        status = status or {}
-        analysis = status.get("analysisRun")
-        return cls(
-            phase=status.get("phase"),
-            stable_version=status.get("stableVersion"),
-            canary_version=status.get("canaryVersion"),
-            canary_weight=int(status.get("canaryWeight") or 0),
-            current_step=status.get("currentStep"),
-            step_started_at=status.get("stepStartedAt"),
-            analysis=AnalysisRun.from_status(analysis) if analysis else None,
-            analysis_results=tuple(AnalysisResult.from_status(r) for r in status.get("analysisResults") or ()),
-            history=tuple(RolloutRecord.from_status(r) for r in status.get("history") or ()),
-            rolled_back_version=status.get("rolledBackVersion"),
-            rollout_hash=status.get("rolloutHash"),
-            handled_request=status.get("handledRequest"),
-            message=status.get("message"),
-        )
-
-
-def _without_none(data: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in data.items() if value is not None}
+def rollout_status(state: ModelDeploymentStatus) -> dict[str, Any]:
+    """The status fields the rollout owns, camelCase and JSON-safe; None removes a field. Reads back
+    unchanged through rollout_state."""
+    written = state.model_dump(mode="json", by_alias=True, exclude_none=True, include=set(ROLLOUT_FIELDS))
+    return {key: written.get(key) for key in _ROLLOUT_KEYS.values()}
 
 
 # --- observations ---------------------------------------------------------------------------------------
@@ -376,11 +289,11 @@ Action = ScaleTrack | SetWeights | TagVersion | SetAlias
 
 @dataclass(frozen=True)
 class Transition:
-    """The outcome of one pass. Execute `actions` in order, then write `state.to_status()` and the
+    """The outcome of one pass. Execute `actions` in order, then write `rollout_status(state)` and the
     conditions, emit the events, and look again after `requeue_after` seconds (None: on the next child
     event or resync; the handler still polls the alias at spec.pollInterval)."""
 
-    state: RolloutState
+    state: ModelDeploymentStatus
     actions: list[Action]
     events: list[EventSpec]
     conditions: list[ConditionUpdate]
@@ -438,7 +351,7 @@ def weight_before(steps: Sequence[CanaryStep], index: int) -> int:
     return 0
 
 
-def weight_bound(spec: ModelDeploymentSpec, state: RolloutState) -> int:
+def weight_bound(spec: ModelDeploymentSpec, state: ModelDeploymentStatus) -> int:
     """The most the rollout may give the canary now: the current setWeight step's weight, or the weight the
     steps before the current one set (100 while promoting, 0 without a canary rollout)."""
     steps = canary_steps(spec)
@@ -493,6 +406,16 @@ def _sample_size_problem(analysis: Analysis, measurement: Measurement) -> str | 
     return None
 
 
+def _verdict(metric: AnalysisMetric, sample: Sample | None, too_small: str | None) -> tuple[MeasurementOutcome, str]:
+    problem = _sample_problem(sample) or too_small
+    if problem is not None:
+        return "Inconclusive", problem
+    bounds = metric.threshold_range
+    if sample is not None and sample.value is not None and _in_range(bounds.min, bounds.max, sample.value):
+        return "Passed", f"within {_range_text(bounds.min, bounds.max)}"
+    return "Failed", f"outside {_range_text(bounds.min, bounds.max)}"
+
+
 def evaluate(analysis: Analysis, measurement: Measurement, now: datetime) -> list[AnalysisResult]:
     """Judge one measurement, metric by metric."""
     time = rfc3339(now)
@@ -501,23 +424,13 @@ def evaluate(analysis: Analysis, measurement: Measurement, now: datetime) -> lis
     results = []
     for metric in analysis.metrics:
         sample = samples.get(metric.name)
-        problem = _sample_problem(sample)
         value = _format_value(sample.value) if sample is not None and sample.value is not None else None
-        bounds = metric.threshold_range
-        if problem is not None or too_small is not None:
-            results.append(AnalysisResult(metric.name, "Inconclusive", time, value, problem or too_small))
-        elif sample is not None and sample.value is not None and _in_range(bounds.min, bounds.max, sample.value):
-            results.append(
-                AnalysisResult(metric.name, "Passed", time, value, f"within {_range_text(bounds.min, bounds.max)}")
-            )
-        else:
-            results.append(
-                AnalysisResult(metric.name, "Failed", time, value, f"outside {_range_text(bounds.min, bounds.max)}")
-            )
+        outcome, message = _verdict(metric, sample, too_small)
+        results.append(AnalysisResult(metric=metric.name, value=value, outcome=outcome, message=message, time=time))
     return results
 
 
-def measurement_outcome(results: Sequence[AnalysisResult]) -> Outcome:
+def measurement_outcome(results: Sequence[AnalysisResult]) -> MeasurementOutcome:
     """A failed metric fails the measurement; otherwise any inconclusive metric makes it inconclusive."""
     outcomes = {result.outcome for result in results}
     if "Failed" in outcomes:
@@ -527,13 +440,18 @@ def measurement_outcome(results: Sequence[AnalysisResult]) -> Outcome:
     return "Passed"
 
 
+def conclusive(analysis_run: AnalysisRun) -> int:
+    """The measurements that count towards the step's count: inconclusive ones never do."""
+    return analysis_run.passed + analysis_run.failed
+
+
 def analysis_count(spec: ModelDeploymentSpec, step: CanaryStep) -> int:
     if step.analysis is not None and step.analysis.count is not None:
         return step.analysis.count
     return spec.analysis.count if spec.analysis else 1
 
 
-def _current_analysis_step(spec: ModelDeploymentSpec, state: RolloutState) -> CanaryStep | None:
+def _current_analysis_step(spec: ModelDeploymentSpec, state: ModelDeploymentStatus) -> CanaryStep | None:
     steps = canary_steps(spec)
     index = state.current_step
     if state.canary_version is None or index is None or index >= len(steps):
@@ -541,20 +459,20 @@ def _current_analysis_step(spec: ModelDeploymentSpec, state: RolloutState) -> Ca
     return steps[index] if steps[index].analysis is not None else None
 
 
-def next_measurement_at(spec: ModelDeploymentSpec, state: RolloutState) -> datetime | None:
+def next_measurement_at(spec: ModelDeploymentSpec, state: ModelDeploymentStatus) -> datetime | None:
     """When the current analysis step takes its next measurement; None when no measurement is pending
     (not in an analysis step, or paused as inconclusive)."""
     if _current_analysis_step(spec, state) is None or spec.analysis is None:
         return None
     if state.rollout_hash != rollout_fingerprint(spec):
         return None  # this pass supersedes the rollout
-    run = state.analysis or AnalysisRun(state.step_started_at or "")
+    run = state.analysis_run or AnalysisRun(last_measured_at=state.step_started_at)
     if run.inconclusive > spec.analysis.inconclusive_limit or not run.last_measured_at:
         return None
     return parse_time(run.last_measured_at) + parse_duration(spec.analysis.interval)
 
 
-def measurement_due(spec: ModelDeploymentSpec, state: RolloutState, now: datetime) -> bool:
+def measurement_due(spec: ModelDeploymentSpec, state: ModelDeploymentStatus, now: datetime) -> bool:
     """Whether the handler must query Prometheus before this pass (then pass Observations.measurement).
     A measurement given when none is due is ignored."""
     due = next_measurement_at(spec, state)
@@ -571,7 +489,7 @@ class _Pass:
     spec: ModelDeploymentSpec
     obs: Observations
     now: datetime
-    state: RolloutState
+    state: ModelDeploymentStatus
     request: UserRequest | None  # a request not acted on before
     events: list[EventSpec] = field(default_factory=list)
     registry: list[Action] = field(default_factory=list)
@@ -590,7 +508,7 @@ class _Pass:
         return rfc3339(whole if whole == self.now else whole + timedelta(seconds=1))
 
     def update(self, **changes: Any) -> None:
-        self.state = replace(self.state, **changes)
+        self.state = self.state.model_copy(update=changes)
 
     def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.events.append(EventSpec(type_, reason, message))
@@ -605,12 +523,15 @@ class _Pass:
             return request
         return None
 
-    def record(self, version: int, outcome: RecordOutcome, message: str) -> None:
-        history = (*self.state.history, RolloutRecord(version, outcome, self.stamp, message[:MAX_MESSAGE]))
+    def record(self, version: int, outcome: RolloutOutcome, message: str) -> None:
+        record = RolloutRecord(version=version, outcome=outcome, message=message[:MAX_MESSAGE], time=self.stamp)
+        history = [*(self.state.history or ()), record]
         self.update(history=history[-MAX_HISTORY:])
 
 
-def step(spec: ModelDeploymentSpec, state: RolloutState, observations: Observations, now: datetime) -> Transition:
+def step(
+    spec: ModelDeploymentSpec, state: ModelDeploymentStatus, observations: Observations, now: datetime
+) -> Transition:
     """One pass of the rollout. Pure: the same inputs give the same transition."""
     request = observations.request
     fresh_request = request if request is not None and request.key != state.handled_request else None
@@ -661,7 +582,7 @@ def _unblock(run: _Pass) -> None:
         run.event("Normal", EVENT_RETRY, f"{retry.requested_by} asked to retry version {blocked}")
 
 
-def _should_start(state: RolloutState, target: int) -> bool:
+def _should_start(state: ModelDeploymentStatus, target: int) -> bool:
     return target not in (state.stable_version, state.rolled_back_version)
 
 
@@ -689,7 +610,7 @@ def _end_rollout(run: _Pass, **changes: Any) -> None:
         canary_weight=0,
         current_step=None,
         step_started_at=None,
-        analysis=None,
+        analysis_run=None,
         rollout_hash=None,
         **changes,
     )
@@ -704,8 +625,8 @@ def _start(run: _Pass, version: int) -> None:
         canary_weight=0,
         current_step=0 if canary else None,
         step_started_at=run.stamp,
-        analysis=None,
-        analysis_results=(),
+        analysis_run=None,
+        analysis_results=[],
         rollout_hash=rollout_fingerprint(run.spec),
         phase="Progressing",
     )
@@ -822,7 +743,7 @@ def _progress_canary(run: _Pass) -> None:
 def _complete_step(run: _Pass, steps: Sequence[CanaryStep], index: int) -> None:
     run.completed.append(index)
     run.event("Normal", EVENT_STEP_COMPLETED, f"step {index + 1}/{len(steps)} ({describe_step(steps[index])}) done")
-    run.update(current_step=index + 1, step_started_at=run.stamp, analysis=None, phase="Progressing")
+    run.update(current_step=index + 1, step_started_at=run.stamp, analysis_run=None, phase="Progressing")
 
 
 def _run_step(run: _Pass, step_: CanaryStep, entered: bool) -> bool:
@@ -853,7 +774,7 @@ def _set_weight(run: _Pass, weight: int, entered: bool) -> bool:
 def _set_routed_weight(run: _Pass, weight: int) -> bool:
     """A router's weight moves to the canary only once it is ready (KServe's canary sent traffic to
     backends without endpoints and got 503s); less traffic on the canary is always safe, at once."""
-    version, previous = run.state.canary_version, run.state.canary_weight
+    version, previous = run.state.canary_version, run.state.canary_weight or 0
     if weight < previous:
         run.update(canary_weight=weight)
     if not _canary_ready(run):
@@ -913,14 +834,16 @@ def _analysis(run: _Pass, step_: CanaryStep) -> bool:
     if analysis is None:  # the CRD refuses this; never count it as a pass
         _pause_inconclusive(run, "strategy.canary.steps[].analysis needs spec.analysis")
         return False
-    analysis_run = run.state.analysis or AnalysisRun(run.state.step_started_at or run.stamp)
+    # Until the first measurement, the intervals count from the step's start.
+    started = run.state.step_started_at or run.stamp
+    analysis_run = run.state.analysis_run or AnalysisRun(last_measured_at=started)
     if analysis_run.inconclusive > analysis.inconclusive_limit:
         _pause_inconclusive(run, _inconclusive_why(analysis, analysis_run, _last_results(run, analysis)))
         return False
-    due = parse_time(analysis_run.last_measured_at) + parse_duration(analysis.interval)
+    due = parse_time(analysis_run.last_measured_at or started) + parse_duration(analysis.interval)
     if run.now < due or run.obs.measurement is None:
-        run.update(analysis=analysis_run)
-        run.waiting = f"analysis: {analysis_run.conclusive}/{analysis_count(run.spec, step_)} measurements"
+        run.update(analysis_run=analysis_run)
+        run.waiting = f"analysis: {conclusive(analysis_run)}/{analysis_count(run.spec, step_)} measurements"
         run.requeue_in((due - run.now).total_seconds() if run.now < due else READINESS_POLL_SECONDS)
         return False
     return _measure(run, step_, analysis, analysis_run, run.obs.measurement)
@@ -931,17 +854,17 @@ def _measure(
 ) -> bool:
     results = evaluate(analysis, measurement, run.now)
     outcome = measurement_outcome(results)
-    analysis_run = replace(
-        analysis_run,
-        last_measured_at=run.stamp,
+    analysis_run = AnalysisRun(
         passed=analysis_run.passed + (outcome == "Passed"),
         failed=analysis_run.failed + (outcome == "Failed"),
         inconclusive=analysis_run.inconclusive + (outcome == "Inconclusive"),
+        last_measured_at=run.stamp,
     )
-    run.update(analysis=analysis_run, analysis_results=(*run.state.analysis_results, *results)[-MAX_RESULTS:])
+    results_so_far = [*(run.state.analysis_results or ()), *results]
+    run.update(analysis_run=analysis_run, analysis_results=results_so_far[-MAX_RESULTS:])
     summary = _summary(results)
     count = analysis_count(run.spec, step_)
-    progress = f"{analysis_run.conclusive}/{count}"
+    progress = f"{conclusive(analysis_run)}/{count}"
     if outcome == "Passed":
         run.event("Normal", EVENT_ANALYSIS_PASSED, f"measurement {progress} passed: {summary}")
     elif outcome == "Failed":
@@ -958,7 +881,7 @@ def _measure(
     if analysis_run.inconclusive > analysis.inconclusive_limit:
         _pause_inconclusive(run, _inconclusive_why(analysis, analysis_run, summary))
         return False
-    if analysis_run.conclusive >= count:
+    if conclusive(analysis_run) >= count:
         return True
     run.waiting = f"analysis: {progress} measurements"
     run.requeue_in(parse_duration(analysis.interval).total_seconds())
@@ -967,7 +890,7 @@ def _measure(
 
 def _last_results(run: _Pass, analysis: Analysis) -> str:
     """The latest measurement's results (one per metric), for messages after a restart."""
-    return _summary(run.state.analysis_results[-len(analysis.metrics) :])
+    return _summary((run.state.analysis_results or [])[-len(analysis.metrics) :])
 
 
 def _summary(results: Sequence[AnalysisResult]) -> str:
@@ -1034,14 +957,14 @@ def _settle(run: _Pass) -> None:
         run.update(phase="Succeeded")
 
 
-def _size_percents(spec: ModelDeploymentSpec, state: RolloutState) -> tuple[int, int]:
+def _size_percents(spec: ModelDeploymentSpec, state: ModelDeploymentStatus) -> tuple[int, int]:
     """(stable, canary) share of the spec's replicas each track is sized for. Only replicaRatio splits: while
     a weight change is in flight both tracks keep their larger size (a surge), so capacity never dips."""
     if not uses_replica_ratio(spec) or state.current_step is None:
         return FULL_SIZE, FULL_SIZE
     steps = canary_steps(spec)
     index = state.current_step
-    weight = state.canary_weight
+    weight = state.canary_weight or 0
     if index >= len(steps):
         return 100 - weight, FULL_SIZE
     if steps[index].set_weight is not None:
@@ -1050,7 +973,7 @@ def _size_percents(spec: ModelDeploymentSpec, state: RolloutState) -> tuple[int,
     return 100 - weight, weight
 
 
-def level_actions(spec: ModelDeploymentSpec, state: RolloutState, observations: Observations) -> list[Action]:
+def level_actions(spec: ModelDeploymentSpec, state: ModelDeploymentStatus, observations: Observations) -> list[Action]:
     """The tracks and weights the state asks for, on every pass (idempotent)."""
     stable_size, canary_size = _size_percents(spec, state)
     actions: list[Action] = []
@@ -1060,7 +983,7 @@ def level_actions(spec: ModelDeploymentSpec, state: RolloutState, observations: 
         actions.append(ScaleTrack("canary", state.canary_version, canary_size))
     canary = observations.track(state.canary_version)
     available = canary is not None and canary.available_replicas > 0 and not canary.failed
-    actions.append(SetWeights(state.canary_weight if available else 0, available))
+    actions.append(SetWeights((state.canary_weight or 0) if available else 0, available))
     return actions
 
 
@@ -1094,9 +1017,9 @@ def _progressing(run: _Pass) -> ConditionUpdate:
     if state.canary_version is not None:
         if state.phase == "Paused":
             inconclusive = (
-                state.analysis is not None
+                state.analysis_run is not None
                 and run.spec.analysis is not None
-                and (state.analysis.inconclusive > run.spec.analysis.inconclusive_limit)
+                and (state.analysis_run.inconclusive > run.spec.analysis.inconclusive_limit)
             )
             # An analysis step without spec.analysis (the CRD refuses it) cannot pass either.
             unmeasurable = run.spec.analysis is None and _current_analysis_step(run.spec, state) is not None
@@ -1108,7 +1031,7 @@ def _progressing(run: _Pass) -> ConditionUpdate:
     if state.stable_version is None:
         return ConditionUpdate(PROGRESSING, "Unknown", REASON_WAITING_FOR_MODEL, "no model version resolved yet")
     if state.rolled_back_version is not None:
-        last = next((r for r in reversed(state.history) if r.version == state.rolled_back_version), None)
+        last = next((r for r in reversed(state.history or ()) if r.version == state.rolled_back_version), None)
         why = last.message if last is not None and last.message else f"version {state.rolled_back_version} rolled back"
         return ConditionUpdate(PROGRESSING, "True", REASON_ROLLED_BACK, why)
     return ConditionUpdate(
@@ -1124,7 +1047,7 @@ def _progress_message(run: _Pass) -> str:
     position = f"step {min(state.current_step + 1, len(steps))}/{len(steps)}"
     if state.current_step >= len(steps):
         position = "promoting"
-    return f"version {state.canary_version}, {position}, weight {state.canary_weight}%: {run.waiting}"
+    return f"version {state.canary_version}, {position}, weight {state.canary_weight or 0}%: {run.waiting}"
 
 
 def _status_message(run: _Pass, progressing: ConditionUpdate, available: ConditionUpdate) -> str:
