@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_operator.adapters.prometheus import NO_ADDRESS, SAMPLE_SIZE_METRIC, measure, query_instant
-from mlflow_operator.logic.rollout import Measurement, Sample
+from mlflow_operator.logic.rollout_analysis import Measurement, Sample
 from tests.integration.prometheus_server import MetricsExporter, PrometheusServer, start_prometheus
 
 SCRAPE_INTERVAL = 1.0

@@ -10,7 +10,7 @@ from mlflow_operator.builders.routers.gatewayapi import GatewayAPIRouter
 from mlflow_operator.logic import gateway_route
 from mlflow_operator.logic.conditions import ConditionUpdate
 from mlflow_operator.logic.modeldeployment import ready_condition
-from mlflow_operator.logic.rollout import AVAILABLE
+from mlflow_operator.logic.rollout_report import AVAILABLE
 
 GATEWAY = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "mlflow-gateway"}
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mlflow_operator.adapters.prometheus import MAX_BODY_IN_ERROR, parse_instant_response
-from mlflow_operator.logic.rollout import Sample
+from mlflow_operator.logic.rollout_analysis import Sample
 
 TS = 1_700_000_000.123
 

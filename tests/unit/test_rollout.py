@@ -19,13 +19,28 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mlflow_operator.api.modeldeployment import (
+    MAX_MESSAGE,
     AnalysisResult,
     AnalysisRun,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     RolloutRecord,
+    canary_steps,
 )
 from mlflow_operator.logic import rollout as r
+from mlflow_operator.logic.rollout_analysis import Measurement, Sample, evaluate, measurement_outcome
+from mlflow_operator.logic.rollout_report import (
+    AVAILABLE,
+    PROGRESSING,
+    REASON_DEPLOY_FAILED,
+    REASON_DEPLOYING,
+    REASON_INCONCLUSIVE,
+    REASON_NO_READY_REPLICAS,
+    REASON_PAUSED,
+    REASON_ROLLED_BACK,
+    REASON_ROLLOUT_COMPLETE,
+    REASON_STABLE_AVAILABLE,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RESOURCE = "ml/fraud"
@@ -62,14 +77,14 @@ def ready(*versions: int, available: int = 2) -> tuple[r.TrackObservation, ...]:
 def obs(
     resolved: int | None,
     tracks: tuple[r.TrackObservation, ...] = (),
-    measurement: r.Measurement | None = None,
+    measurement: Measurement | None = None,
     request: r.UserRequest | None = None,
 ) -> r.Observations:
     return r.Observations(resolved, tracks, measurement, request, RESOURCE)
 
 
-def passed(value: float = 0.001) -> r.Measurement:
-    return r.Measurement((r.Sample("error-rate", value),))
+def passed(value: float = 0.001) -> Measurement:
+    return Measurement((Sample("error-rate", value),))
 
 
 def stable_at(version: int, spec: ModelDeploymentSpec) -> ModelDeploymentStatus:
@@ -105,7 +120,7 @@ def test_first_version_is_deployed_directly_and_promoted_when_ready() -> None:
     t = r.step(spec, r.rollout_state(None), obs(3), T0)
     assert t.state.canary_version == 3 and t.state.current_step is None  # no canary steps for a first version
     assert t.tracks == [r.ScaleTrack("canary", 3, 100)]
-    assert condition(t, r.AVAILABLE) == ("Unknown", r.REASON_DEPLOYING)
+    assert condition(t, AVAILABLE) == ("Unknown", REASON_DEPLOYING)
     assert registry_actions(t) == []
     t = r.step(spec, t.state, obs(3, ready(3)), T0 + timedelta(seconds=30))
     assert (t.state.phase, t.state.stable_version, t.state.canary_version) == ("Succeeded", 3, None)
@@ -115,8 +130,8 @@ def test_first_version_is_deployed_directly_and_promoted_when_ready() -> None:
     assert tag.tags[r.TAG_DEPLOYMENT] == RESOURCE and tag.tags[r.TAG_TIME] == "2026-01-01T00:00:30Z"
     assert alias == r.SetAlias("production", 3)
     assert [h.outcome for h in history(t.state)] == ["Succeeded"]
-    assert condition(t, r.AVAILABLE) == ("True", r.REASON_STABLE_AVAILABLE)
-    assert condition(t, r.PROGRESSING) == ("True", r.REASON_ROLLOUT_COMPLETE)
+    assert condition(t, AVAILABLE) == ("True", REASON_STABLE_AVAILABLE)
+    assert condition(t, PROGRESSING) == ("True", REASON_ROLLOUT_COMPLETE)
 
 
 def test_without_strategy_the_new_version_replaces_the_old_once_ready() -> None:
@@ -143,8 +158,8 @@ def test_a_new_version_whose_pods_fail_is_rolled_back_and_the_old_one_keeps_serv
     assert isinstance(tag, r.TagVersion) and tag.tags[r.TAG_ROLLOUT] == "RolledBack"
     assert "Init:CrashLoopBackOff" in tag.tags[r.TAG_REASON] and tag.tags[r.TAG_BY] == r.OPERATOR
     # Healthy for GitOps: the stable serves.
-    assert condition(t, r.AVAILABLE) == ("True", r.REASON_STABLE_AVAILABLE)
-    assert condition(t, r.PROGRESSING) == ("True", r.REASON_ROLLED_BACK)
+    assert condition(t, AVAILABLE) == ("True", REASON_STABLE_AVAILABLE)
+    assert condition(t, PROGRESSING) == ("True", REASON_ROLLED_BACK)
 
 
 def test_a_first_version_that_does_not_start_is_degraded_and_keeps_trying() -> None:
@@ -152,7 +167,7 @@ def test_a_first_version_that_does_not_start_is_degraded_and_keeps_trying() -> N
     state = r.step(spec, r.rollout_state(None), obs(1), T0).state
     t = r.step(spec, state, obs(1, (r.TrackObservation(1, failed=True, message="model does not load"),)), T0)
     assert (t.state.phase, t.state.canary_version) == ("Degraded", 1)
-    assert condition(t, r.AVAILABLE) == ("False", r.REASON_DEPLOY_FAILED)
+    assert condition(t, AVAILABLE) == ("False", REASON_DEPLOY_FAILED)
     assert registry_actions(t) == []
     t = r.step(spec, t.state, obs(1, ready(1)), T0)
     assert (t.state.phase, t.state.stable_version) == ("Succeeded", 1)
@@ -163,7 +178,7 @@ def test_a_stable_without_ready_pods_is_degraded() -> None:
     state = stable_at(1, spec)
     t = r.step(spec, state, obs(1, (r.TrackObservation(1, message="0/2 available"),)), T0)
     assert t.state.phase == "Degraded"
-    assert condition(t, r.AVAILABLE) == ("False", r.REASON_NO_READY_REPLICAS)
+    assert condition(t, AVAILABLE) == ("False", REASON_NO_READY_REPLICAS)
     assert r.step(spec, t.state, obs(1, ready(1)), T0).state.phase == "Succeeded"
 
 
@@ -253,7 +268,7 @@ def test_an_indefinite_pause_waits_for_one_promote_per_annotation() -> None:
     spec = make_spec(steps=[{"pause": {}}, {"pause": {}}, {"pause": {}}])
     t = r.step(spec, stable_at(1, spec), obs(2, ready(1)), T0)
     assert t.state.phase == "Paused" and t.requeue_after is None
-    assert condition(t, r.PROGRESSING) == ("Unknown", r.REASON_PAUSED)
+    assert condition(t, PROGRESSING) == ("Unknown", REASON_PAUSED)
     assert [e.reason for e in t.events] == [r.EVENT_ROLLOUT_STARTED, r.EVENT_PAUSED]
     assert r.step(spec, t.state, obs(2, ready(1, 2)), T0).events == []  # no repeated Event
     promote = r.UserRequest("promote", "1", "alice")
@@ -275,7 +290,7 @@ def test_a_planned_pause_without_any_analysis_is_not_reported_as_inconclusive() 
     spec = with_analysis.model_copy(update={"analysis": None})
     t = r.step(spec, stable_at(1, spec), obs(2, ready(1, 2)), T0)
     assert t.state.phase == "Paused"
-    assert condition(t, r.PROGRESSING) == ("Unknown", r.REASON_PAUSED)
+    assert condition(t, PROGRESSING) == ("Unknown", REASON_PAUSED)
 
 
 def test_a_step_starting_mid_second_never_waits_less_than_its_interval() -> None:
@@ -380,22 +395,22 @@ def test_failures_up_to_the_limit_are_tolerated() -> None:
 @pytest.mark.parametrize(
     ("sample", "message"),
     [
-        (r.Sample("error-rate", None), "no data"),
-        (r.Sample("error-rate", math.nan), "NaN"),
-        (r.Sample("error-rate", None, "connection refused"), "query failed: connection refused"),
-        (r.Sample("other", 0.0), "not measured"),
+        (Sample("error-rate", None), "no data"),
+        (Sample("error-rate", math.nan), "NaN"),
+        (Sample("error-rate", None, "connection refused"), "query failed: connection refused"),
+        (Sample("other", 0.0), "not measured"),
     ],
 )
-def test_missing_values_are_inconclusive_and_pause_beyond_the_limit(sample: r.Sample, message: str) -> None:
+def test_missing_values_are_inconclusive_and_pause_beyond_the_limit(sample: Sample, message: str) -> None:
     spec = analysis_spec(inconclusiveLimit=1, count=1)
     state = r.step(spec, canary_at_step_0(spec), obs(2, ready(1, 2)), T0).state
     now = T0 + timedelta(seconds=30)
-    t = r.step(spec, state, obs(2, ready(1, 2), r.Measurement((sample,))), now)
+    t = r.step(spec, state, obs(2, ready(1, 2), Measurement((sample,))), now)
     assert t.state.phase == "Progressing" and results(t.state)[-1].message == message
     assert t.steps_completed == []  # inconclusive never counts towards count
-    t = r.step(spec, t.state, obs(2, ready(1, 2), r.Measurement((sample,))), now + timedelta(seconds=30))
+    t = r.step(spec, t.state, obs(2, ready(1, 2), Measurement((sample,))), now + timedelta(seconds=30))
     assert t.state.phase == "Paused" and t.requeue_after is None
-    assert condition(t, r.PROGRESSING) == ("False", r.REASON_INCONCLUSIVE)
+    assert condition(t, PROGRESSING) == ("False", REASON_INCONCLUSIVE)
     assert not r.measurement_due(spec, t.state, now + timedelta(hours=1))
     # Still paused after a restart, and a promote lets it go on.
     state = r.rollout_state(r.rollout_status(t.state))
@@ -409,13 +424,13 @@ def test_a_sample_size_below_the_minimum_is_inconclusive() -> None:
     spec = analysis_spec(sampleSizeQuery="requests", minSampleSize=100)
     analysis = spec.analysis
     assert analysis is not None
-    small = r.Measurement((r.Sample("error-rate", 0.0),), r.Sample("size", 12))
-    (result,) = r.evaluate(analysis, small, T0)
+    small = Measurement((Sample("error-rate", 0.0),), Sample("size", 12))
+    (result,) = evaluate(analysis, small, T0)
     assert result.outcome == "Inconclusive" and "below minSampleSize 100" in (result.message or "")
-    unknown = r.Measurement((r.Sample("error-rate", 0.0),), None)
-    assert r.evaluate(analysis, unknown, T0)[0].outcome == "Inconclusive"
-    enough = r.Measurement((r.Sample("error-rate", 0.0),), r.Sample("size", 100))
-    assert r.evaluate(analysis, enough, T0)[0].outcome == "Passed"
+    unknown = Measurement((Sample("error-rate", 0.0),), None)
+    assert evaluate(analysis, unknown, T0)[0].outcome == "Inconclusive"
+    enough = Measurement((Sample("error-rate", 0.0),), Sample("size", 100))
+    assert evaluate(analysis, enough, T0)[0].outcome == "Passed"
 
 
 def test_threshold_ranges_are_inclusive_and_one_failed_metric_fails_the_measurement() -> None:
@@ -427,12 +442,12 @@ def test_threshold_ranges_are_inclusive_and_one_failed_metric_fails_the_measurem
     )
     analysis = spec.analysis
     assert analysis is not None
-    edge = r.evaluate(analysis, r.Measurement((r.Sample("latency", 0.5), r.Sample("accuracy", 0.9))), T0)
+    edge = evaluate(analysis, Measurement((Sample("latency", 0.5), Sample("accuracy", 0.9))), T0)
     assert [x.outcome for x in edge] == ["Passed", "Passed"]
-    mixed = r.evaluate(analysis, r.Measurement((r.Sample("latency", 0.6), r.Sample("accuracy", math.nan))), T0)
+    mixed = evaluate(analysis, Measurement((Sample("latency", 0.6), Sample("accuracy", math.nan))), T0)
     assert [x.outcome for x in mixed] == ["Failed", "Inconclusive"]
-    assert r.measurement_outcome(mixed) == "Failed"
-    assert r.measurement_outcome([]) == "Inconclusive"
+    assert measurement_outcome(mixed) == "Failed"
+    assert measurement_outcome([]) == "Inconclusive"
 
 
 # --- user requests, supersede -----------------------------------------------------------------------------
@@ -495,8 +510,8 @@ def test_long_request_tokens_and_errors_stay_within_status_bounds() -> None:
     assert len(key) <= 136 and key != r.UserRequest("promote", "y" * 5000).key
     spec = analysis_spec()
     assert spec.analysis is not None
-    (result,) = r.evaluate(spec.analysis, r.Measurement((r.Sample("error-rate", None, "e" * 5000),)), T0)
-    assert len(result.message or "") == r.MAX_MESSAGE
+    (result,) = evaluate(spec.analysis, Measurement((Sample("error-rate", None, "e" * 5000),)), T0)
+    assert len(result.message or "") == MAX_MESSAGE
 
 
 def test_state_round_trips_through_status_and_matches_the_api_model() -> None:
@@ -546,10 +561,10 @@ def test_status_written_is_exactly_what_it_always_was() -> None:
     spec = analysis_spec(inconclusiveLimit=3, failureLimit=0)
     t = r.step(spec, r.rollout_state(None), obs(None), T0)
     assert json.dumps(r.rollout_status(t.state)) == NO_MODEL_STATUS
-    no_data = r.Measurement((r.Sample("error-rate", None),))
+    no_data = Measurement((Sample("error-rate", None),))
     t = r.step(spec, canary_at_step_0(spec), obs(2, ready(1, 2), no_data), T0 + timedelta(seconds=30))
     assert json.dumps(r.rollout_status(t.state)) == ANALYSING_STATUS
-    failing = r.Measurement((r.Sample("error-rate", 0.5),))
+    failing = Measurement((Sample("error-rate", 0.5),))
     t = r.step(spec, t.state, obs(2, ready(1, 2), failing), T0 + timedelta(seconds=61))
     assert json.dumps(r.rollout_status(t.state)) == ROLLED_BACK_STATUS
     for written in (NO_MODEL_STATUS, ANALYSING_STATUS, ROLLED_BACK_STATUS):  # and it reads back the same
@@ -647,14 +662,14 @@ class World:
             resolved = None  # the registry did not answer
         return r.Observations(resolved, tuple(tracks), measurement, self.next_request(), RESOURCE)
 
-    def measure(self, spec: ModelDeploymentSpec) -> r.Measurement:
+    def measure(self, spec: ModelDeploymentSpec) -> Measurement:
         assert spec.analysis is not None
         values = [0.001, 0.001, 0.001, 0.5, None, math.nan]
         samples = []
         for metric in spec.analysis.metrics:
             error = "timeout" if self.rng.random() < 0.05 else None
-            samples.append(r.Sample(metric.name, None if error else self.rng.choice(values), error))
-        return r.Measurement(tuple(samples))
+            samples.append(Sample(metric.name, None if error else self.rng.choice(values), error))
+        return Measurement(tuple(samples))
 
     def next_request(self) -> r.UserRequest | None:
         if not self.user_requests:
@@ -731,14 +746,14 @@ class Checker:
         # Steps are completed in order, from 0, none skipped.
         if t.started_version is not None:
             self.expected_step = 0
-            self.canary_rollout = before.stable_version is not None and bool(r.canary_steps(self.spec))
+            self.canary_rollout = before.stable_version is not None and bool(canary_steps(self.spec))
         for index in t.steps_completed:
             assert index == self.expected_step
             self.expected_step += 1
         new_records = state.history[len(before.history) :] if len(state.history) > len(before.history) else ()
         for record in new_records:
             if record.outcome == "Succeeded" and self.canary_rollout and record.version == before.canary_version:
-                assert self.expected_step == len(r.canary_steps(self.spec))
+                assert self.expected_step == len(canary_steps(self.spec))
 
 
 def run_until_settled(

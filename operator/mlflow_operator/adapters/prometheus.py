@@ -35,7 +35,7 @@ import aiohttp
 from yarl import URL
 
 from mlflow_operator.adapters.errors import DependencyError
-from mlflow_operator.logic.rollout import Measurement, Sample
+from mlflow_operator.logic.rollout_analysis import Measurement, Sample
 
 QUERY_PATH = "/api/v1/query"
 SAMPLE_SIZE_METRIC = "sampleSize"

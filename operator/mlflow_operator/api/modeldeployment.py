@@ -25,7 +25,8 @@ from mlflow_operator.api.common import (
 from mlflow_operator.api.pod import PodOptions
 from mlflow_operator.api.registeredmodel import AliasName, ModelName, TagKey
 
-Message = Annotated[str, StringConstraints(max_length=1024)]
+MAX_MESSAGE = 1024
+Message = Annotated[str, StringConstraints(max_length=MAX_MESSAGE)]
 
 
 class ModelRef(ApiModel):

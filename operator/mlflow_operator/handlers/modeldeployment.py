@@ -53,12 +53,14 @@ from mlflow_operator.logic import conditions as cond
 from mlflow_operator.logic import modeldeployment as decide
 from mlflow_operator.logic.backoff import RetrySchedule, after_failure, exponential_backoff
 from mlflow_operator.logic.conditions import ConditionUpdate, rfc3339
+from mlflow_operator.logic.rollout_analysis import Measurement
+from mlflow_operator.logic.rollout_report import AVAILABLE, PROGRESSING
 
 CONTROLLER = "modeldeployment"
 CONDITIONS = (
     decide.MODEL_RESOLVED,
-    rollout.AVAILABLE,
-    rollout.PROGRESSING,
+    AVAILABLE,
+    PROGRESSING,
     alias_ownership.ALIAS_CONFLICT,
     registry_events.REGISTRY_EVENTS,
     cond.READY,
@@ -240,7 +242,7 @@ async def observe(md: Pass, resolution: decide.Resolution) -> rollout.Observatio
     )
 
 
-async def measure(md: Pass, state: ModelDeploymentStatus) -> rollout.Measurement:
+async def measure(md: Pass, state: ModelDeploymentStatus) -> Measurement:
     analysis = md.spec.analysis
     assert analysis is not None  # measurement_due is False without spec.analysis
     context = queries.query_context(md.name, md.namespace, analysis, state.canary_version, state.stable_version)

@@ -17,8 +17,6 @@ from mlflow_operator.logic import gateway_route
 from mlflow_operator.logic.conditions import ConditionUpdate
 from mlflow_operator.logic.readiness import deployment_readiness
 from mlflow_operator.logic.rollout import (
-    AVAILABLE,
-    PROGRESSING,
     RequestKind,
     SetAlias,
     TagVersion,
@@ -26,6 +24,7 @@ from mlflow_operator.logic.rollout import (
     UserRequest,
     parse_duration,
 )
+from mlflow_operator.logic.rollout_report import AVAILABLE, PROGRESSING
 
 MODEL_RESOLVED = "ModelResolved"
 REASON_RESOLVED = "Resolved"

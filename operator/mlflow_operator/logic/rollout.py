@@ -4,10 +4,13 @@ The state is the rollout's part of the ModelDeploymentStatus API model. The hand
 (`rollout_state`), gathers `Observations` (the version the registry resolves, the Deployments of each
 version, one analysis measurement when `measurement_due` says so, a user's request annotation), calls
 `step`, executes `Transition.actions`, and only then writes `rollout_status(Transition.state)` with the
-conditions. If an action fails, status is not
-written: the next pass computes the same transition from the same state and tries again. Every action is
-idempotent, and everything the state machine knows lives in status, so an operator restart mid-rollout
-resumes exactly where it was (a property test serializes the state between any two steps).
+conditions. If an action fails, status is not written: the next pass computes the same transition from
+the same state and tries again. Every action is idempotent, and everything the state machine knows lives
+in status, so an operator restart mid-rollout resumes exactly where it was (a property test serializes
+the state between any two steps).
+
+Measurements are judged in logic.rollout_analysis; the conditions and status.message a pass reports are
+logic.rollout_report's.
 
 Tracks. Each model version runs in its own Deployment; "stable" and "canary" are roles, held by the
 Services that select a version. Promotion is therefore a switch of roles: the canary's pods, already
@@ -45,7 +48,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -53,38 +55,31 @@ from typing import Any, Literal
 
 from mlflow_operator.api.common import duration_seconds
 from mlflow_operator.api.modeldeployment import (
+    MAX_MESSAGE,
     Analysis,
-    AnalysisMetric,
-    AnalysisResult,
     AnalysisRun,
     CanaryStep,
-    MeasurementOutcome,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     RolloutOutcome,
     RolloutRecord,
+    canary_steps,
 )
+from mlflow_operator.logic import rollout_report as report
 from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec, parse_time, rfc3339
+from mlflow_operator.logic.rollout_analysis import (
+    Measurement,
+    analysis_count,
+    conclusive,
+    current_analysis_step,
+    describe_results,
+    evaluate,
+    measurement_outcome,
+)
 
 Track = Literal["stable", "canary"]
 RequestKind = Literal["promote", "abort", "retry"]
 
-# Conditions this module reports (the handler adds ModelResolved and summarizes Ready).
-AVAILABLE = "Available"
-PROGRESSING = "Progressing"
-
-# Available reasons.
-REASON_STABLE_AVAILABLE = "StableAvailable"
-REASON_NO_READY_REPLICAS = "NoReadyReplicas"
-REASON_DEPLOYING = "Deploying"
-REASON_DEPLOY_FAILED = "DeployFailed"
-REASON_WAITING_FOR_MODEL = "WaitingForModel"
-# Progressing reasons.
-REASON_ROLLING_OUT = "RollingOut"
-REASON_PAUSED = "Paused"
-REASON_INCONCLUSIVE = "Inconclusive"
-REASON_ROLLOUT_COMPLETE = "RolloutComplete"
-REASON_ROLLED_BACK = "RolledBack"
 # Event reasons.
 EVENT_ROLLOUT_STARTED = "RolloutStarted"
 EVENT_STEP_COMPLETED = "StepCompleted"
@@ -112,8 +107,6 @@ MAX_TAG_REASON = 500
 # Status bounds (api.modeldeployment.ModelDeploymentStatus).
 MAX_HISTORY = 10
 MAX_RESULTS = 50
-MAX_MESSAGE = 1024
-MAX_VALUE = 64
 MAX_REQUEST_TOKEN = 128  # status.handledRequest is "<kind>:<token>", at most 136 characters
 
 # How soon to look again while waiting for pods: child Deployment events wake the owner too, this is the
@@ -188,23 +181,6 @@ class TrackObservation:
     available_replicas: int = 0
     failed: bool = False
     message: str = ""
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One Prometheus instant query's answer: a value, or no value (no data) and maybe an error."""
-
-    metric: str
-    value: float | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """Every metric of spec.analysis measured once, plus the sample-size query when there is one."""
-
-    samples: tuple[Sample, ...] = ()
-    sample_size: Sample | None = None
 
 
 @dataclass(frozen=True)
@@ -313,11 +289,6 @@ class Transition:
 # --- the spec, as the state machine reads it ------------------------------------------------------------
 
 
-def canary_steps(spec: ModelDeploymentSpec) -> list[CanaryStep]:
-    canary = spec.strategy.canary if spec.strategy else None
-    return list(canary.steps) if canary else []
-
-
 def uses_replica_ratio(spec: ModelDeploymentSpec) -> bool:
     return spec.traffic_routing is not None and spec.traffic_routing.replica_ratio is not None
 
@@ -364,105 +335,10 @@ def weight_bound(spec: ModelDeploymentSpec, state: ModelDeploymentStatus) -> int
     return current if current is not None else weight_before(steps, index)
 
 
-# --- analysis -------------------------------------------------------------------------------------------
-
-
-def _format_value(value: float) -> str:
-    return f"{value:.6g}"[:MAX_VALUE]
-
-
-def _in_range(low: float | None, high: float | None, value: float) -> bool:
-    return (low is None or value >= low) and (high is None or value <= high)
-
-
-def _range_text(low: float | None, high: float | None) -> str:
-    if low is not None and high is not None:
-        return f"[{low:g}, {high:g}]"
-    return f">= {low:g}" if low is not None else f"<= {high:g}"
-
-
-def _sample_problem(sample: Sample | None) -> str | None:
-    """Why a sample cannot be judged: missing, an error, no data or NaN (never a pass)."""
-    if sample is None:
-        return "not measured"
-    if sample.error:
-        return f"query failed: {sample.error}"[:MAX_MESSAGE]
-    if sample.value is None:
-        return "no data"
-    if math.isnan(sample.value):
-        return "NaN"
-    return None
-
-
-def _sample_size_problem(analysis: Analysis, measurement: Measurement) -> str | None:
-    if analysis.sample_size_query is None or analysis.min_sample_size is None:
-        return None
-    problem = _sample_problem(measurement.sample_size)
-    if problem is not None:
-        return f"sample size unknown ({problem})"
-    size = measurement.sample_size.value if measurement.sample_size else None
-    if size is not None and size < analysis.min_sample_size:
-        return f"sample size {_format_value(size)} is below minSampleSize {analysis.min_sample_size}"
-    return None
-
-
-def _verdict(metric: AnalysisMetric, sample: Sample | None, too_small: str | None) -> tuple[MeasurementOutcome, str]:
-    problem = _sample_problem(sample) or too_small
-    if problem is not None:
-        return "Inconclusive", problem
-    bounds = metric.threshold_range
-    if sample is not None and sample.value is not None and _in_range(bounds.min, bounds.max, sample.value):
-        return "Passed", f"within {_range_text(bounds.min, bounds.max)}"
-    return "Failed", f"outside {_range_text(bounds.min, bounds.max)}"
-
-
-def evaluate(analysis: Analysis, measurement: Measurement, now: datetime) -> list[AnalysisResult]:
-    """Judge one measurement, metric by metric."""
-    time = rfc3339(now)
-    samples = {sample.metric: sample for sample in measurement.samples}
-    too_small = _sample_size_problem(analysis, measurement)
-    results = []
-    for metric in analysis.metrics:
-        sample = samples.get(metric.name)
-        value = _format_value(sample.value) if sample is not None and sample.value is not None else None
-        outcome, message = _verdict(metric, sample, too_small)
-        results.append(AnalysisResult(metric=metric.name, value=value, outcome=outcome, message=message, time=time))
-    return results
-
-
-def measurement_outcome(results: Sequence[AnalysisResult]) -> MeasurementOutcome:
-    """A failed metric fails the measurement; otherwise any inconclusive metric makes it inconclusive."""
-    outcomes = {result.outcome for result in results}
-    if "Failed" in outcomes:
-        return "Failed"
-    if "Inconclusive" in outcomes or not results:
-        return "Inconclusive"
-    return "Passed"
-
-
-def conclusive(analysis_run: AnalysisRun) -> int:
-    """The measurements that count towards the step's count: inconclusive ones never do."""
-    return analysis_run.passed + analysis_run.failed
-
-
-def analysis_count(spec: ModelDeploymentSpec, step: CanaryStep) -> int:
-    if step.analysis is not None and step.analysis.count is not None:
-        return step.analysis.count
-    return spec.analysis.count if spec.analysis else 1
-
-
-def _current_analysis_step(spec: ModelDeploymentSpec, state: ModelDeploymentStatus) -> CanaryStep | None:
-    steps = canary_steps(spec)
-    index = state.current_step
-    if state.canary_version is None or index is None or index >= len(steps):
-        return None
-    return steps[index] if steps[index].analysis is not None else None
-
-
 def next_measurement_at(spec: ModelDeploymentSpec, state: ModelDeploymentStatus) -> datetime | None:
     """When the current analysis step takes its next measurement; None when no measurement is pending
     (not in an analysis step, or paused as inconclusive)."""
-    if _current_analysis_step(spec, state) is None or spec.analysis is None:
+    if current_analysis_step(spec, state) is None or spec.analysis is None:
         return None
     if state.rollout_hash != rollout_fingerprint(spec):
         return None  # this pass supersedes the rollout
@@ -862,7 +738,7 @@ def _measure(
     )
     results_so_far = [*(run.state.analysis_results or ()), *results]
     run.update(analysis_run=analysis_run, analysis_results=results_so_far[-MAX_RESULTS:])
-    summary = _summary(results)
+    summary = describe_results(results)
     count = analysis_count(run.spec, step_)
     progress = f"{conclusive(analysis_run)}/{count}"
     if outcome == "Passed":
@@ -890,11 +766,7 @@ def _measure(
 
 def _last_results(run: _Pass, analysis: Analysis) -> str:
     """The latest measurement's results (one per metric), for messages after a restart."""
-    return _summary((run.state.analysis_results or [])[-len(analysis.metrics) :])
-
-
-def _summary(results: Sequence[AnalysisResult]) -> str:
-    return ", ".join(f"{r.metric}={r.value if r.value is not None else '-'} ({r.message})" for r in results)
+    return describe_results((run.state.analysis_results or [])[-len(analysis.metrics) :])
 
 
 def _inconclusive_why(analysis: Analysis, analysis_run: AnalysisRun, summary: str) -> str:
@@ -987,80 +859,12 @@ def level_actions(spec: ModelDeploymentSpec, state: ModelDeploymentStatus, obser
     return actions
 
 
-def _available(run: _Pass) -> ConditionUpdate:
-    state = run.state
-    stable = run.obs.track(state.stable_version)
-    if state.stable_version is None:
-        if state.canary_version is None:
-            return ConditionUpdate(AVAILABLE, "Unknown", REASON_WAITING_FOR_MODEL, "no model version resolved yet")
-        if state.phase == "Degraded":
-            return ConditionUpdate(AVAILABLE, "False", REASON_DEPLOY_FAILED, run.waiting)
-        return ConditionUpdate(AVAILABLE, "Unknown", REASON_DEPLOYING, f"deploying version {state.canary_version}")
-    if stable is None or stable.available_replicas == 0:
-        detail = f" ({stable.message})" if stable is not None and stable.message else ""
-        return ConditionUpdate(
-            AVAILABLE,
-            "False",
-            REASON_NO_READY_REPLICAS,
-            f"stable version {state.stable_version} has no ready pods{detail}",
-        )
-    return ConditionUpdate(
-        AVAILABLE,
-        "True",
-        REASON_STABLE_AVAILABLE,
-        f"version {state.stable_version} serves ({stable.available_replicas} ready pod(s))",
-    )
-
-
-def _progressing(run: _Pass) -> ConditionUpdate:
-    state = run.state
-    if state.canary_version is not None:
-        if state.phase == "Paused":
-            inconclusive = (
-                state.analysis_run is not None
-                and run.spec.analysis is not None
-                and (state.analysis_run.inconclusive > run.spec.analysis.inconclusive_limit)
-            )
-            # An analysis step without spec.analysis (the CRD refuses it) cannot pass either.
-            unmeasurable = run.spec.analysis is None and _current_analysis_step(run.spec, state) is not None
-            if inconclusive or unmeasurable:
-                return ConditionUpdate(PROGRESSING, "False", REASON_INCONCLUSIVE, run.waiting)
-            # A planned pause is not a failure: Unknown, so no Warning Event and Ready says why.
-            return ConditionUpdate(PROGRESSING, "Unknown", REASON_PAUSED, run.waiting)
-        return ConditionUpdate(PROGRESSING, "True", REASON_ROLLING_OUT, _progress_message(run))
-    if state.stable_version is None:
-        return ConditionUpdate(PROGRESSING, "Unknown", REASON_WAITING_FOR_MODEL, "no model version resolved yet")
-    if state.rolled_back_version is not None:
-        last = next((r for r in reversed(state.history or ()) if r.version == state.rolled_back_version), None)
-        why = last.message if last is not None and last.message else f"version {state.rolled_back_version} rolled back"
-        return ConditionUpdate(PROGRESSING, "True", REASON_ROLLED_BACK, why)
-    return ConditionUpdate(
-        PROGRESSING, "True", REASON_ROLLOUT_COMPLETE, f"version {state.stable_version} is rolled out"
-    )
-
-
-def _progress_message(run: _Pass) -> str:
-    state = run.state
-    steps = canary_steps(run.spec)
-    if state.current_step is None:
-        return f"version {state.canary_version}: {run.waiting}"
-    position = f"step {min(state.current_step + 1, len(steps))}/{len(steps)}"
-    if state.current_step >= len(steps):
-        position = "promoting"
-    return f"version {state.canary_version}, {position}, weight {state.canary_weight or 0}%: {run.waiting}"
-
-
-def _status_message(run: _Pass, progressing: ConditionUpdate, available: ConditionUpdate) -> str:
-    if run.state.canary_version is not None:
-        return progressing.message[:MAX_MESSAGE]
-    if available.status != "True":
-        return available.message[:MAX_MESSAGE]
-    return progressing.message[:MAX_MESSAGE]
-
-
 def _finish(run: _Pass) -> Transition:
-    available, progressing = _available(run), _progressing(run)
-    run.update(message=_status_message(run, progressing, available) or None)
+    stable = run.obs.track(run.state.stable_version)
+    stable_pods, stable_problem = (stable.available_replicas, stable.message) if stable is not None else (0, "")
+    available = report.available_condition(run.state, stable_pods, stable_problem, run.waiting)
+    progressing = report.progressing_condition(run.spec, run.state, run.waiting)
+    run.update(message=report.status_message(run.state, available, progressing) or None)
     return Transition(
         state=run.state,
         actions=[*level_actions(run.spec, run.state, run.obs), *run.registry],
