@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mlflow_operator.adapters.registry import RegistryEndpoint, RegistryUnavailable, rest_call, translate_error
+from mlflow_operator.adapters.registry import RegistryUnavailable, translate_error
+from mlflow_operator.adapters.registry_store import RegistryEndpoint, rest_call
 from mlflow_operator.logic.registry_events import WebhookPlan, WebhookSpec
 
 WEBHOOKS = "/api/2.0/mlflow/webhooks"
