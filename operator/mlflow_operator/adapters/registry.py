@@ -200,6 +200,15 @@ class ResolvedVersion:
     run_id: str | None
 
 
+async def bounded_call(uri: str, seconds: float, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """A blocking registry call in a worker thread, given up after `seconds` as RegistryUnavailable (the thread
+    itself cannot be cancelled: the HTTP layer's own timeouts end it)."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(call, *args, **kwargs), seconds)
+    except TimeoutError as error:
+        raise RegistryUnavailable(f"MLflow at {uri}: no answer within {seconds:.0f} s while {what}") from error
+
+
 class ModelRegistry:
     """The registry of one MLflow server. Blocking methods, each with an `*_async` twin."""
 
@@ -423,12 +432,7 @@ class ModelRegistry:
     # --- async twins ---
 
     async def _bounded(self, seconds: float, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(call, *args, **kwargs), seconds)
-        except TimeoutError as error:
-            raise RegistryUnavailable(
-                f"MLflow at {self.endpoint.tracking_uri}: no answer within {seconds:.0f} s while {what}"
-            ) from error
+        return await bounded_call(self.endpoint.tracking_uri, seconds, what, call, *args, **kwargs)
 
     async def observe_async(self, name: str) -> ObservedModel | None:
         return await self._bounded(self.endpoint.call_timeout, f'reading "{name}"', self.observe, name)

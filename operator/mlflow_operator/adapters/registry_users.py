@@ -8,12 +8,11 @@ is not enough to fetch a version. Blocking methods with `*_async` twins, bounded
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from mlflow_operator.adapters.registry import RegistryError, RegistryUnavailable, Unauthorized, translate_error
+from mlflow_operator.adapters.registry import RegistryError, Unauthorized, bounded_call, translate_error
 from mlflow_operator.adapters.registry_store import LOGGED_MODEL_PATH, RUN_PATH, RegistryEndpoint, rest_call
 
 USERS_CREATE = "/api/2.0/mlflow/users/create"
@@ -125,13 +124,7 @@ class RegistryUsers:
     # --- async twins ---
 
     async def _bounded(self, what: str, call: Callable[..., T], *args: Any) -> T:
-        seconds = self.endpoint.call_timeout
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(call, *args), seconds)
-        except TimeoutError as error:
-            raise RegistryUnavailable(
-                f"MLflow at {self.endpoint.tracking_uri}: no answer within {seconds:.0f} s while {what}"
-            ) from error
+        return await bounded_call(self.endpoint.tracking_uri, self.endpoint.call_timeout, what, call, *args)
 
     async def ensure_reader_async(self, username: str, password: str, model: str, experiments: Iterable[str]) -> None:
         await self._bounded(

@@ -6,12 +6,11 @@ Blocking calls run in a thread, bounded like ModelRegistry's.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mlflow_operator.adapters.registry import RegistryUnavailable, translate_error
+from mlflow_operator.adapters.registry import bounded_call, translate_error
 from mlflow_operator.adapters.registry_store import RegistryEndpoint, rest_call
 from mlflow_operator.logic.registry_events import WebhookPlan, WebhookSpec
 
@@ -87,13 +86,7 @@ class RegistryWebhooks:
     # --- async twins ---
 
     async def _bounded(self, what: str, call: Callable[..., T], *args: Any) -> T:
-        seconds = self.endpoint.call_timeout
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(call, *args), seconds)
-        except TimeoutError as error:
-            raise RegistryUnavailable(
-                f"MLflow at {self.endpoint.tracking_uri}: no answer within {seconds:.0f} s while {what}"
-            ) from error
+        return await bounded_call(self.endpoint.tracking_uri, self.endpoint.call_timeout, what, call, *args)
 
     async def all_async(self) -> list[dict[str, Any]]:
         return await self._bounded("listing webhooks", self.all)
