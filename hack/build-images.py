@@ -110,6 +110,17 @@ class Python:
     venv: str
     requirements: str | None = None  # relative to the image's directory: pip install -r
     sources: tuple[str, ...] = ()  # relative to the repository root: copied to /src, pip install /src
+    # certifi's bundle becomes a link to the system store, as Debian's own python3-certifi does: what a pod
+    # mounts over /etc/ssl/certs/ca-certificates.crt (a private CA added) is then what requests and boto trust.
+    certifi_system_store: bool = False
+
+
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def certifi_link_command(venv: str) -> str:
+    where = f"$({venv}/bin/python -c 'import certifi; print(certifi.where())')"
+    return f'ln -sf {SYSTEM_CA_BUNDLE} "{where}"'
 
 
 @dataclass(frozen=True)
@@ -290,6 +301,8 @@ def python_hooks(image: Image, root: Path = ROOT) -> list[str]:
         pack = f"tar -C {shlex.quote(str(root))} {excludes} -cf - {sh(*python.sources)}"
         hooks.append(f'mkdir "$1/src" && {pack} | tar -C "$1/src" -xf -')
         hooks.append('chroot "$1" ' + sh(*pip, "/src"))
+    if python.certifi_system_store:
+        hooks.append('chroot "$1" sh -c ' + shlex.quote(certifi_link_command(python.venv)))
     hooks.append(f'rm -rf "$1"{CHROOT_CA_BUNDLE} "$1/tmp/requirements.txt" "$1/src" "$1/root/.cache"')
     return hooks
 
@@ -439,6 +452,8 @@ def render_dockerfile(image: Image) -> str:
             f"RUN python3 -m venv {python.venv} \\",
             f"    && {python.venv}/bin/pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt",
         ]
+    if python and python.certifi_system_store:
+        lines += [f"RUN {certifi_link_command(python.venv)}"]
     if python and python.sources:
         files = [s for s in python.sources if (ROOT / s).is_file()]
         lines += [f"COPY {' '.join(files)} /src/"]

@@ -10,11 +10,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from mlflow_operator import __version__
 
 if TYPE_CHECKING:
     from mlflow_operator.builders.images import Images
+    from mlflow_operator.handlers.receiver_tls import TlsSettings
 
 DEFAULT_METRICS_ADDRESS = "0.0.0.0:9090"
 OFF = ("", "off", "none", "0")
@@ -65,12 +67,17 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    events_tls, problem = receiver_tls_settings(args)
+    if problem:
+        print(f"mlflow-operator run: {problem}", file=sys.stderr)
+        return 2
     handlers.configure(
         resync_seconds=args.resync_seconds,
         prometheus_address=args.prometheus_address,
         images=images,
         events_listen=args.registry_events_address,
         events_url=args.registry_events_url,
+        events_tls=events_tls,
     )
 
     if not args.all_namespaces and not args.namespace:
@@ -102,6 +109,26 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         stop_metrics()
     return 0
+
+
+def receiver_tls_settings(args: argparse.Namespace) -> tuple[TlsSettings | None, str | None]:
+    """The receiver's TLS from --registry-events-tls-secret and --registry-events-tls-issuer, or why not."""
+    from mlflow_operator.handlers.receiver_tls import TlsSettings  # noqa: PLC0415 - loads kopf's handlers
+    from mlflow_operator.logic.certificates import service_names  # noqa: PLC0415
+
+    if args.registry_events_tls_secret is None:
+        return None, None
+    namespace, sep, name = args.registry_events_tls_secret.partition("/")
+    url = urlsplit(args.registry_events_url or "")
+    if not sep or not namespace or not name:
+        return None, "--registry-events-tls-secret: expected NAMESPACE/NAME"
+    if url.scheme != "https" or not url.hostname:
+        return (
+            None,
+            "--registry-events-tls-secret needs an https:// --registry-events-url (the certificate names its host)",
+        )
+    issue = args.registry_events_tls_issuer == "operator"
+    return TlsSettings(namespace, name, tuple(service_names(url.hostname)), issue=issue), None
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -243,7 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="URL",
         help="the receiver's base URL as tracking servers reach it, e.g. "
-        "http://mlflow-operator-registry-events.mlflow-operator.svc:8443 (the operator's Service)",
+        "https://mlflow-operator-registry-events.mlflow-operator.svc:8443 (the operator's Service)",
+    )
+    run.add_argument(
+        "--registry-events-tls-secret",
+        default=None,
+        metavar="NAMESPACE/NAME",
+        help="serve the receiver over HTTPS with the certificate in this Secret (ca.crt, tls.crt, tls.key); without "
+        "it the receiver speaks plain HTTP",
+    )
+    run.add_argument(
+        "--registry-events-tls-issuer",
+        choices=["operator", "cert-manager"],
+        default="operator",
+        help="who writes that Secret: the operator (a private CA, renewed before expiry) or cert-manager",
     )
     add_image_arguments(run)
     run.set_defaults(func=_run)

@@ -9,6 +9,7 @@ import configparser
 import copy
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -294,3 +295,47 @@ def test_user_strings_stay_single_values_in_objects(annotation: str, parameter: 
     statefulset = build.get_postgres_statefulset("mlflow", "ml", managed, "pw")
     args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index(f"application_name={parameter}") - 1] == "-c"
+
+
+# ------------------------------------------------------------------------------------------ registry events
+
+
+def server_pod(inputs: build.TrackingServerInputs) -> dict[str, Any]:
+    deployment = next(o for o in build.desired_server(inputs) if o["kind"] == "Deployment")
+    pod: dict[str, Any] = deployment["spec"]["template"]
+    return pod
+
+
+def env_of(pod: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in pod["spec"]["containers"][0]["env"]}
+
+
+def test_registry_events_settings_follow_the_receiver() -> None:
+    plain = inputs_for(CASES["example"])
+    env = env_of(server_pod(plain))
+    assert env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] == {
+        "secretKeyRef": {"name": "mlflow-registry-events", "key": "encryption-key"}
+    }
+    assert "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS" not in env  # no receiver: nothing may deliver to private addresses
+    http = replace(plain, events_url="http://op.ops.svc:8443")
+    assert env_of(server_pod(http))["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"] == "http"
+    assert "initContainers" not in server_pod(http)["spec"]
+    off = inputs_for({**CASES["example"], "registryEvents": {"enabled": False}})
+    assert not [name for name in env_of(server_pod(off)) if name.startswith("MLFLOW_WEBHOOK")]
+    assert "mlflow-registry-events" not in [o["metadata"]["name"] for o in build.all_objects(off, "p", "p", "k")]
+
+
+def test_an_https_receiver_ca_is_added_to_what_the_server_trusts() -> None:
+    https = replace(inputs_for(CASES["example"]), events_url="https://op.ops.svc:8443", events_ca="CA-1")
+    pod = server_pod(https)
+    assert env_of(pod)["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"] == "https"
+    (init,) = pod["spec"]["initContainers"]
+    assert init["image"] == pod["spec"]["containers"][0]["image"]
+    assert "/etc/ssl/certs/ca-certificates.crt" in init["command"][-1]
+    mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts["/etc/ssl/certs/ca-certificates.crt"]["subPath"] == "bundle.crt"
+    rolled = server_pod(replace(https, events_ca="CA-2"))
+    hash_key = "mlflow.operator.dev/config-hash"
+    assert rolled["metadata"]["annotations"][hash_key] != pod["metadata"]["annotations"][hash_key]
+    deployment = next(o for o in build.desired_server(https) if o["kind"] == "Deployment")
+    assert restricted_problems(deployment) == []

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
-from aiohttp import web
 
 from mlflow_operator.api import GROUP, KINDS, VERSION
 from mlflow_operator.builders.images import DEFAULT_IMAGES, Images
@@ -19,10 +18,10 @@ from mlflow_operator.handlers import (
     modeldeployment,
     operator_settings,
     registeredmodel,
-    registry_events,
     trackingserver,
 )
 from mlflow_operator.handlers.controller import Controller
+from mlflow_operator.handlers.receiver_tls import ReceiverService, TlsSettings
 from mlflow_operator.handlers.runtime import Runtime, runtime, start_runtime
 
 RESYNC_SECONDS = 60.0
@@ -98,7 +97,8 @@ class StartupSettings:
     # The registry-events receiver: where it listens, and the URL tracking servers deliver to (both, or none).
     events_listen: tuple[str, int] | None = None
     events_url: str | None = None
-    receiver: web.AppRunner | None = None
+    events_tls: TlsSettings | None = None  # None: plain HTTP
+    receiver: ReceiverService | None = None
 
 
 STARTUP = StartupSettings()
@@ -110,6 +110,7 @@ def configure(
     images: Images = DEFAULT_IMAGES,
     events_listen: tuple[str, int] | None = None,
     events_url: str | None = None,
+    events_tls: TlsSettings | None = None,
 ) -> None:
     """Set before the operator starts (the CLI's --resync-seconds, --prometheus-address, --image-registry,
     --image, --registry-events-address and --registry-events-url)."""
@@ -117,7 +118,7 @@ def configure(
         controller.resync_seconds = _resync_for(kind, resync_seconds)
     modeldeployment.DEFAULTS.prometheus_address = prometheus_address
     STARTUP.images = images
-    STARTUP.events_listen, STARTUP.events_url = events_listen, events_url
+    STARTUP.events_listen, STARTUP.events_url, STARTUP.events_tls = events_listen, events_url, events_tls
 
 
 @kopf.on.startup()
@@ -126,8 +127,8 @@ async def _start(**_: Any) -> None:
     rt.wake = lambda kind, namespace, name: CONTROLLERS[kind].enqueue((namespace, name))
     rt.objects = lambda kind: list(CONTROLLERS[kind].objects.values())
     if STARTUP.events_listen is not None and STARTUP.events_url is not None:
-        STARTUP.receiver = await registry_events.start_receiver(rt, *STARTUP.events_listen)
-        rt.events_url = STARTUP.events_url
+        STARTUP.receiver = ReceiverService(rt, STARTUP.events_listen, STARTUP.events_url, STARTUP.events_tls)
+        await STARTUP.receiver.start()
     for controller in CONTROLLERS.values():
         controller.start()
 
@@ -137,7 +138,7 @@ async def _stop(**_: Any) -> None:
     for controller in CONTROLLERS.values():
         await controller.stop()
     if STARTUP.receiver is not None:
-        await STARTUP.receiver.cleanup()
+        await STARTUP.receiver.stop()
     await runtime().client.close()
 
 

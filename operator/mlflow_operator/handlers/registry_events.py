@@ -25,7 +25,11 @@ from mlflow_operator.adapters.registry_webhooks import RegistryWebhooks
 from mlflow_operator.api.common import RegistryEvents, duration_seconds
 from mlflow_operator.api.kinds import MODEL_DEPLOYMENT, REGISTERED_MODEL, TRACKING_SERVER
 from mlflow_operator.builders.trackingserver import Names
-from mlflow_operator.builders.trackingserver.secrets import WEBHOOK_SECRET_KEY, get_registry_events_secret
+from mlflow_operator.builders.trackingserver.secrets import (
+    EVENTS_CA_KEY,
+    WEBHOOK_SECRET_KEY,
+    get_registry_events_secret,
+)
 from mlflow_operator.handlers.memo import Memo
 from mlflow_operator.handlers.reconcile import SecretProblem, generated_secret, new_password, read_secret_keys
 from mlflow_operator.handlers.registry_access import tracking_server_registry
@@ -190,10 +194,15 @@ def new_encryption_key() -> str:
 
 
 async def server_events_secret(rt: Runtime, body: dict[str, Any]) -> dict[str, str]:
-    """The TrackingServer's generated registry-events Secret (created once; the server's env reads it)."""
+    """The TrackingServer's generated registry-events Secret (created once; the server's env reads it), with the
+    receiver's current CA copied in for the server pods to trust."""
     meta = body["metadata"]
     secret = get_registry_events_secret(meta["name"], meta["namespace"], new_password(), new_encryption_key())
-    return await generated_secret(rt, secret, owner=body) or {}
+    data = await generated_secret(rt, secret, owner=body) or {}
+    if data and rt.events_ca is not None and data.get(EVENTS_CA_KEY) != rt.events_ca:
+        await rt.status.patch_secret(secret["metadata"]["name"], meta["namespace"], {EVENTS_CA_KEY: rt.events_ca})
+        data = {**data, EVENTS_CA_KEY: rt.events_ca}
+    return data
 
 
 async def server_webhook(

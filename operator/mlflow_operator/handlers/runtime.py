@@ -41,6 +41,8 @@ class Runtime:
     # Registry events: the URL tracking servers deliver webhooks to (the operator's receiver, reached through
     # its Service; None: no receiver, every resource polls), and which sources have delivered lately.
     events_url: str | None = None
+    # The CA the receiver's certificate is signed by (PEM): tracking servers trust it. None over plain HTTP.
+    events_ca: str | None = None
     deliveries: Deliveries = field(default_factory=Deliveries)
 
     def kube(self, controller: str) -> Kube:

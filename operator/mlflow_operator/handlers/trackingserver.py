@@ -145,6 +145,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
             images=rt.images,
             pooler_credentials=await pooler_login(step),
             events_url=rt.events_url,
+            events_ca=events_secret.get(build.EVENTS_CA_KEY) if rt.events_ca else None,
         )
         await pooler(step, inputs)
         decision = await migration(step, inputs, status)

@@ -82,6 +82,7 @@ from mlflow_operator.builders.trackingserver.pooler import (
 )
 from mlflow_operator.builders.trackingserver.secrets import (
     ENCRYPTION_KEY,
+    EVENTS_CA_KEY,
     WEBHOOK_SECRET_KEY,
     admin_secret_name,
     flask_secret_key,
@@ -143,6 +144,7 @@ __all__ = [
     "DATABASE_NAME",
     "DATABASE_USER",
     "ENCRYPTION_KEY",
+    "EVENTS_CA_KEY",
     "EXPORTER_PORT",
     "GC_SCRIPT_DIR",
     "MLFLOW_PORT",

@@ -173,6 +173,8 @@ class TrackingServerInputs:
     pooler_credentials: Credentials | None = None
     # Where the operator's registry-events receiver is (its base URL, seen from the servers); None: none runs.
     events_url: str | None = None
+    # The CA (PEM) the receiver's certificate is signed by, when it serves HTTPS: the servers must trust it.
+    events_ca: str | None = None
 
     @property
     def names(self) -> Names:

@@ -78,6 +78,9 @@ def get_pooler_client_secret(name: str, namespace: str, password: str) -> Obj:
 # Fernet key MLflow encrypts stored webhook secrets with (without a stable one, each server process makes up its
 # own and cannot read the secrets another stored).
 WEBHOOK_SECRET_KEY, ENCRYPTION_KEY = "webhook-secret", "encryption-key"
+# The receiver's CA, copied in by the operator (and replaced when it changes): a Secret in the server's namespace
+# the pods can mount, unlike the operator's own.
+EVENTS_CA_KEY = "ca.crt"
 
 
 def registry_events_enabled(inputs: TrackingServerInputs) -> bool:

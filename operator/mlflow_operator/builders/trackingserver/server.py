@@ -40,6 +40,7 @@ from mlflow_operator.builders.trackingserver.inputs import (
 )
 from mlflow_operator.builders.trackingserver.secrets import (
     ENCRYPTION_KEY,
+    EVENTS_CA_KEY,
     get_auth_config_secret,
     get_backend_secret,
     registry_events_enabled,
@@ -180,6 +181,8 @@ def server_config_hash(inputs: TrackingServerInputs) -> str:
     """Changes when anything the pods read at start-up changes (their URI, auth config), rolling them. Not the
     direct URI (the migration Job's): with a pooler, a rotated database password leaves the servers alone."""
     parts = [backend_uris(inputs)["pooled-uri"]]
+    if trusts_events_ca(inputs):
+        parts.append(inputs.events_ca or "")
     if inputs.admin_credentials is not None and inputs.spec.auth is not None and inputs.spec.auth.enabled:
         parts.append(render_auth_config(inputs))
     return content_hash(*parts)
@@ -227,6 +230,46 @@ def metrics_enabled(spec: TrackingServerSpec) -> bool:
     return spec.metrics is None or spec.metrics.enabled
 
 
+TRUST_DIR = "/etc/mlflow-operator/trust"
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+EVENTS_CA_DIR = "/etc/mlflow-operator/registry-events"
+
+
+def trusts_events_ca(inputs: TrackingServerInputs) -> bool:
+    return registry_events_enabled(inputs) and inputs.events_ca is not None
+
+
+def trust_bundle(inputs: TrackingServerInputs, security: Obj) -> tuple[Obj, list[Obj], Obj]:
+    """MLflow delivers webhooks with requests, which trusts certifi's bundle only (never SSL_CERT_FILE); the
+    default image links that bundle to the system store. An init container writes the image's system store
+    plus the receiver's CA into an emptyDir, mounted over the system store: S3 endpoints stay verified against
+    the public roots, and the receiver against its CA. (An image whose certifi keeps its own bundle does not
+    trust the receiver: its test delivery fails, reported on the RegistryEvents condition.)"""
+    init = {
+        "name": "trust-bundle",
+        "image": mlflow_image(inputs, inputs.serving_version),
+        "command": ["sh", "-c", f"cat {SYSTEM_CA_BUNDLE} {EVENTS_CA_DIR}/{EVENTS_CA_KEY} > {TRUST_DIR}/bundle.crt"],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
+        "securityContext": security,
+        "volumeMounts": [
+            {"name": "trust", "mountPath": TRUST_DIR},
+            {"name": "registry-events-ca", "mountPath": EVENTS_CA_DIR, "readOnly": True},
+        ],
+    }
+    volumes = [
+        {"name": "trust", "emptyDir": {"sizeLimit": "4Mi"}},
+        {
+            "name": "registry-events-ca",
+            "secret": {
+                "secretName": inputs.names.registry_events_secret,
+                "items": [{"key": EVENTS_CA_KEY, "path": EVENTS_CA_KEY}],
+            },
+        },
+    ]
+    mount = {"name": "trust", "mountPath": SYSTEM_CA_BUNDLE, "subPath": "bundle.crt", "readOnly": True}
+    return init, volumes, mount
+
+
 def auth_enabled(spec: TrackingServerSpec) -> bool:
     return spec.auth is not None and spec.auth.enabled
 
@@ -264,6 +307,10 @@ def get_tracking_deployment(inputs: TrackingServerInputs) -> Obj:
         volumes.append({"name": "auth", "secret": {"secretName": names.auth_config}})
         mounts.append({"name": "auth", "mountPath": "/etc/mlflow-auth", "readOnly": True})
     annotations = {CONFIG_HASH_ANNOTATION: server_config_hash(inputs), **scrape_annotations(spec)}
+    init_containers: list[Obj] = []
+    if trusts_events_ca(inputs):
+        init, trust_volumes, trust_mount = trust_bundle(inputs, container_security_context())
+        init_containers, volumes, mounts = [init], volumes + trust_volumes, [*mounts, trust_mount]
     container = {
         "name": "mlflow",
         "image": mlflow_image(inputs, inputs.serving_version),
@@ -313,6 +360,7 @@ def get_tracking_deployment(inputs: TrackingServerInputs) -> Obj:
                         "securityContext": pod_security_context(APP_UID),
                         "terminationGracePeriodSeconds": 35,
                         "topologySpreadConstraints": topology_spread(match),
+                        **({"initContainers": init_containers} if init_containers else {}),
                         "containers": [container, *sidecars],
                         "volumes": volumes,
                     },
