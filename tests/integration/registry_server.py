@@ -56,12 +56,21 @@ def write_auth_config(directory: Path, database_uri: str, admin: Admin, default_
 class RegistryServer:
     """`mlflow server` on a fixed port: stop() and start() again keep the URL and the data."""
 
-    def __init__(self, backend_uri: str, artifacts: Path, logs: Path, *, auth_config: Path | None = None):
+    def __init__(
+        self,
+        backend_uri: str,
+        artifacts: Path,
+        logs: Path,
+        *,
+        auth_config: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
         self.port = free_port()
         argv = ["mlflow", "server", "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts.as_uri()]
         argv += ["--serve-artifacts", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         argv += ["--gunicorn-opts", GUNICORN_OPTS]
-        env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        # `env` adds to the server's environment (e.g. the webhook settings), kept across stop() and start().
+        env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
         if auth_config is not None:
             argv += ["--app-name", "basic-auth"]
             # The basic-auth app refuses to start without a static CSRF key (the operator renders one too).
@@ -87,9 +96,10 @@ class RegistryServer:
 
 
 @contextmanager
-def sqlite_registry(root: Path) -> Iterator[RegistryServer]:
-    """A started server on a sqlite backend in root (no Postgres needed), stopped on exit."""
-    server = RegistryServer(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", root)
+def sqlite_registry(root: Path, env: Mapping[str, str] | None = None) -> Iterator[RegistryServer]:
+    """A started server on a sqlite backend in root (no Postgres needed), stopped on exit; `env` adds to its
+    environment."""
+    server = RegistryServer(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", root, env=env)
     server.start()
     try:
         yield server
