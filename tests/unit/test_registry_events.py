@@ -119,7 +119,7 @@ def test_a_signed_body_without_a_model_is_malformed() -> None:
 
 
 def follower(kind: str, name: str, model: str, namespace: str = "ml", **spec: Any) -> dict[str, Any]:
-    model_spec = {"name": model} if kind == "RegisteredModel" else {"model": {"registeredModel": model}}
+    model_spec = {"modelName": model} if kind == "RegisteredModel" else {"model": {"registeredModel": model}}
     connection = spec or {"trackingServerRef": {"name": "mlflow"}}
     return {
         "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}"},
@@ -157,8 +157,10 @@ def test_an_event_targets_the_followers_of_its_model_through_its_source() -> Non
     hook = events.Source("secrets", "ml", "hook")
     assert events.targets(hook, "fraud", "ModelDeployment", bodies) == [("external", "uid-external")]
     assert events.source_of(bodies[-1]) is None
-    registered = [follower("RegisteredModel", "fraud-model", "fraud")]
+    registered = [follower("RegisteredModel", "fraud-model", "fraud"), follower("RegisteredModel", "churn", "x")]
+    del registered[1]["spec"]["modelName"]  # the registry name defaults to metadata.name
     assert events.targets(SERVER, "fraud", "RegisteredModel", registered) == [("fraud-model", "uid-fraud-model")]
+    assert events.targets(SERVER, "churn", "RegisteredModel", registered) == [("churn", "uid-churn")]
 
 
 # ----------------------------------------------------------------------------------------------- the plan
@@ -297,3 +299,25 @@ def test_follower_condition_and_poll_follow_the_deliveries() -> None:
     rt.events_url = None
     condition, poll = receiver.follower_events(rt, body, 60.0)
     assert (condition.reason, poll) == ("NotConfigured", 60.0)
+
+
+def test_a_secret_changed_since_it_was_cached_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver caches each source's secrets; a delivery they refuse re-reads them (at most every
+    SECRET_REREAD_SECONDS, zero here), so a new webhook secret is honoured at once."""
+    monkeypatch.setattr(receiver, "SECRET_REREAD_SECONDS", 0.0)
+    tracking_server = {"metadata": {"name": "mlflow", "namespace": "ml", "uid": "ts"}}
+    secrets = {"ml/mlflow-registry-events": {"webhook-secret": SECRET}}
+    rt, woken = fake_runtime({"TrackingServer": [tracking_server]}, secrets)
+    old_headers, old_body = mlflow_delivery(monkeypatch, SECRET)
+    new_headers, new_body = mlflow_delivery(monkeypatch, "rotated")
+
+    async def run() -> list[int]:
+        async with TestClient(TestServer(receiver.receiver_app(rt))) as client:
+            statuses = [(await client.post(SERVER.path, data=old_body, headers=old_headers)).status]
+            secrets["ml/mlflow-registry-events"] = {"webhook-secret": "rotated"}
+            statuses.append((await client.post(SERVER.path, data=new_body, headers=new_headers)).status)
+            statuses.append((await client.post(SERVER.path, data=old_body, headers=old_headers)).status)
+            return statuses
+
+    assert asyncio.run(run()) == [200, 200, 401]
+    assert cast(FakeStatus, rt.status).reads == 3  # the first read, then one per refused delivery

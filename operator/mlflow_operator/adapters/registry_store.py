@@ -48,9 +48,16 @@ RUN_PATH = "/api/2.0/mlflow/runs/get"
 MAX_CACHED_LOCATIONS = 200_000
 
 
+# mlflow's package imports are circular: two worker threads importing parts of it for the first time at once
+# hand each other half-initialised modules ("partially initialized module 'mlflow' has no attribute
+# 'version'", seen when a TrackingServer's webhook registration and a RegisteredModel's sync started together).
+_IMPORTING = threading.Lock()
+
+
 def mlflow_module(module: str) -> Any:
-    """An mlflow module, imported on first use."""
-    return importlib.import_module(f"mlflow.{module}")
+    """An mlflow module, imported on first use, one import at a time."""
+    with _IMPORTING:
+        return importlib.import_module(f"mlflow.{module}")
 
 
 # --- configuration ---------------------------------------------------------------------------------------

@@ -42,6 +42,11 @@ DEFAULT_EVENTS_POLL = str(RegistryEvents.model_fields["poll_interval"].default)
 logger = logging.getLogger("mlflow_operator.registry_events")
 FOLLOWERS = (REGISTERED_MODEL.kind, MODEL_DEPLOYMENT.kind)
 SECRET_CACHE_SECONDS = 30.0  # a burst of deliveries (or of forged requests) reads each Secret once
+# A delivery the cached secrets refuse re-reads them when they are at least this old: a secret just changed
+# (a new webhook secret, a TrackingServer just created) is honoured at once, and forged requests still cause
+# at most one Secret read per source this often.
+SECRET_REREAD_SECONDS = 2.0
+SHUTDOWN_SECONDS = 5.0  # a delivery in flight at shutdown: MLflow retries it against the next operator
 REGISTRY_EVENTS = "RegistryEvents"  # the condition type, on all three kinds
 # When an event last woke each follower (by uid): its next pass reads the registry even before its poll is due.
 _event_at: dict[str, Memo[datetime]] = {kind: Memo(kind) for kind in FOLLOWERS}
@@ -70,9 +75,11 @@ class SecretCache:
 
     entries: dict[events.Source, tuple[float, tuple[str, ...]]] = field(default_factory=dict)
 
-    async def secrets(self, rt: Runtime, source: events.Source) -> tuple[str, ...]:
+    async def secrets(
+        self, rt: Runtime, source: events.Source, max_age: float = SECRET_CACHE_SECONDS
+    ) -> tuple[str, ...]:
         cached = self.entries.get(source)
-        if cached is not None and time.monotonic() - cached[0] < SECRET_CACHE_SECONDS:
+        if cached is not None and time.monotonic() - cached[0] < max_age:
             return cached[1]
         values = await read_source_secrets(rt, source)
         self.entries[source] = (time.monotonic(), values)
@@ -123,10 +130,9 @@ class Receiver:
         if source is None:
             return self._refuse(events.UNKNOWN_SOURCE, f"no source at {request.path[:200]}", 404)
         body = await request.content.read(events.MAX_BODY_BYTES + 1)
-        secrets = await self.cache.secrets(self.rt, source)
-        if not secrets:
+        verdict = await self.verify(source, request, body)
+        if verdict is None:
             return self._refuse(events.UNKNOWN_SOURCE, f"{source.path}: no webhook is configured there", 404)
-        verdict = events.verify_delivery(request.headers, body, secrets, time.time())
         if isinstance(verdict, events.Rejected):
             status = 400 if verdict.reason == events.MALFORMED else 401
             return self._refuse(verdict.reason, f"{source.path}: {verdict.detail}", status)
@@ -138,6 +144,21 @@ class Receiver:
             metrics.REGISTRY_EVENTS_REJECTED.labels(events.UNKNOWN_MODEL).inc()
         logger.info("%s: %s for model %r woke %d resource(s)", source.path, verdict.type, verdict.model, woken)
         return web.json_response({"woken": woken})
+
+    async def verify(
+        self, source: events.Source, request: web.Request, body: bytes
+    ) -> events.RegistryEvent | events.Rejected | None:
+        """The delivery checked against the source's secrets, read again if the cached ones refuse it; None
+        when nothing configures the source."""
+        verdict: events.RegistryEvent | events.Rejected | None = None
+        for max_age in (SECRET_CACHE_SECONDS, SECRET_REREAD_SECONDS):
+            secrets = await self.cache.secrets(self.rt, source, max_age)
+            verdict = events.verify_delivery(request.headers, body, secrets, time.time()) if secrets else None
+            if isinstance(verdict, events.RegistryEvent) or (
+                verdict is not None and verdict.reason != events.BAD_SIGNATURE
+            ):
+                return verdict
+        return verdict
 
     def wake(self, source: events.Source, event: events.RegistryEvent) -> int:
         woken = 0
@@ -165,7 +186,7 @@ def receiver_app(rt: Runtime) -> web.Application:
 
 async def start_receiver(rt: Runtime, host: str, port: int, tls: ssl.SSLContext | None = None) -> web.AppRunner:
     """Serve the receiver on host:port (HTTPS with `tls`); stop it with `await runner.cleanup()`."""
-    runner = web.AppRunner(receiver_app(rt), access_log=None)
+    runner = web.AppRunner(receiver_app(rt), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=tls).start()
     return runner
@@ -177,6 +198,27 @@ async def start_receiver(rt: Runtime, host: str, port: int, tls: ssl.SSLContext 
 # an idle pass calls MLflow only to re-test now and then, so a receiver that stopped accepting shows up.
 _verified: Memo[tuple[str, datetime]] = Memo(TRACKING_SERVER.kind)
 RETEST_SECONDS = 600.0
+
+
+REMOVED = "removed"
+
+
+async def remove_webhook(rt: Runtime, body: dict[str, Any]) -> None:
+    """Registry events switched off: the operator's webhook leaves MLflow (once per operator run; a failure is
+    retried at the next pass, and deliveries that still arrive meanwhile only wake resources early)."""
+    meta = body["metadata"]
+    if (_verified.get(meta["uid"]) or ("", None))[0] == REMOVED:
+        return
+    name = events.webhook_name(meta["namespace"], meta["name"])
+    try:
+        webhooks = RegistryWebhooks((await tracking_server_registry(rt, body)).endpoint)
+        for webhook in await webhooks.all_async():
+            if webhook.get("name") == name:
+                await webhooks.delete_async(str(webhook["webhook_id"]))
+    except (SecretProblem, RegistryError) as problem:
+        logger.warning("%s/%s: removing the registry webhook failed: %s", meta["namespace"], meta["name"], problem)
+        return
+    _verified.set(meta["uid"], (REMOVED, rt.now()))
 
 
 def verified_lately(
@@ -214,6 +256,8 @@ async def server_webhook(
     source = events.Source("trackingservers", meta["namespace"], meta["name"])
     if not enabled:
         rt.deliveries.forget(source)
+        if available:
+            await remove_webhook(rt, body)
         return ConditionUpdate(REGISTRY_EVENTS, "False", "Disabled", "spec.registryEvents.enabled is false: polling")
     if rt.events_url is None:
         return ConditionUpdate(

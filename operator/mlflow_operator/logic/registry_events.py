@@ -170,11 +170,11 @@ def source_of(body: Mapping[str, Any]) -> Source | None:
 
 
 def followed_model(kind: str, body: Mapping[str, Any]) -> str | None:
-    """The registered model a resource follows: a RegisteredModel's spec.name, a ModelDeployment's
-    spec.model.registeredModel."""
+    """The registered model a resource follows: a RegisteredModel's spec.modelName (else its metadata.name, as
+    logic.registeredmodel.desired_model names it), a ModelDeployment's spec.model.registeredModel."""
     spec = body.get("spec") or {}
     if kind == "RegisteredModel":
-        return spec.get("name")
+        return str(spec.get("modelName") or body["metadata"]["name"])
     return (spec.get("model") or {}).get("registeredModel")
 
 
