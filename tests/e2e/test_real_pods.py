@@ -32,6 +32,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ from mlflow_operator.builders.trackingserver import (
     DATABASE_NAME,
     PGBOUNCER_PORT,
 )
+from mlflow_operator.builders.trackingserver.server import WEBHOOK_CACHE_SECONDS
 from mlflow_operator.logic.credential_rotation import (
     PENDING_PASSWORD_KEY,
     ROTATE_ADMIN_PASSWORD,
@@ -505,6 +507,124 @@ def test_canary_serves_each_version_and_an_unloadable_one_is_rolled_back(
     finally:
         platform.kubectl.run("delete", "modeldeployment", "-n", NAMESPACE, "ranker", "--ignore-not-found", timeout=180)
     eventually(lambda: not platform.pods("app.kubernetes.io/instance=ranker"), timeout=120, what="no ranker pods left")
+
+
+# ---------------------------------------------------------------------------------------- registry events
+
+OPERATOR_NAMESPACE = "mlflow-operator"  # hack/run.py's helm release and namespace
+
+
+def events_follower(poll: str) -> dict[str, Any]:
+    """Follows the alias `events`, polling only every `poll` (also while events arrive): a canary that starts
+    sooner was started by a registry event."""
+    md = ranker("10m")
+    md["metadata"]["name"] = "follower"
+    md["spec"] |= {
+        "model": {"registeredModel": "fraud", "alias": "events"},
+        "pollInterval": poll,
+        "registryEvents": {"pollInterval": poll},
+    }
+    return md
+
+
+def registry_events_status(obj: dict[str, Any] | None) -> str | None:
+    found = condition(obj, "RegistryEvents")
+    return None if found is None else f"{found['status']}/{found['reason']}"
+
+
+def seconds_until(check: Any, what: str, timeout: float) -> float:
+    began = time.monotonic()
+    eventually(check, timeout=timeout, interval=0.2, what=what)
+    return time.monotonic() - began
+
+
+def operator_metric(platform: Platform, name: str, labels: dict[str, str]) -> float:
+    """A sample of the operator's own /metrics, scraped from its pod IP (0 when the series does not exist)."""
+    pods = json.loads(
+        platform.kubectl.run("get", "pods", "-n", OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=mlflow-operator",
+                             "-o", "json").stdout
+    )["items"]  # fmt: skip
+    (ip,) = [pod["status"]["podIP"] for pod in pods if pod["status"].get("phase") == "Running"]
+    text = requests.get(f"http://{ip}:9090/metrics", timeout=10).text
+    wanted = name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(wanted))
+
+
+@contextmanager
+def webhook_disabled(platform: Platform) -> Iterator[None]:
+    """The operator's webhook switched off in MLflow, as a dropped delivery: MLflow sends nothing (after its
+    webhook cache, which the operator sets to 10 s), then on again."""
+    env = mlflow_environment(platform)
+    auth = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    api = f"{platform.tracking_uri}/api/2.0/mlflow/webhooks"
+    listed = requests.get(api, auth=auth, timeout=30).json()["webhooks"]
+    (webhook,) = [w for w in listed if w["name"] == f"mlflow-operator-{NAMESPACE}-mlflow"]
+    url = f"{api}/{webhook['webhook_id']}"
+    requests.patch(url, json={"status": "DISABLED"}, auth=auth, timeout=30).raise_for_status()
+    time.sleep(WEBHOOK_CACHE_SECONDS + 1)  # until every server worker has re-read its webhook list
+    try:
+        yield
+    finally:
+        requests.patch(url, json={"status": "ACTIVE"}, auth=auth, timeout=30).raise_for_status()
+
+
+def test_an_alias_moved_in_mlflow_starts_the_canary_within_seconds_and_a_missed_move_by_the_next_poll(
+    platform: Platform, client: MlflowClient, versions: RolloutVersions
+) -> None:
+    """The chart's receiver over HTTPS (the operator's CA, trusted by the server pods): the TrackingServer's
+    webhook passes MLflow's test delivery; a move in MLflow starts the canary long before a 10-minute poll
+    could; a move whose delivery MLflow drops (the webhook switched off in MLflow) is picked up by the next poll,
+    and the operator's metrics show no event arrived for it."""
+    kubectl = platform.kubectl
+
+    def receiving_server() -> dict[str, Any] | None:
+        found = kubectl.get("trackingserver", "mlflow", NAMESPACE)
+        return found if registry_events_status(found) == "True/Receiving" else None
+
+    tracking_server = eventually(receiving_server, timeout=240, what="the TrackingServer's webhook verified")
+    assert "https://" in (condition(tracking_server, "RegistryEvents") or {})["message"]
+    stable, inverted = seed_version(client), versions.inverted
+    client.set_registered_model_alias("fraud", "events", str(stable))
+    kubectl.apply(events_follower("10m"))
+    try:
+        wait_phase(kubectl, NAMESPACE, "follower", "Succeeded", timeout=300, stableVersion=stable)
+        eventually(
+            lambda: registry_events_status(kubectl.get("modeldeployment", "follower", NAMESPACE)) == "True/Receiving",
+            timeout=60,
+            what="the ModelDeployment receiving events",
+        )
+        client.set_registered_model_alias("fraud", "events", str(inverted))
+        took = seconds_until(
+            lambda: kubectl.get("deployment", f"follower-v{inverted}", NAMESPACE), "the canary Deployment", 120
+        )
+        print(f"registry events: alias moved -> canary Deployment created in {took:.1f} s (poll every 10 min)")
+        assert took < 15, took
+
+        kubectl.run(
+            "patch", "modeldeployment", "follower", "-n", NAMESPACE, "--type", "merge", "-p",
+            json.dumps({"spec": {"pollInterval": "20s", "registryEvents": {"pollInterval": "20s"}}}),
+        )  # fmt: skip
+        eventually(
+            lambda: md_status(kubectl, NAMESPACE, "follower").get("observedGeneration") == 2,
+            timeout=60,
+            what="the new poll interval observed",
+        )
+        alias_events = ("mlflow_operator_registry_events_total", {"type": "model_version_alias.created"})
+        with webhook_disabled(platform):
+            delivered = operator_metric(platform, *alias_events)
+            assert delivered >= 1  # the first move above arrived as an event
+            client.set_registered_model_alias("fraud", "events", str(stable))
+            missed = seconds_until(
+                lambda: (md_status(kubectl, NAMESPACE, "follower").get("resolved") or {}).get("version") == stable,
+                "the move resolved by polling",
+                120,
+            )
+            assert operator_metric(platform, *alias_events) == delivered  # no event arrived: the poll found it
+        print(f"registry events: a move whose event was dropped was resolved {missed:.1f} s later (poll 20 s)")
+        assert missed <= 20 + 15, missed
+    finally:
+        kubectl.run("delete", "modeldeployment", "-n", NAMESPACE, "follower", "--ignore-not-found", timeout=180)
+    eventually(lambda: not platform.pods("app.kubernetes.io/instance=follower"), timeout=120, what="no follower pods")
 
 
 def version_pods_if_any(platform: Platform, deployment: str) -> list[dict[str, Any]]:
