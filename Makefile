@@ -92,6 +92,7 @@ bench: deps binaries ## benchmarks; results under bench/results/ (BENCH_ARGS=--q
 	$(PY) -m bench.tracking_stack $(BENCH_ARGS)
 	$(PY) -m bench.registry $(BENCH_ARGS)
 	$(PY) -m bench.modeldeployment $(BENCH_ARGS)
+	$(PY) -m bench.registry_events $(BENCH_ARGS)
 	$(PY) -m bench.scale $(BENCH_ARGS)
 	$(PY) -m bench.lifecycle_safety $(BENCH_ARGS)
 	$(PY) -m bench.real_node $(BENCH_ARGS)

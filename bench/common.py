@@ -201,13 +201,16 @@ class Operator:
     metrics_port: int = 0
 
     @classmethod
-    def start(cls, kubeconfig: str, namespace: str, resync_seconds: float, log_path: Path) -> Operator:
+    def start(
+        cls, kubeconfig: str, namespace: str, resync_seconds: float, log_path: Path, extra_args: Sequence[str] = ()
+    ) -> Operator:
+        """`extra_args` go after the common flags (e.g. the registry-events receiver's)."""
         port, metrics_port = free_port(), free_port()
         binary = Path(sys.executable).parent / "mlflow-operator"
         argv = [
             str(binary), "run", "--namespace", namespace, "--liveness", f"http://127.0.0.1:{port}/healthz",
             "--log-format", "text", "--resync-seconds", f"{resync_seconds:g}",
-            "--metrics-address", f"127.0.0.1:{metrics_port}",
+            "--metrics-address", f"127.0.0.1:{metrics_port}", *extra_args,
         ]  # fmt: skip
         with log_path.open("ab") as out:
             process = subprocess.Popen(
