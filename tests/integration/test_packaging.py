@@ -138,10 +138,23 @@ def test_watch_namespaces_grant_roles_there_and_little_cluster_wide(chart: dict[
     objects = chart["namespaced"]
     assert rule_permissions(one(objects, "ClusterRole")["rules"]) == CLUSTER_PERMISSIONS
     namespaced = {key: verbs for key, verbs in OPERATOR_PERMISSIONS.items() if key not in CLUSTER_PERMISSIONS}
-    roles = {r["metadata"]["namespace"]: r for r in kinds(objects, "Role")}
+    tls_roles = [r for r in kinds(objects, "Role") if r["metadata"]["name"].endswith("-registry-events-tls")]
+    roles = {r["metadata"]["namespace"]: r for r in kinds(objects, "Role") if r not in tls_roles}
     assert sorted(roles) == ["team-a", "team-b"]
     for role in roles.values():
         assert rule_permissions(role["rules"]) == namespaced
+    # The receiver's certificate Secret, in the operator's own namespace: that one Secret, and creating it.
+    (tls_role,) = tls_roles
+    assert tls_role["metadata"]["namespace"] == "mlflow-operator"
+    assert tls_role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [tls_role["metadata"]["name"]],
+            "verbs": ["get", "patch"],
+        },
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    ]
     bindings = kinds(objects, "RoleBinding") + kinds(objects, "ClusterRoleBinding")
     account = one(objects, "ServiceAccount")["metadata"]
     for binding in bindings:
@@ -179,10 +192,18 @@ def test_operator_deployment(chart: dict[str, list[Obj]], manifests: list[Obj]) 
         "--all-namespaces",
         "--liveness=http://0.0.0.0:8080/healthz",
         "--metrics-address=0.0.0.0:9090",
+        "--registry-events-address=0.0.0.0:8443",
+        "--registry-events-url=https://mlflow-operator-registry-events.mlflow-operator.svc:8443",
+        "--registry-events-tls-secret=mlflow-operator/mlflow-operator-registry-events-tls",
+        "--registry-events-tls-issuer=operator",
         "--log-format=json",
     ]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"health": 8080, "metrics": 9090}
+    assert ports == {"health": 8080, "metrics": 9090, "registry-events": 8443}
+    # The flags parse, and the certificate names the Service the URL gives.
+    tls, problem = cli.receiver_tls_settings(cli.build_parser().parse_args(container["args"]))
+    assert problem is None and tls is not None and tls.issue
+    assert "mlflow-operator-registry-events.mlflow-operator.svc" in tls.names
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     # Pod Security "restricted", plus a read-only root filesystem with /tmp writable.
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -199,15 +220,19 @@ def test_operator_deployment(chart: dict[str, list[Obj]], manifests: list[Obj]) 
     dockerfile = (ROOT / "images" / "operator" / "Dockerfile").read_text()
     assert f"USER {pod['securityContext']['runAsUser']}:" in dockerfile
 
-    service = one(chart["default"], "Service")
+    service = one(chart["default"], "Service", "mlflow-operator-metrics")
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    events = one(chart["default"], "Service", "mlflow-operator-registry-events")
+    assert events["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
 
     # manifests/ is the chart with default values, bar the labels Helm adds.
     kustomized = one(manifests, "Deployment")
     assert kustomized["spec"]["strategy"] == deployment["spec"]["strategy"]
     assert kustomized["spec"]["template"]["spec"] == pod
-    assert one(manifests, "Service")["spec"]["ports"] == service["spec"]["ports"]
+    for chart_service in (service, events):
+        name = chart_service["metadata"]["name"]
+        assert one(manifests, "Service", name)["spec"]["ports"] == chart_service["spec"]["ports"]
     policy = one(chart["default"], "NetworkPolicy")["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert one(manifests, "NetworkPolicy")["spec"]["ingress"] == policy["ingress"]
@@ -218,8 +243,8 @@ def test_metrics_port_and_namespaces_follow_values() -> None:
     objects = documents(helm_template({"metrics": {"port": 9191}, "watchNamespaces": ["ml"]}))
     container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert "--metrics-address=0.0.0.0:9191" in container["args"] and "--namespace=ml" in container["args"]
-    assert one(objects, "Service")["spec"]["ports"][0]["port"] == 9191
-    off = documents(helm_template({"metrics": {"enabled": False}}))
+    assert one(objects, "Service", "mlflow-operator-metrics")["spec"]["ports"][0]["port"] == 9191
+    off = documents(helm_template({"metrics": {"enabled": False}, "registryEvents": {"enabled": False}}))
     assert not kinds(off, "Service") and not kinds(off, "ServiceMonitor")
     args = one(off, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not any(a.startswith("--metrics-address") for a in args)
@@ -243,7 +268,7 @@ def test_child_images_values_become_the_operators_image_flags() -> None:
 def test_service_monitor_is_optional_and_scrapes_the_metrics_service(chart: dict[str, list[Obj]]) -> None:
     assert not kinds(chart["default"], "ServiceMonitor")
     monitor = one(chart["everything-on"], "ServiceMonitor")
-    service = one(chart["everything-on"], "Service")
+    service = one(chart["everything-on"], "Service", "mlflow-operator-metrics")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
