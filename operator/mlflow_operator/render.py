@@ -26,6 +26,7 @@ from mlflow_operator.api.kinds import API_VERSION, MODEL_DEPLOYMENT, REGISTERED_
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.api.registeredmodel import RegisteredModelSpec
 from mlflow_operator.api.trackingserver import TrackingServerSpec
+from mlflow_operator.api.traffic import TrackPlan
 from mlflow_operator.builders import modeldeployment as md_build
 from mlflow_operator.builders import trackingserver as ts_build
 from mlflow_operator.builders.common import CONFIG_HASH_ANNOTATION
@@ -195,7 +196,7 @@ def render_model_deployment(
             f"{where}: alias {spec.model.alias!r} is resolved by the registry at runtime; only the objects that do not "
             "depend on a version are rendered (give --model-version N to render the version's objects)"
         )
-    tracks = (md_build.TrackPlan("stable", version),) if version is not None else ()
+    tracks = (TrackPlan("stable", version),) if version is not None else ()
     reader = credentials is not None and credentials.name == md_build.Names(name).registry_reader
     inputs = md_build.ModelDeploymentInputs(
         name,

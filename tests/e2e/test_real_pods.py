@@ -45,10 +45,11 @@ from mlflow.exceptions import MlflowException
 from mlflow_operator.api.kinds import API_VERSION
 from mlflow_operator.api.modeldeployment import GatewayAPIRouting
 from mlflow_operator.api.trackingserver import DEFAULT_MLFLOW_VERSION
+from mlflow_operator.api.traffic import Weights
 from mlflow_operator.builders.common import CONFIG_HASH_ANNOTATION
 from mlflow_operator.builders.modeldeployment import COMPONENT as COMPONENT_MODEL_SERVER
 from mlflow_operator.builders.modeldeployment import SERVICE_PORT
-from mlflow_operator.builders.routers import RouteTarget, Weights
+from mlflow_operator.builders.routers import RouteTarget
 from mlflow_operator.builders.routers.gatewayapi import GatewayAPIRouter
 from mlflow_operator.builders.trackingserver import (
     COMPONENT_POOLER,

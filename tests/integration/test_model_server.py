@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlflow_operator.api.common import RegistryCredentials
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
+from mlflow_operator.api.traffic import TrackPlan
 from mlflow_operator.builders import analysis as queries
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.builders.common import Obj
@@ -220,7 +221,7 @@ def render(
         spec["credentialsSecret"] = {"name": SECRET}
         secret = RegistryCredentials(name=SECRET)
     typed = ModelDeploymentSpec.model_validate(spec)
-    plans = (build.TrackPlan("stable", version),)
+    plans = (TrackPlan("stable", version),)
     inputs = build.ModelDeploymentInputs(INSTANCE, NAMESPACE, typed, registry.server.url, secret, plans)
     return rendered_deployment(inputs, version)
 

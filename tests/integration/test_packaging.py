@@ -22,7 +22,8 @@ import yaml
 
 from mlflow_operator import cli
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
-from mlflow_operator.builders.modeldeployment import METRICS_PORT, ModelDeploymentInputs, TrackPlan, all_objects
+from mlflow_operator.api.traffic import TrackPlan
+from mlflow_operator.builders.modeldeployment import METRICS_PORT, ModelDeploymentInputs, all_objects
 from tests.integration.packaging import (
     CHART,
     CLUSTER_PERMISSIONS,

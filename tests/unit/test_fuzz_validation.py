@@ -22,9 +22,9 @@ from mlflow_operator.api.crd import crd_for
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.api.registeredmodel import RegisteredModelSpec
 from mlflow_operator.api.trackingserver import TrackingServerSpec
+from mlflow_operator.api.traffic import TrackPlan, Weights
 from mlflow_operator.builders import modeldeployment as md_build
 from mlflow_operator.builders import trackingserver as ts_build
-from mlflow_operator.builders.routers import Weights
 from mlflow_operator.logic import registeredmodel as rm_plan
 from mlflow_operator.logic.validation import Invalid, Valid, validate_spec
 from tests.strategies import FuzzCase, fuzz_cases, hostile_text, known_finding
@@ -158,8 +158,8 @@ def render_model_deployment(name: str, spec: ModelDeploymentSpec, version: int, 
     objects = []
     for tracks in (
         (),
-        (md_build.TrackPlan("stable", version),),
-        (md_build.TrackPlan("stable", version), md_build.TrackPlan("canary", version + 1, weight)),
+        (TrackPlan("stable", version),),
+        (TrackPlan("stable", version), TrackPlan("canary", version + 1, weight)),
     ):
         inputs = md_build.ModelDeploymentInputs(
             name, NAMESPACE, spec, "http://mlflow.ml.svc:5000", None, tracks, Weights(weight, canary_available=True)

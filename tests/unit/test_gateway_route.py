@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from mlflow_operator.api.modeldeployment import GatewayAPIRouting
-from mlflow_operator.builders.routers import RouteTarget, Weights
+from mlflow_operator.api.traffic import Weights
+from mlflow_operator.builders.routers import RouteTarget
 from mlflow_operator.builders.routers.gatewayapi import GatewayAPIRouter
 from mlflow_operator.logic import gateway_route
 from mlflow_operator.logic.conditions import ConditionUpdate

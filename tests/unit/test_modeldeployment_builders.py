@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from mlflow_operator.api.common import RegistryCredentials
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
+from mlflow_operator.api.traffic import TrackPlan
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.builders.images import MLFLOW_VERSION
 from mlflow_operator.builders.routers import (
@@ -49,7 +50,7 @@ STEPS = [{"setWeight": 20}, {"analysis": {"count": 3}}, {"setWeight": 50}, {"pau
 
 def case(
     spec: dict[str, Any],
-    tracks: tuple[build.TrackPlan, ...],
+    tracks: tuple[TrackPlan, ...],
     weights: Weights,
     credentials: RegistryCredentials | None = None,
     tracking_uri: str = "http://mlflow.ml.svc:5000",
@@ -70,7 +71,7 @@ CASES: dict[str, build.ModelDeploymentInputs] = {
             "analysis": ANALYSIS,
             "promotion": {"setAlias": "production"},
         },
-        (build.TrackPlan("stable", 3), build.TrackPlan("canary", 4)),
+        (TrackPlan("stable", 3), TrackPlan("canary", 4)),
         Weights(20, canary_available=True),
         credentials=RegistryCredentials(name="mlflow-admin"),
     ),
@@ -90,7 +91,7 @@ CASES: dict[str, build.ModelDeploymentInputs] = {
             "trafficRouting": {"replicaRatio": {}},
             "analysis": ANALYSIS,
         },
-        (build.TrackPlan("stable", 3, 70), build.TrackPlan("canary", 4, 30)),
+        (TrackPlan("stable", 3, 70), TrackPlan("canary", 4, 30)),
         Weights(30, canary_available=True),
         credentials=RegistryCredentials(name="mlflow-creds", username_key="user", password_key="pass"),
         tracking_uri="https://mlflow.example.com",
@@ -103,7 +104,7 @@ CASES: dict[str, build.ModelDeploymentInputs] = {
             "model": {"registeredModel": "fraud", "version": 7},
             "autoscaling": {"minReplicas": 2, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70},
         },
-        (build.TrackPlan("stable", 7),),
+        (TrackPlan("stable", 7),),
         Weights(),
         credentials=RegistryCredentials(name="mlflow-token", token_key="token"),
         tracking_uri="https://mlflow.example.com",
@@ -111,7 +112,7 @@ CASES: dict[str, build.ModelDeploymentInputs] = {
     # No strategy: version 2 starts at full size next to version 1 and takes over once ready.
     "no-strategy": case(
         {"trackingUri": "http://mlflow.ml.svc:5000", "model": {"registeredModel": "fraud", "alias": "champion"}},
-        (build.TrackPlan("stable", 1), build.TrackPlan("canary", 2)),
+        (TrackPlan("stable", 1), TrackPlan("canary", 2)),
         Weights(0, canary_available=False),
     ),
 }
@@ -184,7 +185,7 @@ def test_progress_deadline_bounds_how_long_pods_may_take(deadline: str | None, s
     spec = {"model": {"registeredModel": "fraud", "version": 4}, "trackingUri": "http://mlflow:5000"}
     if deadline is not None:
         spec["progressDeadline"] = deadline
-    inputs = case(spec, (build.TrackPlan("stable", 4),), Weights())
+    inputs = case(spec, (TrackPlan("stable", 4),), Weights())
     deployment = by_kind(build.all_objects(inputs), "Deployment")["fraud-v4"]
     assert deployment["spec"]["progressDeadlineSeconds"] == seconds
 
@@ -228,14 +229,14 @@ def test_autoscaling_leaves_replicas_to_the_hpa() -> None:
 def test_replica_ratio_hpas_split_their_bounds_and_a_track_at_zero_has_none() -> None:
     autoscaling = CASES["pinned-autoscaling"].spec.autoscaling  # 2 to 10 replicas
     spec = CASES["replicaratio"].spec.model_copy(update={"replicas": None, "autoscaling": autoscaling})
-    tracks = (build.TrackPlan("stable", 3, 70), build.TrackPlan("canary", 4, 30))
+    tracks = (TrackPlan("stable", 3, 70), TrackPlan("canary", 4, 30))
     objects = build.all_objects(build.ModelDeploymentInputs("fraud", "ml", spec, "http://x", None, tracks, Weights()))
     bounds = {
         name: (h["spec"]["minReplicas"], h["spec"]["maxReplicas"])
         for name, h in by_kind(objects, "HorizontalPodAutoscaler").items()
     }
     assert bounds == {"fraud-v3": (1, 7), "fraud-v4": (1, 3)}
-    idle = (build.TrackPlan("stable", 3, 100), build.TrackPlan("canary", 4, 0))
+    idle = (TrackPlan("stable", 3, 100), TrackPlan("canary", 4, 0))
     objects = build.all_objects(build.ModelDeploymentInputs("fraud", "ml", spec, "http://x", None, idle, Weights()))
     assert set(by_kind(objects, "HorizontalPodAutoscaler")) == {"fraud-v3"}
     assert by_kind(objects, "Deployment")["fraud-v4"]["spec"]["replicas"] == 0
@@ -264,7 +265,7 @@ def test_inputs_follow_the_rollouts_actions() -> None:
     state = rollout.rollout_state({"stableVersion": 3, "phase": "Succeeded"})
     observations = rollout.Observations(4, (rollout.TrackObservation(3, True, 5),))
     t = rollout.step(spec, state, observations, parse_time("2026-01-01T00:00:00Z"))
-    tracks = tuple(build.TrackPlan(a.track, a.version, a.size_percent) for a in t.tracks)
+    tracks = tuple(TrackPlan(a.track, a.version, a.size_percent) for a in t.tracks)
     inputs = build.ModelDeploymentInputs(
         "fraud", "ml", spec, "http://x", None, tracks, Weights(t.weights.canary, t.weights.canary_available)
     )

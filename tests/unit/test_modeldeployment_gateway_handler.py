@@ -9,8 +9,8 @@ from typing import Any, cast
 
 from mlflow_operator.adapters.kube import Kube
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
+from mlflow_operator.api.traffic import TrackPlan, Weights
 from mlflow_operator.builders import modeldeployment as build
-from mlflow_operator.builders.routers import Weights
 from mlflow_operator.handlers import modeldeployment as handler
 from mlflow_operator.handlers.runtime import Runtime
 
@@ -82,7 +82,7 @@ def test_no_mirror_asked_means_no_gateway_read() -> None:
     assert supported is True and kube.gets == []
 
 
-def inputs(md_spec: ModelDeploymentSpec, tracks: tuple[build.TrackPlan, ...]) -> build.ModelDeploymentInputs:
+def inputs(md_spec: ModelDeploymentSpec, tracks: tuple[TrackPlan, ...]) -> build.ModelDeploymentInputs:
     weights = Weights(20, canary_available=True)
     return build.ModelDeploymentInputs("fraud", "ml", md_spec, "http://mlflow:5000", None, tracks, weights, False)
 
@@ -94,7 +94,7 @@ def test_traffic_routed_reads_the_routes_status() -> None:
     }
     route = {"status": {"parents": [refused]}}
     kube = FakeKube({(GATEWAY_API, "HTTPRoute", "ml", "fraud"): route})
-    tracks = (build.TrackPlan("stable", 1), build.TrackPlan("canary", 2))
+    tracks = (TrackPlan("stable", 1), TrackPlan("canary", 2))
     update = asyncio.run(handler.route_status(a_pass(kube, spec(mirrorPercent=10)), inputs(spec(), tracks)))
     assert update is not None
     assert (update.type, update.status, update.reason) == ("TrafficRouted", "False", "NoMatchingParent")
@@ -107,6 +107,6 @@ def test_no_route_status_before_a_version_runs_or_without_a_gateway() -> None:
     plain = ModelDeploymentSpec.model_validate(
         {"trackingUri": "http://mlflow:5000", "model": {"registeredModel": "fraud", "version": 1}}
     )
-    tracks = (build.TrackPlan("stable", 1),)
+    tracks = (TrackPlan("stable", 1),)
     assert asyncio.run(handler.route_status(a_pass(kube, plain), inputs(plain, tracks))) is None
     assert kube.gets == []

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
+from mlflow_operator.api.traffic import Weights
 from mlflow_operator.logic import modeldeployment as decide
 from mlflow_operator.logic.conditions import ConditionUpdate
-from mlflow_operator.logic.rollout import SetAlias, SetWeights, TagVersion
+from mlflow_operator.logic.rollout import SetAlias, TagVersion
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -124,7 +125,7 @@ def test_resolved_status_fields_leave_out_what_the_registry_did_not_say() -> Non
 
 
 def test_registry_actions_become_pending_writes_in_order() -> None:
-    actions = [SetWeights(0, False), TagVersion(3, {"k": "v"}), SetAlias("production", 3)]
+    actions = [Weights(0, False), TagVersion(3, {"k": "v"}), SetAlias("production", 3)]
     assert decide.registry_writes(actions) == [
         {"version": 3, "tags": {"k": "v"}},
         {"version": 3, "alias": "production"},

@@ -307,7 +307,7 @@ def test_a_secret_changed_since_it_was_cached_is_read_again(monkeypatch: pytest.
     monkeypatch.setattr(receiver, "SECRET_REREAD_SECONDS", 0.0)
     tracking_server = {"metadata": {"name": "mlflow", "namespace": "ml", "uid": "ts"}}
     secrets = {"ml/mlflow-registry-events": {"webhook-secret": SECRET}}
-    rt, woken = fake_runtime({"TrackingServer": [tracking_server]}, secrets)
+    rt, _ = fake_runtime({"TrackingServer": [tracking_server]}, secrets)
     old_headers, old_body = mlflow_delivery(monkeypatch, SECRET)
     new_headers, new_body = mlflow_delivery(monkeypatch, "rotated")
 

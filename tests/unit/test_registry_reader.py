@@ -7,6 +7,7 @@ from typing import Any
 
 from mlflow_operator.api.common import RegistryCredentials
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
+from mlflow_operator.api.traffic import TrackPlan
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.logic.registry_reader import (
     ReaderGrant,
@@ -59,7 +60,7 @@ def model_deployment(**inputs: Any) -> list[dict[str, Any]]:
     spec = ModelDeploymentSpec.model_validate(
         {"trackingServerRef": {"name": "mlflow"}, "model": {"registeredModel": "fraud", "version": 3}}
     )
-    plans = (build.TrackPlan("stable", 3),)
+    plans = (TrackPlan("stable", 3),)
     return build.all_objects(
         build.ModelDeploymentInputs("fraud", "ml", spec, "http://mlflow:5000", tracks=plans, **inputs)
     )

@@ -27,6 +27,7 @@ from mlflow_operator.api.modeldeployment import (
     RolloutRecord,
     canary_steps,
 )
+from mlflow_operator.api.traffic import TrackPlan, Weights
 from mlflow_operator.logic import rollout as r
 from mlflow_operator.logic.rollout_analysis import Measurement, Sample, evaluate, measurement_outcome
 from mlflow_operator.logic.rollout_report import (
@@ -119,12 +120,12 @@ def test_first_version_is_deployed_directly_and_promoted_when_ready() -> None:
     spec = make_spec(steps=[{"setWeight": 50}])
     t = r.step(spec, r.rollout_state(None), obs(3), T0)
     assert t.state.canary_version == 3 and t.state.current_step is None  # no canary steps for a first version
-    assert t.tracks == [r.ScaleTrack("canary", 3, 100)]
+    assert t.tracks == [TrackPlan("canary", 3, 100)]
     assert condition(t, AVAILABLE) == ("Unknown", REASON_DEPLOYING)
     assert registry_actions(t) == []
     t = r.step(spec, t.state, obs(3, ready(3)), T0 + timedelta(seconds=30))
     assert (t.state.phase, t.state.stable_version, t.state.canary_version) == ("Succeeded", 3, None)
-    assert t.tracks == [r.ScaleTrack("stable", 3, 100)]
+    assert t.tracks == [TrackPlan("stable", 3, 100)]
     tag, alias = registry_actions(t)
     assert isinstance(tag, r.TagVersion) and tag.version == 3 and tag.tags[r.TAG_ROLLOUT] == "Deployed"
     assert tag.tags[r.TAG_DEPLOYMENT] == RESOURCE and tag.tags[r.TAG_TIME] == "2026-01-01T00:00:30Z"
@@ -138,11 +139,11 @@ def test_without_strategy_the_new_version_replaces_the_old_once_ready() -> None:
     spec = make_spec(steps=None)
     state = stable_at(1, spec)
     t = r.step(spec, state, obs(2, ready(1)), T0)
-    assert t.tracks == [r.ScaleTrack("stable", 1, 100), r.ScaleTrack("canary", 2, 100)]
-    assert t.weights == r.SetWeights(0, False)
+    assert t.tracks == [TrackPlan("stable", 1, 100), TrackPlan("canary", 2, 100)]
+    assert t.weights == Weights(0, False)
     assert t.state.phase == "Progressing" and t.requeue_after == r.READINESS_POLL_SECONDS
     t = r.step(spec, t.state, obs(2, ready(1, 2)), T0)
-    assert t.state.stable_version == 2 and t.tracks == [r.ScaleTrack("stable", 2, 100)]  # version 1 is removed
+    assert t.state.stable_version == 2 and t.tracks == [TrackPlan("stable", 2, 100)]  # version 1 is removed
     assert t.state.phase == "Succeeded" and history(t.state)[-1].outcome == "Succeeded"
 
 
@@ -153,7 +154,7 @@ def test_a_new_version_whose_pods_fail_is_rolled_back_and_the_old_one_keeps_serv
     failing = (*ready(1), r.TrackObservation(2, failed=True, message="Init:CrashLoopBackOff"))
     t = r.step(spec, state, obs(2, failing), T0)
     assert (t.state.phase, t.state.stable_version, t.state.rolled_back_version) == ("RolledBack", 1, 2)
-    assert t.tracks == [r.ScaleTrack("stable", 1, 100)]
+    assert t.tracks == [TrackPlan("stable", 1, 100)]
     (tag,) = registry_actions(t)
     assert isinstance(tag, r.TagVersion) and tag.tags[r.TAG_ROLLOUT] == "RolledBack"
     assert "Init:CrashLoopBackOff" in tag.tags[r.TAG_REASON] and tag.tags[r.TAG_BY] == r.OPERATOR
@@ -207,7 +208,7 @@ def test_weight_moves_only_to_a_ready_canary() -> None:
     assert t.requeue_after == r.READINESS_POLL_SECONDS
     t = r.step(spec, t.state, obs(2, ready(1, 2)), T0)
     assert (t.state.current_step, t.state.canary_weight) == (1, 20)
-    assert t.weights == r.SetWeights(20, True)
+    assert t.weights == Weights(20, True)
     assert t.steps_completed == [0]
 
 
@@ -225,7 +226,7 @@ def test_traffic_never_goes_to_a_canary_without_ready_pods() -> None:
     spec = make_spec(steps=[{"setWeight": 50}, {"pause": {}}])
     state = r.step(spec, canary_at_step_0(spec), obs(2, ready(1, 2)), T0).state
     t = r.step(spec, state, obs(2, (*ready(1), r.TrackObservation(2, available_replicas=0))), T0)
-    assert t.state.canary_weight == 50 and t.weights == r.SetWeights(0, False)
+    assert t.state.canary_weight == 50 and t.weights == Weights(0, False)
 
 
 def test_replica_ratio_resizes_first_and_reads_readiness_on_a_later_pass() -> None:
@@ -233,14 +234,14 @@ def test_replica_ratio_resizes_first_and_reads_readiness_on_a_later_pass() -> No
     # Entering the step with the rollout: the split aims at 25% at once, and the stable keeps its size.
     t = r.step(spec, stable_at(1, spec), obs(2, ready(1)), T0)
     assert (t.state.current_step, t.state.canary_weight) == (0, 25)
-    assert t.tracks == [r.ScaleTrack("stable", 1, 100), r.ScaleTrack("canary", 2, 25)]
+    assert t.tracks == [TrackPlan("stable", 1, 100), TrackPlan("canary", 2, 25)]
     assert t.requeue_after == r.RESIZE_POLL_SECONDS
     t = r.step(spec, t.state, obs(2, ready(1, 2)), T0)
     assert t.steps_completed == [0] and t.state.current_step == 1
     # Entering setWeight 10 from 25: each track keeps its larger size until both are ready.
-    assert t.tracks == [r.ScaleTrack("stable", 1, 90), r.ScaleTrack("canary", 2, 25)]
+    assert t.tracks == [TrackPlan("stable", 1, 90), TrackPlan("canary", 2, 25)]
     t = r.step(spec, t.state, obs(2, ready(1, 2)), T0)
-    assert t.tracks == [r.ScaleTrack("stable", 1, 90), r.ScaleTrack("canary", 2, 10)]
+    assert t.tracks == [TrackPlan("stable", 1, 90), TrackPlan("canary", 2, 10)]
     assert t.state.current_step == 2
 
 
@@ -248,11 +249,11 @@ def test_replica_ratio_scales_the_canary_to_full_size_before_promoting() -> None
     spec = make_spec(steps=[{"setWeight": 30}], router="replicaRatio")
     t = r.step(spec, canary_at_step_0(spec), obs(2, ready(1, 2)), T0)
     assert t.steps_completed == [0] and t.state.current_step == 1  # promoting
-    assert t.tracks == [r.ScaleTrack("stable", 1, 70), r.ScaleTrack("canary", 2, 100)]
+    assert t.tracks == [TrackPlan("stable", 1, 70), TrackPlan("canary", 2, 100)]
     assert t.state.phase == "Progressing"
     t = r.step(spec, t.state, obs(2, ready(1, 2)), T0)
     assert (t.state.phase, t.state.stable_version) == ("Succeeded", 2)
-    assert t.tracks == [r.ScaleTrack("stable", 2, 100)]
+    assert t.tracks == [TrackPlan("stable", 2, 100)]
 
 
 def test_a_timed_pause_requeues_for_what_is_left() -> None:
@@ -345,7 +346,7 @@ def test_failed_analysis_rolls_back_tags_the_version_and_does_not_retry_it() -> 
     now = T0 + timedelta(seconds=30)
     t = r.step(spec, state, obs(2, ready(1, 2), passed(0.2)), now)
     assert (t.state.phase, t.state.stable_version, t.state.canary_version) == ("RolledBack", 1, None)
-    assert t.state.canary_weight == 0 and t.tracks == [r.ScaleTrack("stable", 1, 100)]
+    assert t.state.canary_weight == 0 and t.tracks == [TrackPlan("stable", 1, 100)]
     (tag,) = registry_actions(t)
     assert isinstance(tag, r.TagVersion) and tag.version == 2
     assert tag.tags[r.TAG_ROLLOUT] == "RolledBack" and tag.tags[r.TAG_BY] == r.OPERATOR
@@ -460,7 +461,7 @@ def test_an_abort_request_rolls_back_and_names_the_user() -> None:
     assert (t.state.phase, t.state.canary_weight, t.state.rolled_back_version) == ("RolledBack", 0, 2)
     (tag,) = registry_actions(t)
     assert isinstance(tag, r.TagVersion) and tag.tags[r.TAG_BY] == "erin"
-    assert t.weights == r.SetWeights(0, False) and t.tracks == [r.ScaleTrack("stable", 1, 100)]
+    assert t.weights == Weights(0, False) and t.tracks == [TrackPlan("stable", 1, 100)]
 
 
 def test_an_alias_move_mid_rollout_supersedes_the_canary() -> None:
@@ -472,7 +473,7 @@ def test_an_alias_move_mid_rollout_supersedes_the_canary() -> None:
     assert [(h.version, h.outcome) for h in history(t.state)][-1] == (2, "Superseded")
     assert (t.state.canary_version, t.state.current_step, t.state.canary_weight) == (3, 0, 0)
     assert t.state.analysis_run is None and t.state.analysis_results == []
-    assert t.tracks == [r.ScaleTrack("stable", 1, 100), r.ScaleTrack("canary", 3, 100)]  # version 2 removed
+    assert t.tracks == [TrackPlan("stable", 1, 100), TrackPlan("canary", 3, 100)]  # version 2 removed
     assert [e.reason for e in t.events] == [r.EVENT_SUPERSEDED, r.EVENT_ROLLOUT_STARTED]
     assert registry_actions(t) == []
 

@@ -1,6 +1,6 @@
 """Every object a ModelDeployment produces, as pure functions of its spec and the rollout's tracks.
 
-The handler turns the rollout's level actions (logic.rollout.ScaleTrack, SetWeights) into
+The handler passes the rollout's level actions (api.traffic.TrackPlan, Weights: one declaration) into
 `ModelDeploymentInputs`, applies `all_objects(inputs)`, and removes the objects of versions no longer
 listed (Deployments, PodDisruptionBudgets and HorizontalPodAutoscalers labelled with this instance).
 
@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 from mlflow_operator.api.common import RegistryCredentials, duration_seconds
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
+from mlflow_operator.api.traffic import Track, TrackPlan, Weights
 from mlflow_operator.builders.common import (
     Obj,
     container_security_context,
@@ -67,7 +68,7 @@ from mlflow_operator.builders.common import (
 )
 from mlflow_operator.builders.images import DEFAULT_IMAGES, Images
 from mlflow_operator.builders.pod import customized, service_account_annotations
-from mlflow_operator.builders.routers import Router, RouteTarget, Track, Weights, router_for
+from mlflow_operator.builders.routers import Router, RouteTarget, router_for
 
 APP_UID = 10001  # the non-root user of our images
 CREDENTIALS_REVISION_ANNOTATION = "mlflow.operator.dev/registry-credentials"
@@ -156,15 +157,6 @@ class Names:
 
     def deployment(self, version: int) -> str:
         return f"{self.instance}-v{version}"
-
-
-@dataclass(frozen=True)
-class TrackPlan:
-    """One version in one role, sized for `size_percent` of the spec's replicas (logic.rollout.ScaleTrack)."""
-
-    track: Track
-    version: int
-    size_percent: int = 100
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ from mlflow_operator.api.modeldeployment import GatewayAPIRouting, ModelDeployme
 from mlflow_operator.builders import analysis as queries
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.builders.common import selector
-from mlflow_operator.builders.routers import Weights
 from mlflow_operator.handlers import memo, registry_events
 from mlflow_operator.handlers.memo import Memo
 from mlflow_operator.handlers.reconcile import (
@@ -260,15 +259,14 @@ async def measure(md: Pass, state: ModelDeploymentStatus) -> Measurement:
 
 def model_inputs(md: Pass, transition: rollout.Transition, mirror_supported: bool) -> build.ModelDeploymentInputs:
     access = md.access
-    weights = transition.weights
     return build.ModelDeploymentInputs(
         name=md.name,
         namespace=md.namespace,
         spec=md.spec,
         tracking_uri=access.endpoint.tracking_uri if access is not None else "",
         credentials=access.secret if access is not None else None,
-        tracks=tuple(build.TrackPlan(t.track, t.version, t.size_percent) for t in transition.tracks),
-        weights=Weights(weights.canary, weights.canary_available),
+        tracks=tuple(transition.tracks),
+        weights=transition.weights,
         mirror_supported=mirror_supported,
         images=md.rt.images,
         credentials_revision=md.credentials_revision,

@@ -65,6 +65,7 @@ from mlflow_operator.api.modeldeployment import (
     RolloutRecord,
     canary_steps,
 )
+from mlflow_operator.api.traffic import TrackPlan, Weights
 from mlflow_operator.logic import rollout_report as report
 from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec, parse_time, rfc3339
 from mlflow_operator.logic.rollout_analysis import (
@@ -77,7 +78,6 @@ from mlflow_operator.logic.rollout_analysis import (
     measurement_outcome,
 )
 
-Track = Literal["stable", "canary"]
 RequestKind = Literal["promote", "abort", "retry"]
 
 # Event reasons.
@@ -221,30 +221,6 @@ class Observations:
 
 
 @dataclass(frozen=True)
-class ScaleTrack:
-    """Run `version` in the `track` role, sized for `size_percent` of the spec's replicas (only replicaRatio
-    splits replicas; other routers run every track at full size). Level-triggered: every pass lists the
-    tracks that must exist; every model-server Deployment of this ModelDeployment not listed is removed."""
-
-    track: Track
-    version: int
-    size_percent: int
-
-
-@dataclass(frozen=True)
-class SetWeights:
-    """Traffic split for the router. `canary_available` gates the header rule and mirroring too: traffic
-    never goes to a canary without ready pods. Level-triggered."""
-
-    canary: int
-    canary_available: bool
-
-    @property
-    def stable(self) -> int:
-        return 100 - self.canary
-
-
-@dataclass(frozen=True)
 class TagVersion:
     """Set these tags on a registry version. Emitted once, on the transition that decided it."""
 
@@ -260,7 +236,7 @@ class SetAlias:
     version: int
 
 
-Action = ScaleTrack | SetWeights | TagVersion | SetAlias
+Action = TrackPlan | Weights | TagVersion | SetAlias
 
 
 @dataclass(frozen=True)
@@ -278,12 +254,12 @@ class Transition:
     started_version: int | None = None  # a rollout of this version started in this pass
 
     @property
-    def tracks(self) -> list[ScaleTrack]:
-        return [action for action in self.actions if isinstance(action, ScaleTrack)]
+    def tracks(self) -> list[TrackPlan]:
+        return [action for action in self.actions if isinstance(action, TrackPlan)]
 
     @property
-    def weights(self) -> SetWeights:
-        return next(action for action in self.actions if isinstance(action, SetWeights))
+    def weights(self) -> Weights:
+        return next(action for action in self.actions if isinstance(action, Weights))
 
 
 # --- the spec, as the state machine reads it ------------------------------------------------------------
@@ -850,12 +826,12 @@ def level_actions(spec: ModelDeploymentSpec, state: ModelDeploymentStatus, obser
     stable_size, canary_size = _size_percents(spec, state)
     actions: list[Action] = []
     if state.stable_version is not None:
-        actions.append(ScaleTrack("stable", state.stable_version, stable_size))
+        actions.append(TrackPlan("stable", state.stable_version, stable_size))
     if state.canary_version is not None:
-        actions.append(ScaleTrack("canary", state.canary_version, canary_size))
+        actions.append(TrackPlan("canary", state.canary_version, canary_size))
     canary = observations.track(state.canary_version)
     available = canary is not None and canary.available_replicas > 0 and not canary.failed
-    actions.append(SetWeights((state.canary_weight or 0) if available else 0, available))
+    actions.append(Weights((state.canary_weight or 0) if available else 0, available))
     return actions
 
 

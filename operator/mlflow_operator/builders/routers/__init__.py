@@ -15,7 +15,8 @@ runs and what split traffic really gets:
 from __future__ import annotations
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
-from mlflow_operator.builders.routers.base import Obj, Router, RouteTarget, Track, Weights
+from mlflow_operator.api.traffic import Track, Weights
+from mlflow_operator.builders.routers.base import Obj, Router, RouteTarget
 from mlflow_operator.builders.routers.gatewayapi import GatewayAPIRouter
 from mlflow_operator.builders.routers.replicaratio import ReplicaRatioRouter
 

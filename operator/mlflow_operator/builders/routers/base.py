@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
+
+from mlflow_operator.api.traffic import Track, Weights
 
 Obj = dict[str, Any]
-Track = Literal["stable", "canary"]
-
-
-@dataclass(frozen=True)
-class Weights:
-    """Percent of traffic for the canary. `canary_available` (the canary has ready pods) gates every way
-    traffic can reach it: weight, header match and mirroring."""
-
-    canary: int = 0
-    canary_available: bool = False
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.canary <= 100:
-            raise ValueError(f"canary weight must be within 0-100, not {self.canary}")
-
-    @property
-    def stable(self) -> int:
-        return 100 - self.canary
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlflow_operator.api.modeldeployment import GatewayAPIRouting, ParentRef
-from mlflow_operator.builders.routers.base import Obj, RouteTarget, Track, Weights
+from mlflow_operator.api.traffic import Track, Weights
+from mlflow_operator.builders.routers.base import Obj, RouteTarget
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 API_VERSION = f"{GATEWAY_GROUP}/v1"

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlflow_operator.builders.routers.base import Obj, RouteTarget, Track, Weights
+from mlflow_operator.api.traffic import Track, Weights
+from mlflow_operator.builders.routers.base import Obj, RouteTarget
 
 
 def round_half_up(value: float) -> int:
