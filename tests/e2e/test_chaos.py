@@ -155,6 +155,7 @@ def expected_ts_children(name: str, external: bool, versions: list[str]) -> set[
         f"PodDisruptionBudget/{name}-pgbouncer",
         f"Secret/{name}-pgbouncer-auth",
         f"Secret/{name}-pgbouncer-client",  # the servers' own PgBouncer login
+        f"Secret/{name}-registry-events",  # the webhook's signing secret and MLflow's webhook encryption key
         *(f"Job/{name}-migrate-{v.replace('.', '-')}" for v in versions),
     }
     if not external:

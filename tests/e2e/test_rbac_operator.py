@@ -183,6 +183,7 @@ def trackingserver_scenario(operator: OperatorUnderTest, s3: S3Server, registry:
         ("secret", "mlflow-admin"),
         ("secret", "mlflow-backend"),
         ("secret", "mlflow-pgbouncer-client"),
+        ("secret", "mlflow-registry-events"),
         ("statefulset", "mlflow-postgres"),
         ("configmap", "mlflow-pgbouncer"),
         ("deployment", "mlflow-pgbouncer"),

@@ -52,7 +52,5 @@ __all__ = [
     "RouteTarget",
     "Router",
     "StableOnlyRouter",
-    "Track",
-    "Weights",
     "router_for",
 ]
