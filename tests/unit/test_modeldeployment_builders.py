@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from mlflow_operator.api.common import RegistryCredentials
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
-from mlflow_operator.api.traffic import TrackPlan
+from mlflow_operator.api.traffic import TrackPlan, Weights
 from mlflow_operator.builders import modeldeployment as build
 from mlflow_operator.builders.images import MLFLOW_VERSION
 from mlflow_operator.builders.routers import (
@@ -26,7 +26,6 @@ from mlflow_operator.builders.routers import (
     ReplicaRatioRouter,
     RouteTarget,
     StableOnlyRouter,
-    Weights,
     replicaratio,
     router_for,
 )
