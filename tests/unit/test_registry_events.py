@@ -201,11 +201,15 @@ def test_events_lengthen_the_poll_never_shorten_or_stop_it() -> None:
     assert events.poll_seconds(60, receiving=False, events_poll_interval=300) == 60
     assert events.poll_seconds(60, receiving=True, events_poll_interval=300) == 300
     assert events.poll_seconds(600, receiving=True, events_poll_interval=300) == 600
-    status, reason, _ = events.event_condition(SERVER, True, NOW, 300)
+    status, reason, _ = events.event_condition(SERVER, True, NOW, NOW, 300)
     assert (status, reason) == ("True", "Receiving")
-    assert events.event_condition(SERVER, True, None, 60)[:2] == ("False", "NoDelivery")
-    assert events.event_condition(SERVER, False, NOW, 60)[:2] == ("False", "NotConfigured")
-    assert events.event_condition(None, True, None, 60)[:2] == ("False", "NotConfigured")
+    assert events.event_condition(SERVER, True, None, NOW, 60)[:2] == ("False", "NoDelivery")
+    assert events.event_condition(SERVER, False, NOW, NOW, 60)[:2] == ("False", "NotConfigured")
+    assert events.event_condition(None, True, None, NOW, 60)[:2] == ("False", "NotConfigured")
+    # A source whose deliveries stopped (a webhook broken or switched off) stops counting as delivering.
+    stale = NOW + events.RECEIVING_WINDOW + timedelta(seconds=1)
+    assert events.delivering(NOW, NOW + events.RECEIVING_WINDOW) and not events.delivering(NOW, stale)
+    assert events.event_condition(SERVER, True, NOW, stale, 60)[:2] == ("False", "NoDelivery")
 
 
 def test_an_event_since_the_last_answer_makes_the_resolution_due() -> None:
@@ -296,6 +300,9 @@ def test_follower_condition_and_poll_follow_the_deliveries() -> None:
     rt.deliveries.record(SERVER, NOW)
     condition, poll = receiver.follower_events(rt, body, 60.0)
     assert (condition.status, condition.reason, poll) == ("True", "Receiving", 300.0)
+    rt.now = lambda: NOW + events.RECEIVING_WINDOW + timedelta(minutes=1)
+    condition, poll = receiver.follower_events(rt, body, 60.0)
+    assert (condition.reason, poll) == ("NoDelivery", 60.0)  # nothing for too long: the poll is its own again
     rt.events_url = None
     condition, poll = receiver.follower_events(rt, body, 60.0)
     assert (condition.reason, poll) == ("NotConfigured", 60.0)

@@ -64,8 +64,9 @@ def follower_events(rt: Runtime, body: dict[str, Any], own_poll_seconds: float) 
     source = events.source_of(body)
     last = rt.deliveries.last_delivery(source) if source is not None else None
     configured = rt.events_url is not None
-    poll = events.poll_seconds(own_poll_seconds, configured and last is not None, events_poll)
-    status, reason, message = events.event_condition(source, configured, last, poll)
+    now = rt.now()
+    poll = events.poll_seconds(own_poll_seconds, configured and events.delivering(last, now), events_poll)
+    status, reason, message = events.event_condition(source, configured, last, now, poll)
     return ConditionUpdate(REGISTRY_EVENTS, status, reason, message), poll
 
 

@@ -17,7 +17,7 @@ import hmac
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from mlflow_operator.logic.conditions import Status
@@ -244,8 +244,18 @@ def plan_webhook(existing: Iterable[Mapping[str, Any]], desired: WebhookSpec) ->
 # ------------------------------------------------------------------------------------------ polling
 
 
+# A source counts as delivering while its last verified delivery is this recent. The operator's own webhooks are
+# tested every 10 minutes, so they stay fresh while they work; an external MLflow's webhook is known to work
+# only while events arrive. A webhook that broke or was switched off then stops lengthening the poll.
+RECEIVING_WINDOW = timedelta(minutes=15)
+
+
+def delivering(last: datetime | None, now: datetime) -> bool:
+    return last is not None and now - last <= RECEIVING_WINDOW
+
+
 def event_condition(
-    source: Source | None, configured: bool, last: datetime | None, poll: float
+    source: Source | None, configured: bool, last: datetime | None, now: datetime, poll: float
 ) -> tuple[Status, str, str]:
     """The RegistryEvents condition of a RegisteredModel or ModelDeployment: (status, reason, message)."""
     every = f"the registry is read every {poll:g}s"
@@ -253,8 +263,9 @@ def event_condition(
         return "False", "NotConfigured", f"the operator runs no registry-events receiver: {every}"
     if source is None:
         return "False", "NotConfigured", f"trackingUri without spec.registryEvents.secret: {every}"
-    if last is None:
-        return "False", "NoDelivery", f"no verified delivery from {source.path} yet: {every}"
+    if not delivering(last, now):
+        window = int(RECEIVING_WINDOW.total_seconds() // 60)
+        return "False", "NoDelivery", f"no verified delivery from {source.path} in {window} min: {every}"
     return "True", "Receiving", f"events from {source.path} wake this resource; {every} as a fallback"
 
 
