@@ -467,3 +467,12 @@ def machine_cpu_fields(busy_s: float, wall_s: float, own: Mapping[str, float | N
         "other_cpu_s": busy_s - known,
         "other_cores": (busy_s - known) / wall_s if wall_s > 0 else None,
     }
+
+
+def rerender(path: Path, finish: Callable[[dict[str, Any], Path], str], out: TextIO = sys.stdout) -> int:
+    """`--rerender JSON`: a results file's targets and report rewritten by the current code, no run."""
+    document = json.loads(path.read_text())
+    text = finish(document, path)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(text, file=out)
+    return 0

@@ -56,7 +56,7 @@ from tests.integration import registry_server as rs
 from tests.integration.prometheus_server import MetricsExporter, PrometheusServer, start_prometheus
 from tests.kube import ROOT, Kubectl, find_kubectl
 
-from bench import registry
+from bench import common, registry
 from bench.common import (
     RESULTS_DIR,
     Cluster,
@@ -911,14 +911,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def rerender(path: Path, out: TextIO = sys.stdout) -> int:
-    document = json.loads(path.read_text())
-    text = finish(document, path)
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    print(text, file=out)
-    return 0
-
-
 NOTES = [
     "Scenario 2 gives every ModelDeployment its own registered model: the operator writes back per version "
     "(rollout tags naming the deployment, promotion.setAlias), which assumes one ModelDeployment per model, and "
@@ -940,7 +932,7 @@ NOTES = [
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parse_args(argv)
     if args.rerender is not None:
-        return rerender(args.rerender, out)
+        return common.rerender(args.rerender, finish, out)
     dp.server_venv()  # fails fast with "run `make deps`"
     stamp, logs = logs_dir("modeldeployment")
     parameters: dict[str, Any] = {

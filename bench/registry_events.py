@@ -67,7 +67,7 @@ from tests.integration import dataplane as dp
 from tests.integration import registry_server as rs
 from tests.kube import ROOT, Kubectl, find_kubectl
 
-from bench import registry
+from bench import common, registry
 from bench.common import (
     RESULTS_DIR,
     Cluster,
@@ -725,14 +725,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def rerender(path: Path, out: TextIO = sys.stdout) -> int:
-    document = json.loads(path.read_text())
-    text = finish(document, path)
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    print(text, file=out)
-    return 0
-
-
 NOTES = [
     "Latency is measured from just before the REST call that moves the alias (its own duration included) to the "
     "ADDED event of the canary Deployment in a `kubectl get deployments --watch` of the namespace: the "
@@ -755,7 +747,7 @@ NOTES = [
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parse_args(argv)
     if args.rerender is not None:
-        return rerender(args.rerender, out)
+        return common.rerender(args.rerender, finish, out)
     dp.server_venv()  # fails fast with "run `make deps`"
     stamp, logs = logs_dir("registry-events")
     targets = move_targets(2 * args.moves, VERSIONS, STABLE, None)

@@ -48,7 +48,7 @@ from tests.integration import registry_server as rs
 from tests.integration.s3_servers import S3Server, moto_server
 from tests.kube import ROOT, Kubectl, find_kubectl
 
-from bench import registry
+from bench import common, registry
 from bench.common import (
     RESULTS_DIR,
     Cluster,
@@ -820,14 +820,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def rerender(path: Path, out: TextIO = sys.stdout) -> int:
-    document = json.loads(path.read_text())
-    text = finish(document, path)
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    print(text, file=out)
-    return 0
-
-
 NOTES = [
     "The floor applies what `mlflow-operator render` prints, with one `kubectl apply --server-side` per namespace "
     "all at once, and needs nothing to happen in order: every workload starts at once. The operator gates the "
@@ -851,7 +843,7 @@ NOTES = [
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parse_args(argv)
     if args.rerender is not None:
-        return rerender(args.rerender, out)
+        return common.rerender(args.rerender, finish, out)
     dp.server_venv()  # fails fast with "run `make deps`"
     stamp, logs = logs_dir("scale")
     parameters: dict[str, Any] = {
