@@ -9,8 +9,11 @@ test instead of being papered over here.
 
 from __future__ import annotations
 
+import base64
 import copy
+import os
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +26,9 @@ from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.builders.common import Obj
 from mlflow_operator.builders.config import render_pgbouncer_ini
 from mlflow_operator.builders.trackingserver import (
+    ENCRYPTION_KEY,
     PGBOUNCER_PORT,
+    WEBHOOK_SECRET_KEY,
     TrackingServerInputs,
     backend_uris,
     desired_pooler,
@@ -184,6 +189,9 @@ def local_secrets(
     auth = (names.auth_config, "basic_auth.ini")
     if auth in values:
         values[auth] = relocate(values[auth], pooler_address(inputs), pgbouncer)
+    # The registry-events Secret the handler generates once: a signing secret and MLflow's Fernet key.
+    values[(names.registry_events_secret, WEBHOOK_SECRET_KEY)] = secrets.token_urlsafe(24)
+    values[(names.registry_events_secret, ENCRYPTION_KEY)] = base64.urlsafe_b64encode(os.urandom(32)).decode()
     credentials = inputs.spec.artifacts.s3.credentials_secret
     if credentials is not None:
         values[(credentials.name, credentials.access_key_id_key)] = s3_keys[0]
