@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,3 +110,41 @@ def wait_phase(
         return current if wanted else None
 
     return eventually(reached, timeout=timeout, interval=0.5, what=f"{name} phase {phase} {fields}")
+
+
+# --- the operator's /metrics ------------------------------------------------------------------------------
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str) -> Samples:
+    """Every sample an operator's /metrics shows, by name and sorted labels."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415 - only e2e tests need it
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def passes(samples: Samples, kind: str, results: tuple[str, ...] = ("success", "error")) -> float:
+    """Reconcile passes of a kind so far (mlflow_operator_reconciles_total)."""
+    return sum(samples.get(("mlflow_operator_reconciles_total", (("kind", kind), ("result", r))), 0.0) for r in results)
+
+
+def wait_passes(metrics_url: str, kind: str, per_object: int = 2, timeout: float = 180) -> None:
+    """Until the operator has run `per_object` more passes of `kind` per object it knows: what a "nothing
+    changed across resyncs" check must wait for. A fixed sleep passes vacuously on a cluster too slow to resync
+    within it; this waits as long as the resyncs take, and no longer."""
+    before = scrape(metrics_url)
+    objects = before.get(("mlflow_operator_objects", (("kind", kind),)), 0.0)
+    wanted = passes(before, kind) + per_object * max(objects, 1.0)
+    eventually(
+        lambda: passes(scrape(metrics_url), kind) >= wanted,
+        timeout=timeout,
+        interval=1,
+        what=f"{per_object} more {kind} passes per object ({objects:.0f} objects)",
+    )

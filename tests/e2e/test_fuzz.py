@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from mlflow_operator.api import KINDS
 from mlflow_operator.logic.validation import Invalid, validate_spec
 from tests.e2e.conftest import RESYNC_SECONDS
-from tests.kube import Kubectl, condition
+from tests.kube import Kubectl, condition, passes, scrape
 from tests.strategies import FuzzCase, batch, fuzz_cases, known_finding, reaches_only_loopback
 
 API = "mlflow.operator.dev/v1alpha1"
@@ -93,23 +91,6 @@ def list_all(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]]:
 def settled(obj: dict[str, Any]) -> bool:
     status = obj.get("status") or {}
     return status.get("observedGeneration") == obj["metadata"]["generation"] and condition(obj, "Ready") is not None
-
-
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def passes(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], kind: str) -> float:
-    return sum(
-        samples.get(("mlflow_operator_reconciles_total", (("kind", kind), ("result", result))), 0.0)
-        for result in ("success", "error")
-    )
 
 
 def liveness_url(metrics_port: int) -> str:

@@ -5,26 +5,9 @@ RegisteredModel whose registry is a closed port on loopback."""
 from __future__ import annotations
 
 import socket
-import urllib.request
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from tests.kube import Kubectl, condition, eventually
-
-
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def reconciles(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], kind: str) -> float:
-    return samples.get(("mlflow_operator_reconciles_total", (("kind", kind), ("result", "success"))), 0.0)
+from tests.kube import Kubectl, condition, eventually, passes, scrape
 
 
 def closed_port() -> int:
@@ -76,8 +59,8 @@ def test_reconciles_and_registry_sync_errors_are_counted(
         what="RegisteredModel RegistryUnavailable",
     )
     after = scrape(metrics_url)
-    assert reconciles(after, "TrackingServer") > reconciles(before, "TrackingServer")
-    assert reconciles(after, "RegisteredModel") > reconciles(before, "RegisteredModel")
+    assert passes(after, "TrackingServer", ("success",)) > passes(before, "TrackingServer", ("success",))
+    assert passes(after, "RegisteredModel", ("success",)) > passes(before, "RegisteredModel", ("success",))
     errors = (
         "mlflow_operator_registry_sync_errors_total",
         (("name", "unreachable"), ("namespace", namespace), ("reason", "RegistryUnavailable")),

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.argocd import assert_argocd_health, assert_live_health
-from tests.e2e.conftest import IMAGE_MIRROR, RESYNC_SECONDS, start_operator
+from tests.e2e.conftest import IMAGE_MIRROR, start_operator
 from tests.integration.dataplane import Postgres
 from tests.integration.prometheus_server import MetricsExporter, PrometheusServer, start_prometheus
 from tests.integration.registry_server import (
@@ -34,7 +34,7 @@ from tests.integration.registry_server import (
     migrated_server,
     run_client,
 )
-from tests.kube import ROOT, Kubectl, condition, eventually, md_status, wait_phase
+from tests.kube import ROOT, Kubectl, condition, eventually, md_status, wait_passes, wait_phase
 
 API = "mlflow.operator.dev/v1alpha1"
 METRIC = "model_error_rate"
@@ -391,7 +391,13 @@ def resource_versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
 
 
 def test_replica_ratio_splits_by_replicas_and_idle_resyncs_write_nothing(
-    kubectl: Kubectl, operator: Path, namespace: str, registry: Registry, metrics: Metrics, gateway_api: None
+    kubectl: Kubectl,
+    operator: Path,
+    namespace: str,
+    registry: Registry,
+    metrics: Metrics,
+    gateway_api: None,
+    metrics_url: str,
 ) -> None:
     """No router: the entry Service selects both versions and the weight is approximated by replicas."""
     name, model = "ratio", f"ratio-{uuid.uuid4().hex[:6]}"
@@ -414,7 +420,7 @@ def test_replica_ratio_splits_by_replicas_and_idle_resyncs_write_nothing(
 
     # Paused indefinitely: nothing changes while the operator resyncs (every 5 s here).
     before = resource_versions(kubectl, namespace)
-    time.sleep(3 * RESYNC_SECONDS)
+    wait_passes(metrics_url, "ModelDeployment")
     assert resource_versions(kubectl, namespace) == before
 
     kubectl.run("annotate", "modeldeployment", name, "-n", namespace, "mlflow.operator.dev/promote=go")

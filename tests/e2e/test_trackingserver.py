@@ -22,7 +22,7 @@ from mlflow_operator.logic.credential_rotation import EVENT_ROTATED, ROTATE_DATA
 from tests.e2e.conftest import IMAGE_MIRROR, RESYNC_SECONDS, with_registry
 from tests.integration.registry_server import RegistryServer, run_client, sqlite_registry
 from tests.integration.s3_servers import S3Server, moto_server
-from tests.kube import ROOT, Kubectl, condition, eventually
+from tests.kube import ROOT, Kubectl, condition, eventually, wait_passes
 
 FOREIGN_RULE = {
     "ID": "team-archive",
@@ -104,8 +104,10 @@ def test_example_becomes_a_ready_stack(
         "Available": "True",
         "Ready": "True",
         "GarbageCollected": "Unknown",  # retention is set, no gc Job has run yet; never gates Ready
+        "RegistryEvents": "False",  # this operator runs no receiver: everything polls; never gates Ready
     }
     assert condition(ts, "GarbageCollected")["reason"] == "NotRunYet"  # type: ignore[index]
+    assert condition(ts, "RegistryEvents")["reason"] == "NotConfigured"  # type: ignore[index]
 
     postgres = kubectl.get("statefulset", "mlflow-postgres", namespace)
     assert postgres is not None
@@ -385,7 +387,7 @@ def own_registry(tmp_path: Path) -> Iterator[RegistryServer]:
 
 
 def test_a_version_registered_under_an_applied_rule_withdraws_it(
-    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, own_registry: RegistryServer
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, own_registry: RegistryServer, metrics_url: str
 ) -> None:
     tracking_registry = own_registry
     bucket = s3.create_bucket()
@@ -419,7 +421,7 @@ def test_a_version_registered_under_an_applied_rule_withdraws_it(
     print(f"rule withdrawn {elapsed:.1f} s after the registration (resync {RESYNC_SECONDS} s)")
 
     # Stays withdrawn across resyncs (no flapping, no further Event) until the spec's rules change.
-    time.sleep(2 * RESYNC_SECONDS)
+    wait_passes(metrics_url, "TrackingServer")
     rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert "expire-scratch" not in {r["ID"] for r in rules}
     assert [e["count"] for e in warnings()] == [e["count"] for e in announced]
@@ -453,7 +455,7 @@ def resource_versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
 
 
 def test_idle_resync_changes_nothing(
-    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer, metrics_url: str
 ) -> None:
     bucket = s3.create_bucket()
     apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
@@ -462,9 +464,9 @@ def test_idle_resync_changes_nothing(
         lambda: (c := condition(kubectl.get("trackingserver", "mlflow", namespace), "Ready")) and c["status"] == "True",
         what="ready",
     )
-    time.sleep(RESYNC_SECONDS + 1)  # let any converging pass finish
+    wait_passes(metrics_url, "TrackingServer", per_object=1)  # let any converging pass finish
     before = resource_versions(kubectl, namespace)
-    time.sleep(3 * RESYNC_SECONDS)  # at least two full resyncs of every object
+    wait_passes(metrics_url, "TrackingServer")  # at least two more passes of every object
     after = resource_versions(kubectl, namespace)
     assert len(before) > 15
     assert after == before, {
@@ -505,7 +507,7 @@ def mark_failed(kubectl: Kubectl, namespace: str, job: str, message: str) -> Non
 
 
 def test_a_failed_gc_job_is_reported_once(
-    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer
+    kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer, metrics_url: str
 ) -> None:
     bucket = s3.create_bucket()
     apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
@@ -535,7 +537,7 @@ def test_a_failed_gc_job_is_reported_once(
     eventually(lambda: warnings("mlflow-gc-29000001"), what="a Warning Event naming the Job")
     # The TrackingServer stays Ready: a failed gc does not stop MLflow from serving.
     assert condition(kubectl.get("trackingserver", "mlflow", namespace), "Ready")["status"] == "True"  # type: ignore[index]
-    time.sleep(3 * RESYNC_SECONDS)  # resyncs see the same failed Job: no second Event
+    wait_passes(metrics_url, "TrackingServer")  # resyncs see the same failed Job: no second Event
     assert len(warnings("mlflow-gc-29000001")) == 1
 
     # The next night's Job fails too: the condition keeps its status and reason, and a new Event names it.
