@@ -32,7 +32,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -339,9 +339,14 @@ def kill_container(container_id: str) -> int:
     procs = list(Path("/sys/fs/cgroup/pids").glob(f"**/*{container_id}*/cgroup.procs"))
     assert procs, f"no cgroup for container {container_id}"
     pids = [int(pid) for path in procs for pid in path.read_text().split()]
+    killed = 0
     for pid in pids:
-        os.kill(pid, 9)
-    return len(pids)
+        # A backend that ended between reading the cgroup and the kill is gone already (ProcessLookupError:
+        # seen once in a full suite); the postmaster, which holds the data, is among the ones killed.
+        with suppress(ProcessLookupError):
+            os.kill(pid, 9)
+            killed += 1
+    return killed
 
 
 def test_a_killed_postgres_comes_back_with_its_data(platform: Platform, client: MlflowClient) -> None:
