@@ -46,9 +46,7 @@ and the .md of a results file.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import os
 import random
 import secrets
 import subprocess
@@ -85,6 +83,8 @@ from bench.common import (
     result_header,
 )
 from bench.stats import percentile
+from mlflow_operator.handlers.registry_events import new_encryption_key
+from mlflow_operator.logic import registry_events as events
 
 API_VERSION = "mlflow.operator.dev/v1alpha1"
 KIND = "ModelDeployment"
@@ -131,15 +131,6 @@ def webhook_env(encryption_key: str) -> dict[str, str]:
         "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
         "MLFLOW_WEBHOOK_CACHE_TTL": str(CACHE_TTL_S),
     }
-
-
-def new_encryption_key() -> str:
-    return base64.urlsafe_b64encode(os.urandom(32)).decode()
-
-
-def receiver_path(namespace: str, secret_name: str) -> str:
-    """The receiver's path for an external registry's webhook signed with the Secret `secret_name`."""
-    return f"/registry-events/{namespace}/secrets/{secret_name}"
 
 
 def webhook_body(url: str, secret: str, name: str = WEBHOOK_NAME) -> dict[str, Any]:
@@ -690,7 +681,8 @@ def benchmark(run: Run) -> None:
     )  # fmt: skip
     result["first_rollout_s"] = round(time.monotonic() - began, 1)
     log(f"v{STABLE} Succeeded after {result['first_rollout_s']:g} s; registering the webhook")
-    webhook_id = register_webhook(run, server.url, receiver + receiver_path(namespace, SECRET_NAME), secret)
+    path = events.Source("secrets", namespace, SECRET_NAME).path
+    webhook_id = register_webhook(run, server.url, receiver + path, secret)
 
     moves = args.moves
     targets = move_targets(2 * moves, VERSIONS, STABLE, None)

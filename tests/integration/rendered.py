@@ -9,9 +9,7 @@ test instead of being papered over here.
 
 from __future__ import annotations
 
-import base64
 import copy
-import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -42,6 +40,7 @@ from mlflow_operator.builders.trackingserver import (
     tracking_server_args,
     tracking_server_env,
 )
+from mlflow_operator.handlers.registry_events import new_encryption_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "examples" / "tracking-server.yaml"
@@ -191,7 +190,7 @@ def local_secrets(
         values[auth] = relocate(values[auth], pooler_address(inputs), pgbouncer)
     # The registry-events Secret the handler generates once: a signing secret and MLflow's Fernet key.
     values[(names.registry_events_secret, WEBHOOK_SECRET_KEY)] = secrets.token_urlsafe(24)
-    values[(names.registry_events_secret, ENCRYPTION_KEY)] = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    values[(names.registry_events_secret, ENCRYPTION_KEY)] = new_encryption_key()
     credentials = inputs.spec.artifacts.s3.credentials_secret
     if credentials is not None:
         values[(credentials.name, credentials.access_key_id_key)] = s3_keys[0]

@@ -14,9 +14,7 @@ deliveries resume after it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import secrets
 import time
 import uuid
@@ -57,7 +55,7 @@ def webhook_env() -> dict[str, str]:
     """MLflow's webhook settings: the operator renders the encryption key; the rest lets MLflow deliver to a
     plain-HTTP receiver on loopback, and re-read its webhooks every second."""
     return {
-        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": receiver.new_encryption_key(),
         "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http",
         "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
         "MLFLOW_WEBHOOK_CACHE_TTL": str(int(CACHE_TTL)),

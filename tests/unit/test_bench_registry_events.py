@@ -27,10 +27,8 @@ from bench.registry_events import (
     markdown,
     model_deployment,
     move_targets,
-    new_encryption_key,
     parse_args,
     random_waits,
-    receiver_path,
     summary,
     watch_event,
     webhook_body,
@@ -39,6 +37,7 @@ from bench.registry_events import (
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders.modeldeployment import Names
+from mlflow_operator.handlers.registry_events import new_encryption_key
 from mlflow_operator.logic import registry_events as events
 
 OPERATOR_METRICS = """\
@@ -69,9 +68,7 @@ def test_model_deployment_is_accepted_by_the_operator() -> None:
     assert events.followed_model("ModelDeployment", body) == "m"
 
 
-def test_receiver_path_and_webhook_match_the_operator() -> None:
-    assert receiver_path("ns", "hook") == events.Source("secrets", "ns", "hook").path
-    assert events.source_from_path(receiver_path("ns", "hook")) == events.Source("secrets", "ns", "hook")
+def test_webhook_body_matches_the_operator() -> None:
     body = webhook_body("http://127.0.0.1:1/registry-events/ns/secrets/hook", "s3cret")
     assert {(e["entity"], e["action"]) for e in body["events"]} == set(events.WEBHOOK_EVENTS) == set(EVENTS)
     assert body["secret"] == "s3cret" and body["url"].endswith("/secrets/hook") and body["name"]

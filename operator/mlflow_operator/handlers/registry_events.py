@@ -22,7 +22,7 @@ from aiohttp import web
 from mlflow_operator import metrics
 from mlflow_operator.adapters.registry import RegistryError
 from mlflow_operator.adapters.registry_webhooks import RegistryWebhooks
-from mlflow_operator.api.common import RegistryEvents, duration_seconds
+from mlflow_operator.api.common import RegistryEvents, WebhookSecret, duration_seconds
 from mlflow_operator.api.kinds import MODEL_DEPLOYMENT, REGISTERED_MODEL, TRACKING_SERVER
 from mlflow_operator.builders.trackingserver import Names
 from mlflow_operator.builders.trackingserver.secrets import (
@@ -38,6 +38,7 @@ from mlflow_operator.logic import registry_events as events
 from mlflow_operator.logic.conditions import ConditionUpdate
 
 DEFAULT_EVENTS_POLL = str(RegistryEvents.model_fields["poll_interval"].default)
+DEFAULT_WEBHOOK_SECRET_KEY = str(WebhookSecret.model_fields["key"].default)
 
 logger = logging.getLogger("mlflow_operator.registry_events")
 FOLLOWERS = (REGISTERED_MODEL.kind, MODEL_DEPLOYMENT.kind)
@@ -113,7 +114,8 @@ def secret_keys_named(rt: Runtime, source: events.Source) -> set[str]:
     for kind in FOLLOWERS:
         for body in rt.objects(kind):
             if events.source_of(body) == source:
-                keys.add(((body.get("spec") or {}).get("registryEvents") or {}).get("secret", {}).get("key", "secret"))
+                secret = ((body.get("spec") or {}).get("registryEvents") or {}).get("secret") or {}
+                keys.add(secret.get("key") or DEFAULT_WEBHOOK_SECRET_KEY)
     return keys
 
 

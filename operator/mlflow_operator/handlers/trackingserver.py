@@ -131,7 +131,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     fields: dict[str, Any] = {"url": build.tracking_url(step.name, step.namespace)}
     credentials = await database(step)
     serving: str | None = status.get("version")
-    events_enabled = spec.registry_events is None or spec.registry_events.enabled
+    events_enabled = build.registry_events_enabled(spec)
     # Before any server starts: its env reads the key MLflow encrypts webhook secrets with from this Secret.
     events_secret = await registry_events.server_events_secret(rt, body) if events_enabled else {}
     if credentials is not None:

@@ -123,7 +123,7 @@ def all_objects(
         objects.append(get_admin_secret(inputs.name, inputs.namespace, admin_password))
     if inputs.spec.database.pooler.enabled and inputs.pooler_credentials is not None:
         objects.append(get_pooler_client_secret(inputs.name, inputs.namespace, inputs.pooler_credentials.password))
-    if registry_events_enabled(inputs):
+    if registry_events_enabled(inputs.spec):
         objects.append(get_registry_events_secret(inputs.name, inputs.namespace, generated_key, generated_key))
     objects += desired_database(
         inputs.name, inputs.namespace, inputs.spec, inputs.database_credentials.password, inputs.images

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 from urllib.parse import quote
 
-from mlflow_operator.api.trackingserver import Auth
+from mlflow_operator.api.trackingserver import Auth, TrackingServerSpec
 from mlflow_operator.builders.common import (
     Obj,
     labels,
@@ -83,9 +83,8 @@ WEBHOOK_SECRET_KEY, ENCRYPTION_KEY = "webhook-secret", "encryption-key"
 EVENTS_CA_KEY = "ca.crt"
 
 
-def registry_events_enabled(inputs: TrackingServerInputs) -> bool:
-    events = inputs.spec.registry_events
-    return events is None or events.enabled
+def registry_events_enabled(spec: TrackingServerSpec) -> bool:
+    return spec.registry_events is None or spec.registry_events.enabled
 
 
 def get_registry_events_secret(name: str, namespace: str, webhook_secret: str, encryption_key: str) -> Obj:

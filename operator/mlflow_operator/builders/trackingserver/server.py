@@ -162,7 +162,7 @@ def registry_events_env(inputs: TrackingServerInputs) -> list[Obj]:
     """MLflow's webhook settings: a stable key for stored webhook secrets and, with the operator's receiver,
     delivery to it. MLflow refuses private addresses and any scheme but https by default: the receiver is a
     cluster Service, so private addresses are allowed, and the scheme is the receiver's."""
-    if not registry_events_enabled(inputs):
+    if not registry_events_enabled(inputs.spec):
         return []
     env = [secret_env("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", inputs.names.registry_events_secret, ENCRYPTION_KEY)]
     if inputs.events_url is not None:
@@ -236,7 +236,7 @@ EVENTS_CA_DIR = "/etc/mlflow-operator/registry-events"
 
 
 def trusts_events_ca(inputs: TrackingServerInputs) -> bool:
-    return registry_events_enabled(inputs) and inputs.events_ca is not None
+    return registry_events_enabled(inputs.spec) and inputs.events_ca is not None
 
 
 def trust_bundle(inputs: TrackingServerInputs, security: Obj) -> tuple[Obj, list[Obj], Obj]:
