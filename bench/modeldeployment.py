@@ -35,17 +35,13 @@ bench/results/modeldeployment.md; --quick (5 deployments, 1 repeat) writes model
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import re
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -54,29 +50,23 @@ from tests.e2e.test_modeldeployment import gateway_api_crds_dir
 from tests.integration import dataplane as dp
 from tests.integration import registry_server as rs
 from tests.integration.prometheus_server import MetricsExporter, PrometheusServer, start_prometheus
-from tests.kube import ROOT, Kubectl, find_kubectl
+from tests.kube import ROOT, Kubectl
 
-from bench import common, registry
-from bench.common import (
-    RESULTS_DIR,
-    Cluster,
-    Operator,
-    Run,
-    cluster,
-    execute,
-    loads_text,
-    logger,
-    logs_dir,
-    machine_cpu_fields,
-    metric_samples,
-    number,
-    report,
-    result_header,
-    server_session,
-    session_cpu_seconds,
-    system_busy_seconds,
+from bench import registry
+from bench.common import Operator, Run, loads_text, logger, metric_samples, number, report
+from bench.harness import (
+    Benchmark,
+    CpuWindow,
+    Sampler,
+    add_run_arguments,
+    control_plane,
+    cpu_parts,
+    create_namespace,
+    distribution,
+    queue_summary,
+    start_operator,
+    usage_summary,
 )
-from bench.stats import percentile
 
 API_VERSION = "mlflow.operator.dev/v1alpha1"
 KIND = "ModelDeployment"
@@ -215,18 +205,6 @@ def succeeded_on(status: Mapping[str, Any], version: int) -> bool:
     return status.get("phase") == "Succeeded" and status.get("stableVersion") == version
 
 
-def distribution(values: Iterable[float | None]) -> dict[str, float | int | None]:
-    found = sorted(v for v in values if v is not None)
-    return {
-        "count": len(found),
-        "min": found[0] if found else None,
-        "p50": percentile(found, 50),
-        "p90": percentile(found, 90),
-        "max": found[-1] if found else None,
-        "mean": sum(found) / len(found) if found else None,
-    }
-
-
 def operator_metrics(text: str) -> dict[str, Any]:
     """The operator's /metrics: per kind, reconciles by result, their duration (count, sum, mean), the
     queue's gauges; and the process collector's CPU and RSS."""
@@ -268,39 +246,6 @@ def reconciles_between(before: Mapping[str, Any], after: Mapping[str, Any], kind
         "duration_count": count,
         "duration_sum_s": total,
         "mean_s": total / count if count else None,
-    }
-
-
-def usage_summary(samples: Sequence[tuple[float, float | None, float | None]]) -> dict[str, float | None]:
-    """(seconds, cpu seconds, RSS MiB) samples -> mean and peak CPU in cores (between consecutive samples),
-    and RSS at the start, the peak and the end."""
-    cpu = [(t, c) for t, c, _ in samples if c is not None]
-    rates = [(c2 - c1) / (t2 - t1) for (t1, c1), (t2, c2) in itertools.pairwise(cpu) if t2 > t1]
-    rss = [r for _, _, r in samples if r is not None]
-    span = cpu[-1][0] - cpu[0][0] if len(cpu) > 1 else 0.0
-    return {
-        "cpu_s": cpu[-1][1] - cpu[0][1] if len(cpu) > 1 else None,
-        "cpu_mean_cores": (cpu[-1][1] - cpu[0][1]) / span if span > 0 else None,
-        "cpu_peak_cores": max(rates) if rates else None,
-        "cpu_p90_cores": percentile(rates, 90),
-        "rss_start_mib": rss[0] if rss else None,
-        "rss_peak_mib": max(rss) if rss else None,
-        "rss_end_mib": rss[-1] if rss else None,
-    }
-
-
-def queue_summary(samples: Sequence[tuple[float, int, int, int]]) -> dict[str, float | None]:
-    """(seconds, queue depth, passes running, reconciles so far) samples -> the queue's mean, peak and last
-    depth, the mean passes running, and reconciles per second over the samples."""
-    if not samples:
-        return {"depth_mean": None, "depth_max": None, "depth_end": None, "running_mean": None, "per_s": None}
-    span = samples[-1][0] - samples[0][0]
-    return {
-        "depth_mean": sum(s[1] for s in samples) / len(samples),
-        "depth_max": max(s[1] for s in samples),
-        "depth_end": samples[-1][1],
-        "running_mean": sum(s[2] for s in samples) / len(samples),
-        "per_s": (samples[-1][3] - samples[0][3]) / span if span > 0 else None,
     }
 
 
@@ -434,14 +379,6 @@ def markdown(result: Mapping[str, Any]) -> str:
     return report("ModelDeployment", result, rows)
 
 
-def finish(result: dict[str, Any], output: Path) -> str:
-    result["targets"] = evaluate(result)
-    text = markdown(result)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".md").write_text(text)
-    return text
-
-
 # --- cluster and registry I/O -------------------------------------------------------------------------------
 
 
@@ -507,85 +444,10 @@ def phases(items: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return found
 
 
-class Sampler:
-    """The operator's CPU and RSS from /proc, and its ModelDeployment queue from /metrics, every SAMPLE_S, in a
-    thread."""
-
-    def __init__(self, operator: Operator) -> None:
-        self.operator = operator
-        self.samples: list[tuple[float, float | None, float | None]] = []
-        self.queue: list[tuple[float, int, int, int]] = []
-        self._stop = threading.Event()
-        self._began = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="operator-sampler", daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            now = time.monotonic() - self._began
-            self.samples.append((now, self.operator.cpu_seconds(), self.operator.memory_mib()))
-            try:
-                kind = operator_metrics(self.operator.scrape_metrics())["kinds"].get(KIND, {})
-                done = sum(kind.get("reconciles", {}).values())
-                self.queue.append((now, kind.get("queue_depth", 0), kind.get("in_progress", 0), done))
-            except OSError:
-                pass
-            if self._stop.wait(SAMPLE_S):
-                return
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def summary(self) -> dict[str, Any]:
-        return {"usage": usage_summary(self.samples), "queue": queue_summary(self.queue)}
-
-
-class CpuWindow:
-    """Busy CPU of the machine and of the benchmark's own parts over a window (for the "other" share)."""
-
-    def __init__(self, parts: Mapping[str, Any]) -> None:
-        self.parts = parts  # name -> () -> cpu seconds or None
-
-    def _read(self) -> dict[str, float | None]:
-        return {name: read() for name, read in self.parts.items()}
-
-    def __enter__(self) -> CpuWindow:
-        self.began, self.busy, self.before = time.monotonic(), system_busy_seconds(), self._read()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        after, wall = self._read(), time.monotonic() - self.began
-        own = {
-            k: (after[k] - b) if b is not None and after[k] is not None else None  # type: ignore[operator]
-            for k, b in self.before.items()
-        }
-        self.fields = machine_cpu_fields(system_busy_seconds() - self.busy, wall, own)
-
-
-def driver_cpu_seconds() -> float:
-    """This process and the children it waited for (kubectl calls, client scripts)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def cpu_parts(
-    found: Cluster, operator: Operator, server: dp.MlflowServer, prometheus: PrometheusServer
-) -> dict[str, Any]:
-    parts: dict[str, Any] = {"operator": operator.cpu_seconds, "benchmark driver and kubectl": driver_cpu_seconds}
-    session = server_session(server)
-    if session is not None:
-        parts["mlflow server"] = lambda: session_cpu_seconds(session)
-    prometheus_pid = prometheus.process.pid
-    if prometheus_pid is not None:
-        parts["prometheus"] = lambda: session_cpu_seconds(prometheus_pid)
-    sessions = found.session_ids()
-    if sessions:
-        parts["control plane"] = lambda: sum(session_cpu_seconds(s) for s in sessions.values())
-    return parts
+def modeldeployment_queue(operator: Operator) -> tuple[int, int, int]:
+    """The operator's ModelDeployment queue from its /metrics: depth, passes running, reconciles so far."""
+    kind = operator_metrics(operator.scrape_metrics())["kinds"].get(KIND, {})
+    return kind.get("queue_depth", 0), kind.get("in_progress", 0), sum(kind.get("reconciles", {}).values())
 
 
 # --- the scenarios ------------------------------------------------------------------------------------------
@@ -740,7 +602,7 @@ class Bench:
         if all_s is None:
             raise RuntimeError(f"scenario 2: not all {n} Succeeded on v1: {phases(items)}")
         log(f"scenario 2: all {n} Succeeded on v1 after {all_s:.1f} s; watching the idle fleet")
-        with Sampler(self.operator) as idle:
+        with Sampler(self.operator, SAMPLE_S, modeldeployment_queue) as idle:
             time.sleep(args.idle_window)  # no rollout: only the alias polls and resyncs of every deployment
         demand = n / args.scale_poll_interval + args.repeats / args.fail_poll_interval
         section["idle_before"] = {
@@ -756,7 +618,7 @@ class Bench:
         )
         metrics_before = operator_metrics(self.operator.scrape_metrics())
         requests_before = registry.scrape(self.server.url)
-        with Sampler(self.operator) as sampler, CpuWindow(parts) as window:
+        with Sampler(self.operator, SAMPLE_S, modeldeployment_queue) as sampler, CpuWindow(parts) as window:
             moved_at: dict[str, float] = {}
             start = time.monotonic()
             for name in names:
@@ -816,27 +678,13 @@ class Bench:
 
 def benchmark(run: Run) -> None:
     args, stack, result = run.args, run.stack, run.result
-    found = stack.enter_context(cluster(run.logs, log, "mlflow-bench-md-cluster-"))
-    kubectl = Kubectl(kubeconfig=found.kubeconfig, binary=find_kubectl())
-    version = json.loads(kubectl.run("version", "-o", "json").stdout)
-    result["cluster"] = {
-        "from": found.source,
-        "kube_apiserver": version["serverVersion"]["gitVersion"],
-        "kubectl": version["clientVersion"]["gitVersion"],
-    }
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
+    found, kubectl = control_plane(run, log, "mlflow-bench-md-cluster-", ["modeldeployments.mlflow.operator.dev"])
     crds = gateway_api_crds_dir()
     if not (crds / "gateway.networking.k8s.io_httproutes.yaml").is_file():
         subprocess.run([str(ROOT / "hack" / "build-binaries.sh"), "gateway-api"], check=True, timeout=600)
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(crds))
-    kubectl.run(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/modeldeployments.mlflow.operator.dev", "crd/httproutes.gateway.networking.k8s.io",
-    )  # fmt: skip
-    namespace = f"mlflow-bench-md-{uuid.uuid4().hex[:8]}"
-    kubectl.run("create", "namespace", namespace)
-    stack.callback(kubectl.run, "delete", "namespace", namespace, "--wait=false", check=False)
-    result["parameters"]["namespace"] = namespace
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/httproutes.gateway.networking.k8s.io")
+    namespace = create_namespace(run, kubectl, "mlflow-bench-md-")
 
     server, logged, _ = registry.start_registry(run)
     names = [f"bench-md-{FAIL_PREFIX}{i}" for i in range(args.repeats)]
@@ -851,31 +699,20 @@ def benchmark(run: Run) -> None:
     bench.prometheus = stack.enter_context(start_prometheus([bench.exporter.target], prometheus_dir))
     result["prometheus"] = {"url": bench.prometheus.url, "scrape_interval": "1s"}
 
-    log(f"starting the operator (namespace {namespace}, resync {args.resync_seconds:g} s)")
-    operator = Operator.start(found.kubeconfig, namespace, args.resync_seconds, run.logs / "operator.log")
+    operator = start_operator(run, log, found.kubeconfig, namespace, at_end=operator_metrics_at_end)
     bench.operator = operator
-    operator_result: dict[str, Any] = result["operator"]
-
-    def stop_operator() -> None:
-        try:
-            operator_result["metrics_at_end"] = operator_metrics(operator.scrape_metrics())
-            operator_result["reconciles_during_run"] = reconciles_between(
-                operator_result["metrics_at_start"], operator_result["metrics_at_end"]
-            )
-        except (OSError, KeyError) as error:
-            operator_result["metrics_error"] = str(error)
-        operator.stop_and_report(operator_result)
-
-    stack.callback(stop_operator)
-    operator.wait_healthy()
-    operator_result["argv"] = [Path(operator.argv[0]).name, *operator.argv[1:]]
-    operator_result["rss_start_mib"] = operator.memory_mib()
-    operator_result["metrics_at_start"] = operator_metrics(operator.scrape_metrics())
+    result["operator"]["metrics_at_start"] = operator_metrics(operator.scrape_metrics())
 
     if args.repeats:
         bench.failing()
     if args.deployments:
-        bench.scale(cpu_parts(found, operator, server, bench.prometheus))
+        bench.scale(cpu_parts(found, operator, server, {"prometheus": bench.prometheus.process.pid}))
+
+
+def operator_metrics_at_end(operator: Operator, record: dict[str, Any]) -> None:
+    """The operator's /metrics at the end, and its ModelDeployment reconciles over the whole run."""
+    record["metrics_at_end"] = operator_metrics(operator.scrape_metrics())
+    record["reconciles_during_run"] = reconciles_between(record["metrics_at_start"], record["metrics_at_end"])
 
 
 # --- entry point --------------------------------------------------------------------------------------------
@@ -896,13 +733,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--idle-window", type=float, default=10.0, help="seconds to watch the idle fleet before the alias moves"
     )
-    parser.add_argument("--resync-seconds", type=float, default=60.0, help="the operator's --resync-seconds")
     parser.add_argument("--rollout-timeout", type=float, default=600.0, help="seconds to wait for all Succeeded")
-    parser.add_argument("--timeout", type=float, default=2400.0, help="bound on the whole run, in seconds")
-    parser.add_argument("--output", type=Path, help="JSON path (default bench/results/modeldeployment[-quick].json)")
-    parser.add_argument(
-        "--rerender", type=Path, metavar="JSON", help="only rewrite the targets and the .md of a results file"
-    )
+    add_run_arguments(parser, "modeldeployment")
     args = parser.parse_args(argv)
     args.deployments = args.deployments if args.deployments is not None else (5 if args.quick else 50)
     args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
@@ -929,13 +761,8 @@ NOTES = [
 ]
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    args = parse_args(argv)
-    if args.rerender is not None:
-        return common.rerender(args.rerender, finish, out)
-    dp.server_venv()  # fails fast with "run `make deps`"
-    stamp, logs = logs_dir("modeldeployment")
-    parameters: dict[str, Any] = {
+def parameters(args: argparse.Namespace) -> dict[str, Any]:
+    return {
         "deployments": args.deployments,
         "repeats": args.repeats,
         "interval_s": args.interval,
@@ -946,14 +773,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         "quick": args.quick,
         "bound_s": args.interval + BOUND_EXTRA_S,
     }
-    result: dict[str, Any] = {
-        **result_header("modeldeployment", stamp, argv, parameters),
-        "operator": {},
-        "logs": str(logs),
-        "notes": NOTES,
-    }
-    output = args.output or RESULTS_DIR / ("modeldeployment-quick.json" if args.quick else "modeldeployment.json")
-    return execute(args, logs, result, benchmark, lambda document: finish(document, output), output, log, out)
+
+
+BENCHMARK = Benchmark("modeldeployment", parse_args, parameters, benchmark, evaluate, markdown, NOTES, log)
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    return BENCHMARK.main(argv, out)
 
 
 if __name__ == "__main__":

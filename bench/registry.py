@@ -37,7 +37,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,30 +47,26 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 from tests.integration import dataplane as dp
 from tests.integration import registry_server as rs
-from tests.kube import ROOT, Kubectl, find_kubectl
+from tests.kube import Kubectl
 
 from bench.common import (
-    RESULTS_DIR,
     Operator,
     Run,
-    cluster,
     cpu_text,
-    execute,
     latency_summary,
     loads_text,
     logger,
-    logs_dir,
     metric_samples,
     number,
     parse_labels,  # noqa: F401 - re-exported: tests/unit/test_bench_registry.py imports it from here
     proc_stat_cpu_ticks,  # noqa: F401
     proc_status_kib,  # noqa: F401
     report,
-    result_header,
     server_session,
     session_cpu_seconds,
     system_busy_seconds,
 )
+from bench.harness import Benchmark, add_run_arguments, control_plane, create_namespace, start_operator
 from bench.stats import percentile
 
 API_VERSION = "mlflow.operator.dev/v1alpha1"
@@ -435,6 +430,35 @@ def start_registry(run: Run) -> tuple[dp.MlflowServer, dict[str, str], Path]:
     return server, logged[0], access_log
 
 
+class PhaseCpu:
+    """The CPU a phase took, read when it is made and at stop(): the operator's and the MLflow server's
+    (s, and % of one core) and the machine's busy time (s, and cores)."""
+
+    def __init__(self, operator: Operator, server: dp.MlflowServer) -> None:
+        self.operator, self.session = operator, server_session(server)
+        self.began = self.ended = self._read()
+
+    def _read(self) -> tuple[float | None, float | None, float]:
+        server = session_cpu_seconds(self.session) if self.session else None
+        return self.operator.cpu_seconds(), server, system_busy_seconds()
+
+    def stop(self) -> None:
+        self.ended = self._read()
+
+    def record(self, wall: float, phase: str, into: dict[str, Any], operator_into: dict[str, Any]) -> None:
+        """The machine's and the server's figures into `into`, the operator's (cpu_<phase>_s, _pct) into
+        `operator_into`; a part whose CPU could not be read is left out."""
+        (operator_0, server_0, busy_0), (operator_1, server_1, busy_1) = self.began, self.ended
+        into["machine_busy_cpu_s"] = busy_1 - busy_0
+        into["machine_busy_cores"] = (busy_1 - busy_0) / wall
+        if server_0 is not None and server_1 is not None:
+            into["server_cpu_s"] = server_1 - server_0
+            into["server_cpu_pct"] = 100 * (server_1 - server_0) / wall
+        if operator_0 is not None and operator_1 is not None:
+            operator_into[f"cpu_{phase}_s"] = operator_1 - operator_0
+            operator_into[f"cpu_{phase}_pct"] = 100 * (operator_1 - operator_0) / wall
+
+
 def sync_phase(
     run: Run, kubectl: Kubectl, namespace: str, server: dp.MlflowServer, operator: Operator, logged: Mapping[str, str]
 ) -> bool:
@@ -444,10 +468,7 @@ def sync_phase(
         for i in range(models)
     )
     before = scrape(server.url)
-    cpu_before = operator.cpu_seconds()
-    session = server_session(server)
-    server_cpu_before = session_cpu_seconds(session) if session else None
-    busy_before = system_busy_seconds()
+    cpu = PhaseCpu(operator, server)
     log(f"applying {models} RegisteredModels")
     began = time.monotonic()
     kubectl.run("apply", "-n", namespace, "-f", "-", stdin=docs, timeout=300)
@@ -478,8 +499,7 @@ def sync_phase(
             log(f"{synced_now}/{models} Synced after {now:.0f} s")
         time.sleep(max(0.0, POLL_INTERVAL_S - (time.monotonic() - poll_began)))
     requests = scrape(server.url) - before
-    cpu_after = operator.cpu_seconds()
-    server_cpu_after = session_cpu_seconds(session) if session else None
+    cpu.stop()
     wall = time.monotonic() - began
     sync.update(
         {
@@ -494,16 +514,9 @@ def sync_phase(
             "requests": requests.summary(),
             "reads_per_model": requests.reads / models,
             "writes_per_model": requests.writes / models,
-            "machine_busy_cpu_s": system_busy_seconds() - busy_before,
         }
     )
-    sync["machine_busy_cores"] = sync["machine_busy_cpu_s"] / wall
-    if server_cpu_before is not None and server_cpu_after is not None:
-        sync["server_cpu_s"] = server_cpu_after - server_cpu_before
-        sync["server_cpu_pct"] = 100 * (server_cpu_after - server_cpu_before) / wall
-    if cpu_before is not None and cpu_after is not None:
-        run.result["operator"]["cpu_sync_s"] = cpu_after - cpu_before
-        run.result["operator"]["cpu_sync_pct"] = 100 * (cpu_after - cpu_before) / wall
+    cpu.record(wall, "sync", sync, run.result["operator"])
     log(
         f"sync: {sync['synced']}/{models} Synced"
         + (f" in {sync['all_synced_s']:.1f} s" if sync["all_synced_s"] is not None else f" after {wall:.0f} s")
@@ -527,10 +540,7 @@ def idle_phase(
     log_start = access_log.stat().st_size
     rv_before = resource_versions(list_models(kubectl, namespace))
     events_before = count_events(kubectl, namespace)
-    cpu_before = operator.cpu_seconds()
-    session = server_session(server)
-    server_cpu_before = session_cpu_seconds(session) if session else None
-    busy_before = system_busy_seconds()
+    cpu = PhaseCpu(operator, server)
     log(f"idling for {args.idle_periods} resync periods of {period:g} s")
     timeline: list[tuple[float, int]] = [(0.0, total_requests(start_counts))]
     end_at = began + args.idle_periods * period
@@ -543,9 +553,7 @@ def idle_phase(
     log_end = access_log.stat().st_size
     window_s = time.monotonic() - began
     timeline.append((round(window_s, 2), total_requests(end_counts)))
-    cpu_after = operator.cpu_seconds()
-    server_cpu_after = session_cpu_seconds(session) if session else None
-    busy = system_busy_seconds() - busy_before
+    cpu.stop()
     rv_after = resource_versions(list_models(kubectl, namespace))
     events_after = count_events(kubectl, namespace)
     with access_log.open("rb") as handle:
@@ -575,15 +583,8 @@ def idle_phase(
         "events_created": sum(new_events.values()),
         "events_created_by_reason": dict(new_events),
         "timeline": timeline,
-        "machine_busy_cpu_s": busy,
-        "machine_busy_cores": busy / window_s,
     }
-    if server_cpu_before is not None and server_cpu_after is not None:
-        idle["server_cpu_s"] = server_cpu_after - server_cpu_before
-        idle["server_cpu_pct"] = 100 * (server_cpu_after - server_cpu_before) / window_s
-    if cpu_before is not None and cpu_after is not None:
-        run.result["operator"]["cpu_idle_s"] = cpu_after - cpu_before
-        run.result["operator"]["cpu_idle_pct"] = 100 * (cpu_after - cpu_before) / window_s
+    cpu.record(window_s, "idle", idle, run.result["operator"])
     run.result["idle"] = idle
     log(
         f"idle: {requests.reads} reads, {requests.writes} writes in {window_s:.1f} s over {passes['total']} "
@@ -592,34 +593,14 @@ def idle_phase(
 
 
 def benchmark(run: Run) -> None:
-    args, stack, result = run.args, run.stack, run.result
-    found = stack.enter_context(cluster(run.logs, log, "mlflow-bench-registry-cluster-"))
-    kubeconfig, source = found.kubeconfig, found.source
-    kubectl = Kubectl(kubeconfig=kubeconfig, binary=find_kubectl())
-    version = json.loads(kubectl.run("version", "-o", "json").stdout)
-    result["cluster"] = {
-        "from": source,
-        "kube_apiserver": version["serverVersion"]["gitVersion"],
-        "kubectl": version["clientVersion"]["gitVersion"],
-    }
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
-    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/registeredmodels.mlflow.operator.dev")
-    namespace = f"mlflow-bench-{uuid.uuid4().hex[:8]}"
-    kubectl.run("create", "namespace", namespace)
-    stack.callback(kubectl.run, "delete", "namespace", namespace, "--wait=false", check=False)
-    result["parameters"]["namespace"] = namespace
+    args, result = run.args, run.result
+    found, kubectl = control_plane(run, log, "mlflow-bench-registry-cluster-", ["registeredmodels.mlflow.operator.dev"])
+    namespace = create_namespace(run, kubectl, "mlflow-bench-")
 
     server, logged, access_log = start_registry(run)
     result["source"] = {"model_uri": logged["model_uri"], "run_id": logged["run_id"]}
 
-    log(f"starting the operator (namespace {namespace}, resync {args.resync_seconds:g} s)")
-    operator = Operator.start(kubeconfig, namespace, args.resync_seconds, run.logs / "operator.log")
-    operator_result: dict[str, Any] = result["operator"]
-
-    stack.callback(operator.stop_and_report, operator_result)
-    operator.wait_healthy()
-    operator_result["argv"] = [Path(operator.argv[0]).name, *operator.argv[1:]]
-    operator_result["rss_start_mib"] = operator.memory_mib()
+    operator = start_operator(run, log, found.kubeconfig, namespace)
 
     if not sync_phase(run, kubectl, namespace, server, operator, logged):
         raise RuntimeError(f"not all {args.models} RegisteredModels Synced within the sync timeout")
@@ -641,8 +622,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 20 models, 2 idle periods")
     parser.add_argument("--sync-timeout", type=float, default=900.0, help="seconds to wait for all Synced")
-    parser.add_argument("--timeout", type=float, default=2400.0, help="bound on the whole run, in seconds")
-    parser.add_argument("--output", type=Path, help="JSON path (default bench/results/registry[-quick].json)")
+    add_run_arguments(parser, "registry", resync_seconds=None)
     args = parser.parse_args(argv)
     args.models = args.models if args.models is not None else (20 if args.quick else 200)
     args.idle_periods = args.idle_periods if args.idle_periods is not None else (2 if args.quick else 6)
@@ -651,11 +631,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    args = parse_args(argv)
-    dp.server_venv()  # fails fast with "run `make deps`"
-    stamp, logs = logs_dir("registry")
-    parameters: dict[str, Any] = {
+def parameters(args: argparse.Namespace) -> dict[str, Any]:
+    return {
         "models": args.models,
         "idle_periods": args.idle_periods,
         "resync_seconds": args.resync_seconds,
@@ -666,33 +643,31 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             "spec"
         ],
     }
-    result: dict[str, Any] = {
-        **result_header("registry", stamp, argv, parameters),
-        "operator": {},
-        "logs": str(logs),
-        "notes": [
-            "Reads are GET and writes POST/PUT/PATCH/DELETE requests as the MLflow server counts them "
-            "(mlflow_http_request_total on /metrics, deltas between scrapes; scrapes of /metrics are not counted).",
-            "--resync-seconds S is both the operator's --resync-seconds (TrackingServers, ModelDeployments) and "
-            "every RegisteredModel's spec.resyncInterval, which is what resyncs RegisteredModels.",
-            "Resync passes are counted from the server's access log (one GetRegisteredModel per pass, naming the "
-            "model); per-resync figures are the window's requests over those passes. *_per_period divide by "
-            "models x window / S instead.",
-            f"The idle window starts once no request reached the server for {QUIET_S:g} s after the last model "
-            "was Synced (or after S seconds at most).",
-            "Synced times come from one `kubectl get` per second: 1 s resolution.",
-            "Everything (control plane, Postgres, MLflow with 1 gunicorn sync worker, operator, kubectl) shares "
-            "this machine's cores with whatever else runs on it; see machine.load_average_* and "
-            "*.machine_busy_cpu_s.",
-        ],
-    }
-    output = args.output or RESULTS_DIR / ("registry-quick.json" if args.quick else "registry.json")
 
-    def finish(document: dict[str, Any]) -> str:
-        document["targets"] = evaluate(document)
-        return markdown(document)
 
-    return execute(args, logs, result, benchmark, finish, output, log, out)
+NOTES = [
+    "Reads are GET and writes POST/PUT/PATCH/DELETE requests as the MLflow server counts them "
+    "(mlflow_http_request_total on /metrics, deltas between scrapes; scrapes of /metrics are not counted).",
+    "--resync-seconds S is both the operator's --resync-seconds (TrackingServers, ModelDeployments) and "
+    "every RegisteredModel's spec.resyncInterval, which is what resyncs RegisteredModels.",
+    "Resync passes are counted from the server's access log (one GetRegisteredModel per pass, naming the "
+    "model); per-resync figures are the window's requests over those passes. *_per_period divide by "
+    "models x window / S instead.",
+    f"The idle window starts once no request reached the server for {QUIET_S:g} s after the last model "
+    "was Synced (or after S seconds at most).",
+    "Synced times come from one `kubectl get` per second: 1 s resolution.",
+    "Everything (control plane, Postgres, MLflow with 1 gunicorn sync worker, operator, kubectl) shares "
+    "this machine's cores with whatever else runs on it; see machine.load_average_* and "
+    "*.machine_busy_cpu_s.",
+]
+# The markdown goes to stdout only: bench/results/ keeps this benchmark's JSON alone.
+BENCHMARK = Benchmark(
+    "registry", parse_args, parameters, benchmark, evaluate, markdown, NOTES, log, markdown_file=False
+)
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    return BENCHMARK.main(argv, out)
 
 
 if __name__ == "__main__":

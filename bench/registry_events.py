@@ -56,32 +56,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TextIO
 
 from tests.integration import dataplane as dp
 from tests.integration import registry_server as rs
-from tests.kube import ROOT, Kubectl, find_kubectl
+from tests.kube import Kubectl
 
-from bench import common, registry
-from bench.common import (
-    RESULTS_DIR,
-    Cluster,
-    Operator,
-    Run,
-    cluster,
-    execute,
-    free_port,
-    loads_text,
-    logger,
-    logs_dir,
-    metric_samples,
-    number,
-    report,
-    result_header,
-)
+from bench import registry
+from bench.common import Cluster, Operator, Run, free_port, loads_text, logger, metric_samples, number, report
+from bench.harness import Benchmark, add_run_arguments, control_plane, create_namespace, start_operator
 from bench.stats import percentile
 from mlflow_operator.handlers.registry_events import new_encryption_key
 from mlflow_operator.logic import registry_events as events
@@ -358,14 +343,6 @@ def markdown(result: Mapping[str, Any]) -> str:
     return report("Registry events", result, rows)
 
 
-def finish(result: dict[str, Any], output: Path) -> str:
-    result["targets"] = evaluate(result)
-    text = markdown(result)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".md").write_text(text)
-    return text
-
-
 # --- I/O ----------------------------------------------------------------------------------------------------
 
 
@@ -580,27 +557,14 @@ def register_model(url: str) -> None:
 
 def prepare_cluster(run: Run) -> tuple[Cluster, Kubectl, str, str]:
     """The control plane, the CRDs, a namespace and its Secret with the webhook's signing secret."""
-    stack, result = run.stack, run.result
-    found = stack.enter_context(cluster(run.logs, log, "mlflow-bench-events-cluster-"))
-    kubectl = Kubectl(kubeconfig=found.kubeconfig, binary=find_kubectl())
-    version = json.loads(kubectl.run("version", "-o", "json").stdout)
-    result["cluster"] = {
-        "from": found.source,
-        "kube_apiserver": version["serverVersion"]["gitVersion"],
-        "kubectl": version["clientVersion"]["gitVersion"],
-    }
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
-    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/modeldeployments.mlflow.operator.dev")
+    found, kubectl = control_plane(run, log, "mlflow-bench-events-cluster-", ["modeldeployments.mlflow.operator.dev"])
     deadline = time.monotonic() + 60
     # Established comes before the API server serves the new kinds ("storage is (re)initializing", 429).
     while kubectl.run("get", "modeldeployments,trackingservers,registeredmodels", "-A", check=False).returncode:
         if time.monotonic() > deadline:
             raise RuntimeError("the API server does not serve the operator's kinds 60 s after the CRDs")
         time.sleep(1)
-    namespace = f"mlflow-bench-events-{uuid.uuid4().hex[:8]}"
-    kubectl.run("create", "namespace", namespace)
-    stack.callback(kubectl.run, "delete", "namespace", namespace, "--wait=false", check=False)
-    result["parameters"]["namespace"] = namespace
+    namespace = create_namespace(run, kubectl, "mlflow-bench-events-")
     secret = secrets.token_urlsafe(32)
     kubectl.apply(
         {
@@ -613,27 +577,18 @@ def prepare_cluster(run: Run) -> tuple[Cluster, Kubectl, str, str]:
     return found, kubectl, namespace, secret
 
 
-def start_operator(run: Run, found: Cluster, namespace: str) -> tuple[Operator, str]:
+def start_operator_with_receiver(run: Run, found: Cluster, namespace: str) -> tuple[Operator, str]:
     """`mlflow-operator run` with the receiver on a free port of 127.0.0.1 (plain HTTP); its base URL."""
     port = free_port()
     receiver = f"http://127.0.0.1:{port}"
     extra = ["--registry-events-address", f"127.0.0.1:{port}", "--registry-events-url", receiver]
-    log(f"starting the operator (namespace {namespace}, receiver {receiver})")
-    operator = Operator.start(found.kubeconfig, namespace, run.args.resync_seconds, run.logs / "operator.log", extra)
-    operator_result: dict[str, Any] = run.result["operator"]
-
-    def stop_operator() -> None:
-        try:
-            operator_result["registry_events_at_end"] = event_counters(operator.scrape_metrics())
-        except OSError as error:
-            operator_result["metrics_error"] = str(error)
-        operator.stop_and_report(operator_result)
-
-    run.stack.callback(stop_operator)
-    operator.wait_healthy()
-    operator_result["argv"] = [Path(operator.argv[0]).name, *operator.argv[1:]]
-    operator_result["rss_start_mib"] = operator.memory_mib()
+    log(f"the operator's registry-events receiver: {receiver}")
+    operator = start_operator(run, log, found.kubeconfig, namespace, extra_args=extra, at_end=event_counters_at_end)
     return operator, receiver
+
+
+def event_counters_at_end(operator: Operator, record: dict[str, Any]) -> None:
+    record["registry_events_at_end"] = event_counters(operator.scrape_metrics())
 
 
 def register_webhook(run: Run, server_url: str, url: str, secret: str) -> str:
@@ -666,7 +621,7 @@ def benchmark(run: Run) -> None:
     server = start_server(run)
     log(f"registering {MODEL} with versions {list(VERSIONS)}, {ALIAS} -> {STABLE}")
     register_model(server.url)
-    operator, receiver = start_operator(run, found, namespace)
+    operator, receiver = start_operator_with_receiver(run, found, namespace)
 
     bench = Bench(run, kubectl, namespace, server, operator)
     bench.watch = stack.enter_context(DeploymentWatch(kubectl, namespace, run.logs / "watch.log"))
@@ -704,12 +659,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--poll-interval", type=float, default=30.0, help="spec.pollInterval and registryEvents.pollInterval (30)"
     )
     parser.add_argument("--seed", type=int, default=1, help="the polling phase's random waits (default 1)")
-    parser.add_argument("--resync-seconds", type=float, default=60.0, help="the operator's --resync-seconds")
-    parser.add_argument("--timeout", type=float, default=2400.0, help="bound on the whole run, in seconds")
-    parser.add_argument("--output", type=Path, help="JSON path (default bench/results/registry_events[-quick].json)")
-    parser.add_argument(
-        "--rerender", type=Path, metavar="JSON", help="only rewrite the targets and the .md of a results file"
-    )
+    add_run_arguments(parser, "registry_events")
     args = parser.parse_args(argv)
     args.moves = args.moves if args.moves is not None else (5 if args.quick else 20)
     if not 1 <= args.moves <= 200 or args.poll_interval < 1:
@@ -736,14 +686,9 @@ NOTES = [
 ]
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    args = parse_args(argv)
-    if args.rerender is not None:
-        return common.rerender(args.rerender, finish, out)
-    dp.server_venv()  # fails fast with "run `make deps`"
-    stamp, logs = logs_dir("registry-events")
+def parameters(args: argparse.Namespace) -> dict[str, Any]:
     targets = move_targets(2 * args.moves, VERSIONS, STABLE, None)
-    parameters: dict[str, Any] = {
+    return {
         "moves": args.moves,
         "poll_interval_s": args.poll_interval,
         "events_poll_interval_s": args.poll_interval,
@@ -754,15 +699,24 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         "quick": args.quick,
         "target_s": TARGET_S,
     }
-    result: dict[str, Any] = {
-        **result_header("registry_events", stamp, argv, parameters),
-        "operator": {},
-        "phases": {},
-        "logs": str(logs),
-        "notes": NOTES,
-    }
-    output = args.output or RESULTS_DIR / ("registry_events-quick.json" if args.quick else "registry_events.json")
-    return execute(args, logs, result, benchmark, lambda document: finish(document, output), output, log, out)
+
+
+BENCHMARK = Benchmark(
+    "registry_events",
+    parse_args,
+    parameters,
+    benchmark,
+    evaluate,
+    markdown,
+    NOTES,
+    log,
+    sections={"phases": {}},
+    logs_name="registry-events",
+)
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    return BENCHMARK.main(argv, out)
 
 
 if __name__ == "__main__":

@@ -33,12 +33,12 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -46,27 +46,22 @@ import yaml
 from tests.integration import dataplane as dp
 from tests.integration import registry_server as rs
 from tests.integration.s3_servers import S3Server, moto_server
-from tests.kube import ROOT, Kubectl, find_kubectl
+from tests.kube import Kubectl
 
-from bench import common, registry
-from bench.common import (
-    RESULTS_DIR,
-    Cluster,
-    Operator,
-    Run,
-    cluster,
-    execute,
-    loads_text,
-    logger,
-    logs_dir,
-    metric_samples,
-    number,
-    report,
-    result_header,
-    server_session,
-    session_cpu_seconds,
+from bench import registry
+from bench.common import Cluster, Operator, Run, loads_text, logger, metric_samples, number, report
+from bench.harness import (
+    Benchmark,
+    CpuWindow,
+    Sampler,
+    add_run_arguments,
+    control_plane,
+    cpu_parts,
+    distribution,
+    start_operator,
+    usage_summary,
 )
-from bench.modeldeployment import REGISTER_MANY_SCRIPT, CpuWindow, distribution, driver_cpu_seconds, usage_summary
+from bench.modeldeployment import REGISTER_MANY_SCRIPT
 
 API_VERSION = "mlflow.operator.dev/v1alpha1"
 MODEL = "bench-scale"
@@ -423,14 +418,6 @@ def markdown(result: Mapping[str, Any]) -> str:
     return report("Scale", result, rows_)
 
 
-def finish(result: dict[str, Any], output: Path) -> str:
-    result["targets"] = evaluate(result)
-    text = markdown(result)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".md").write_text(text)
-    return text
-
-
 # --- cluster I/O --------------------------------------------------------------------------------------------
 
 
@@ -481,33 +468,6 @@ def not_ready(last: Sequence[Sequence[str]], ready: Callable[[Sequence[str]], bo
     return [key(r) for r in last if not ready(r)][:20]
 
 
-class Sampler:
-    """The operator's CPU and RSS from /proc every SAMPLE_S, in a thread."""
-
-    def __init__(self, operator: Operator) -> None:
-        self.operator = operator
-        self.samples: list[tuple[float, float | None, float | None]] = []
-        self._stop = threading.Event()
-        self._began = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="operator-sampler", daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            self.samples.append(
-                (time.monotonic() - self._began, self.operator.cpu_seconds(), self.operator.memory_mib())
-            )
-            if self._stop.wait(SAMPLE_S):
-                return
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 def import_rss() -> tuple[list[dict[str, Any]], bool | None]:
     """RSS after each IMPORT_STEPS import in a fresh interpreter, and whether `kubernetes` got imported."""
     code = ["import sys", "def rss():", "    for l in open('/proc/self/status'):", "        if l.startswith('VmRSS'):"]
@@ -522,21 +482,25 @@ def import_rss() -> tuple[list[dict[str, Any]], bool | None]:
     return import_rss_steps(line for line in out if not line.startswith("kubernetes|")), imported
 
 
-def cpu_parts(found: Cluster, operator: Operator | None, server: dp.MlflowServer, s3: S3Server) -> dict[str, Any]:
-    parts: dict[str, Any] = {"benchmark driver and kubectl": driver_cpu_seconds}
-    if operator is not None:
-        parts["operator"] = operator.cpu_seconds
-    session = server_session(server)
-    if session is not None:
-        parts["mlflow server"] = lambda: session_cpu_seconds(session)
-    parts["moto s3"] = lambda: session_cpu_seconds(s3.process.pid)  # started in its own session
-    sessions = found.session_ids()
-    if sessions:
-        parts["control plane"] = lambda: sum(session_cpu_seconds(s) for s in sessions.values())
-    return parts
-
-
 # --- the run ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What a ramp polls: the kinds for `kubectl get -A`, the jsonpath of their rows, when a row counts as
+    ready, and the namespaces' prefix."""
+
+    kinds: str
+    path: str
+    ready: Callable[[Sequence[str]], bool]
+    prefix: str
+
+
+def operator_metrics_at_end(operator: Operator, record: dict[str, Any]) -> None:
+    """The operator's reconciles and requests over the whole run, from its /metrics ({} when unread)."""
+    record["metrics_at_end"] = {}
+    text = operator.scrape_metrics()
+    record["metrics_at_end"] = {"reconciles": reconciles(text), "requests": operator_requests(text)}
 
 
 class Bench:
@@ -560,6 +524,37 @@ class Bench:
         a = self.args
         return resources(a.tracking_servers, a.model_deployments, where, self.s3.endpoint_url, self.server.url)
 
+    def cpu_parts(self, operator: Operator | None) -> dict[str, Callable[[], float | None]]:
+        return cpu_parts(self.found, operator, self.server, {"moto s3": self.s3.process.pid})
+
+    def ramp(
+        self, phase: str, objects: Sequence[Mapping[str, Any]], watch: Watch, expected: int, operator: Operator | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Applies `objects` (one kubectl per namespace, all at once) and polls until `expected` of what
+        `watch` names are ready: the phase's figures, and its CPU window's."""
+        timeout = min(self.args.ramp_timeout, self.run.remaining())
+        check = operator.check_running if operator is not None else lambda: None
+        groups = by_namespace(objects)
+        with CpuWindow(self.cpu_parts(operator)) as window:
+            began = time.monotonic()
+            apply_s = apply_parallel(self.kubectl, groups, self.args.namespaces)
+            log(f"{phase}: applied in {apply_s:.1f} s; waiting for {expected} ready")
+            all_s, first, timeline, last = wait_until(
+                lambda: self.rows(watch), watch.ready, watch.prefix, expected, timeout, began, check
+            )
+        figures = {
+            "apply_s": apply_s,
+            "all_ready_s": all_s,
+            "first_ready": first_ready(first),
+            "timeline": timeline,
+            "not_ready": not_ready(last, watch.ready),
+        }
+        return figures, window.fields
+
+    def rows(self, watch: Watch) -> list[list[str]]:
+        out = self.kubectl.run("get", watch.kinds, "-A", "-o", f"jsonpath={watch.path}", timeout=120).stdout
+        return rows(out)
+
     def floor(self) -> None:
         a, result = self.args, self.run.result
         where = namespaces(self.floor_prefix, a.namespaces)
@@ -576,36 +571,20 @@ class Bench:
         kinds = Counter(str(o["kind"]) for o in objects)
         workloads = sum(kinds[k] for k in ("Deployment", "StatefulSet", "Job"))
         log(f"floor: rendered {len(objects)} objects in {render_s:.1f} s; applying them into {len(where)} namespaces")
-        with CpuWindow(cpu_parts(self.found, None, self.server, self.s3)) as window:
-            began = time.monotonic()
-            apply_s = apply_parallel(self.kubectl, by_namespace(objects), len(where))
-            log(f"floor: applied in {apply_s:.1f} s; waiting for {workloads} workloads")
-
-            def poll() -> list[list[str]]:
-                out = self.kubectl.run(
-                    "get", "deployments,statefulsets,jobs", "-A", "-o", f"jsonpath={WORKLOAD_PATH}", timeout=120
-                ).stdout
-                return rows(out)
-
-            all_s, first, timeline, last = wait_until(
-                poll, workload_ready, self.floor_prefix, workloads, a.ramp_timeout, began
-            )
+        watch = Watch("deployments,statefulsets,jobs", WORKLOAD_PATH, workload_ready, self.floor_prefix)
+        figures, cpu = self.ramp("floor", objects, watch, workloads, None)
         result["floor"] = {
             "namespaces": where,
             "render_s": render_s,
             "objects": len(objects),
             "objects_by_kind": dict(kinds),
             "workloads": workloads,
-            "apply_s": apply_s,
-            "all_ready_s": all_s,
-            "first_ready": first_ready(first),
-            "timeline": timeline,
-            "not_ready": not_ready(last, workload_ready),
-            "cpu": window.fields,
+            **figures,
+            "cpu": cpu,
         }
-        if all_s is None:
-            raise RuntimeError(f"floor: not every workload ready: {result['floor']['not_ready']}")
-        log(f"floor: all {workloads} workloads ready after {all_s:.1f} s")
+        if figures["all_ready_s"] is None:
+            raise RuntimeError(f"floor: not every workload ready: {figures['not_ready']}")
+        log(f"floor: all {workloads} workloads ready after {figures['all_ready_s']:.1f} s")
 
     def background(self) -> None:
         """The kube-apiserver's requests without the operator (kwok, the controllers, the floor's objects)."""
@@ -630,68 +609,37 @@ class Bench:
             "apply", "-f", "-",
             stdin=registry.manifests(s3_secret(n, self.s3.access_key_id, self.s3.secret_access_key) for n in where),
         )  # fmt: skip
-        log(f"starting the operator (namespaces {self.op_prefix}-*, resync {a.resync_seconds:g} s)")
-        operator = Operator.start(
-            self.found.kubeconfig, f"{self.op_prefix}-*", a.resync_seconds, self.run.logs / "operator.log"
+        operator = start_operator(
+            self.run, log, self.found.kubeconfig, f"{self.op_prefix}-*", at_end=operator_metrics_at_end
         )
-        op_result: dict[str, Any] = result["operator"]
-
-        def stop_operator() -> None:
-            with_metrics = {}
-            try:
-                text = operator.scrape_metrics()
-                with_metrics = {"reconciles": reconciles(text), "requests": operator_requests(text)}
-            except OSError as error:
-                op_result["metrics_error"] = str(error)
-            op_result["metrics_at_end"] = with_metrics
-            operator.stop_and_report(op_result)
-
-        self.run.stack.callback(stop_operator)
-        operator.wait_healthy()
-        op_result["argv"] = [Path(operator.argv[0]).name, *operator.argv[1:]]
-        op_result["rss_start_mib"] = operator.memory_mib()
         specs = self.specs(where)
         expected = len(specs)
         text = operator.scrape_metrics()
         requests_before, reconciles_before = operator_requests(text), reconciles(text)
         api_before = self.apiserver_metrics()
         log(f"operator: applying {expected} custom resources into {len(where)} namespaces")
-        with Sampler(operator) as sampler, CpuWindow(cpu_parts(self.found, operator, self.server, self.s3)) as window:
-            began = time.monotonic()
-            apply_s = apply_parallel(self.kubectl, by_namespace(specs), len(where))
-            log(f"operator: applied in {apply_s:.1f} s; waiting for {expected} Ready")
-
-            def poll() -> list[list[str]]:
-                out = self.kubectl.run(
-                    "get", "trackingservers,modeldeployments", "-A", "-o", f"jsonpath={READY_PATH}", timeout=120
-                ).stdout
-                return rows(out)
-
-            all_s, first, timeline, last = wait_until(
-                poll, condition_ready, self.op_prefix, expected, min(a.ramp_timeout, self.run.remaining()), began,
-                operator.check_running,
-            )  # fmt: skip
+        watch = Watch("trackingservers,modeldeployments", READY_PATH, condition_ready, self.op_prefix)
+        with Sampler(operator, SAMPLE_S) as sampler:
+            figures, cpu = self.ramp("operator", specs, watch, expected, operator)
         text = operator.scrape_metrics()
-        api_counts = delta(api_before, self.apiserver_metrics())
         ramp = {
             "namespaces": where,
             "resources": expected,
-            "apply_s": apply_s,
-            "all_ready_s": all_s,
-            "first_ready": first_ready(first),
-            "timeline": timeline,
-            "not_ready": not_ready(last, condition_ready),
+            **figures,
             "reconciles": delta(reconciles_before, reconciles(text)),
             "operator_requests": delta(requests_before, operator_requests(text)),
-            "apiserver_requests": api_counts,
+            "apiserver_requests": delta(api_before, self.apiserver_metrics()),
             "operator_usage": usage_summary(sampler.samples),
             "operator_samples": [(round(t, 1), c, r) for t, c, r in sampler.samples],
-            "cpu": window.fields,
+            "cpu": cpu,
         }
         result["operator_ramp"] = ramp
-        if all_s is None:
+        if figures["all_ready_s"] is None:
             raise RuntimeError(f"operator: not every resource Ready: {ramp['not_ready']}")
-        log(f"operator: all {expected} Ready after {all_s:.1f} s (floor {result['floor']['all_ready_s']:.1f} s)")
+        log(
+            f"operator: all {expected} Ready after {figures['all_ready_s']:.1f} s "
+            f"(floor {result['floor']['all_ready_s']:.1f} s)"
+        )
         self.idle(operator)
 
     def snapshot(self) -> dict[str, str]:
@@ -706,7 +654,7 @@ class Bench:
         text = operator.scrape_metrics()
         requests_before, reconciles_before = operator_requests(text), reconciles(text)
         api_before = self.apiserver_metrics()
-        with Sampler(operator) as sampler, CpuWindow(cpu_parts(self.found, operator, self.server, self.s3)) as window:
+        with Sampler(operator, SAMPLE_S) as sampler, CpuWindow(self.cpu_parts(operator)) as window:
             began = time.monotonic()
             end_at = began + a.idle_window
             while time.monotonic() < end_at:
@@ -745,19 +693,8 @@ def benchmark(run: Run) -> None:
     stack, result = run.stack, run.result
     steps, imported = import_rss()
     result["import_rss"], result["kubernetes_imported"] = steps, imported
-    found = stack.enter_context(cluster(run.logs, log, "mlflow-bench-scale-cluster-", run.args.nodes))
-    kubectl = Kubectl(kubeconfig=found.kubeconfig, binary=find_kubectl())
-    version = json.loads(kubectl.run("version", "-o", "json").stdout)
-    result["cluster"] = {
-        "from": found.source,
-        "kube_apiserver": version["serverVersion"]["gitVersion"],
-        "kubectl": version["clientVersion"]["gitVersion"],
-    }
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
-    kubectl.run(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/trackingservers.mlflow.operator.dev", "crd/modeldeployments.mlflow.operator.dev",
-    )  # fmt: skip
+    crds = ["trackingservers.mlflow.operator.dev", "modeldeployments.mlflow.operator.dev"]
+    found, kubectl = control_plane(run, log, "mlflow-bench-scale-cluster-", crds, run.args.nodes)
     bench = Bench(run, found, kubectl)
     result["parameters"]["namespace_prefixes"] = [bench.floor_prefix, bench.op_prefix]
     bench.server, logged, _ = registry.start_registry(run)
@@ -789,13 +726,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--background-window", type=float, help="seconds of kube-apiserver requests without the operator (60; 15 quick)"
     )
     parser.add_argument("--nodes", type=int, help="kwok nodes of the local control plane (default: enough pods)")
-    parser.add_argument("--resync-seconds", type=float, default=60.0, help="the operator's --resync-seconds (60)")
     parser.add_argument("--ramp-timeout", type=float, default=1500.0, help="seconds to wait for all ready, per phase")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="bound on the whole run, in seconds")
-    parser.add_argument("--output", type=Path, help="JSON path (default bench/results/scale[-quick].json)")
-    parser.add_argument(
-        "--rerender", type=Path, metavar="JSON", help="only rewrite the targets and the .md of a results file"
-    )
+    add_run_arguments(parser, "scale", timeout=3600.0)
     args = parser.parse_args(argv)
     quick = args.quick
     defaults = {
@@ -840,13 +772,8 @@ NOTES = [
 ]
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    args = parse_args(argv)
-    if args.rerender is not None:
-        return common.rerender(args.rerender, finish, out)
-    dp.server_venv()  # fails fast with "run `make deps`"
-    stamp, logs = logs_dir("scale")
-    parameters: dict[str, Any] = {
+def parameters(args: argparse.Namespace) -> dict[str, Any]:
+    return {
         "tracking_servers": args.tracking_servers,
         "model_deployments": args.model_deployments,
         "namespaces": args.namespaces,
@@ -857,14 +784,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         "resync_seconds": args.resync_seconds,
         "quick": args.quick,
     }
-    result: dict[str, Any] = {
-        **result_header("scale", stamp, argv, parameters),
-        "operator": {},
-        "logs": str(logs),
-        "notes": NOTES,
-    }
-    output = args.output or RESULTS_DIR / ("scale-quick.json" if args.quick else "scale.json")
-    return execute(args, logs, result, benchmark, lambda document: finish(document, output), output, log, out)
+
+
+BENCHMARK = Benchmark("scale", parse_args, parameters, benchmark, evaluate, markdown, NOTES, log)
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    return BENCHMARK.main(argv, out)
 
 
 if __name__ == "__main__":

@@ -10,26 +10,24 @@ from typing import Any
 
 import pytest
 from bench.common import Cluster, machine_cpu_fields
+from bench.harness import distribution, queue_summary, usage_summary
 from bench.modeldeployment import (
+    BENCHMARK,
     BOUND_EXTRA_S,
     analysis_step_index,
     canary_route_weight,
-    distribution,
     evaluate,
     fail_steps,
-    finish,
     in_analysis,
     markdown,
     model_deployment,
     operator_metrics,
-    queue_summary,
     reconciles_between,
     rolled_back,
     scale_steps,
     seconds,
     step_floor_s,
     succeeded_on,
-    usage_summary,
 )
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
@@ -218,6 +216,6 @@ def test_queue_summary() -> None:
 def test_finish_writes_the_targets_and_the_markdown(tmp_path: Path) -> None:
     document = result()
     output = tmp_path / "new" / "modeldeployment.json"
-    text = finish(document, output)
+    text = BENCHMARK.finish(document, output)
     assert [t["met"] for t in document["targets"]] == [True, False, True, True]
     assert output.with_suffix(".md").read_text() == text

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from bench.registry_events import (
+    BENCHMARK,
     EVENTS,
     MD_NAME,
     TARGET_S,
@@ -23,7 +24,6 @@ from bench.registry_events import (
     evaluate,
     event_counters,
     events_condition,
-    finish,
     markdown,
     model_deployment,
     move_targets,
@@ -245,7 +245,7 @@ def test_evaluate_met_missed_and_not_measured() -> None:
 def test_markdown_table(tmp_path: Path) -> None:
     document = result([0.8, 1.2, 1.0], [14.0, 20.0, 3.0], 3)
     output = tmp_path / "registry_events.json"
-    text = finish(document, output)
+    text = BENCHMARK.finish(document, output)
     assert output.with_suffix(".md").read_text() == text == markdown(document)
     assert text.startswith("# Registry events benchmark (2026-12-05T21:00:00+00:00)")
     assert (

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from bench.scale import (
+    BENCHMARK,
     RV_PATH,
     apiserver_requests,
     by_namespace,
@@ -16,7 +17,6 @@ from bench.scale import (
     condition_ready,
     delta,
     evaluate,
-    finish,
     first_ready,
     import_rss_steps,
     markdown,
@@ -178,6 +178,6 @@ def test_markdown_and_finish(tmp_path: Path) -> None:
     assert "Note: a note" in text
     document = result()
     output = tmp_path / "scale.json"
-    rendered = finish(document, output)
+    rendered = BENCHMARK.finish(document, output)
     assert output.with_suffix(".md").read_text() == rendered
     assert json.dumps(document["targets"])  # serialisable
