@@ -54,11 +54,19 @@ def results_path(name: str, quick: bool) -> Path:
     return RESULTS_DIR / (f"{name}-quick.json" if quick else f"{name}.json")
 
 
-def add_run_arguments(
-    parser: argparse.ArgumentParser, name: str, *, timeout: float = 2400.0, resync_seconds: float | None = 60.0
-) -> None:
-    """The flags every operator benchmark takes besides its scenario's: --timeout, --output, --rerender, and
-    --resync-seconds unless the benchmark gives it a meaning of its own (resync_seconds None)."""
+def run_parser(
+    description: str | None,
+    name: str,
+    quick: str,
+    *,
+    timeout: float = 2400.0,
+    resync_seconds: float | None = 60.0,
+) -> argparse.ArgumentParser:
+    """A parser with the flags every operator benchmark takes besides its scenario's: --quick (`quick` says
+    what it shortens), --timeout, --output, --rerender, and --resync-seconds unless the benchmark gives it a
+    meaning of its own (resync_seconds None)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick)
     if resync_seconds is not None:
         parser.add_argument(
             "--resync-seconds", type=float, default=resync_seconds, help="the operator's --resync-seconds"
@@ -68,6 +76,7 @@ def add_run_arguments(
     parser.add_argument(
         "--rerender", type=Path, metavar="JSON", help="only re-evaluate the targets and re-render a results file"
     )
+    return parser
 
 
 @dataclass(frozen=True)

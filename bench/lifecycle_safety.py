@@ -32,7 +32,8 @@ from typing import Any
 from tests.integration import dataplane as dp
 from tests.integration import registry_server as rs
 
-from bench.common import RESULTS_DIR, logs_dir, number, report, result_header
+from bench.common import logs_dir, number, report, result_header
+from bench.harness import results_path
 from mlflow_operator.adapters import registry_store
 from mlflow_operator.adapters.registry import ModelRegistry
 from mlflow_operator.adapters.registry_store import RegistryEndpoint
@@ -141,8 +142,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "decide_s_median": round(statistics.median(w["decide_s"] for w in warm), 4),
             "requests_each": warm[-1]["requests"],
         }
-    name = "lifecycle_safety-quick.json" if args.quick else "lifecycle_safety.json"
-    (RESULTS_DIR / name).write_text(json.dumps(result, indent=2) + "\n")
+    results_path("lifecycle_safety", args.quick).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

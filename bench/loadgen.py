@@ -15,7 +15,7 @@ import json
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
@@ -45,15 +45,8 @@ class Load:
     seed: int = 1
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "jobs": self.jobs,
-            "duration_s": self.duration_s,
-            "rounds": self.rounds,
-            "interval_s": self.interval_s,
-            "jitter": self.jitter,
-            "metrics_per_batch": self.metrics_per_batch,
-            "request_timeout_s": self.request_timeout_s,
-        }
+        """The shape for the results: every field but the name (the key it is filed under) and the seed."""
+        return {key: value for key, value in asdict(self).items() if key not in ("name", "seed")}
 
 
 @dataclass

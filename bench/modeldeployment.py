@@ -44,7 +44,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from tests.e2e.test_modeldeployment import gateway_api_crds_dir
 from tests.integration import dataplane as dp
@@ -58,12 +58,12 @@ from bench.harness import (
     Benchmark,
     CpuWindow,
     Sampler,
-    add_run_arguments,
     control_plane,
     cpu_parts,
     create_namespace,
     distribution,
     queue_summary,
+    run_parser,
     start_operator,
     usage_summary,
 )
@@ -719,8 +719,7 @@ def operator_metrics_at_end(operator: Operator, record: dict[str, Any]) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 5 deployments, 1 repeat")
+    parser = run_parser(__doc__, "modeldeployment", "a smoke run: 5 deployments, 1 repeat")
     parser.add_argument("--deployments", type=int, help="ModelDeployments rolling out at once (default 50; 5 quick)")
     parser.add_argument("--repeats", type=int, help="failing-metrics rollbacks measured (default 5; 1 quick)")
     parser.add_argument("--interval", type=float, default=5.0, help="spec.analysis.interval, seconds (default 5)")
@@ -734,7 +733,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--idle-window", type=float, default=10.0, help="seconds to watch the idle fleet before the alias moves"
     )
     parser.add_argument("--rollout-timeout", type=float, default=600.0, help="seconds to wait for all Succeeded")
-    add_run_arguments(parser, "modeldeployment")
     args = parser.parse_args(argv)
     args.deployments = args.deployments if args.deployments is not None else (5 if args.quick else 50)
     args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
@@ -778,9 +776,5 @@ def parameters(args: argparse.Namespace) -> dict[str, Any]:
 BENCHMARK = Benchmark("modeldeployment", parse_args, parameters, benchmark, evaluate, markdown, NOTES, log)
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    return BENCHMARK.main(argv, out)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCHMARK.main())

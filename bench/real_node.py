@@ -41,7 +41,8 @@ from tests.e2e import realpods, traffic
 from tests.kube import ROOT, Kubectl, condition, eventually, find_kubectl
 from tests.scripts import run_hack
 
-from bench.common import RESULTS_DIR, latency_summary, logs_dir, number, proc_status_kib, report, result_header
+from bench.common import latency_summary, logs_dir, number, proc_status_kib, report, result_header
+from bench.harness import results_path
 from mlflow_operator.api.kinds import API_VERSION
 
 STEP_LINE = re.compile(r"^\[run\s+(?P<at>[0-9.]+) s\] (?P<what>.*)$")
@@ -219,8 +220,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         began = time.monotonic()
         run_hack("localcluster.py", "down", "--dir", str(workdir), timeout=600)
         result["cluster_down_s"] = round(time.monotonic() - began, 1)
-    name = "real_node-quick.json" if args.quick else "real_node.json"
-    (RESULTS_DIR / name).write_text(json.dumps(result, indent=2) + "\n")
+    results_path("real_node", args.quick).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

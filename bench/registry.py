@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -66,7 +66,7 @@ from bench.common import (
     session_cpu_seconds,
     system_busy_seconds,
 )
-from bench.harness import Benchmark, add_run_arguments, control_plane, create_namespace, start_operator
+from bench.harness import Benchmark, control_plane, create_namespace, run_parser, start_operator
 from bench.stats import percentile
 
 API_VERSION = "mlflow.operator.dev/v1alpha1"
@@ -611,7 +611,7 @@ def benchmark(run: Run) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = run_parser(__doc__, "registry", "a smoke run: 20 models, 2 idle periods", resync_seconds=None)
     parser.add_argument("--models", type=int, help="RegisteredModels to apply (default 200; 20 with --quick)")
     parser.add_argument("--idle-periods", type=int, help="resync periods to idle (default 6; 2 with --quick)")
     parser.add_argument(
@@ -620,9 +620,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=10.0,
         help="every RegisteredModel's spec.resyncInterval, and the operator's --resync-seconds (default 10)",
     )
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 models, 2 idle periods")
     parser.add_argument("--sync-timeout", type=float, default=900.0, help="seconds to wait for all Synced")
-    add_run_arguments(parser, "registry", resync_seconds=None)
     args = parser.parse_args(argv)
     args.models = args.models if args.models is not None else (20 if args.quick else 200)
     args.idle_periods = args.idle_periods if args.idle_periods is not None else (2 if args.quick else 6)
@@ -666,9 +664,5 @@ BENCHMARK = Benchmark(
 )
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    return BENCHMARK.main(argv, out)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCHMARK.main())

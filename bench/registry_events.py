@@ -58,7 +58,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any
 
 from tests.integration import dataplane as dp
 from tests.integration import registry_server as rs
@@ -66,7 +66,7 @@ from tests.kube import Kubectl
 
 from bench import registry
 from bench.common import Cluster, Operator, Run, free_port, loads_text, logger, metric_samples, number, report
-from bench.harness import Benchmark, add_run_arguments, control_plane, create_namespace, start_operator
+from bench.harness import Benchmark, control_plane, create_namespace, distribution, run_parser, start_operator
 from bench.stats import percentile
 from mlflow_operator.handlers.registry_events import new_encryption_key
 from mlflow_operator.logic import registry_events as events
@@ -85,14 +85,6 @@ SETTLE_PAUSE_S = 1.0  # after each move has settled, before the next one
 STATUS_POLL_S = 0.5  # `kubectl get modeldeployment` while waiting for a move to settle
 CACHE_TTL_S = 1  # MLFLOW_WEBHOOK_CACHE_TTL: MLflow re-reads its webhook list this often
 WEBHOOKS = "/api/2.0/mlflow/webhooks"
-# What docs/operations.md tells users to register (logic.registry_events.WEBHOOK_EVENTS, spelled out).
-EVENTS = (
-    ("MODEL_VERSION", "CREATED"),
-    ("MODEL_VERSION_ALIAS", "CREATED"),
-    ("MODEL_VERSION_ALIAS", "DELETED"),
-    ("MODEL_VERSION_TAG", "SET"),
-    ("MODEL_VERSION_TAG", "DELETED"),
-)
 METRICS = {
     "events": ("mlflow_operator_registry_events_total", "type"),
     "rejected": ("mlflow_operator_registry_events_rejected_total", "reason"),
@@ -123,7 +115,7 @@ def webhook_body(url: str, secret: str, name: str = WEBHOOK_NAME) -> dict[str, A
         "name": name,
         "url": url,
         "secret": secret,
-        "events": [{"entity": entity, "action": action} for entity, action in EVENTS],
+        "events": [{"entity": entity, "action": action} for entity, action in events.WEBHOOK_EVENTS],
     }
 
 
@@ -237,15 +229,11 @@ def counters_delta(
 def summary(moves: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One phase's figures: seconds from the alias move to the canary Deployment (min, median, p90, max,
     mean) over the moves measured, how many were, and how many a verified delivery woke."""
-    values = sorted(m["latency_s"] for m in moves if m.get("latency_s") is not None)
+    latencies = distribution(m.get("latency_s") for m in moves)
     return {
         "moves": len(moves),
-        "measured": len(values),
-        "min": values[0] if values else None,
-        "p50": percentile(values, 50),
-        "p90": percentile(values, 90),
-        "max": values[-1] if values else None,
-        "mean": sum(values) / len(values) if values else None,
+        "measured": latencies.pop("count"),
+        **latencies,
         "woken_by_event": sum(1 for m in moves if ((m.get("counters") or {}).get("wakeups_total") or 0) > 0),
         "rest_call_p50_s": percentile([m["rest_s"] for m in moves if m.get("rest_s") is not None], 50),
     }
@@ -652,14 +640,12 @@ def benchmark(run: Run) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 5 moves per phase")
+    parser = run_parser(__doc__, "registry_events", "a smoke run: 5 moves per phase")
     parser.add_argument("--moves", type=int, help="alias moves per phase (default 20; 5 with --quick)")
     parser.add_argument(
         "--poll-interval", type=float, default=30.0, help="spec.pollInterval and registryEvents.pollInterval (30)"
     )
     parser.add_argument("--seed", type=int, default=1, help="the polling phase's random waits (default 1)")
-    add_run_arguments(parser, "registry_events")
     args = parser.parse_args(argv)
     args.moves = args.moves if args.moves is not None else (5 if args.quick else 20)
     if not 1 <= args.moves <= 200 or args.poll_interval < 1:
@@ -715,9 +701,5 @@ BENCHMARK = Benchmark(
 )
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    return BENCHMARK.main(argv, out)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCHMARK.main())

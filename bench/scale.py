@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 from tests.integration import dataplane as dp
@@ -54,10 +54,10 @@ from bench.harness import (
     Benchmark,
     CpuWindow,
     Sampler,
-    add_run_arguments,
     control_plane,
     cpu_parts,
     distribution,
+    run_parser,
     start_operator,
     usage_summary,
 )
@@ -713,8 +713,7 @@ def benchmark(run: Run) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 10 + 30 resources, 1 minute idle")
+    parser = run_parser(__doc__, "scale", "a smoke run: 10 + 30 resources, 1 minute idle", timeout=3600.0)
     parser.add_argument("--tracking-servers", type=int, help="TrackingServers (default 100; 10 quick)")
     parser.add_argument("--model-deployments", type=int, help="ModelDeployments (default 300; 30 quick)")
     parser.add_argument("--namespaces", type=int, help="namespaces the resources are spread over (default 10; 2 quick)")
@@ -727,7 +726,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--nodes", type=int, help="kwok nodes of the local control plane (default: enough pods)")
     parser.add_argument("--ramp-timeout", type=float, default=1500.0, help="seconds to wait for all ready, per phase")
-    add_run_arguments(parser, "scale", timeout=3600.0)
     args = parser.parse_args(argv)
     quick = args.quick
     defaults = {
@@ -789,9 +787,5 @@ def parameters(args: argparse.Namespace) -> dict[str, Any]:
 BENCHMARK = Benchmark("scale", parse_args, parameters, benchmark, evaluate, markdown, NOTES, log)
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    return BENCHMARK.main(argv, out)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCHMARK.main())

@@ -38,26 +38,24 @@ import os
 import platform
 import resource
 import select
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tests.integration import dataplane as dp
 
 from bench import loadgen, stats
-from bench.common import machine
+from bench.common import interrupts_unwind, machine
 from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.builders import trackingserver as ts
 from mlflow_operator.builders.config import render_pgbouncer_ini
@@ -811,23 +809,6 @@ def report(document: dict[str, Any]) -> str:
     lines += ["", "Targets:", "", stats.markdown_targets(targets)]
     lines += ["Notes:", "", *[f"- {note}" for note in document["notes"]]]
     return "\n".join(lines) + "\n"
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextmanager
-def interrupts_unwind() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so every `with` stops its processes."""
-    previous: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | None] = {}
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        previous[signum] = signal.signal(signum, _raise_interrupt)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -1,5 +1,5 @@
 """The ModelDeployment benchmark's pure helpers: specs the operator accepts, the step floor, status and
-HTTPRoute predicates, the operator's /metrics, CPU/RSS samples, targets and the table; and bench.common's
+HTTPRoute predicates, the operator's /metrics, targets and the table; and bench.common's
 CPU split and control-plane sessions."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from bench.common import Cluster, machine_cpu_fields
-from bench.harness import distribution, queue_summary, usage_summary
 from bench.modeldeployment import (
     BENCHMARK,
     BOUND_EXTRA_S,
@@ -115,12 +114,6 @@ def test_status_predicates() -> None:
     assert not succeeded_on({"phase": "Progressing", "stableVersion": 2}, 2)
 
 
-def test_distribution() -> None:
-    assert distribution([3.0, None, 1.0, 2.0]) == {"count": 3, "min": 1.0, "p50": 2.0, "p90": 2.8, "max": 3.0,
-                                                   "mean": 2.0}  # fmt: skip
-    assert distribution([]) == {"count": 0, "min": None, "p50": None, "p90": None, "max": None, "mean": None}
-
-
 def test_operator_metrics_and_deltas() -> None:
     found = operator_metrics(OPERATOR_METRICS)
     md = found["kinds"]["ModelDeployment"]
@@ -136,15 +129,6 @@ def test_operator_metrics_and_deltas() -> None:
     assert delta == {"reconciles": {"error": 0, "success": 400}, "duration_count": 400, "duration_sum_s": 40.0,
                      "mean_s": 0.1}  # fmt: skip
     assert reconciles_between({}, {})["mean_s"] is None
-
-
-def test_usage_summary() -> None:
-    samples = [(0.0, 1.0, 100.0), (0.5, 1.25, 120.0), (1.0, 1.25, None), (2.0, 2.0, 110.0)]
-    found = usage_summary(samples)
-    assert found["cpu_s"] == 1.0 and found["cpu_mean_cores"] == 0.5
-    assert found["cpu_peak_cores"] == 0.75
-    assert (found["rss_start_mib"], found["rss_peak_mib"], found["rss_end_mib"]) == (100.0, 120.0, 110.0)
-    assert usage_summary([])["cpu_mean_cores"] is None
 
 
 def result(**overrides: Any) -> dict[str, Any]:
@@ -204,13 +188,6 @@ def test_cluster_session_ids(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text(json.dumps({"pids": {"etcd": 10, "kwok": "11"}, "ready": True}))
     assert Cluster("k", "hack/localcluster.py", tmp_path).session_ids() == {"etcd": 10, "kwok": 11}
     assert Cluster("k", "hack/localcluster.py", tmp_path / "missing").session_ids() == {}
-
-
-def test_queue_summary() -> None:
-    samples = [(0.0, 10, 4, 100), (1.0, 30, 4, 106), (2.0, 20, 2, 112)]
-    assert queue_summary(samples) == {"depth_mean": 20.0, "depth_max": 30, "depth_end": 20, "running_mean": 10 / 3,
-                                      "per_s": 6.0}  # fmt: skip
-    assert queue_summary([])["per_s"] is None and queue_summary([(1.0, 0, 0, 5)])["per_s"] is None
 
 
 def test_finish_writes_the_targets_and_the_markdown(tmp_path: Path) -> None:

@@ -3,12 +3,14 @@ passes per model, sync detection, resourceVersion diffs, /proc parsing, targets 
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+from typing import Any, cast
 
 import pytest
 import yaml
-from bench.common import latency_summary, metric_samples, parse_labels, proc_stat_cpu_ticks, proc_status_kib
+from bench.common import Operator, latency_summary, metric_samples, parse_labels, proc_stat_cpu_ticks, proc_status_kib
 from bench.registry import (
+    PhaseCpu,
     Requests,
     changed,
     duration,
@@ -25,6 +27,8 @@ from bench.registry import (
     resource_versions,
     synced_at_generation,
 )
+
+from tests.integration import dataplane as dp
 
 # What `mlflow server --expose-prometheus` serves (prometheus_flask_exporter in multiprocess mode), trimmed.
 METRICS = """\
@@ -296,3 +300,19 @@ def test_markdown_table() -> None:
     assert "| operator RSS: after start / peak (VmHWM) / end | 67 MiB / 140 MiB / 139 MiB |" in text
     assert "- **met**: idle: no RegisteredModel resourceVersion changes (0 of 200 changed)" in text
     assert "n/a" in text  # figures not measured are shown as such, not as zeros
+
+
+def test_phase_cpu_records_what_it_could_read() -> None:
+    operator = cast(Operator, argparse.Namespace(cpu_seconds=lambda: 2.0))
+    cpu = PhaseCpu(operator, cast(dp.MlflowServer, argparse.Namespace(process=None)))
+    cpu.began, cpu.ended = (2.0, 10.0, 100.0), (4.0, 15.0, 110.0)
+    phase: dict[str, Any] = {"requests": 1}
+    own: dict[str, Any] = {}
+    cpu.record(4.0, "idle", phase, own)
+    assert phase == {"requests": 1, "machine_busy_cpu_s": 10.0, "machine_busy_cores": 2.5, "server_cpu_s": 5.0,
+                     "server_cpu_pct": 125.0}  # fmt: skip
+    assert own == {"cpu_idle_s": 2.0, "cpu_idle_pct": 50.0}
+    cpu.began, cpu.ended = (None, None, 100.0), (None, None, 101.0)
+    phase, own = {}, {}
+    cpu.record(2.0, "sync", phase, own)
+    assert phase == {"machine_busy_cpu_s": 1.0, "machine_busy_cores": 0.5} and own == {}
