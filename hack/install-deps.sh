@@ -18,6 +18,8 @@ APT_PACKAGES=(openssl ca-certificates curl postgresql pgbouncer prometheus)
 # registry (hack/node-images.sh, hack/build-images.py); conntrack/iptables/nftables are what kube-proxy and
 # the CNI plugins drive; iproute2 (ip netns): tests/integration/test_images.py runs the images with runc.
 APT_PACKAGES+=(runc containernetworking-plugins mmdebstrap umoci conntrack iptables nftables gcc libc6-dev iproute2)
+# barman-cloud (barman-cli-cloud): the backup integration tests run the scripts the database pods run.
+APT_PACKAGES+=(barman-cli-cloud)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

@@ -12,6 +12,7 @@ series behind forever.
 
 from __future__ import annotations
 
+import contextlib
 from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
@@ -108,6 +109,19 @@ REGISTRY_EVENT_WAKEUPS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+DATABASE_BACKUP_TIME = Gauge(
+    f"{PREFIX}_database_backup_last_success_timestamp_seconds",
+    "When a TrackingServer's newest completed base backup ended (alert on its age).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+DATABASE_BACKUP_FAILURES = Counter(
+    f"{PREFIX}_database_backup_failures",
+    "Passes that found a TrackingServer's backups unhealthy, by reason (StoreUnavailable: the archive cannot "
+    "be reached, so WAL piles up in the database's volume; BackupFailed: the last base backup Job failed).",
+    ["namespace", "name", "reason"],
+    registry=REGISTRY,
+)
 KUBE_REQUESTS = Counter(
     f"{PREFIX}_kube_requests",
     "Kubernetes API requests the operator's reconcilers sent (children, status, Events, Secrets), by verb and "
@@ -120,6 +134,7 @@ KUBE_REQUESTS = Counter(
 _rollout_phases: dict[tuple[str, str], set[str]] = {}
 _sync_error_reasons: dict[tuple[str, str], set[str]] = {}
 _corrected: set[tuple[str, str]] = set()
+_backup_failure_reasons: dict[tuple[str, str], set[str]] = {}
 
 
 # ---- the controller
@@ -154,9 +169,11 @@ def forget_object(kind: str, namespace: str, name: str) -> None:
     elif kind == "RegisteredModel":
         for reason in _sync_error_reasons.pop((namespace, name), set()):
             REGISTRY_SYNC_ERRORS.remove(namespace, name, reason)
-    elif kind == "TrackingServer" and (namespace, name) in _corrected:
-        _corrected.discard((namespace, name))
-        LIFECYCLE_CORRECTIONS.remove(namespace, name)
+    elif kind == "TrackingServer":
+        if (namespace, name) in _corrected:
+            _corrected.discard((namespace, name))
+            LIFECYCLE_CORRECTIONS.remove(namespace, name)
+        forget_backups(namespace, name)
 
 
 # ---- the handlers
@@ -194,6 +211,22 @@ def count_lifecycle_correction(namespace: str, name: str) -> None:
     """A TrackingServer's bucket lifecycle rules drifted and were re-applied."""
     _corrected.add((namespace, name))
     LIFECYCLE_CORRECTIONS.labels(namespace, name).inc()
+
+
+def observe_backups(namespace: str, name: str, last_success: float | None, failure: str | None) -> None:
+    """A TrackingServer's backups as one pass found them: the newest base backup's end, and a failure."""
+    if last_success is not None:
+        DATABASE_BACKUP_TIME.labels(namespace, name).set(last_success)
+    if failure is not None:
+        _backup_failure_reasons.setdefault((namespace, name), set()).add(failure)
+        DATABASE_BACKUP_FAILURES.labels(namespace, name, failure).inc()
+
+
+def forget_backups(namespace: str, name: str) -> None:
+    with contextlib.suppress(KeyError):  # no backup seen yet
+        DATABASE_BACKUP_TIME.remove(namespace, name)
+    for reason in _backup_failure_reasons.pop((namespace, name), set()):
+        DATABASE_BACKUP_FAILURES.remove(namespace, name, reason)
 
 
 def count_kube_request(verb: str, kind: str) -> None:

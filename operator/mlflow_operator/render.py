@@ -118,18 +118,18 @@ def render_tracking_server(
             f"{where}: Secret values are placeholders ({GENERATED}), generated or derived from credentials by the "
             f"operator at runtime: {', '.join(secrets)}; config-hash annotations likewise ({COMPUTED})"
         )
-    notes += _lifecycle_notes(where, spec)
+    notes += _lifecycle_notes(where, spec, ts_build.artifact_bucket_backups(name, namespace, spec))
     return Rendered(objects, notes)
 
 
-def _lifecycle_notes(where: str, spec: TrackingServerSpec) -> list[str]:
+def _lifecycle_notes(where: str, spec: TrackingServerSpec, backup_prefix: str | None) -> list[str]:
     """What the operator would send to the bucket; RenderError for rules it would refuse or withhold by
     layout (whether a rule reaches a registered version needs the registry: said in the note)."""
     lifecycle = spec.artifacts.lifecycle
     if lifecycle is None or not lifecycle.rules:
         return []
     problems = validate_rules(lifecycle.rules) + [
-        refusal.message for refusal in layout_refusals(lifecycle.rules, spec.artifacts.s3.prefix)
+        refusal.message for refusal in layout_refusals(lifecycle.rules, spec.artifacts.s3.prefix, backup_prefix)
     ]
     if problems:
         raise RenderError(f"{where}: " + "; ".join(problems))

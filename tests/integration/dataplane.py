@@ -318,7 +318,11 @@ class Postgres(_Service):
         dbname: str = "mlflow",
         log_dir: Path | None = None,
         start_timeout: float = 60,
+        env: Mapping[str, str] | None = None,
+        data_dir: Path | None = None,
     ):
+        """`env` is added to the server's (archive_command sees it); `data_dir` starts an existing cluster
+        (a restored one: no initdb, no role or database created; its users are whatever it holds)."""
         for name in (user, dbname):
             if not _IDENTIFIER.fullmatch(name):
                 raise ValueError(f"not a plain lowercase SQL identifier: {name!r}")
@@ -331,6 +335,8 @@ class Postgres(_Service):
         self.log_dir = log_dir
         self.start_timeout = start_timeout
         self.bin_dir = postgres_bin_dir()
+        self.env = dict(env or {})
+        self.existing_data = data_dir
 
     def uri(self, driver: str = "postgresql+psycopg2") -> str:
         """The direct (not pooled) SQLAlchemy URI: for migrations, which must not go through PgBouncer."""
@@ -339,20 +345,29 @@ class Postgres(_Service):
     def start(self) -> None:
         self.workdir = service_dir("mlflow-dataplane-postgres-")
         self.port = free_port()
-        self._initdb()
+        if self.existing_data is None:
+            self._initdb()
         options = {"listen_addresses": self.host, **self.settings}
-        argv = [str(self.bin_dir / "postgres"), "-D", str(self.workdir / "data"), "-p", str(self.port)]
+        argv = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port)]
         argv += ["-k", str(self.workdir)]
         for key, value in options.items():
             argv += ["-c", f"{key}={value}"]
-        process = self._spawn("postgres", as_service_user(argv))
+        env = {**os.environ, **self.env} if self.env else None
+        process = self._spawn("postgres", as_service_user(argv), env)
         process.wait_ready(self._accepting, timeout=self.start_timeout, what="accepting connections")
+        if self.existing_data is not None:
+            return
         self.psql(f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'")
         self.psql(f"CREATE DATABASE {self.dbname} OWNER {self.user}")
 
+    @property
+    def data_dir(self) -> Path:
+        assert self.workdir is not None
+        return self.existing_data or self.workdir / "data"
+
     def _initdb(self) -> None:
         assert self.workdir is not None
-        argv = [str(self.bin_dir / "initdb"), "-D", str(self.workdir / "data"), "-U", "postgres"]
+        argv = [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres"]
         argv += ["--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-locale", "--no-sync"]
         run_checked(as_service_user(argv), what="initdb", timeout=120, cwd=self.workdir)
 

@@ -234,7 +234,7 @@ def write_configmap_mounts(pod_spec: Obj, container: Obj, configmaps: Sequence[O
     volumes = {volume["name"]: volume for volume in pod_spec["volumes"]}
     mounts: dict[str, str] = {}
     for mount in container["volumeMounts"]:
-        source = volumes[mount["name"]].get("configMap")
+        source = volumes.get(mount["name"], {}).get("configMap")  # a claim template's volume is not listed
         if source is None:
             continue
         local = directory / mount["name"]

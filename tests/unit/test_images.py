@@ -132,7 +132,7 @@ def test_mmdebstrap_command_installs_the_packages_user_and_files_in_order() -> N
     postgres = bi.load_image("postgres")
     command = bi.mmdebstrap_command(postgres, Path("/w/rootfs.tar"))
     assert command[:2] == ["mmdebstrap", "--variant=essential"]
-    assert "--include=postgresql-15" in command
+    assert "--include=postgresql-15,barman-cli-cloud" in command
     assert command[-5:] == ["bookworm", "/w/rootfs.tar", *bi.apt_sources("bookworm")]
     essential = [c for c in command if c.startswith("--essential-hook=")]
     # The user and postgresql-common's config exist before the packages' postinst runs.

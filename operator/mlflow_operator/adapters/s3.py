@@ -182,7 +182,7 @@ def _client_error(error: Any, bucket: str) -> S3LifecycleError:
 
 
 @contextmanager
-def _translated_errors(bucket: str) -> Iterator[None]:
+def translated_errors(bucket: str) -> Iterator[None]:
     from botocore.exceptions import (  # noqa: PLC0415
         BotoCoreError,
         ClientError,
@@ -233,13 +233,13 @@ class BucketLifecycle:
 
     def check_bucket(self) -> None:
         """Raise BucketNotFound, AccessDenied or BucketUnreachable unless the bucket is usable."""
-        with _translated_errors(self.bucket):
+        with translated_errors(self.bucket):
             self.client.head_bucket(Bucket=self.bucket)
 
     def get_rules(self) -> list[S3Rule]:
         """The bucket's rules as boto3 returns them; [] when the bucket has no lifecycle configuration."""
         try:
-            with _translated_errors(self.bucket):
+            with translated_errors(self.bucket):
                 response = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket)
         except S3LifecycleError as error:
             if error.code == NO_LIFECYCLE_CODE:
@@ -249,7 +249,7 @@ class BucketLifecycle:
 
     def put_rules(self, rules: Sequence[Mapping[str, Any]]) -> None:
         """Replace the whole configuration; an empty list deletes it (S3 refuses a configuration of no rules)."""
-        with _translated_errors(self.bucket):
+        with translated_errors(self.bucket):
             if rules:
                 self.client.put_bucket_lifecycle_configuration(
                     Bucket=self.bucket, LifecycleConfiguration={"Rules": [dict(rule) for rule in rules]}

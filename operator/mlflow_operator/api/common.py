@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -84,6 +85,11 @@ def quantity_value(quantity: int | str) -> Decimal:
 
 
 DateTime = Annotated[str, StringConstraints(max_length=64)]
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 time (Z or an offset; T, t or a space between date and time) as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00").replace("t", "T"))
 
 
 @dataclass(frozen=True)

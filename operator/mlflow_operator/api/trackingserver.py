@@ -14,6 +14,7 @@ from mlflow_operator.api.common import (
     WHITESPACE,
     ApiModel,
     Condition,
+    DateTime,
     DeletionPolicy,
     Duration,
     Image,
@@ -43,11 +44,96 @@ BucketName = Annotated[
 ]
 S3Prefix = Annotated[str, StringConstraints(max_length=512, pattern=f"^{NOT_SPACE}*$")]
 RuleId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+CronSchedule = Annotated[
+    str, StringConstraints(min_length=9, max_length=64, pattern=f"^({NOT_SPACE}+{SPACE}+){{4}}{NOT_SPACE}+$")
+]
+# barman's RECOVERY WINDOW OF N {DAYS|WEEKS|MONTHS}, written as 30d, 4w or 6m.
+RecoveryWindow = Annotated[str, StringConstraints(min_length=2, max_length=5, pattern=r"^[1-9][0-9]{0,3}[dwm]$")]
+Rfc3339Time = Annotated[
+    str,
+    StringConstraints(
+        max_length=64,
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+        r"([Zz]|[+-][0-9]{2}:[0-9]{2})$",
+    ),
+]
 StorageClass = Literal["STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER", "GLACIER_IR", "DEEP_ARCHIVE"]
+
+
+class S3Credentials(ApiModel):
+    """A Secret with an S3 access key pair."""
+
+    name: ObjectName = Field(description="Secret name, in the same namespace.")
+    access_key_id_key: SecretKey = Field(default="AWS_ACCESS_KEY_ID", description="Key of the access key id.")
+    secret_access_key_key: SecretKey = Field(
+        default="AWS_SECRET_ACCESS_KEY", description="Key of the secret access key."
+    )
+
+
+class BackupStore(ApiModel):
+    """An S3 (or S3-compatible) location for barman-cloud: base backups and WAL go under
+    s3://BUCKET/PREFIX/SERVER/ (SERVER is the TrackingServer's name)."""
+
+    bucket: BucketName = Field(description="Bucket name.")
+    prefix: S3Prefix = Field(
+        default="backups", description="Key prefix; each server's backups go under PREFIX/SERVER/."
+    )
+    endpoint: Url | None = Field(default=None, description="Endpoint of an S3-compatible server (MinIO...).")
+    region: Annotated[str, StringConstraints(max_length=32, pattern=r"^[a-z0-9-]*$")] = Field(
+        default="us-east-1", description="Bucket region."
+    )
+    credentials_secret: S3Credentials = Field(description="Access keys the database pods and backup Jobs use.")
+
+
+class DatabaseBackup(ApiModel):
+    """Continuous WAL archiving and scheduled base backups with barman-cloud, for point-in-time restore.
+
+    Archiving is always on while backups are: a base backup restores only with the WAL written during it."""
+
+    s3: BackupStore | None = Field(
+        default=None,
+        description="Where backups go; by default the artifact bucket (its endpoint, region and credentialsSecret)"
+        " under backups/NAMESPACE/NAME/.",
+    )
+    schedule: CronSchedule = Field(default="0 2 * * *", description="Cron schedule of base backups.")
+    retention: RecoveryWindow = Field(
+        default="30d",
+        description="Recovery window (30d, 4w, 6m): backups and WAL no restore inside it needs are deleted after"
+        " each base backup.",
+    )
+
+
+class BackupSource(ApiModel):
+    """The backups of another (usually deleted) TrackingServer's database."""
+
+    server_name: ObjectName = Field(description="The name of the TrackingServer whose backups are restored.")
+    s3: BackupStore | None = Field(
+        default=None,
+        description="Where its backups are; by default this TrackingServer's own backup location's bucket and prefix.",
+    )
+
+
+class DatabaseRestore(ApiModel):
+    """Bootstrap a new TrackingServer's database from backups, before its migration Job runs."""
+
+    from_backup: BackupSource = Field(description="The backups to restore from.")
+    target_time: Rfc3339Time | None = Field(
+        default=None,
+        description="Recover up to this time (RFC 3339); the latest WAL archived when unset.",
+    )
 
 
 class ManagedDatabase(ApiModel):
     """A PostgreSQL StatefulSet run by the operator."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "has(self.restore) == has(oldSelf.restore) && (!has(self.restore) || self.restore == oldSelf.restore)",
+                "restore is set when the TrackingServer is created and cannot change",
+            ),
+        )
+    }
 
     version: PostgresVersion = Field(default=DEFAULT_POSTGRES_VERSION, description="PostgreSQL major version.")
     image: Image | None = Field(default=None, description="Override the PostgreSQL image.")
@@ -65,6 +151,12 @@ class ManagedDatabase(ApiModel):
         description="postgresql.conf parameters overriding the operator's MLflow-tuned defaults.",
     )
     resources: ResourceRequirements | None = Field(default=None, description="Postgres container resources.")
+    backup: DatabaseBackup | None = Field(
+        default=None, description="WAL archiving and base backups to S3 (barman-cloud); none when unset."
+    )
+    restore: DatabaseRestore | None = Field(
+        default=None, description="Create the database from backups (only on a new TrackingServer: immutable)."
+    )
 
 
 class DatabaseCredentials(ApiModel):
@@ -146,16 +238,6 @@ class Database(ApiModel):
             ),
         )
     }
-
-
-class S3Credentials(ApiModel):
-    """A Secret with an S3 access key pair."""
-
-    name: ObjectName = Field(description="Secret name, in the same namespace.")
-    access_key_id_key: SecretKey = Field(default="AWS_ACCESS_KEY_ID", description="Key of the access key id.")
-    secret_access_key_key: SecretKey = Field(
-        default="AWS_SECRET_ACCESS_KEY", description="Key of the secret access key."
-    )
 
 
 class S3Artifacts(ApiModel):
@@ -289,9 +371,7 @@ class Retention(ApiModel):
     deleted_runs_older_than: Duration = Field(
         default="30d", description="Permanently remove runs deleted longer ago than this."
     )
-    schedule: Annotated[
-        str, StringConstraints(min_length=9, max_length=64, pattern=f"^({NOT_SPACE}+{SPACE}+){{4}}{NOT_SPACE}+$")
-    ] = Field(default="0 3 * * *", description="Cron schedule of the gc CronJob.")
+    schedule: CronSchedule = Field(default="0 3 * * *", description="Cron schedule of the gc CronJob.")
 
 
 class Auth(ApiModel):
@@ -437,6 +517,39 @@ class LifecycleStatus(ApiModel):
     )
 
 
+StatusText = Annotated[str, StringConstraints(max_length=1024)]
+
+
+class BackupStatus(ApiModel):
+    """What the backup location holds, as the operator last read it."""
+
+    destination: StatusText | None = Field(default=None, description="s3://bucket/prefix/server the backups go to.")
+    last_backup_id: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="The newest completed base backup."
+    )
+    last_backup_time: DateTime | None = Field(default=None, description="When it ended.")
+    first_recoverability_point: DateTime | None = Field(
+        default=None, description="The earliest time a restore can target: the end of the oldest base backup."
+    )
+    last_archived_wal: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="The newest WAL segment in the archive."
+    )
+    last_archived_time: DateTime | None = Field(default=None, description="When it was archived.")
+    last_request: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None, description="The last on-demand backup annotation acted on."
+    )
+
+
+class RestoreStatus(ApiModel):
+    """The restore this TrackingServer's database was bootstrapped with."""
+
+    source: StatusText | None = Field(default=None, description="s3://bucket/prefix/server restored from.")
+    backup_id: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="The base backup restored."
+    )
+    target_time: DateTime | None = Field(default=None, description="The recovery target; unset: the latest WAL.")
+
+
 class TrackingServerStatus(ApiModel):
     """Observed state of an MLflow tracking server."""
 
@@ -450,6 +563,8 @@ class TrackingServerStatus(ApiModel):
     )
     phase: TrackingServerPhase | None = Field(default=None, description="Summary for printer columns.")
     lifecycle: LifecycleStatus | None = Field(default=None, description="Bucket lifecycle bookkeeping.")
+    backup: BackupStatus | None = Field(default=None, description="Database backups (spec.database.managed.backup).")
+    restore: RestoreStatus | None = Field(default=None, description="Database restore (spec.database.managed.restore).")
     conditions: list[Condition] = conditions_field()
 
 

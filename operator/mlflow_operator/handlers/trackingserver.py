@@ -21,7 +21,7 @@ from mlflow_operator.api.kinds import TRACKING_SERVER
 from mlflow_operator.api.trackingserver import Lifecycle, LifecycleRule, TrackingServerSpec
 from mlflow_operator.builders import trackingserver as build
 from mlflow_operator.builders.common import selector
-from mlflow_operator.handlers import credential_rotation, registry_events
+from mlflow_operator.handlers import credential_rotation, database_backups, registry_events
 from mlflow_operator.handlers.memo import Memo
 from mlflow_operator.handlers.reconcile import (
     FINALIZER,
@@ -85,6 +85,9 @@ class Pass(ResourcePass):
     # The generated admin Secret as this pass read it (a staged rotation included); None when auth is off or
     # the admin Secret is the user's.
     admin_secret: dict[str, str] | None = None
+    # The restore the database pod starts with (spec.database.managed.restore), and status.backup.
+    restore: build.RestorePlan | None = None
+    backup_fields: dict[str, Any] | None = None
 
     async def apply(self, objects: list[dict[str, Any]], owned: bool = True) -> None:
         for obj in objects:
@@ -162,6 +165,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     available = any(u.type == AVAILABLE and u.status == "True" for u in step.updates)
     webhook_secret = events_secret.get(build.WEBHOOK_SECRET_KEY)
     step.updates.append(await registry_events.server_webhook(rt, body, events_enabled, available, webhook_secret))
+    fields.update(restore=database_backups.restore_status(step.restore), backup=step.backup_fields)
     fields["lifecycle"] = await artifacts(step, status)
     await garbage_collection(step)
     conditions = cond.apply_updates(current_conditions(body), step.updates, None, rt.now())
@@ -231,7 +235,11 @@ async def managed_database(step: Pass) -> build.Credentials:
     if data is None or not data.get("password"):
         raise SecretProblem("SecretNotFound", f"Secret {names.database_secret} is missing or has no password")
     data = await credential_rotation.rotate_database_password(step.rt, step.body, names.database_secret, data)
-    objects = build.desired_database(step.name, step.namespace, step.spec, data["password"], step.rt.images)
+    # Before the database exists: a restore that cannot start must not leave an empty database behind.
+    step.restore = await database_backups.restore_plan(step.rt, step.body, step.spec)
+    objects = build.desired_database(
+        step.name, step.namespace, step.spec, data["password"], step.rt.images, step.restore
+    )
     readiness = statefulset_readiness(
         await step.apply_stage(DATABASE_READY, objects, ("apps/v1", "StatefulSet", names.postgres))
     )
@@ -239,6 +247,11 @@ async def managed_database(step: Pass) -> build.Credentials:
     step.updates.append(
         ConditionUpdate(DATABASE_READY, "True" if readiness.ready else "False", readiness.reason, readiness.message)
     )
+    health, step.backup_fields = await database_backups.backups(
+        step.rt, step.kube, step.body, step.spec, readiness.ready
+    )
+    if health is not None:
+        step.updates.append(health)
     return build.Credentials(data.get("username", build.DATABASE_USER), data["password"])
 
 
@@ -478,7 +491,8 @@ async def model_safety(
     Event: write_status posts one per condition transition.)"""
     s3 = step.spec.artifacts.s3
     spec_rules = lifecycle.fingerprint(lifecycle.desired_rules(step.spec.artifacts.lifecycle))
-    layout_refused = {r.rule_id for r in lifecycle_safety.layout_refusals(rules, s3.prefix)}
+    backups = build.artifact_bucket_backups(step.name, step.namespace, step.spec)
+    layout_refused = {r.rule_id for r in lifecycle_safety.layout_refusals(rules, s3.prefix, backups)}
     versions: list[lifecycle_safety.VersionArtifacts] | None = []
     problem: str | None = None
     if any(lifecycle_safety.deleting_action(rule) and rule.id not in layout_refused for rule in rules):
@@ -486,8 +500,9 @@ async def model_safety(
             versions = await registry_versions(step)
         except (SecretProblem, RegistryError) as error:
             versions, problem = None, str(error)
+    applied_fingerprint = applied.fingerprint if applied else None
     safety = lifecycle_safety.safety_decision(
-        rules, s3.prefix, s3.bucket, versions, previous, spec_rules, applied.fingerprint if applied else None
+        rules, s3.prefix, s3.bucket, versions, previous, spec_rules, applied_fingerprint, backups
     )
     return safety, problem
 

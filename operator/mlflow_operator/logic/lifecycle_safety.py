@@ -137,12 +137,29 @@ def _advice(artifacts_prefix: str) -> str:
     )
 
 
-def layout_refusals(rules: Sequence[LifecycleRule], artifacts_prefix: str) -> list[Refusal]:
+def backup_problem(prefix: str, backup_prefix: str | None) -> str | None:
+    """Why a deleting rule with this prefix can select the database's backups in the same bucket, or None:
+    an expiry cannot tell a base backup the recovery window still needs from one it does not."""
+    if backup_prefix is None or not overlaps(prefix, backup_prefix):
+        return None
+    return (
+        f'selects the database backups under "{backup_prefix}", which barman-cloud-backup-delete expires by'
+        " spec.database.managed.backup.retention"
+    )
+
+
+def layout_refusals(
+    rules: Sequence[LifecycleRule], artifacts_prefix: str, backup_prefix: str | None = None
+) -> list[Refusal]:
     """Deleting rules whose prefix can select logged models, by layout alone (checked whatever the rule's
-    status: enabling a rule is a one-word edit and should not be the moment it is first called dangerous)."""
+    status: enabling a rule is a one-word edit and should not be the moment it is first called dangerous),
+    and those that can select the database's backups when they share the bucket (`backup_prefix`)."""
     refusals = []
     for i, rule in enumerate(rules):
         action = deleting_action(rule)
+        if action and (problem := backup_problem(rule_prefix(rule), backup_prefix)):
+            refusals.append(Refusal(rule.id, f'{RULES_PATH}[{i}].{action} (rule "{rule.id}"): its filter {problem}'))
+            continue
         problem = layout_problem(rule_prefix(rule), artifacts_prefix) if action else None
         if action and problem:
             refusals.append(
@@ -248,6 +265,7 @@ def safety_decision(
     previous: Mapping[str, Any] | None,
     rules_fingerprint: str,
     applied_fingerprint: str | None = None,
+    backup_prefix: str | None = None,
 ) -> SafetyDecision:
     """Combine the layout check, the registry check (`versions` None: the registry could not be read) and
     what an earlier pass at the same spec withheld.
@@ -258,7 +276,7 @@ def safety_decision(
     found: dict[str, Refusal] = {}
     registry = registry_refusals(rules, versions, bucket, artifacts_prefix) if versions is not None else []
     carried = carried_refusals(previous, rules_fingerprint)
-    for refusal in [*layout_refusals(rules, artifacts_prefix), *registry, *carried]:
+    for refusal in [*layout_refusals(rules, artifacts_prefix, backup_prefix), *registry, *carried]:
         found.setdefault(refusal.rule_id, refusal)
     ordered = tuple(found[rule.id] for rule in rules if rule.id in found)
     unverified: tuple[str, ...] = ()

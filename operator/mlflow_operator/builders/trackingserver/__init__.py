@@ -8,7 +8,8 @@ CloudNativePG's pkg/specs does.
 - pooler: PgBouncer (configuration, Deployment with its exporter, Service, NetworkPolicy);
 - migration: the `mlflow db upgrade` Job of one MLflow version;
 - server: the tracking server (Deployment, Service, ServiceAccount, Ingress, budget);
-- gc: the optional garbage collection CronJob.
+- gc: the optional garbage collection CronJob;
+- backup: barman-cloud WAL archiving, the base-backup CronJob and on-demand Jobs, the restore init container.
 
 `get_*` functions each build one object; `desired_*` functions list what to apply for one stage of the
 reconcile (database, pooler, server). The handler adds owner references and applies them. Secrets whose
@@ -20,6 +21,19 @@ requested rotation (logic.credential_rotation). This package re-exports every bu
 from __future__ import annotations
 
 from mlflow_operator.builders.common import Obj
+from mlflow_operator.builders.trackingserver.backup import (
+    REQUEST_ANNOTATION,
+    BackupLocation,
+    RestorePlan,
+    artifact_bucket_backups,
+    backup_job_name,
+    backup_location,
+    get_backup_configmap,
+    get_backup_cronjob,
+    get_backup_job,
+    location_problems,
+    restore_source,
+)
 from mlflow_operator.builders.trackingserver.database import (
     desired_database,
     get_postgres_client_service,
@@ -36,6 +50,7 @@ from mlflow_operator.builders.trackingserver.gc import (
 )
 from mlflow_operator.builders.trackingserver.inputs import (
     APP_UID,
+    COMPONENT_BACKUP,
     COMPONENT_GC,
     COMPONENT_MIGRATION,
     COMPONENT_POOLER,
@@ -136,6 +151,7 @@ def all_objects(
 
 __all__ = [
     "APP_UID",
+    "COMPONENT_BACKUP",
     "COMPONENT_GC",
     "COMPONENT_MIGRATION",
     "COMPONENT_POOLER",
@@ -157,16 +173,22 @@ __all__ = [
     "POSTGRES_UID",
     "PROMETHEUS_DIR",
     "REGISTRY_URL_ANNOTATION",
+    "REQUEST_ANNOTATION",
     "SERVER_RESOURCES",
     "WEBHOOK_SECRET_KEY",
+    "BackupLocation",
     "Credentials",
     "DatabaseEndpoint",
     "Names",
+    "RestorePlan",
     "TrackingServerInputs",
     "admin_secret_name",
     "all_objects",
     "allowed_hosts",
+    "artifact_bucket_backups",
     "backend_uris",
+    "backup_job_name",
+    "backup_location",
     "desired_database",
     "desired_pooler",
     "desired_server",
@@ -176,6 +198,9 @@ __all__ = [
     "get_admin_secret",
     "get_auth_config_secret",
     "get_backend_secret",
+    "get_backup_configmap",
+    "get_backup_cronjob",
+    "get_backup_job",
     "get_database_endpoint",
     "get_database_secret",
     "get_gc_configmap",
@@ -198,6 +223,7 @@ __all__ = [
     "get_tracking_deployment",
     "get_tracking_service",
     "gunicorn_options",
+    "location_problems",
     "mlflow_image",
     "pgbouncer_settings",
     "pooled_login",
@@ -206,6 +232,7 @@ __all__ = [
     "postgres_uri",
     "registry_events_enabled",
     "render_auth_config",
+    "restore_source",
     "server_config_hash",
     "tracking_server_args",
     "tracking_server_env",

@@ -59,6 +59,9 @@ COMPONENT_MIGRATION = "migration"
 COMPONENT_GC = "gc"
 
 
+COMPONENT_BACKUP = "backup"
+
+
 # Postgres settings for MLflow's workload: many short transactions from pooled connections.
 # Users override any of them with spec.database.managed.parameters.
 POSTGRES_DEFAULT_PARAMETERS = {
@@ -96,6 +99,15 @@ class Names:
     @property
     def postgres(self) -> str:
         return f"{self.instance}-postgres"
+
+    @property
+    def postgres_data(self) -> str:
+        """The StatefulSet's claim of its only pod (claim template "data")."""
+        return f"data-{self.postgres}-0"
+
+    @property
+    def backup(self) -> str:
+        return f"{self.instance}-backup"
 
     @property
     def postgres_clients(self) -> str:

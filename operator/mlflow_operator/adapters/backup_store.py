@@ -1,0 +1,62 @@
+"""What a barman-cloud backup location holds, read with boto3 (bounded: adapters.s3's clients).
+
+Reads one server's `base/*/backup.info` objects and its newest archived WAL segment; logic.backup decides
+with them. Errors are adapters.s3's (BucketUnreachable, AccessDenied...), with the server's words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from mlflow_operator.adapters.s3 import S3Endpoint, make_client, translated_errors
+from mlflow_operator.logic.backup import BaseBackup, StoreContents, newest_wal, parse_backup_info
+
+MAX_BACKUPS = 1000  # base backups read per pass: years of daily backups inside any recovery window
+
+
+def _keys(client: Any, bucket: str, prefix: str, delimiter: str | None = None) -> list[dict[str, Any]]:
+    """Objects (or, with a delimiter, common prefixes) under prefix, all pages."""
+    options: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    if delimiter:
+        options["Delimiter"] = delimiter
+    found: list[dict[str, Any]] = []
+    for page in client.get_paginator("list_objects_v2").paginate(**options):
+        found += page.get("CommonPrefixes", []) if delimiter else page.get("Contents", [])
+    return found
+
+
+def _backups(client: Any, bucket: str, key_prefix: str) -> list[BaseBackup]:
+    backups = []
+    for entry in _keys(client, bucket, f"{key_prefix}base/", "/")[-MAX_BACKUPS:]:
+        backup_id = entry["Prefix"].rstrip("/").rsplit("/", 1)[-1]
+        try:
+            body = client.get_object(Bucket=bucket, Key=f"{entry['Prefix']}backup.info")["Body"].read()
+        except client.exceptions.NoSuchKey:
+            continue  # a backup still uploading writes its backup.info last
+        backups.append(parse_backup_info(backup_id, body.decode(errors="replace")))
+    return backups
+
+
+def _last_wal_objects(client: Any, bucket: str, key_prefix: str) -> list[tuple[str, datetime]]:
+    """The objects of the newest WAL directory (one per timeline and 4 GiB of WAL): segment names sort."""
+    directories = sorted(entry["Prefix"] for entry in _keys(client, bucket, f"{key_prefix}wals/", "/"))
+    for directory in reversed(directories):
+        objects = [(o["Key"], o["LastModified"]) for o in _keys(client, bucket, directory)]
+        if newest_wal(objects) is not None:
+            return objects
+    return []
+
+
+def read_store(endpoint: S3Endpoint, key_prefix: str) -> StoreContents:
+    """One server's base backups and newest archived WAL segment (key_prefix: PREFIX/SERVER/)."""
+    client = make_client(endpoint)
+    with translated_errors(endpoint.bucket):
+        backups = _backups(client, endpoint.bucket, key_prefix)
+        last_wal = newest_wal(_last_wal_objects(client, endpoint.bucket, key_prefix))
+    return StoreContents(tuple(backups), last_wal)
+
+
+async def read_store_async(endpoint: S3Endpoint, key_prefix: str) -> StoreContents:
+    return await asyncio.to_thread(read_store, endpoint, key_prefix)

@@ -1,0 +1,464 @@
+"""Backups and point-in-time restore with the real tools, run as the database pods run them.
+
+PostgreSQL runs as a local process with the archive settings the operator renders (archive_command is
+barman-cloud-wal-archive into MinIO, with the env of the rendered StatefulSet); the base backup is the
+rendered CronJob's container (its script from the rendered ConfigMap, its env resolved the way the kubelet
+does, only PGHOST/PGPORT pointed at the local socket); the restore is the rendered init container, on an
+empty data directory, with the base backup the operator's own decision picks from what its adapter reads
+in the bucket. MLflow's client writes the runs and reads nothing: the restored database is queried directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from mlflow_operator.adapters.backup_store import read_store
+from mlflow_operator.adapters.s3 import S3Endpoint
+from mlflow_operator.api.trackingserver import TrackingServerSpec
+from mlflow_operator.builders import trackingserver as build
+from mlflow_operator.builders.common import Obj
+from mlflow_operator.handlers import database_backups
+from mlflow_operator.handlers.reconcile import SecretProblem
+from mlflow_operator.handlers.runtime import Runtime
+from mlflow_operator.logic import backup
+from mlflow_operator.logic.conditions import rfc3339
+from tests.integration import rendered
+from tests.integration.dataplane import (
+    Postgres,
+    as_service_user,
+    run_checked,
+    run_server_python,
+    service_dir,
+    wait_for,
+)
+from tests.integration.s3_servers import S3Server, minio_server
+
+NAME, NAMESPACE, SOURCE = "restored", "team", "tracking"
+KEYS_SECRET = "backup-keys"
+ARCHIVE_WAIT = 120.0
+
+LOG_RUNS = """\
+import json, os
+from mlflow import MlflowClient
+
+params = json.loads(os.environ["TEST_PARAMS"])
+client = MlflowClient(tracking_uri=params["uri"])
+experiment = client.get_experiment_by_name("backups")
+experiment_id = experiment.experiment_id if experiment else client.create_experiment("backups")
+ids = []
+for i in range(params["count"]):
+    run = client.create_run(experiment_id, tags={"batch": params["batch"]})
+    client.log_metric(run.info.run_id, "i", i)
+    client.set_terminated(run.info.run_id)
+    ids.append(run.info.run_id)
+if params.get("model"):
+    client.create_registered_model(params["model"])
+    client.create_model_version(params["model"], "mlflow-artifacts:/m", run_id=ids[0])
+print(json.dumps(ids))
+"""
+
+
+def spec(s3: S3Server, bucket: str, **managed: Any) -> TrackingServerSpec:
+    store = {"bucket": bucket, "endpoint": s3.endpoint_url, "credentialsSecret": {"name": KEYS_SECRET}}
+    return TrackingServerSpec.model_validate(
+        {
+            "database": {"managed": {"backup": {"s3": store}, **managed}},
+            "artifacts": {"s3": {"bucket": bucket, "endpoint": s3.endpoint_url}},
+        }
+    )
+
+
+def secrets(s3: S3Server) -> rendered.SecretValues:
+    """The rendered pods' Secret references, with local values: the harness superuser over the socket."""
+    database = build.Names(SOURCE).database_secret
+    return {
+        (KEYS_SECRET, "AWS_ACCESS_KEY_ID"): s3.access_key_id,
+        (KEYS_SECRET, "AWS_SECRET_ACCESS_KEY"): s3.secret_access_key,
+        (database, "username"): "postgres",
+        (database, "password"): "",
+        (build.Names(NAME).database_secret, "username"): "postgres",
+    }
+
+
+def statefulset(ts_name: str, ts_spec: TrackingServerSpec, restore: build.RestorePlan | None = None) -> Obj:
+    return build.get_postgres_statefulset(ts_name, NAMESPACE, ts_spec, "password", restore=restore)
+
+
+def postgres_settings(sts: Obj) -> dict[str, str]:
+    """The archive settings of the rendered container's `-c key=value` args."""
+    args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+    pairs = dict(arg.split("=", 1) for arg in args[1::2])
+    return {key: value for key, value in pairs.items() if key.startswith("archive_")}
+
+
+def container_env(container: Obj, values: rendered.SecretValues) -> dict[str, str]:
+    return {
+        variable["name"]: variable["value"]
+        if "value" in variable
+        else values[(variable["valueFrom"]["secretKeyRef"]["name"], variable["valueFrom"]["secretKeyRef"]["key"])]
+        for variable in container["env"]
+    }
+
+
+def run_script(pod: Obj, container: Obj, values: rendered.SecretValues, env: Mapping[str, str]) -> str:
+    """The container's command with the rendered ConfigMap's script, as the postgres user (the pods' user:
+    the scripts live where it may read them)."""
+    configmaps = [build.get_backup_configmap(server, NAMESPACE) for server in (SOURCE, NAME)]
+    mounts = rendered.write_configmap_mounts(pod, container, configmaps, service_dir("backup-scripts-"))
+    argv = rendered.relocate_mounts(container["command"], mounts)
+    bin_dir = Path(Postgres().bin_dir)
+    full_env = {**os.environ, **container_env(container, values), "PATH": f"{bin_dir}:{os.environ['PATH']}", **env}
+    return run_checked(as_service_user(argv), what=container["name"], timeout=600, env=full_env)
+
+
+def log_runs(postgres: Postgres, batch: str, count: int, model: str | None = None) -> list[str]:
+    params = {"uri": postgres.uri(), "batch": batch, "count": count, "model": model}
+    out = run_server_python(LOG_RUNS, env={"TEST_PARAMS": json.dumps(params)})
+    return list(json.loads(out.strip().splitlines()[-1]))
+
+
+def archived_through(postgres: Postgres) -> None:
+    """Closes the current WAL segment and waits until the archiver shipped it."""
+    segment = postgres.psql("SELECT pg_walfile_name(pg_switch_wal())")
+    deadline = time.monotonic() + ARCHIVE_WAIT
+    while time.monotonic() < deadline:
+        if postgres.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= segment:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"segment {segment} not archived in {ARCHIVE_WAIT:.0f} s:\n{postgres.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with minio_server(tmp_path_factory.mktemp("minio")) as server:
+        yield server
+
+
+def restore(s3: S3Server, bucket: str, target_time: str | None) -> Path:
+    """The rendered init container of a new TrackingServer restoring SOURCE, on an empty data directory."""
+    restored_spec = spec(s3, bucket, restore={"fromBackup": {"serverName": SOURCE}, "targetTime": target_time})
+    source = build.restore_source(NAMESPACE, restored_spec)
+    assert source is not None and str(source) == f"s3://{bucket}/backups/{SOURCE}"
+    endpoint = S3Endpoint(
+        bucket, endpoint_url=s3.endpoint_url, access_key_id=s3.access_key_id, secret_access_key=s3.secret_access_key
+    )
+    choice = backup.choose_base_backup(read_store(endpoint, source.key_prefix), str(source), target_time)
+    assert choice.backup is not None, choice.problem
+    plan = build.RestorePlan(source, choice.backup.backup_id, target_time)
+    pod = statefulset(NAME, restored_spec, plan)["spec"]["template"]
+    data = service_dir("restored-") / "pgdata"
+    run_script(pod["spec"], pod["spec"]["initContainers"][0], secrets(s3), {"PGDATA": str(data)})
+    return data
+
+
+def run_ids(data: Path) -> set[str]:
+    with Postgres(data_dir=data) as restored:
+        return set(restored.psql("SELECT run_uuid FROM runs", dbname="mlflow").split())
+
+
+def test_point_in_time_restore_brings_back_exactly_the_runs_before_the_target(s3: S3Server) -> None:
+    bucket = s3.create_bucket()
+    source_spec = spec(s3, bucket)
+    source_sts = statefulset(SOURCE, source_spec)
+    postgres_env = container_env(source_sts["spec"]["template"]["spec"]["containers"][0], secrets(s3))
+    settings = {**postgres_settings(source_sts), "wal_level": "replica"}
+    assert settings["archive_command"].startswith("barman-cloud-wal-archive ")
+    with Postgres(settings, env={k: v for k, v in postgres_env.items() if k.startswith("AWS_")}) as postgres:
+        before_backup = log_runs(postgres, "before-backup", 5, model="kept")
+        cronjob = build.get_backup_cronjob(SOURCE, NAMESPACE, source_spec)
+        assert cronjob is not None
+        pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]
+        local = {"PGHOST": str(postgres.workdir), "PGPORT": str(postgres.port)}
+        run_script(pod["spec"], pod["spec"]["containers"][0], secrets(s3), local)
+        before_target = log_runs(postgres, "before-target", 4)
+        time.sleep(1.5)
+        target = rfc3339(datetime.now(UTC))
+        time.sleep(1.5)
+        after_target = log_runs(postgres, "after-target", 3)
+        archived_through(postgres)
+
+    data = restore(s3, bucket, target)
+    assert run_ids(data) == set(before_backup + before_target)
+    with Postgres(data_dir=data) as restored:
+        assert restored.psql("SELECT name FROM registered_models", dbname="mlflow") == "kept"
+        assert restored.psql("SELECT count(*) FROM model_versions", dbname="mlflow") == "1"
+
+    latest = restore(s3, bucket, None)
+    assert run_ids(latest) == set(before_backup + before_target + after_target)
+
+
+# ------------------------------------------------------------------------------------ archiving under stress
+
+
+def archived_segments(s3: S3Server, bucket: str, server: str) -> list[str]:
+    """The names of the WAL segments in the archive, in order."""
+    client = s3.client()
+    keys = [
+        obj["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"backups/{server}/wals/")
+        for obj in page.get("Contents", [])
+    ]
+    return sorted(name for key in keys if (name := backup.wal_segment(key)) is not None)
+
+
+def consecutive(segments: list[str]) -> bool:
+    """Whether segments of one timeline follow each other without a hole (16 MiB segments: 256 per log)."""
+    positions = [int(name[8:16], 16) * 256 + int(name[16:24], 16) for name in segments]
+    return positions == list(range(positions[0], positions[0] + len(positions)))
+
+
+def write_wal(postgres: Postgres, megabytes: int) -> None:
+    postgres.psql("CREATE TABLE IF NOT EXISTS filler (payload text)")
+    postgres.psql(
+        f"INSERT INTO filler SELECT repeat(md5(random()::text), 32) FROM generate_series(1, {megabytes * 1000})"
+    )
+
+
+def archiving_postgres(s3: S3Server, bucket: str, server: str, data_dir: Path | None = None) -> Postgres:
+    ts_spec = spec(s3, bucket)
+    sts = statefulset(server, ts_spec)
+    env = container_env(sts["spec"]["template"]["spec"]["containers"][0], secrets(s3))
+    settings = {**postgres_settings(sts), "wal_level": "replica"}
+    return Postgres(settings, env={k: v for k, v in env.items() if k.startswith("AWS_")}, data_dir=data_dir)
+
+
+def process_tree(root: int) -> list[int]:
+    """root and its descendants (Postgres' children each start a session of their own: no one group)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        tree += frontier
+    return tree
+
+
+def kill_all(postgres: Postgres) -> None:
+    """SIGKILL to every process of the database at once, as a container's kill does: the postmaster, its
+    backends, the archiver and the archive_command it runs. Returns once none is left running (a backend
+    still attached to the shared memory keeps a new postmaster from starting)."""
+    assert postgres.process is not None and postgres.process.pid is not None
+    tree = process_tree(postgres.process.pid)
+    for pid in tree:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    postgres.process.wait(10)
+
+    def gone() -> bool:
+        return not any(Path(f"/proc/{pid}").exists() and "Z" not in status(pid) for pid in tree)
+
+    assert wait_for(gone, timeout=10), "processes of the killed Postgres remain"
+
+
+def status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_a_database_killed_while_archiving_loses_no_segment(s3: S3Server) -> None:
+    bucket = s3.create_bucket()
+    with archiving_postgres(s3, bucket, SOURCE) as postgres:
+        write_wal(postgres, 80)  # five segments or so, queued for the archiver
+        time.sleep(1.0)  # the archiver is uploading
+        kill_all(postgres)
+        data = postgres.data_dir
+        with archiving_postgres(s3, bucket, SOURCE, data_dir=data) as restarted:
+            write_wal(restarted, 20)
+            archived_through(restarted)
+    segments = archived_segments(s3, bucket, SOURCE)
+    assert len(segments) >= 6 and consecutive(segments), segments
+
+
+def test_postgres_keeps_serving_while_s3_is_down_and_archives_the_backlog_when_it_returns(s3: S3Server) -> None:
+    bucket = s3.create_bucket()
+    with archiving_postgres(s3, bucket, SOURCE) as postgres:
+        archived_through(postgres)
+        s3.stop()
+        try:
+            write_wal(postgres, 20)
+            segment = postgres.psql("SELECT pg_walfile_name(pg_switch_wal())")
+            assert dataplane_wait(lambda: int(postgres.psql("SELECT failed_count FROM pg_stat_archiver")) > 0)
+            postgres.psql("CREATE TABLE still_serving AS SELECT 1 AS answer")  # writes go on
+            assert postgres.psql("SELECT answer FROM still_serving") == "1"
+            assert segment in postgres.psql("SELECT string_agg(name, ' ') FROM pg_ls_waldir()")  # kept, not lost
+        finally:
+            s3.restart()
+        archived_through(postgres)
+    segments = archived_segments(s3, bucket, SOURCE)
+    assert segment in segments and consecutive(segments), segments
+
+
+def dataplane_wait(check: Callable[[], bool], timeout: float = 60) -> bool:
+    return wait_for(check, timeout=timeout, interval=0.5)
+
+
+# ------------------------------------------------------------------------------------ retention
+
+
+def backdate(s3: S3Server, bucket: str, server: str, backup_id: str, days: int) -> None:
+    """Rewrites a base backup's backup.info as if it had ended `days` ago (barman-cloud-backup-delete reads
+    the times from there)."""
+    client = s3.client()
+    key = f"backups/{server}/base/{backup_id}/backup.info"
+    text = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    moment = datetime.now(UTC) - timedelta(days=days)
+    backdated = {"begin_time": moment.isoformat(sep=" "), "end_time": moment.isoformat(sep=" ")}
+    lines = [
+        f"{name}={backdated[name]}" if name in backdated else line
+        for line in text.splitlines()
+        for name in [line.split("=", 1)[0]]
+    ]
+    client.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode())
+
+
+def store_contents(s3: S3Server, bucket: str, server: str) -> backup.StoreContents:
+    endpoint = S3Endpoint(
+        bucket, endpoint_url=s3.endpoint_url, access_key_id=s3.access_key_id, secret_access_key=s3.secret_access_key
+    )
+    return read_store(endpoint, f"backups/{server}/")
+
+
+def test_retention_deletes_only_what_the_recovery_window_does_not_need(s3: S3Server) -> None:
+    bucket = s3.create_bucket()
+    ts_spec = spec(s3, bucket)
+    cronjob = build.get_backup_cronjob(SOURCE, NAMESPACE, ts_spec)
+    assert cronjob is not None
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]
+    with archiving_postgres(s3, bucket, SOURCE) as postgres:
+        local = {"PGHOST": str(postgres.workdir), "PGPORT": str(postgres.port)}
+        ids = []
+        for age in (50, 40):
+            run_script(pod["spec"], pod["spec"]["containers"][0], secrets(s3), local)
+            newest = store_contents(s3, bucket, SOURCE).completed()[-1].backup_id
+            backdate(s3, bucket, SOURCE, newest, age)
+            ids.append(newest)
+            write_wal(postgres, 20)
+            archived_through(postgres)
+        # The third run's retention (30 days) finds backups that ended 50 and 40 days ago, and its own.
+        run_script(pod["spec"], pod["spec"]["containers"][0], secrets(s3), local)
+    kept = {b.backup_id for b in store_contents(s3, bucket, SOURCE).completed()}
+    # 40 days ago is the base of any restore to 30 days ago: kept; 50 days ago is needed by nothing: deleted.
+    assert ids[0] not in kept and ids[1] in kept and len(kept) == 2, (ids, kept)
+
+
+# ------------------------------------------------------------------------------------ the operator's decisions
+
+
+class FakeStatus:
+    """The Secrets the operator reads: the backup store's keys."""
+
+    def __init__(self, s3: S3Server) -> None:
+        self.keys = {"AWS_ACCESS_KEY_ID": s3.access_key_id, "AWS_SECRET_ACCESS_KEY": s3.secret_access_key}
+
+    async def read_secret(self, name: str, namespace: str) -> dict[str, str] | None:
+        return self.keys if (namespace, name) == (NAMESPACE, KEYS_SECRET) else None
+
+
+class FakeKube:
+    """Records applied objects; lists the backup Jobs applied so far (with the status a test gives them)."""
+
+    def __init__(self) -> None:
+        self.applied: list[Obj] = []
+
+    async def apply(self, obj: Obj, owner: Obj | None = None) -> Obj:
+        self.applied.append(obj)
+        return obj
+
+    async def list(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[Obj]:
+        return [obj for obj in self.applied if obj["kind"] == kind]
+
+
+def tracking_server(ts_spec: TrackingServerSpec, status: Obj | None = None, request: str | None = None) -> Obj:
+    annotations = {build.REQUEST_ANNOTATION: request} if request else {}
+    return {
+        "metadata": {"name": SOURCE, "namespace": NAMESPACE, "uid": "uid-1", "annotations": annotations},
+        "spec": ts_spec.model_dump(by_alias=True, exclude_none=True),
+        "status": status or {},
+    }
+
+
+def test_the_operator_takes_the_first_backup_reports_it_and_names_an_unreachable_store(s3: S3Server) -> None:
+    bucket = s3.create_bucket()
+    ts_spec = spec(s3, bucket)
+    rt = Runtime(client=cast(Any, None), status=cast(Any, FakeStatus(s3)))
+    kube = FakeKube()
+
+    def backups(status: Obj | None = None, request: str | None = None) -> tuple[Any, Any]:
+        body = tracking_server(ts_spec, status, request)
+        return asyncio.run(database_backups.backups(rt, cast(Any, kube), body, ts_spec, database_ready=True))
+
+    health, fields = backups()
+    assert (health.status, health.reason) == ("False", backup.NO_BASE_BACKUP)
+    assert [job["metadata"]["name"] for job in kube.applied] == [build.backup_job_name(SOURCE, "initial")]
+    assert fields["lastRequest"] == "initial" and fields["destination"] == f"s3://{bucket}/backups/{SOURCE}"
+
+    with archiving_postgres(s3, bucket, SOURCE) as postgres:  # what that Job's pod does
+        pod = kube.applied[0]["spec"]["template"]
+        local = {"PGHOST": str(postgres.workdir), "PGPORT": str(postgres.port)}
+        run_script(pod["spec"], pod["spec"]["containers"][0], secrets(s3), local)
+        archived_through(postgres)
+    kube.applied[0]["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+
+    health, fields = backups({"backup": fields})
+    assert (health.status, health.reason) == ("True", backup.HEALTHY), health.message
+    assert fields["lastBackupId"] and fields["lastBackupTime"] and fields["lastArchivedWal"], fields
+    assert len(kube.applied) == 1  # nothing more is due: the schedule takes over
+
+    health, fields = backups({"backup": fields}, request="before-upgrade")
+    assert kube.applied[-1]["metadata"]["name"] == build.backup_job_name(SOURCE, "before-upgrade")
+    assert fields["lastRequest"] == "before-upgrade"
+
+    s3.stop()
+    try:
+        health, _ = backups({"backup": fields}, request="before-upgrade")
+    finally:
+        s3.restart()
+    assert (health.status, health.reason) == ("False", backup.STORE_UNAVAILABLE)
+    assert s3.endpoint_url in health.message, health.message
+
+
+def test_a_restore_plan_is_chosen_once_and_an_unreachable_target_creates_no_database(s3: S3Server) -> None:
+    bucket = s3.create_bucket()
+    with archiving_postgres(s3, bucket, SOURCE) as postgres:
+        cronjob = build.get_backup_cronjob(SOURCE, NAMESPACE, spec(s3, bucket))
+        assert cronjob is not None
+        pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]
+        local = {"PGHOST": str(postgres.workdir), "PGPORT": str(postgres.port)}
+        run_script(pod["spec"], pod["spec"]["containers"][0], secrets(s3), local)
+    first = store_contents(s3, bucket, SOURCE).completed()[0]
+    rt = Runtime(client=cast(Any, None), status=cast(Any, FakeStatus(s3)))
+
+    def plan(target: str | None, status: Obj | None = None) -> build.RestorePlan | None:
+        ts_spec = spec(s3, bucket, restore={"fromBackup": {"serverName": SOURCE}, "targetTime": target})
+        body = {**tracking_server(ts_spec, status), "metadata": {"name": NAME, "namespace": NAMESPACE}}
+        return asyncio.run(database_backups.restore_plan(rt, body, ts_spec))
+
+    chosen = plan(None)
+    assert chosen is not None and chosen.backup_id == first.backup_id
+    assert database_backups.restore_status(chosen) == {
+        "source": f"s3://{bucket}/backups/{SOURCE}",
+        "backupId": first.backup_id,
+        "targetTime": None,
+    }
+    kept = plan(None, {"restore": {"backupId": "20200101T000000"}})  # the first choice stays
+    assert kept is not None and kept.backup_id == "20200101T000000"
+    with pytest.raises(SecretProblem) as refused:
+        plan("2020-01-01T00:00:00Z")
+    assert refused.value.reason == backup.RESTORE_NOT_POSSIBLE
+    assert refused.value.message.startswith("spec.database.managed.restore.targetTime: 2020-01-01T00:00:00Z")
