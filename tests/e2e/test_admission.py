@@ -35,6 +35,18 @@ LIFECYCLE_RULE = {"id": "r1", "expiration": {"days": 7}}
 # (id, kind, spec changes, text the API server's message must contain: the field and the reason)
 INVALID = [
     (
+        "ts-restore-target-time",
+        "TrackingServer",
+        {"database": {"managed": {"restore": {"fromBackup": {"serverName": "old"}, "targetTime": "yesterday"}}}},
+        "spec.database.managed.restore.targetTime",
+    ),
+    (
+        "ts-backup-retention",
+        "TrackingServer",
+        {"database": {"managed": {"backup": {"retention": "30 days"}}}},
+        "spec.database.managed.backup.retention",
+    ),
+    (
         "ts-both-databases",
         "TrackingServer",
         {"database": {"managed": {}, "external": {"host": "db", "credentialsSecret": {"name": "s"}}}},
@@ -376,9 +388,21 @@ def test_name_longer_than_children_allow_is_refused(kubectl: Kubectl, crds: None
             {"database": {"external": {"host": "db", "credentialsSecret": {"name": "s"}}}},
             "database.managed and database.external cannot be switched after creation",
         ),
+        (
+            "TrackingServer",
+            {"database": {"managed": {}}},
+            {"database": {"managed": {"restore": {"fromBackup": {"serverName": "old"}}}}},
+            "restore is set when the TrackingServer is created and cannot change",
+        ),
+        (
+            "TrackingServer",
+            {"database": {"managed": {"restore": {"fromBackup": {"serverName": "old"}}}}},
+            {"database": {"managed": {"restore": {"fromBackup": {"serverName": "older"}}}}},
+            "restore is set when the TrackingServer is created and cannot change",
+        ),
         ("RegisteredModel", {"modelName": "fraud"}, {"modelName": "fraud-v2"}, "modelName is immutable"),
     ],
-    ids=["storage-size", "database-kind", "model-name"],
+    ids=["storage-size", "database-kind", "restore-added", "restore-changed", "model-name"],
 )
 def test_immutable_fields_refuse_changes(
     kubectl: Kubectl,

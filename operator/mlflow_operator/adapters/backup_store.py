@@ -7,6 +7,8 @@ with them. Errors are adapters.s3's (BucketUnreachable, AccessDenied...), with t
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +16,28 @@ from mlflow_operator.adapters.s3 import S3Endpoint, make_client, translated_erro
 from mlflow_operator.logic.backup import BaseBackup, StoreContents, newest_wal, parse_backup_info
 
 MAX_BACKUPS = 1000  # base backups read per pass: years of daily backups inside any recovery window
+# A completed backup's backup.info never changes: read once (each pass lists the backups, a month of daily
+# ones would otherwise be 30 GETs a minute per TrackingServer). Bounded, least recently used dropped.
+MAX_CACHED_INFOS = 4096
+_completed: OrderedDict[tuple[str | None, str, str], BaseBackup] = OrderedDict()
+_completed_lock = threading.Lock()
+
+
+def _cached(key: tuple[str | None, str, str]) -> BaseBackup | None:
+    with _completed_lock:
+        found = _completed.get(key)
+        if found is not None:
+            _completed.move_to_end(key)
+        return found
+
+
+def _remember(key: tuple[str | None, str, str], info: BaseBackup) -> None:
+    if not info.done:
+        return
+    with _completed_lock:
+        _completed[key] = info
+        while len(_completed) > MAX_CACHED_INFOS:
+            _completed.popitem(last=False)
 
 
 def _keys(client: Any, bucket: str, prefix: str, delimiter: str | None = None) -> list[dict[str, Any]]:
@@ -31,11 +55,16 @@ def _backups(client: Any, bucket: str, key_prefix: str) -> list[BaseBackup]:
     backups = []
     for entry in _keys(client, bucket, f"{key_prefix}base/", "/")[-MAX_BACKUPS:]:
         backup_id = entry["Prefix"].rstrip("/").rsplit("/", 1)[-1]
-        try:
-            body = client.get_object(Bucket=bucket, Key=f"{entry['Prefix']}backup.info")["Body"].read()
-        except client.exceptions.NoSuchKey:
-            continue  # a backup still uploading writes its backup.info last
-        backups.append(parse_backup_info(backup_id, body.decode(errors="replace")))
+        key = (client.meta.endpoint_url, bucket, f"{entry['Prefix']}backup.info")
+        info = _cached(key)
+        if info is None:
+            try:
+                body = client.get_object(Bucket=bucket, Key=key[2])["Body"].read()
+            except client.exceptions.NoSuchKey:
+                continue  # a backup still uploading writes its backup.info last
+            info = parse_backup_info(backup_id, body.decode(errors="replace"))
+            _remember(key, info)
+        backups.append(info)
     return backups
 
 
