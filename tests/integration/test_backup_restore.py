@@ -96,10 +96,10 @@ def statefulset(ts_name: str, ts_spec: TrackingServerSpec, restore: build.Restor
 
 
 def postgres_settings(sts: Obj) -> dict[str, str]:
-    """The archive settings of the rendered container's `-c key=value` args."""
+    """The rendered container's `-c key=value` args: all of them, since a restore must cope with what the
+    source ran with (max_connections 120 by default, above an initdb's 100)."""
     args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
-    pairs = dict(arg.split("=", 1) for arg in args[1::2])
-    return {key: value for key, value in pairs.items() if key.startswith("archive_")}
+    return dict(arg.split("=", 1) for arg in args[1::2])
 
 
 def container_env(container: Obj, values: rendered.SecretValues) -> dict[str, str]:
@@ -116,7 +116,7 @@ def run_script(pod: Obj, container: Obj, values: rendered.SecretValues, env: Map
     the scripts live where it may read them)."""
     configmaps = [build.get_backup_configmap(server, NAMESPACE) for server in (SOURCE, NAME)]
     mounts = rendered.write_configmap_mounts(pod, container, configmaps, service_dir("backup-scripts-"))
-    argv = rendered.relocate_mounts(container["command"], mounts)
+    argv = rendered.relocate_mounts([*container["command"], *container.get("args", [])], mounts)
     bin_dir = Path(Postgres().bin_dir)
     full_env = {**os.environ, **container_env(container, values), "PATH": f"{bin_dir}:{os.environ['PATH']}", **env}
     return run_checked(as_service_user(argv), what=container["name"], timeout=600, env=full_env)
@@ -128,15 +128,15 @@ def log_runs(postgres: Postgres, batch: str, count: int, model: str | None = Non
     return list(json.loads(out.strip().splitlines()[-1]))
 
 
-def archived_through(postgres: Postgres) -> None:
+def archived_through(postgres: Postgres, timeout: float = ARCHIVE_WAIT) -> None:
     """Closes the current WAL segment and waits until the archiver shipped it."""
     segment = postgres.psql("SELECT pg_walfile_name(pg_switch_wal())")
-    deadline = time.monotonic() + ARCHIVE_WAIT
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if postgres.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= segment:
             return
         time.sleep(0.5)
-    raise AssertionError(f"segment {segment} not archived in {ARCHIVE_WAIT:.0f} s:\n{postgres.log_tail()}")
+    raise AssertionError(f"segment {segment} not archived in {timeout:.0f} s:\n{postgres.log_tail()}")
 
 
 @pytest.fixture(scope="module")

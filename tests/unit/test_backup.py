@@ -200,6 +200,8 @@ def test_the_restore_init_container_runs_the_chosen_backup() -> None:
     assert env["RESTORE_SOURCE"] == "s3://art/backups/team"
     assert env["RESTORE_TARGET_TIME"] == "2026-12-05 10:00:00+00:00"  # Postgres' syntax: it refuses T and Z
     assert init["image"] == pod["containers"][0]["image"]
+    # Recovery refuses max_connections & co. below the source's: it runs with the server's parameters.
+    assert init["args"] == pod["containers"][0]["args"] and "-c" in init["args"]
     objects = build.desired_database("new", "team", ts_spec, "pw", restore=plan)
     assert objects[0]["kind"] == "ConfigMap" and "barman_restore.sh" in objects[0]["data"]
 

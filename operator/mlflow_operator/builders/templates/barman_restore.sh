@@ -11,7 +11,12 @@
 #   RESTORE_BACKUP_ID  the base backup (chosen by the operator: the newest one that ends before the target)
 #   RESTORE_TARGET_TIME  optional, a time Postgres understands   RESTORE_ENDPOINT_URL  optional
 #   PGDATA, POSTGRES_USER, AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION
+# and its arguments are the postgres container's (`-c key=value` pairs): recovery runs with the server's
+# parameters, since Postgres refuses to replay WAL with max_connections (max_worker_processes, ...) below
+# the values the source ran with, and the restored postgresql.conf does not hold those.
 set -Eeuo pipefail
+
+server_args=("$@")
 
 log() { echo "barman_restore.sh: $*" >&2; }
 
@@ -45,8 +50,9 @@ in_recovery() {
 # ("recovery ended before configured recovery target was reached"), and this container with it.
 recover() {
   socket=$(mktemp -d)
+  # The server's parameters first: the later -c options below win over them (archiving off, the socket).
   local options=(
-    -c listen_addresses= -c "unix_socket_directories=$socket" -c archive_mode=off
+    "${server_args[@]}" -c listen_addresses= -c "unix_socket_directories=$socket" -c archive_mode=off
     -c "restore_command=barman-cloud-wal-restore ${cloud[*]} $RESTORE_SOURCE $RESTORE_SERVER_NAME %f %p"
     -c recovery_target_action=promote
   )

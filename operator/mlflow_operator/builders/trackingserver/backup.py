@@ -227,13 +227,16 @@ def restore_env(plan: RestorePlan) -> list[Obj]:
 
 def restore_init_container(name: str, plan: RestorePlan, image: str, postgres: Obj) -> Obj:
     """Runs before Postgres on every start and does nothing once the database exists (see the script). It
-    shares the postgres container's user, volumes and resources: recovery replays WAL like the server."""
+    shares the postgres container's user, volumes and resources: recovery replays WAL like the server. It
+    also gets its args (the rendered `-c` parameters): recovery refuses to start with max_connections and
+    a few others below the source's, which ran with the rendered values, not those of its postgresql.conf."""
     _, scripts = script_volume(name)
     env = [e for e in postgres["env"] if e["name"] == "POSTGRES_USER"] + restore_env(plan)
     return {
         "name": "restore",
         "image": image,
         "command": ["bash", f"{SCRIPT_DIR}/{RESTORE_SCRIPT}"],
+        "args": postgres["args"],
         "env": env,
         "resources": postgres["resources"],
         "securityContext": container_security_context(),
