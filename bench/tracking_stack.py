@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import resource
+import secrets
 import select
 import subprocess
 import sys
@@ -59,6 +60,7 @@ from bench.common import interrupts_unwind, machine
 from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.builders import trackingserver as ts
 from mlflow_operator.builders.config import render_pgbouncer_ini
+from mlflow_operator.handlers.registry_events import new_encryption_key
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -198,7 +200,10 @@ def rendered_server(
         prometheus.mkdir(parents=True, exist_ok=True)
         argv = dp.with_option(argv, "--expose-prometheus", str(prometheus))
     backend = ts.get_backend_secret(inputs)
-    env = resolve_env(ts.tracking_server_env(inputs), {backend["metadata"]["name"]: backend["stringData"]})
+    # The registry-events Secret the handler generates once (MLflow's Fernet key for webhook secrets).
+    events = {ts.WEBHOOK_SECRET_KEY: secrets.token_urlsafe(24), ts.ENCRYPTION_KEY: new_encryption_key()}
+    rendered = {backend["metadata"]["name"]: backend["stringData"], inputs.names.registry_events_secret: events}
+    env = resolve_env(ts.tracking_server_env(inputs), rendered)
     env["MLFLOW_BACKEND_STORE_URI"] = local_uri(env["MLFLOW_BACKEND_STORE_URI"], backend_host, backend_port, database)
     # The pod's HOME is its private /tmp emptyDir; the harness gives each server a private HOME likewise.
     env.pop("HOME", None)
@@ -446,6 +451,20 @@ def sample_peak(session: PsqlSession, user: str, database: str, interval: float 
 # --- running ----------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def stack_root() -> Iterator[Path]:
+    """A private temp dir where every work dir the harness makes lands while the block runs (CPU accounting
+    tells the stack's processes by it), deleted afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="mlflow-bench-"))
+    root.chmod(0o755)  # Postgres and PgBouncer run as `postgres` when we are root
+    tempfile.tempdir = str(root)
+    try:
+        yield root
+    finally:
+        tempfile.tempdir = None
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
 def workdirs(services: Sequence[dp.MlflowServer | dp.PgBouncer | dp.Postgres]) -> list[Path]:
     return [service.workdir for service in services if service.workdir is not None]
 
@@ -683,16 +702,20 @@ def run_setups(ctx: Context, setups: Sequence[str], results: dict[str, Any]) -> 
     results.update(ordered)
 
 
-def run_scenario(
-    scenario: Scenario, setups: Sequence[str], load_list: list[loadgen.Load], root: Path, logs: Path, durable: bool
-) -> dict[str, Any]:
+@contextmanager
+def migrated_stack(
+    scenario: Scenario,
+    load_list: list[loadgen.Load],
+    root: Path,
+    logs: Path,
+    settings: Mapping[str, str],
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Context]:
+    """Postgres with `settings` (and `env` added to its own: archive_command sees it), migrated, with the
+    template every setup's database is copied from, and the rendered inputs: a Context to open setups in."""
     spec = scenario.spec()
-    settings = ts.postgres_parameters(spec)
-    if durable:
-        settings = {**settings, **DURABLE_SETTINGS}
-    pooler = spec.database.pooler
     with (
-        dp.Postgres(settings, log_dir=logs / scenario.name / "postgres") as postgres,
+        dp.Postgres(settings, log_dir=logs / scenario.name / "postgres", env=env) as postgres,
         PsqlSession(postgres) as psql,
     ):
         log(f"{scenario.name}: Postgres {postgres.server_version()} on port {postgres.port}; migrating")
@@ -705,10 +728,21 @@ def run_scenario(
             serving_version=spec.version,
             database_credentials=ts.Credentials(postgres.user, postgres.password),
         )
-        env = ts.tracking_server_env(inputs)
+        yield Context(scenario, inputs, postgres, psql, load_list, root, logs)
+
+
+def run_scenario(
+    scenario: Scenario, setups: Sequence[str], load_list: list[loadgen.Load], root: Path, logs: Path, durable: bool
+) -> dict[str, Any]:
+    spec = scenario.spec()
+    settings = ts.postgres_parameters(spec)
+    if durable:
+        settings = {**settings, **DURABLE_SETTINGS}
+    pooler = spec.database.pooler
+    with migrated_stack(scenario, load_list, root, logs, settings) as ctx:
+        env = ts.tracking_server_env(ctx.inputs)
         pool_size = int(env_var(env, "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE") or 5)
         overflow = int(env_var(env, "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW") or 10)
-        ctx = Context(scenario, inputs, postgres, psql, load_list, root, logs)
         result: dict[str, Any] = {
             "purpose": scenario.purpose,
             "interleaved": scenario.interleave,
@@ -851,9 +885,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 500 clients, PgBouncer's max_client_conn
     stamp = datetime.datetime.now(datetime.UTC)
     logs = Path(tempfile.gettempdir()) / f"mlflow-bench-logs-{stamp:%Y%m%dT%H%M%S}"
-    root = Path(tempfile.mkdtemp(prefix="mlflow-bench-"))
-    root.chmod(0o755)  # Postgres and PgBouncer run as `postgres` when we are root
-    tempfile.tempdir = str(root)  # every work dir the harness makes lands here, which CPU accounting relies on
     load_list = loads(args.quick)
     document: dict[str, Any] = {
         "benchmark": "tracking_stack",
@@ -889,15 +920,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = args.output or RESULTS_DIR / ("tracking_stack-quick.json" if args.quick else "tracking_stack.json")
     began = time.monotonic()
     try:
-        with interrupts_unwind():
+        with interrupts_unwind(), stack_root() as root:
             for name in args.scenarios:
                 document["scenarios"][name] = run_scenario(
                     SCENARIOS[name], args.setups or SCENARIOS[name].setups, load_list, root, logs, args.durable
                 )
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        tempfile.tempdir = None
-        subprocess.run(["rm", "-rf", str(root)], check=False)
     document["duration_s"] = round(time.monotonic() - began, 1)
     document["machine"]["load_average_at_end"] = os.getloadavg()
     text = report(document)
