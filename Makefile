@@ -96,3 +96,4 @@ bench: deps binaries ## benchmarks; results under bench/results/ (BENCH_ARGS=--q
 	$(PY) -m bench.scale $(BENCH_ARGS)
 	$(PY) -m bench.lifecycle_safety $(BENCH_ARGS)
 	$(PY) -m bench.real_node $(BENCH_ARGS)
+	$(PY) -m bench.database_backup $(BENCH_ARGS)
