@@ -1,6 +1,6 @@
 """`python -m bench.database_backup`: what database backups with barman-cloud cost, with the scripts, env and
 Postgres parameters the operator renders, run as local processes against MinIO the way
-tests/integration/test_backup_restore.py runs them (the scripts as the postgres user, PGHOST on the socket).
+tests/integration/backups.py runs them (the scripts as the postgres user, PGHOST on the socket).
 
 1. Backup and restore of a ~1 GiB database: `pgbench -i --scale N` (64: ~1 GiB) on a Postgres archiving its
    WAL as rendered; once the archive has caught up with that load, the rendered CronJob's script
@@ -33,8 +33,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tests.integration import backups
 from tests.integration import dataplane as dp
-from tests.integration import test_backup_restore as backups
 from tests.integration.s3_servers import S3Server, minio_server
 
 from bench import loadgen, stats, tracking_stack

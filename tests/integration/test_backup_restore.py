@@ -1,4 +1,5 @@
-"""Backups and point-in-time restore with the real tools, run as the database pods run them.
+"""Backups and point-in-time restore with the real tools, run as the database pods run them
+(tests/integration/backups.py).
 
 PostgreSQL runs as a local process with the archive settings the operator renders (archive_command is
 barman-cloud-wal-archive into MinIO, with the env of the rendered StatefulSet); the base backup is the
@@ -11,11 +12,10 @@ in the bucket. MLflow's client writes the runs and reads nothing: the restored d
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,8 +23,6 @@ from typing import Any, cast
 
 import pytest
 
-from mlflow_operator.adapters.backup_store import read_store
-from mlflow_operator.adapters.s3 import S3Endpoint
 from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.builders import trackingserver as build
 from mlflow_operator.builders.common import Obj
@@ -33,138 +31,36 @@ from mlflow_operator.handlers.reconcile import SecretProblem
 from mlflow_operator.handlers.runtime import Runtime
 from mlflow_operator.logic import backup
 from mlflow_operator.logic.conditions import rfc3339
-from tests.integration import rendered
+from tests.integration.backups import (
+    KEYS_SECRET,
+    NAME,
+    NAMESPACE,
+    SOURCE,
+    archived_through,
+    archiving_postgres,
+    container_env,
+    log_runs,
+    postgres_settings,
+    restore,
+    run_ids,
+    run_script,
+    secrets,
+    spec,
+    statefulset,
+    store_contents,
+    write_wal,
+)
 from tests.integration.dataplane import (
     Postgres,
-    as_service_user,
-    run_checked,
-    run_server_python,
-    service_dir,
     wait_for,
 )
 from tests.integration.s3_servers import S3Server, minio_server
-
-NAME, NAMESPACE, SOURCE = "restored", "team", "tracking"
-KEYS_SECRET = "backup-keys"
-ARCHIVE_WAIT = 120.0
-
-LOG_RUNS = """\
-import json, os
-from mlflow import MlflowClient
-
-params = json.loads(os.environ["TEST_PARAMS"])
-client = MlflowClient(tracking_uri=params["uri"])
-experiment = client.get_experiment_by_name("backups")
-experiment_id = experiment.experiment_id if experiment else client.create_experiment("backups")
-ids = []
-for i in range(params["count"]):
-    run = client.create_run(experiment_id, tags={"batch": params["batch"]})
-    client.log_metric(run.info.run_id, "i", i)
-    client.set_terminated(run.info.run_id)
-    ids.append(run.info.run_id)
-if params.get("model"):
-    client.create_registered_model(params["model"])
-    client.create_model_version(params["model"], "mlflow-artifacts:/m", run_id=ids[0])
-print(json.dumps(ids))
-"""
-
-
-def spec(s3: S3Server, bucket: str, **managed: Any) -> TrackingServerSpec:
-    store = {"bucket": bucket, "endpoint": s3.endpoint_url, "credentialsSecret": {"name": KEYS_SECRET}}
-    return TrackingServerSpec.model_validate(
-        {
-            "database": {"managed": {"backup": {"s3": store}, **managed}},
-            "artifacts": {"s3": {"bucket": bucket, "endpoint": s3.endpoint_url}},
-        }
-    )
-
-
-def secrets(s3: S3Server) -> rendered.SecretValues:
-    """The rendered pods' Secret references, with local values: the harness superuser over the socket."""
-    database = build.Names(SOURCE).database_secret
-    return {
-        (KEYS_SECRET, "AWS_ACCESS_KEY_ID"): s3.access_key_id,
-        (KEYS_SECRET, "AWS_SECRET_ACCESS_KEY"): s3.secret_access_key,
-        (database, "username"): "postgres",
-        (database, "password"): "",
-        (build.Names(NAME).database_secret, "username"): "postgres",
-    }
-
-
-def statefulset(ts_name: str, ts_spec: TrackingServerSpec, restore: build.RestorePlan | None = None) -> Obj:
-    return build.get_postgres_statefulset(ts_name, NAMESPACE, ts_spec, "password", restore=restore)
-
-
-def postgres_settings(sts: Obj) -> dict[str, str]:
-    """The rendered container's `-c key=value` args: all of them, since a restore must cope with what the
-    source ran with (max_connections 120 by default, above an initdb's 100)."""
-    args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
-    return dict(arg.split("=", 1) for arg in args[1::2])
-
-
-def container_env(container: Obj, values: rendered.SecretValues) -> dict[str, str]:
-    return {
-        variable["name"]: variable["value"]
-        if "value" in variable
-        else values[(variable["valueFrom"]["secretKeyRef"]["name"], variable["valueFrom"]["secretKeyRef"]["key"])]
-        for variable in container["env"]
-    }
-
-
-def run_script(pod: Obj, container: Obj, values: rendered.SecretValues, env: Mapping[str, str]) -> str:
-    """The container's command with the rendered ConfigMap's script, as the postgres user (the pods' user:
-    the scripts live where it may read them)."""
-    configmaps = [build.get_backup_configmap(server, NAMESPACE) for server in (SOURCE, NAME)]
-    mounts = rendered.write_configmap_mounts(pod, container, configmaps, service_dir("backup-scripts-"))
-    argv = rendered.relocate_mounts([*container["command"], *container.get("args", [])], mounts)
-    bin_dir = Path(Postgres().bin_dir)
-    full_env = {**os.environ, **container_env(container, values), "PATH": f"{bin_dir}:{os.environ['PATH']}", **env}
-    return run_checked(as_service_user(argv), what=container["name"], timeout=600, env=full_env)
-
-
-def log_runs(postgres: Postgres, batch: str, count: int, model: str | None = None) -> list[str]:
-    params = {"uri": postgres.uri(), "batch": batch, "count": count, "model": model}
-    out = run_server_python(LOG_RUNS, env={"TEST_PARAMS": json.dumps(params)})
-    return list(json.loads(out.strip().splitlines()[-1]))
-
-
-def archived_through(postgres: Postgres, timeout: float = ARCHIVE_WAIT) -> None:
-    """Closes the current WAL segment and waits until the archiver shipped it."""
-    segment = postgres.psql("SELECT pg_walfile_name(pg_switch_wal())")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if postgres.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= segment:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"segment {segment} not archived in {timeout:.0f} s:\n{postgres.log_tail()}")
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     with minio_server(tmp_path_factory.mktemp("minio")) as server:
         yield server
-
-
-def restore(s3: S3Server, bucket: str, target_time: str | None) -> Path:
-    """The rendered init container of a new TrackingServer restoring SOURCE, on an empty data directory."""
-    restored_spec = spec(s3, bucket, restore={"fromBackup": {"serverName": SOURCE}, "targetTime": target_time})
-    source = build.restore_source(NAMESPACE, restored_spec)
-    assert source is not None and str(source) == f"s3://{bucket}/backups/{SOURCE}"
-    endpoint = S3Endpoint(
-        bucket, endpoint_url=s3.endpoint_url, access_key_id=s3.access_key_id, secret_access_key=s3.secret_access_key
-    )
-    choice = backup.choose_base_backup(read_store(endpoint, source.key_prefix), str(source), target_time)
-    assert choice.backup is not None, choice.problem
-    plan = build.RestorePlan(source, choice.backup.backup_id, target_time)
-    pod = statefulset(NAME, restored_spec, plan)["spec"]["template"]
-    data = service_dir("restored-") / "pgdata"
-    run_script(pod["spec"], pod["spec"]["initContainers"][0], secrets(s3), {"PGDATA": str(data)})
-    return data
-
-
-def run_ids(data: Path) -> set[str]:
-    with Postgres(data_dir=data) as restored:
-        return set(restored.psql("SELECT run_uuid FROM runs", dbname="mlflow").split())
 
 
 def test_point_in_time_restore_brings_back_exactly_the_runs_before_the_target(s3: S3Server) -> None:
@@ -216,21 +112,6 @@ def consecutive(segments: list[str]) -> bool:
     """Whether segments of one timeline follow each other without a hole (16 MiB segments: 256 per log)."""
     positions = [int(name[8:16], 16) * 256 + int(name[16:24], 16) for name in segments]
     return positions == list(range(positions[0], positions[0] + len(positions)))
-
-
-def write_wal(postgres: Postgres, megabytes: int) -> None:
-    postgres.psql("CREATE TABLE IF NOT EXISTS filler (payload text)")
-    postgres.psql(
-        f"INSERT INTO filler SELECT repeat(md5(random()::text), 32) FROM generate_series(1, {megabytes * 1000})"
-    )
-
-
-def archiving_postgres(s3: S3Server, bucket: str, server: str, data_dir: Path | None = None) -> Postgres:
-    ts_spec = spec(s3, bucket)
-    sts = statefulset(server, ts_spec)
-    env = container_env(sts["spec"]["template"]["spec"]["containers"][0], secrets(s3))
-    settings = {**postgres_settings(sts), "wal_level": "replica"}
-    return Postgres(settings, env={k: v for k, v in env.items() if k.startswith("AWS_")}, data_dir=data_dir)
 
 
 def process_tree(root: int) -> list[int]:
@@ -325,13 +206,6 @@ def backdate(s3: S3Server, bucket: str, server: str, backup_id: str, days: int) 
         for name in [line.split("=", 1)[0]]
     ]
     client.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode())
-
-
-def store_contents(s3: S3Server, bucket: str, server: str) -> backup.StoreContents:
-    endpoint = S3Endpoint(
-        bucket, endpoint_url=s3.endpoint_url, access_key_id=s3.access_key_id, secret_access_key=s3.secret_access_key
-    )
-    return read_store(endpoint, f"backups/{server}/")
 
 
 def test_retention_deletes_only_what_the_recovery_window_does_not_need(s3: S3Server) -> None:
