@@ -1,7 +1,7 @@
 """The gc CronJob's container, exactly as rendered, against the rendered tracking server with MinIO artifacts.
 
 The example TrackingServer (retention.deletedRunsOlderThan: 30d, basic auth, proxied artifacts) runs as local
-processes (tests/integration/test_trackingserver_dataplane.py's plane). The gc command and env are taken from
+processes (tests/integration/tracking_plane.py), on the session's MinIO. The gc command and env are taken from
 the rendered CronJob; secretKeyRef values come from the rendered Secrets and the admin Secret the operator
 generates, $(VAR) is expanded as the kubelet does, and only the Service URL is pointed at the local server.
 The command runs the script the rendered ConfigMap holds (written to a temp dir, its mount path rewritten).
@@ -17,8 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from mlflow_operator.builders.trackingserver import (
     Credentials,
     gc_older_than,
@@ -30,8 +28,8 @@ from mlflow_operator.builders.trackingserver import (
 from tests.integration import rendered
 from tests.integration.dataplane import Postgres, server_venv
 from tests.integration.registry_server import ADD_N_MODEL
-from tests.integration.s3_servers import S3Server, minio_server
-from tests.integration.test_trackingserver_dataplane import Plane, rendered_plane, run_client, tracking_inputs
+from tests.integration.s3_servers import S3Server
+from tests.integration.tracking_plane import Plane, rendered_plane, run_client, tracking_inputs
 
 GC_TIMEOUT = 900  # against a dead S3 the MLflow client retries each 500 with backoff: the gc took 240-260 s
 DAY_MS = 86_400_000
@@ -154,12 +152,6 @@ for name in json.loads(os.environ["TEST_PARAMS"])["models"]:
     loaded[name] = {"status": version.status, "prediction": model.predict(pd.DataFrame({"x": [1, 2]})).tolist()}
 print(json.dumps(loaded))
 """
-
-
-@pytest.fixture(scope="module")
-def minio(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    with minio_server(tmp_path_factory.mktemp("minio")) as server:
-        yield server
 
 
 # --- the rendered gc container ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -35,8 +35,6 @@ from tests.integration.s3_servers import (
     ROOT,
     S3Server,
     closed_port,
-    minio_server,
-    moto_server,
     unique_bucket_name,
 )
 
@@ -53,18 +51,6 @@ class CountingBucket(BucketLifecycle):
     def put_rules(self, rules: Sequence[Mapping[str, Any]]) -> None:
         self.puts.append([dict(rule) for rule in rules])
         super().put_rules(rules)
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with moto_server(tmp_path_factory.mktemp("moto")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with minio_server(tmp_path_factory.mktemp("minio")) as server:
-        yield server
 
 
 def bucket_on(server: S3Server) -> CountingBucket:

@@ -17,13 +17,7 @@ from mlflow_operator.logic.lifecycle import desired_rules, fingerprint
 from mlflow_operator.logic.lifecycle_safety import SafetyDecision, artifact_key_prefix, safety_decision
 from tests.integration.dataplane import Postgres
 from tests.integration.s3_servers import S3Server
-from tests.integration.test_trackingserver_dataplane import (
-    Plane,
-    minio,  # noqa: F401 - the module-scoped MinIO fixture
-    rendered_plane,
-    run_client,
-    tracking_inputs,
-)
+from tests.integration.tracking_plane import Plane, rendered_plane, run_client, tracking_inputs
 
 # Logs a pyfunc model in an experiment (created with an artifact location when given) and registers it.
 LOG_AND_REGISTER_SCRIPT = """\
@@ -82,7 +76,7 @@ def bucket_rule_ids(plane: Plane) -> set[str]:
     return {r["ID"] for r in bucket(plane).get_rules()}
 
 
-def test_rules_never_reach_a_registered_models_objects(minio: S3Server, tmp_path: Path) -> None:  # noqa: F811
+def test_rules_never_reach_a_registered_models_objects(minio: S3Server, tmp_path: Path) -> None:
     name = minio.create_bucket()
     with Postgres(log_dir=tmp_path / "logs") as postgres:
         inputs = tracking_inputs(minio, name, Credentials(postgres.user, postgres.password))
