@@ -6,13 +6,11 @@ Regenerate the golden files after an intended change with `UPDATE_GOLDEN=1 make 
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,9 +29,9 @@ from mlflow_operator.builders.routers import (
 )
 from mlflow_operator.logic import rollout
 from mlflow_operator.logic.conditions import parse_time
+from tests.unit.golden import GOLDEN, assert_matches_golden, dump_objects
 from tests.unit.pod_security import containers, pod_specs, restricted_problems
 
-GOLDEN = Path(__file__).parent / "golden"
 GATEWAY_ROUTING = {
     "parentRefs": [{"name": "public-gateway", "namespace": "gateways", "sectionName": "https"}],
     "hostnames": ["fraud.example.com"],
@@ -117,13 +115,8 @@ CASES: dict[str, build.ModelDeploymentInputs] = {
 }
 
 
-class NoAliasDumper(yaml.SafeDumper):
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
 def render(inputs: build.ModelDeploymentInputs) -> str:
-    return yaml.dump_all(build.all_objects(inputs), Dumper=NoAliasDumper, sort_keys=False, width=120)
+    return dump_objects(build.all_objects(inputs))
 
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -132,12 +125,7 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_rendered_objects_match_golden_files(name: str) -> None:
-    path = GOLDEN / f"modeldeployment-{name}.yaml"
-    rendered = render(CASES[name])
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(rendered)
-    assert path.exists(), f"no golden file {path.name}: run with UPDATE_GOLDEN=1"
-    assert rendered == path.read_text(), f"{path.name} changed: review, then UPDATE_GOLDEN=1"
+    assert_matches_golden(f"modeldeployment-{name}.yaml", render(CASES[name]))
 
 
 def test_every_pod_meets_pod_security_restricted() -> None:

@@ -6,7 +6,6 @@ Regenerate the golden files after an intended change with `UPDATE_GOLDEN=1 make 
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +17,8 @@ import yaml
 from mlflow_operator import cli
 from mlflow_operator.render import COMPUTED, GENERATED, RenderError, render_documents, to_yaml
 from tests.kube import ROOT
+from tests.unit.golden import assert_matches_golden
 
-GOLDEN = Path(__file__).parent / "golden"
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
@@ -46,12 +45,7 @@ CASES: dict[str, tuple[Callable[[], list[Any]], dict[str, Any]]] = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_render_matches_golden_files(case: str) -> None:
     documents, options = CASES[case]
-    text = rendered_text(documents(), **options)
-    path = GOLDEN / f"render-{case}.yaml"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert path.exists(), f"no golden file {path.name}: run with UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{path.name} changed: review, then UPDATE_GOLDEN=1"
+    assert_matches_golden(f"render-{case}.yaml", rendered_text(documents(), **options))
 
 
 def test_every_example_is_covered() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import configparser
 import copy
-import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -28,10 +27,10 @@ from mlflow_operator.builders.config import (
     render_pgbouncer_ini,
     userlist_line,
 )
+from tests.unit.golden import assert_matches_golden, dump_objects
 from tests.unit.pod_security import pod_specs, restricted_problems
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = Path(__file__).parent / "golden"
 
 
 def example_spec() -> dict[str, Any]:
@@ -97,24 +96,14 @@ def inputs_for(spec: dict[str, Any], password: str = "db-password") -> build.Tra
     )
 
 
-class NoAliasDumper(yaml.SafeDumper):
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
 def render(case: str) -> str:
     objects = build.all_objects(inputs_for(CASES[case]), "db-password", "admin-password", "generated-key")
-    return yaml.dump_all(objects, Dumper=NoAliasDumper, sort_keys=False, width=120)
+    return dump_objects(objects)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rendered_objects_match_golden_files(case: str) -> None:
-    path = GOLDEN / f"trackingserver-{case}.yaml"
-    rendered = render(case)
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(rendered)
-    assert path.exists(), f"no golden file {path.name}: run with UPDATE_GOLDEN=1"
-    assert rendered == path.read_text(), f"{path.name} changed: review, then UPDATE_GOLDEN=1"
+    assert_matches_golden(f"trackingserver-{case}.yaml", render(case))
 
 
 def test_every_pod_meets_pod_security_restricted() -> None:
