@@ -1,6 +1,6 @@
 """Argo CD's own code evaluates the shipped health checks: the Argo CD CLI (built from the Go module proxy at
 ARGOCD_VERSION) runs `argocd admin settings resource-overrides health` with docs/argocd/argocd-cm.yaml on every
-sample of tests/unit/test_argocd_health.py, and its verdict is the one the lupa evaluation claims.
+sample of tests/argocd_samples.py, and its verdict is the one the lupa evaluation claims.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from tests.argocd import ARGOCD_CM, argocd_binary, cli_health, lua_health
+from tests.argocd_samples import SAMPLES, Sample
 from tests.integration.s3_servers import pinned_versions
-from tests.unit.test_argocd_health import SAMPLES, Sample
 
 
 def test_the_pinned_cli_is_what_runs() -> None:

@@ -15,7 +15,7 @@ from mlflow_operator.api.registeredmodel import RegisteredModelSpec
 from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.handlers.reconcile import validated
 from mlflow_operator.logic.validation import Invalid, validate_spec
-from tests.unit.test_crds import schemas, walk
+from tests.unit.crd_schemas import schemas, walk
 
 # Checked field by field by logic.lifecycle.validate_rules (tests/unit/test_lifecycle.py).
 LIFECYCLE_MESSAGES = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,24 +11,10 @@ from pydantic import Field
 from mlflow_operator.api import KINDS
 from mlflow_operator.api.common import ApiModel
 from mlflow_operator.api.crd import SchemaError, crd_files, crd_for, openapi_schema
+from tests.unit.crd_schemas import schemas, walk
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN_KEYWORDS = {"$ref", "$defs", "const", "uniqueItems", "patternProperties", "propertyNames", "title"}
-
-
-def walk(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    if isinstance(node, dict):
-        yield path, node
-        for key, value in node.items():
-            yield from walk(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from walk(value, f"{path}[{index}]")
-
-
-def schemas() -> Iterator[tuple[str, dict[str, Any]]]:
-    for info in KINDS:
-        yield info.kind, crd_for(info)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
 def test_checked_in_crds_match_the_models() -> None:
