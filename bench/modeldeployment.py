@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_modeldeployment import gateway_api_crds_dir
+from tests.e2e.serving import gateway_api_crds_dir
 from tests.integration import dataplane as dp
 from tests.integration import registry_server as rs
 from tests.integration.prometheus_server import MetricsExporter, PrometheusServer, start_prometheus

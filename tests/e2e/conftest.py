@@ -1,4 +1,6 @@
-"""E2E fixtures: a real cluster ($KUBECONFIG, or the local control plane), CRDs, the operator process.
+"""E2E fixtures: a real cluster ($KUBECONFIG, or the local control plane), CRDs, the operator process, and
+what the modules share: the session's S3 server (moto), the Gateway API CRDs, and per module a Postgres-backed
+MLflow registry with logged models and a Prometheus scraping an exporter the tests set.
 
 A user with kind, or any cluster, sets KUBECONFIG and gets the same tests. Without it, the local control
 plane (hack/localcluster.py) is started for the session, with kwok nodes only (--no-real-node): the operator's
@@ -18,6 +20,7 @@ import tempfile
 import urllib.request
 import uuid
 from collections.abc import Generator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,17 @@ import pytest
 
 from mlflow_operator.api import KINDS
 from mlflow_operator.builders.trackingserver import REGISTRY_URL_ANNOTATION
-from tests.integration.registry_server import RegistryServer, sqlite_registry
+from tests.e2e.serving import Metrics, Registry, gateway_api_crds_dir
+from tests.integration.dataplane import Postgres
+from tests.integration.prometheus_server import MetricsExporter, start_prometheus
+from tests.integration.registry_server import (
+    LOG_MODELS_SCRIPT,
+    RegistryServer,
+    migrated_server,
+    run_client,
+    sqlite_registry,
+)
+from tests.integration.s3_servers import S3Server, moto_server
 from tests.kube import ROOT, Kubectl, eventually, find_kubectl
 
 NAMESPACE_PREFIX = "mlflow-e2e-"
@@ -242,6 +255,46 @@ def tracking_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regi
     operator's lifecycle safety check reads a real registry."""
     with sqlite_registry(tmp_path_factory.mktemp("tracking-registry")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto on 127.0.0.1 for the TrackingServers' buckets: every test creates its own bucket, and none stops
+    the server (tests/e2e/test_chaos.py, which kills its S3 server, runs its own MinIO)."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A Postgres-backed `mlflow server` with three logged models, per module (the modules register models
+    of their own names and move their aliases)."""
+    logs = tmp_path_factory.mktemp("registry-logs")
+    with ExitStack() as stack:
+        postgres = stack.enter_context(Postgres({"max_connections": "50"}, log_dir=logs))
+        server = migrated_server(postgres, "registry", tmp_path_factory.mktemp("artifacts"), logs)
+        stack.callback(server.stop)
+        logged = run_client(server.url, LOG_MODELS_SCRIPT, {"experiment": "e2e-serving", "adds": [1, 2, 3]})
+        yield Registry(server, logged)
+
+
+@pytest.fixture(scope="module")
+def metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Metrics]:
+    with MetricsExporter() as exporter:
+        prometheus = start_prometheus([exporter.target], tmp_path_factory.mktemp("prometheus"))
+        with prometheus:
+            yield Metrics(exporter, prometheus)
+
+
+@pytest.fixture(scope="session")
+def gateway_api(kubectl: Kubectl) -> None:
+    """The Gateway API CRDs from the sigs.k8s.io/gateway-api module (hack/build-binaries.sh gateway-api),
+    applied once: nothing removes them."""
+    directory = gateway_api_crds_dir()
+    if not (directory / "gateway.networking.k8s.io_httproutes.yaml").is_file():
+        subprocess.run([str(ROOT / "hack" / "build-binaries.sh"), "gateway-api"], check=True, timeout=600)
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(directory))
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/httproutes.gateway.networking.k8s.io")
 
 
 def with_registry(docs: list[dict[str, Any]], url: str) -> list[dict[str, Any]]:

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
 
+from tests.e2e.stacks import resource
 from tests.kube import Kubectl
-
-API = "mlflow.operator.dev/v1alpha1"
-TS_SPEC: dict[str, Any] = {"database": {"managed": {}}, "artifacts": {"s3": {"bucket": "mlflow-bucket"}}}
-RM_SPEC: dict[str, Any] = {"trackingServerRef": {"name": "mlflow"}}
-MD_SPEC: dict[str, Any] = {
-    "trackingServerRef": {"name": "mlflow"},
-    "model": {"registeredModel": "fraud", "alias": "champion"},
-}
-BASE = {"TrackingServer": TS_SPEC, "RegisteredModel": RM_SPEC, "ModelDeployment": MD_SPEC}
-
-
-def resource(kind: str, changes: dict[str, Any], name: str = "bad") -> dict[str, Any]:
-    spec = copy.deepcopy(BASE[kind])
-    spec.update(changes)
-    return {"apiVersion": API, "kind": kind, "metadata": {"name": name}, "spec": spec}
 
 
 def canary(*steps: dict[str, Any], **extra: Any) -> dict[str, Any]:

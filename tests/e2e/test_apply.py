@@ -8,7 +8,7 @@ from typing import Any
 from lightkube import AsyncClient, KubeConfig
 
 from mlflow_operator.adapters.kube import Kube
-from tests.e2e.test_admission import resource
+from tests.e2e.stacks import resource
 from tests.kube import Kubectl, eventually
 
 

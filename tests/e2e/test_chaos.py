@@ -34,18 +34,8 @@ from tests.e2e.chaos import (
     seeded_rng,
     watch_passes,
 )
-from tests.e2e.test_modeldeployment import (  # noqa: F401 - fixtures, used by name
-    Metrics,
-    Registry,
-    deployments,
-    events,
-    gateway_api,
-    metrics,
-    model_deployment,
-    registry,
-    route_weights,
-)
-from tests.e2e.test_trackingserver import stack, ts_of
+from tests.e2e.serving import Metrics, Registry, deployments, events, model_deployment, route_weights
+from tests.e2e.stacks import stack, ts_of
 from tests.integration.dataplane import Postgres
 from tests.integration.s3_servers import S3Server, minio_server
 from tests.kube import ROOT, Kubectl, condition, eventually, md_status
@@ -68,18 +58,19 @@ LIFECYCLE = {
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """MinIO: its objects are on disk, so it can be stopped and started again on the same port."""
+def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """This module's own MinIO, which a test kills: its objects are on disk, so it can be started again on the
+    same port (the session's moto, tests/e2e/conftest.py's `s3`, is not stopped by anyone)."""
     with minio_server(tmp_path_factory.mktemp("minio")) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def guard(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataGuard]:
+def guard(minio: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataGuard]:
     """A real Postgres (the external database of the TrackingServers below) and a bucket, both with known
     contents written before any scenario."""
     with Postgres(log_dir=tmp_path_factory.mktemp("postgres-logs")) as postgres:
-        yield DataGuard.seed(postgres, s3)
+        yield DataGuard.seed(postgres, minio)
 
 
 def chaos_namespace(kubectl: Kubectl) -> str:
@@ -283,9 +274,9 @@ def test_sigkill_during_canary_rollouts_converges(
     kubectl: Kubectl,
     kubeconfig: str,
     crds: None,
-    registry: Registry,  # noqa: F811 - the fixture imported above
-    metrics: Metrics,  # noqa: F811
-    gateway_api: None,  # noqa: F811
+    registry: Registry,
+    metrics: Metrics,
+    gateway_api: None,
     guard: DataGuard,
     tmp_path: Path,
 ) -> None:

@@ -5,189 +5,31 @@ canary's metrics come from an exporter whose series the test sets, scraped by Pr
 kwok runs the model-server pods (they become Ready without running), so this proves the operator's side:
 resolution, Deployments per version, HTTPRoute weights, analysis, rollback, promotion and registry
 write-back. The model server itself is proven against real processes in
-tests/integration/test_model_server.py.
+tests/integration/test_model_server.py. The registry, metrics and gateway_api fixtures are tests/e2e/conftest.py's,
+the helpers tests/e2e/serving.py's.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.argocd import assert_argocd_health, assert_live_health
 from tests.e2e.conftest import IMAGE_MIRROR, start_operator
-from tests.integration.dataplane import Postgres
-from tests.integration.prometheus_server import MetricsExporter, PrometheusServer, start_prometheus
-from tests.integration.registry_server import (
-    LOG_MODELS_SCRIPT,
-    READ_MODEL_SCRIPT,
-    TAMPER_SCRIPT,
-    RegistryServer,
-    migrated_server,
-    run_client,
+from tests.e2e.serving import (
+    API,
+    INTERVAL_SECONDS,
+    Metrics,
+    Registry,
+    deployments,
+    events,
+    model_deployment,
+    route_weights,
 )
-from tests.kube import ROOT, Kubectl, condition, eventually, md_status, wait_passes, wait_phase
-
-API = "mlflow.operator.dev/v1alpha1"
-METRIC = "model_error_rate"
-INTERVAL_SECONDS = 3
-# Registers one version per logged model and points aliases at them.
-REGISTER_SCRIPT = """\
-import json, os
-from mlflow import MlflowClient
-
-params = json.loads(os.environ["TEST_PARAMS"])
-client = MlflowClient()
-client.create_registered_model(params["name"])
-versions = [
-    int(client.create_model_version(params["name"], s["source"], run_id=s["run_id"], model_id=s["model_id"]).version)
-    for s in params["sources"]
-]
-for alias, version in params["aliases"].items():
-    client.set_registered_model_alias(params["name"], alias, version)
-print(json.dumps(versions))
-"""
-
-
-@dataclass
-class Registry:
-    server: RegistryServer
-    logged: list[dict[str, str]]
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def register(self, name: str, champion: int) -> None:
-        sources = [
-            {"source": item["model_uri"], "run_id": item["run_id"], "model_id": item["model_id"]}
-            for item in self.logged
-        ]
-        run_client(self.url, REGISTER_SCRIPT, {"name": name, "sources": sources, "aliases": {"champion": champion}})
-
-    def move_alias(self, name: str, alias: str, version: int) -> None:
-        run_client(self.url, TAMPER_SCRIPT, {"name": name, "set_aliases": {alias: version}})
-
-    def read(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = run_client(self.url, READ_MODEL_SCRIPT, {"name": name})
-        return result
-
-
-@dataclass
-class Metrics:
-    exporter: MetricsExporter
-    prometheus: PrometheusServer
-
-    def set_error_rate(self, namespace: str, name: str, value: float) -> None:
-        labels = {"namespace": namespace, "service": f"{name}-canary"}
-        self.exporter.set(METRIC, value, labels)
-        query = f'{METRIC}{{namespace="{namespace}",service="{name}-canary"}}'
-        self.prometheus.wait_for(query, lambda seen: seen == value)
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    logs = tmp_path_factory.mktemp("registry-logs")
-    with ExitStack() as stack:
-        postgres = stack.enter_context(Postgres({"max_connections": "50"}, log_dir=logs))
-        server = migrated_server(postgres, "registry", tmp_path_factory.mktemp("artifacts"), logs)
-        stack.callback(server.stop)
-        logged = run_client(server.url, LOG_MODELS_SCRIPT, {"experiment": "e2e-serving", "adds": [1, 2, 3]})
-        yield Registry(server, logged)
-
-
-@pytest.fixture(scope="module")
-def metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Metrics]:
-    with MetricsExporter() as exporter:
-        prometheus = start_prometheus([exporter.target], tmp_path_factory.mktemp("prometheus"))
-        with prometheus:
-            yield Metrics(exporter, prometheus)
-
-
-def gateway_api_crds_dir() -> Path:
-    versions = dict(
-        line.split("=", 1) for line in (ROOT / "hack" / "versions.env").read_text().splitlines() if "=" in line
-    )
-    cache = Path.home() / ".cache" / "mlflow-operator" / "bin"
-    return cache / f"gateway-api-{versions['GATEWAY_API_VERSION'].strip()}"
-
-
-@pytest.fixture(scope="module")
-def gateway_api(kubectl: Kubectl) -> None:
-    """The Gateway API CRDs from the sigs.k8s.io/gateway-api module (hack/build-binaries.sh gateway-api)."""
-    directory = gateway_api_crds_dir()
-    if not (directory / "gateway.networking.k8s.io_httproutes.yaml").is_file():
-        subprocess.run([str(ROOT / "hack" / "build-binaries.sh"), "gateway-api"], check=True, timeout=600)
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(directory))
-    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/httproutes.gateway.networking.k8s.io")
-
-
-def model_deployment(name: str, registry: Registry, prometheus: str, model: str, **spec: Any) -> dict[str, Any]:
-    analysis = {
-        "prometheusAddress": prometheus,
-        "interval": f"{INTERVAL_SECONDS}s",
-        "count": 2,
-        "failureLimit": 0,
-        "inconclusiveLimit": 0,
-        "metrics": [
-            {
-                "name": "error-rate",
-                "query": f'max({METRIC}{{namespace="{{{{namespace}}}}",service="{{{{canary}}}}"}})',
-                "thresholdRange": {"max": 0.05},
-            }
-        ],
-    }
-    body = {
-        "trackingUri": registry.url,
-        "model": {"registeredModel": model, "alias": "champion"},
-        "pollInterval": "2s",
-        "replicas": 2,
-        "strategy": {
-            "canary": {
-                "steps": [
-                    {"setWeight": 25},
-                    {"analysis": {}},
-                    {"setWeight": 50},
-                    {"pause": {"duration": "2s"}},
-                ]
-            }
-        },
-        "trafficRouting": {"gatewayAPI": {"parentRefs": [{"name": "public"}]}},
-        "analysis": analysis,
-        "promotion": {"setAlias": "production"},
-        **spec,
-    }
-    return {"apiVersion": API, "kind": "ModelDeployment", "metadata": {"name": name}, "spec": body}
-
-
-def route_weights(kubectl: Kubectl, namespace: str, name: str) -> tuple[int, int] | None:
-    route = kubectl.get("httproute", name, namespace)
-    if route is None:
-        return None
-    refs = route["spec"]["rules"][-1]["backendRefs"]
-    weights = {ref["name"]: ref["weight"] for ref in refs}
-    return weights[f"{name}-stable"], weights[f"{name}-canary"]
-
-
-def deployments(kubectl: Kubectl, namespace: str) -> list[str]:
-    names = kubectl.run("get", "deployments", "-n", namespace, "-o", "name").stdout.split()
-    return sorted(n.split("/", 1)[1] for n in names)
-
-
-def events(kubectl: Kubectl, namespace: str, name: str) -> list[tuple[str, str]]:
-    """(reason, message) of the ModelDeployment's Events in creation order (resourceVersion: timestamps
-    have one-second resolution)."""
-    items = [e for e in kubectl.events(namespace) if e["involvedObject"]["name"] == name]
-    items.sort(key=lambda e: int(e["metadata"]["resourceVersion"]))
-    return [(e["reason"], e["message"]) for e in items]
+from tests.kube import Kubectl, condition, eventually, md_status, wait_passes, wait_phase
 
 
 def in_order(seen: list[str], expected: list[str]) -> bool:

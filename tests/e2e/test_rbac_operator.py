@@ -7,8 +7,8 @@ else. Each scenario takes a resource through to its children and status; any 403
 fails the test, since a missing rule often surfaces only as a logged, retried error.
 
 A scenario is a function of the ServiceAccount's kubeconfig (see `OperatorUnderTest`): one for a
-TrackingServer, one for a ModelDeployment (its registry, Prometheus and Gateway API fixtures are shared with
-tests/e2e/test_modeldeployment.py).
+TrackingServer, one for a ModelDeployment (its registry, Prometheus and Gateway API fixtures are
+tests/e2e/conftest.py's, as for tests/e2e/test_modeldeployment.py).
 """
 
 from __future__ import annotations
@@ -29,19 +29,11 @@ import pytest
 from mlflow_operator.logic.credential_rotation import ROTATE_DATABASE_PASSWORD
 from tests.argocd import assert_argocd_health
 from tests.e2e.conftest import RESYNC_SECONDS, OperatorProcess, _free_port
-from tests.e2e.test_modeldeployment import (  # noqa: F401 - module-scoped fixtures shared with that module
-    Metrics,
-    Registry,
-    gateway_api,
-    metrics,
-    model_deployment,
-    registry,
-    route_weights,
-)
-from tests.e2e.test_trackingserver import apply_all, stack
+from tests.e2e.serving import Metrics, Registry, model_deployment, route_weights
+from tests.e2e.stacks import apply_all, stack
 from tests.integration.packaging import CHART, helm
 from tests.integration.registry_server import RegistryServer
-from tests.integration.s3_servers import S3Server, moto_server
+from tests.integration.s3_servers import S3Server
 from tests.kube import Kubectl, condition, eventually
 
 T = TypeVar("T")
@@ -148,12 +140,6 @@ def operator_as_service_account(
             assert code in (0, -15), f"operator did not shut down cleanly: {code}"
         helm(kubeconfig, "uninstall", release, "--namespace", namespace, check=False)
         kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with moto_server(tmp_path_factory.mktemp("moto")) as server:
-        yield server
 
 
 def trackingserver_scenario(operator: OperatorUnderTest, s3: S3Server, registry: RegistryServer) -> None:

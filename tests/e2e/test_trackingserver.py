@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from mlflow_operator.logic.credential_rotation import EVENT_ROTATED, ROTATE_DATABASE_PASSWORD, ROTATED_KEY
-from tests.e2e.conftest import IMAGE_MIRROR, RESYNC_SECONDS, with_registry
+from tests.e2e.conftest import IMAGE_MIRROR, RESYNC_SECONDS
+from tests.e2e.stacks import apply_all, stack, ts_of
 from tests.integration.registry_server import RegistryServer, run_client, sqlite_registry
-from tests.integration.s3_servers import S3Server, moto_server
-from tests.kube import ROOT, Kubectl, condition, eventually, wait_passes
+from tests.integration.s3_servers import S3Server
+from tests.kube import Kubectl, condition, eventually, wait_passes
 
 FOREIGN_RULE = {
     "ID": "team-archive",
@@ -30,37 +30,6 @@ FOREIGN_RULE = {
     "Filter": {"Prefix": "archive/"},
     "Expiration": {"Days": 365},
 }
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with moto_server(tmp_path_factory.mktemp("moto")) as server:
-        yield server
-
-
-def example_docs() -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((ROOT / "examples" / "tracking-server.yaml").read_text()) if d]
-
-
-def stack(s3: S3Server, bucket: str, registry: RegistryServer | None, **spec_changes: Any) -> list[dict[str, Any]]:
-    """The example, pointed at the test's S3 server and bucket, and at a registry that stands in for its own."""
-    docs = copy.deepcopy(example_docs())
-    for doc in docs:
-        if doc["kind"] == "Secret":
-            doc["stringData"] = {"AWS_ACCESS_KEY_ID": s3.access_key_id, "AWS_SECRET_ACCESS_KEY": s3.secret_access_key}
-        if doc["kind"] == "TrackingServer":
-            doc["spec"]["artifacts"]["s3"].update(endpoint=s3.endpoint_url, bucket=bucket)
-            doc["spec"].update(spec_changes)
-    return with_registry(docs, registry.url) if registry is not None else docs
-
-
-def apply_all(kubectl: Kubectl, docs: list[dict[str, Any]], namespace: str) -> None:
-    for doc in docs:
-        kubectl.apply(doc, namespace)
-
-
-def ts_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(d for d in docs if d["kind"] == "TrackingServer")
 
 
 def wait_ready(kubectl: Kubectl, namespace: str, name: str = "mlflow", timeout: int = 180) -> dict[str, Any]:
