@@ -40,6 +40,8 @@ from tests.integration.dataplane import Postgres
 from tests.integration.s3_servers import S3Server, minio_server
 from tests.kube import ROOT, Kubectl, condition, eventually, md_status
 
+pytestmark = pytest.mark.chaos
+
 UPGRADE_TO = "3.18.0"
 KILLS = {"create": 20, "upgrade": 20, "rollout": 20}
 OUTAGE_SECONDS = 50
