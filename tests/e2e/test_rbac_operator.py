@@ -146,21 +146,20 @@ def trackingserver_scenario(operator: OperatorUnderTest, s3: S3Server, registry:
     """The example TrackingServer (managed Postgres, PgBouncer, S3 on moto, auth, gc) to Ready and back out."""
     kubectl, namespace = operator.admin, operator.namespace
     bucket = s3.create_bucket()
-    apply_all(kubectl, stack(s3, bucket, registry), namespace)
-
-    provisioning: list[dict[str, Any]] = []  # the first object seen with a phase short of Ready
 
     def ready(generation: int) -> dict[str, Any] | None:
         ts = kubectl.get("trackingserver", "mlflow", namespace)
         found = condition(ts, "Ready")
-        if ts is not None and ts.get("status", {}).get("phase") not in (None, "Ready") and not provisioning:
-            provisioning.append(ts)
         return ts if found and found["status"] == "True" and found["observedGeneration"] == generation else None
 
-    ts = operator.wait_for(lambda: ready(1), what="TrackingServer Ready")
+    # Watched, not polled: on a busy machine a poll can miss every state between the first and Ready.
+    with kubectl.watch("trackingservers", namespace) as versions:
+        apply_all(kubectl, stack(s3, bucket, registry), namespace)
+        ts = operator.wait_for(lambda: ready(1), what="TrackingServer Ready")
     assert ts["status"]["observedGeneration"] == ts["metadata"]["generation"]
     # What Argo CD shows on the way (pods starting, the migration Job) and once it serves.
-    assert provisioning, "no phase seen before Ready"
+    provisioning = [v for v in versions if (v.get("status") or {}).get("phase") not in (None, "Ready")]
+    assert provisioning, f"no phase seen before Ready: {[(v.get('status') or {}).get('phase') for v in versions]}"
     assert_argocd_health(provisioning[0], "Progressing")
     assert_argocd_health(ts, "Healthy", f"MLflow 3.17.2 serves at http://mlflow.{namespace}.svc:5000")
     assert {c["type"]: c["status"] for c in ts["status"]["conditions"]}["ArtifactsReady"] == "True"
