@@ -57,6 +57,7 @@ from mlflow_operator.builders.trackingserver import (
     COMPONENT_SERVER,
     DATABASE_NAME,
     PGBOUNCER_PORT,
+    REQUEST_ANNOTATION,
 )
 from mlflow_operator.builders.trackingserver.server import WEBHOOK_CACHE_SECONDS
 from mlflow_operator.logic.credential_rotation import (
@@ -869,6 +870,109 @@ def test_an_upgrade_migrates_the_schema_and_the_new_servers_serve(platform: Plat
     finally:
         platform.kubectl.run("delete", "trackingserver", "-n", NAMESPACE, "legacy", "--ignore-not-found", timeout=300)
     eventually(lambda: not platform.pods("app.kubernetes.io/instance=legacy"), timeout=180, what="legacy pods gone")
+
+
+# ------------------------------------------------------------------------------------ database backups
+
+
+def backed_up_tracking_server(name: str, **managed: Any) -> dict[str, Any]:
+    """A small TrackingServer without auth whose database archives into the example's artifact bucket (the
+    default store: backups/NAMESPACE/NAME/ there, with the artifacts' keys)."""
+    small = {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TrackingServer",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "replicas": 1,
+            "workers": 1,
+            "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+            "database": {
+                "managed": {"storageSize": "1Gi", "resources": small, "backup": {}, **managed},
+                "pooler": {"replicas": 1, "resources": small},
+            },
+            "artifacts": {
+                "s3": {
+                    "bucket": "mlflow-artifacts",
+                    "prefix": name,
+                    "endpoint": "http://minio.storage.svc:9000",
+                    "credentialsSecret": {"name": "mlflow-artifacts-s3"},
+                }
+            },
+            "deletionPolicy": "Delete",
+        },
+    }
+
+
+def backups_status(platform: Platform, name: str) -> dict[str, Any] | None:
+    """status.backup once the TrackingServer is Ready and BackupsHealthy."""
+    server = platform.kubectl.get("trackingserver", name, NAMESPACE) or {}
+    ready, healthy = condition(server, "Ready"), condition(server, "BackupsHealthy")
+    if not ready or ready["status"] != "True" or not healthy or healthy["status"] != "True":
+        return None
+    return dict((server.get("status") or {}).get("backup") or {})
+
+
+def run_ids(client: MlflowClient) -> set[str]:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return {run.info.run_id for run in client.search_runs(experiments, max_results=1000)}
+
+
+def test_a_point_in_time_restore_on_real_pods_brings_back_exactly_the_runs_before_the_target(
+    platform: Platform,
+) -> None:
+    # Names of their own per run: a new database must not archive where an earlier one (a rerun on a kept
+    # cluster) left its WAL.
+    suffix = uuid.uuid4().hex[:6]
+    source, restored = f"backed-{suffix}", f"restored-{suffix}"
+    began = time.monotonic()
+    platform.kubectl.apply(backed_up_tracking_server(source))
+    try:
+        first = eventually(lambda: backups_status(platform, source), timeout=900, interval=3, what="first base backup")
+        print(f"Ready with its first base backup in {time.monotonic() - began:.0f} s")
+        client = MlflowClient(tracking_uri=f"http://{platform.cluster_ip(source)}:5000")
+        experiment = client.create_experiment("backed-up")
+        before = {client.create_run(experiment).info.run_id for _ in range(3)}
+        time.sleep(1.5)
+        target = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        time.sleep(1.5)
+        after = {client.create_run(experiment).info.run_id for _ in range(2)}
+        (switched,) = platform.sql("SELECT pg_walfile_name(pg_switch_wal()) AS segment", server=source)
+        eventually(
+            lambda: (backups_status(platform, source) or {}).get("lastArchivedWal", "") >= switched["segment"],
+            timeout=300,
+            interval=3,
+            what=f"status.backup.lastArchivedWal at {switched['segment']}",
+        )
+        # An on-demand backup: a Job of its own, and a newer base backup in status.
+        request = f"{REQUEST_ANNOTATION}=e2e-{uuid.uuid4().hex[:8]}"
+        platform.kubectl.run("annotate", "--overwrite", "-n", NAMESPACE, "trackingserver", source, request)
+        eventually(
+            lambda: (
+                (backups_status(platform, source) or {}).get("lastBackupId", first["lastBackupId"])
+                != first["lastBackupId"]
+            ),
+            timeout=300,
+            interval=3,
+            what="the requested base backup in status.backup",
+        )
+        platform.kubectl.apply(
+            backed_up_tracking_server(restored, restore={"fromBackup": {"serverName": source}, "targetTime": target})
+        )
+        began = time.monotonic()
+        eventually(lambda: backups_status(platform, restored), timeout=900, interval=3, what="restored server Ready")
+        print(f"restored to {target}: Ready in {time.monotonic() - began:.0f} s")
+        server = platform.kubectl.get("trackingserver", restored, NAMESPACE) or {}
+        assert server["status"]["restore"]["backupId"] == first["lastBackupId"]  # the one that ends before T
+        restored_client = MlflowClient(tracking_uri=f"http://{platform.cluster_ip(restored)}:5000")
+        assert run_ids(restored_client) == before
+        assert run_ids(client) == before | after
+        # The restored server archives under its own name, never into its source's.
+        assert server["status"]["backup"]["destination"].endswith(f"/backups/{NAMESPACE}/{restored}")
+    finally:
+        for name in (restored, source):
+            platform.kubectl.run("delete", "trackingserver", "-n", NAMESPACE, name, "--ignore-not-found", timeout=300)
+    eventually(lambda: not platform.pods(f"app.kubernetes.io/instance={source}"), timeout=180, what="pods gone")
 
 
 # ------------------------------------------------------------------------------------ credential rotation
