@@ -6,11 +6,9 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,18 +17,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
-
-
-def _read_json_stream(process: subprocess.Popen[str], into: list[dict[str, Any]]) -> None:
-    """Appends each JSON object of the process's stdout (concatenated, pretty-printed) to `into`."""
-    assert process.stdout is not None
-    decoder, buffer = json.JSONDecoder(), ""
-    for line in process.stdout:
-        buffer += line
-        with suppress(json.JSONDecodeError):
-            obj, end = decoder.raw_decode(buffer.lstrip())
-            into.append(obj)
-            buffer = buffer.lstrip()[end:]
 
 
 def find_kubectl() -> str:
@@ -85,23 +71,17 @@ class Kubectl:
             raise AssertionError(result.stderr)
         return dict(json.loads(result.stdout))
 
-    @contextmanager
-    def watch(self, kind: str, namespace: str) -> Iterator[list[dict[str, Any]]]:
-        """Every version of the `kind` objects of a namespace the API server sends while the block runs
-        (`kubectl get --watch`), in order: a transient state a poll would miss on a busy machine is kept."""
-        seen: list[dict[str, Any]] = []
-        argv = [self.binary, "--kubeconfig", self.kubeconfig, "get", kind, "-n", namespace, "--watch", "-o", "json"]
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        reader = threading.Thread(target=_read_json_stream, args=(process, seen), daemon=True)
-        reader.start()
-        try:
-            time.sleep(1)  # the watch is established before the caller changes anything
-            yield seen
-            time.sleep(1)  # the last updates arrive
-        finally:
-            process.terminate()
-            process.wait(10)
-            reader.join(10)
+    def resource_version(self, path: str) -> str:
+        """The collection's resourceVersion now (`path`: its API path), to ask later for what changed since."""
+        return str(json.loads(self.run("get", "--raw", path).stdout)["metadata"]["resourceVersion"])
+
+    def changes_since(self, path: str, resource_version: str) -> list[dict[str, Any]]:
+        """Every version of the collection's objects the API server recorded after `resource_version`, in
+        order: a watch from that point, replayed, so a transient state is seen however late this runs
+        (a poll, or a watch started after the change, misses it on a busy machine)."""
+        query = f"{path}?watch=1&resourceVersion={resource_version}&timeoutSeconds=2"
+        lines = self.run("get", "--raw", query, timeout=30).stdout.splitlines()
+        return [json.loads(line)["object"] for line in lines if line.strip()]
 
     def events(self, namespace: str) -> list[dict[str, Any]]:
         items = json.loads(self.run("get", "events", "-n", namespace, "-o", "json").stdout)["items"]

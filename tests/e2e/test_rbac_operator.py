@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from mlflow_operator.api.kinds import API_VERSION
 from mlflow_operator.logic.credential_rotation import ROTATE_DATABASE_PASSWORD
 from tests.argocd import assert_argocd_health
 from tests.e2e.conftest import RESYNC_SECONDS, OperatorProcess, _free_port
@@ -152,10 +153,13 @@ def trackingserver_scenario(operator: OperatorUnderTest, s3: S3Server, registry:
         found = condition(ts, "Ready")
         return ts if found and found["status"] == "True" and found["observedGeneration"] == generation else None
 
-    # Watched, not polled: on a busy machine a poll can miss every state between the first and Ready.
-    with kubectl.watch("trackingservers", namespace) as versions:
-        apply_all(kubectl, stack(s3, bucket, registry), namespace)
-        ts = operator.wait_for(lambda: ready(1), what="TrackingServer Ready")
+    # Every version the API server recorded, not polls: on a busy machine a poll can miss every state between
+    # the first and Ready.
+    path = f"/apis/{API_VERSION}/namespaces/{namespace}/trackingservers"
+    since = kubectl.resource_version(path)
+    apply_all(kubectl, stack(s3, bucket, registry), namespace)
+    ts = operator.wait_for(lambda: ready(1), what="TrackingServer Ready")
+    versions = kubectl.changes_since(path, since)
     assert ts["status"]["observedGeneration"] == ts["metadata"]["generation"]
     # What Argo CD shows on the way (pods starting, the migration Job) and once it serves.
     provisioning = [v for v in versions if (v.get("status") or {}).get("phase") not in (None, "Ready")]
