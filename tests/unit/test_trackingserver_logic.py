@@ -23,6 +23,7 @@ from mlflow_operator.logic.backoff import RetrySchedule
 from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
 from mlflow_operator.logic.trackingserver import (
     WAIT_SECONDS,
+    conditions_failed,
     decide_migration,
     next_pass,
     parse_version,
@@ -253,3 +254,11 @@ def test_next_pass_waits_while_converging_backs_off_while_broken_and_rests_when_
     assert second.after_seconds == 2 * WAIT_SECONDS and second.retry is not None and second.retry.failures == 2
     # Recovered: the schedule is dropped, so the next outage starts from the first step again.
     assert next_pass(ready=True, failed=False, previous=second.retry, now=due).retry is None
+
+
+def test_a_rollout_not_yet_observed_is_converging_not_failed() -> None:
+    pending = [{"type": "PoolerReady", "status": "False", "reason": "RolloutPending"}]
+    broken = [{"type": "PoolerReady", "status": "False", "reason": "InvalidSecretValue"}]
+    assert not conditions_failed(pending, ("PoolerReady",))
+    assert conditions_failed(broken, ("PoolerReady",))
+    assert not conditions_failed(broken, ("DatabaseReady",))  # not one Ready requires

@@ -46,7 +46,13 @@ from mlflow_operator.logic import gc, lifecycle, lifecycle_safety
 from mlflow_operator.logic.backoff import RetrySchedule
 from mlflow_operator.logic.conditions import ConditionUpdate, EventSpec, parse_time
 from mlflow_operator.logic.readiness import deployment_readiness, job_state, statefulset_readiness
-from mlflow_operator.logic.trackingserver import WAIT_SECONDS, decide_migration, phase, retry_failed_migration
+from mlflow_operator.logic.trackingserver import (
+    WAIT_SECONDS,
+    conditions_failed,
+    decide_migration,
+    phase,
+    retry_failed_migration,
+)
 from mlflow_operator.logic.trackingserver import next_pass as decide_next_pass
 
 CONTROLLER = "trackingserver"
@@ -170,12 +176,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     await garbage_collection(step)
     conditions = cond.apply_updates(current_conditions(body), step.updates, None, rt.now())
     ready = cond.summarize_ready(conditions, ready_requires(conditions))
-    failed = any(
-        c["status"] == "False"
-        and c["reason"] not in ("Migrating", "PodsNotReady", "RollingOut", "NotCreated", "WaitingForDatabase")
-        for c in conditions
-        if c["type"] in READY_REQUIRES
-    )
+    failed = conditions_failed(conditions, READY_REQUIRES)
     fields.update(version=serving, phase=phase(ready.status == "True", failed, step.converging, serving))
     # GarbageCollected posts its own Events, one per failed Job (a transition Event misses the second one).
     own_events = {gc.GARBAGE_COLLECTED}

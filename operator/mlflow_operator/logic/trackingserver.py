@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -98,6 +99,20 @@ def decide_migration(
         serving,
         migrated,
         ConditionUpdate(MIGRATED, "False", "Migrating", f"migrating the database schema to MLflow {desired}"),
+    )
+
+
+# Reasons of a False condition that say "not yet", not "broken": the phase stays Provisioning/Pending (Argo
+# CD: Progressing) rather than Failed (Degraded). RolloutPending is every new Deployment's first pass.
+CONVERGING_REASONS = frozenset(
+    {"Migrating", "PodsNotReady", "RollingOut", "RolloutPending", "NotCreated", "WaitingForDatabase"}
+)
+
+
+def conditions_failed(conditions: Iterable[Mapping[str, Any]], required: Collection[str]) -> bool:
+    """Whether a condition Ready requires is False for a reason other than convergence."""
+    return any(
+        c["status"] == "False" and c["reason"] not in CONVERGING_REASONS for c in conditions if c["type"] in required
     )
 
 
