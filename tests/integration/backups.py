@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_operator.adapters.backup_store import read_store
-from mlflow_operator.adapters.s3 import S3Endpoint
 from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.builders import trackingserver as build
 from mlflow_operator.builders.common import Obj
@@ -128,10 +127,8 @@ def restore(s3: S3Server, bucket: str, target_time: str | None) -> Path:
     restored_spec = spec(s3, bucket, restore={"fromBackup": {"serverName": SOURCE}, "targetTime": target_time})
     source = build.restore_source(NAMESPACE, restored_spec)
     assert source is not None and str(source) == f"s3://{bucket}/backups/{SOURCE}"
-    endpoint = S3Endpoint(
-        bucket, endpoint_url=s3.endpoint_url, access_key_id=s3.access_key_id, secret_access_key=s3.secret_access_key
-    )
-    choice = backup.choose_base_backup(read_store(endpoint, source.key_prefix), str(source), target_time)
+    contents = read_store(s3.endpoint(bucket), source.key_prefix)
+    choice = backup.choose_base_backup(contents, str(source), target_time)
     assert choice.backup is not None, choice.problem
     plan = build.RestorePlan(source, choice.backup.backup_id, target_time)
     pod = statefulset(NAME, restored_spec, plan)["spec"]["template"]
@@ -161,7 +158,4 @@ def archiving_postgres(s3: S3Server, bucket: str, server: str, data_dir: Path | 
 
 
 def store_contents(s3: S3Server, bucket: str, server: str) -> backup.StoreContents:
-    endpoint = S3Endpoint(
-        bucket, endpoint_url=s3.endpoint_url, access_key_id=s3.access_key_id, secret_access_key=s3.secret_access_key
-    )
-    return read_store(endpoint, f"backups/{server}/")
+    return read_store(s3.endpoint(bucket), f"backups/{server}/")

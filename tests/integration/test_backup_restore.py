@@ -15,7 +15,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -174,7 +174,9 @@ def test_postgres_keeps_serving_while_s3_is_down_and_archives_the_backlog_when_i
         try:
             write_wal(postgres, 20)
             segment = postgres.psql("SELECT pg_walfile_name(pg_switch_wal())")
-            assert dataplane_wait(lambda: int(postgres.psql("SELECT failed_count FROM pg_stat_archiver")) > 0)
+            assert wait_for(
+                lambda: int(postgres.psql("SELECT failed_count FROM pg_stat_archiver")) > 0, timeout=60, interval=0.5
+            )
             postgres.psql("CREATE TABLE still_serving AS SELECT 1 AS answer")  # writes go on
             assert postgres.psql("SELECT answer FROM still_serving") == "1"
             assert segment in postgres.psql("SELECT string_agg(name, ' ') FROM pg_ls_waldir()")  # kept, not lost
@@ -183,10 +185,6 @@ def test_postgres_keeps_serving_while_s3_is_down_and_archives_the_backlog_when_i
         archived_through(postgres)
     segments = archived_segments(s3, bucket, SOURCE)
     assert segment in segments and consecutive(segments), segments
-
-
-def dataplane_wait(check: Callable[[], bool], timeout: float = 60) -> bool:
-    return wait_for(check, timeout=timeout, interval=0.5)
 
 
 # ------------------------------------------------------------------------------------ retention
