@@ -183,6 +183,14 @@ def test_a_token_replaces_username_and_password() -> None:
     assert [e["name"] for e in env if "valueFrom" in e] == ["MLFLOW_TRACKING_TOKEN"]
 
 
+def test_the_server_outlasts_a_proxys_idle_connections() -> None:
+    """Traefik keeps idle backend connections 90 s: a server closing them sooner made the Gateway answer 502
+    to an /invocations POST sent on one as it closed (seen in the real-pod canary test)."""
+    command = build.server_command()
+    keep_alive = int(command[command.index("--timeout-keep-alive") + 1])
+    assert keep_alive > 600  # the longest default among Traefik (90 s), AWS ALB (60 s), Google's LBs (600 s)
+
+
 def test_the_server_runs_what_mlflow_models_serve_runs() -> None:
     """The model path variable and the app are MLflow's (mlflow-skinny, the same release as the image): the
     image's app builds the app exactly as MLflow's app module does, only wrapped. Read from the sources,

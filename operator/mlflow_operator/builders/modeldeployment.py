@@ -99,6 +99,11 @@ REQUEST_TIMEOUT_SECONDS = 60
 PRE_STOP_SECONDS = 5
 # A request admitted just before SIGTERM may run its full timeout: drain that long, so none is cut off.
 GRACEFUL_SHUTDOWN_SECONDS = REQUEST_TIMEOUT_SECONDS
+# A proxy in front (a Gateway, an Ingress controller, a cloud load balancer) pools idle connections to each pod
+# and reuses them; when the server closes one first, a request sent on it in that instant gets a 502, and
+# proxies do not retry a POST such as /invocations. uvicorn's default (5 s) is below every proxy's idle timeout
+# (Traefik 90 s, AWS ALB 60 s, Google's load balancers 600 s): the server keeps idle connections longer than all.
+KEEP_ALIVE_SECONDS = 620
 SERVER_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
 FETCH_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
@@ -306,6 +311,8 @@ def server_command() -> list[str]:
         str(SERVER_PORT),
         "--timeout-graceful-shutdown",
         str(GRACEFUL_SHUTDOWN_SECONDS),
+        "--timeout-keep-alive",
+        str(KEEP_ALIVE_SECONDS),
         "--app-dir",
         SCORING_APP_DIR,
         SCORING_APP,
