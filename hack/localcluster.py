@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -37,7 +38,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +133,25 @@ def node_images() -> dict[str, str]:
     }
 
 
+NODE_PORTS_START = 30000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A free port below the kernel's ephemeral range. A port taken from that range now and bound minutes later
+    (the Gateway's, once the node runs) may meanwhile have become the source port of one of the many
+    connections start-up opens to the API server; Traefik then cannot bind it and the Gateway never becomes
+    Programmed (a CI run failed so). Below 30000 too: 30000-32767 are the Services' NodePorts."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = list(range(max(1024, low - 12000), min(low, NODE_PORTS_START)))
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise SystemExit(f"[localcluster] no free port on {host} below {low}")
 
 
 def log(message: str) -> None:
@@ -651,6 +667,11 @@ def start_gateway(state: dict[str, Any], bins: dict[str, Path], workdir: Path, i
         "Gateway applied", lambda: bool(kubectl(bins, kubeconfig, "apply", "-f", "-", stdin=manifest)), workdir=workdir
     )
     gateway = f"gateway/{localnode.GATEWAY_NAME}"
+    with explained_by(lambda: gateway_diagnostics(bins, kubeconfig)):
+        wait_programmed(bins, kubeconfig, gateway, workdir)
+
+
+def wait_programmed(bins: dict[str, Path], kubeconfig: Path, gateway: str, workdir: Path) -> None:
     wait_for(
         f"{gateway} Programmed",
         lambda: bool(
@@ -667,6 +688,34 @@ def start_gateway(state: dict[str, Any], bins: dict[str, Path], workdir: Path, i
         ),
         workdir=workdir,
     )
+
+
+@contextlib.contextmanager
+def explained_by(diagnostics: Callable[[], str]) -> Iterator[None]:
+    """A start-up step that times out prints what explains it first: its logs are gone with the test's
+    temporary directory, and a CI log is all there is."""
+    try:
+        yield
+    except SystemExit:
+        log(diagnostics())
+        raise
+
+
+def gateway_diagnostics(bins: dict[str, Path], kubeconfig: Path) -> str:
+    namespace = ["-n", localnode.GATEWAY_NAMESPACE]
+    asks = {
+        "pods": ["get", "pods", "-o", "wide", *namespace],
+        "gateway": ["get", "gateway", localnode.GATEWAY_NAME, "-o", "jsonpath={.status}", *namespace],
+        "traefik log": ["logs", "deployment/traefik", "--tail=40", *namespace],
+        "previous traefik log": ["logs", "deployment/traefik", "--previous", "--tail=40", *namespace],
+    }
+    parts = []
+    for what, args in asks.items():
+        try:
+            parts.append(f"--- {what}:\n{kubectl(bins, kubeconfig, *args, '--request-timeout=10s')}")
+        except subprocess.CalledProcessError as error:
+            parts.append(f"--- {what}: {error.stderr.strip()}")
+    return "\n".join(parts)
 
 
 def gateway_url(state: dict[str, Any]) -> str | None:
