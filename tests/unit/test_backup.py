@@ -133,7 +133,6 @@ def test_recovery_window() -> None:
     assert retention_policy("30d") == "RECOVERY WINDOW OF 30 DAYS"
     assert retention_policy("4w") == "RECOVERY WINDOW OF 4 WEEKS"
     assert retention_policy("6m") == "RECOVERY WINDOW OF 6 MONTHS"
-    assert backup.window("2w") == timedelta(days=14)
 
 
 def test_backups_default_to_the_artifact_bucket_per_namespace() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from mlflow_operator.api.common import parse_rfc3339
 from mlflow_operator.logic.conditions import ConditionUpdate, rfc3339
@@ -26,8 +26,6 @@ RESTORE_NOT_POSSIBLE = "RestoreNotPossible"
 INITIAL_REQUEST = "initial"  # the request value of the first base backup, taken as soon as the database runs
 TARGET_TIME_FIELD = "spec.database.managed.restore.targetTime"
 DONE = "DONE"
-# barman's units for a recovery window; a month counts as 31 days wherever the operator needs a bound.
-WINDOW_DAYS = {"d": 1, "w": 7, "m": 31}
 
 
 @dataclass(frozen=True)
@@ -144,10 +142,6 @@ def backup_request(annotation: str | None, last_request: str | None, contents: S
     if contents is not None and not contents.completed() and last_request is None:
         return INITIAL_REQUEST
     return None
-
-
-def window(retention: str) -> timedelta:
-    return timedelta(days=int(retention[:-1]) * WINDOW_DAYS[retention[-1]])
 
 
 def status_fields(destination: str, contents: StoreContents, last_request: str | None) -> dict[str, str | None]:
