@@ -32,16 +32,24 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
 
-BUILD_INFO = Gauge(
-    f"{PREFIX}_build_info", "Always 1; the operator's version as a label.", ["version"], registry=REGISTRY
-)
+
+def _gauge(suffix: str, documentation: str, labels: list[str]) -> Gauge:
+    """A gauge named with the operator's prefix, on the operator's registry."""
+    return Gauge(f"{PREFIX}_{suffix}", documentation, labels, registry=REGISTRY)
+
+
+def _counter(suffix: str, documentation: str, labels: list[str]) -> Counter:
+    """A counter named with the operator's prefix (`_total` is added on exposition), on the operator's registry."""
+    return Counter(f"{PREFIX}_{suffix}", documentation, labels, registry=REGISTRY)
+
+
+BUILD_INFO = _gauge("build_info", "Always 1; the operator's version as a label.", ["version"])
 BUILD_INFO.labels(__version__).set(1)
 
-RECONCILES = Counter(
-    f"{PREFIX}_reconciles",
+RECONCILES = _counter(
+    "reconciles",
     "Reconcile passes per kind; result=error when the pass raised (it is retried with backoff).",
     ["kind", "result"],
-    registry=REGISTRY,
 )
 RECONCILE_DURATION = Histogram(
     f"{PREFIX}_reconcile_duration_seconds",
@@ -50,84 +58,62 @@ RECONCILE_DURATION = Histogram(
     buckets=DURATION_BUCKETS,
     registry=REGISTRY,
 )
-QUEUE_DEPTH = Gauge(
-    f"{PREFIX}_queue_depth",
-    "Objects waiting in a kind's work queue (not yet picked by a worker).",
-    ["kind"],
-    registry=REGISTRY,
-)
-IN_PROGRESS = Gauge(
-    f"{PREFIX}_reconciles_in_progress", "Reconcile passes running now per kind.", ["kind"], registry=REGISTRY
-)
-OBJECTS = Gauge(f"{PREFIX}_objects", "Custom resources of a kind the operator watches.", ["kind"], registry=REGISTRY)
-RETRYING = Gauge(
-    f"{PREFIX}_objects_retrying",
+QUEUE_DEPTH = _gauge("queue_depth", "Objects waiting in a kind's work queue (not yet picked by a worker).", ["kind"])
+IN_PROGRESS = _gauge("reconciles_in_progress", "Reconcile passes running now per kind.", ["kind"])
+OBJECTS = _gauge("objects", "Custom resources of a kind the operator watches.", ["kind"])
+RETRYING = _gauge(
+    "objects_retrying",
     "Objects of a kind whose last reconcile raised and that wait for a retry with backoff.",
     ["kind"],
-    registry=REGISTRY,
 )
-ROLLOUT_PHASE = Gauge(
-    f"{PREFIX}_modeldeployment_phase",
+ROLLOUT_PHASE = _gauge(
+    "modeldeployment_phase",
     "1 for a ModelDeployment's current status.phase, 0 for the other phases (kube-state-metrics style).",
     ["namespace", "name", "phase"],
-    registry=REGISTRY,
 )
-CANARY_WEIGHT = Gauge(
-    f"{PREFIX}_modeldeployment_canary_weight",
+CANARY_WEIGHT = _gauge(
+    "modeldeployment_canary_weight",
     "Percent of a ModelDeployment's traffic going to its canary (status.canaryWeight).",
     ["namespace", "name"],
-    registry=REGISTRY,
 )
-REGISTRY_SYNC_ERRORS = Counter(
-    f"{PREFIX}_registry_sync_errors",
+REGISTRY_SYNC_ERRORS = _counter(
+    "registry_sync_errors",
     "RegisteredModel syncs with the MLflow registry that failed, by condition reason.",
     ["namespace", "name", "reason"],
-    registry=REGISTRY,
 )
-LIFECYCLE_CORRECTIONS = Counter(
-    f"{PREFIX}_lifecycle_corrections",
+LIFECYCLE_CORRECTIONS = _counter(
+    "lifecycle_corrections",
     "Times a TrackingServer's bucket lifecycle rules had drifted from what the operator applied and were re-applied.",
     ["namespace", "name"],
-    registry=REGISTRY,
 )
-REGISTRY_EVENTS = Counter(
-    f"{PREFIX}_registry_events",
+REGISTRY_EVENTS = _counter(
+    "registry_events",
     "Verified registry webhook deliveries by event type (entity.action, e.g. model_version_alias.created).",
     ["type"],
-    registry=REGISTRY,
 )
-REGISTRY_EVENTS_REJECTED = Counter(
-    f"{PREFIX}_registry_events_rejected",
+REGISTRY_EVENTS_REJECTED = _counter(
+    "registry_events_rejected",
     "Registry webhook deliveries refused (bad_signature, stale, malformed, unknown_source) or waking nothing "
     "(unknown_model).",
     ["reason"],
-    registry=REGISTRY,
 )
-REGISTRY_EVENT_WAKEUPS = Counter(
-    f"{PREFIX}_registry_event_wakeups",
-    "Resources woken by a registry event, by kind.",
-    ["kind"],
-    registry=REGISTRY,
-)
-DATABASE_BACKUP_TIME = Gauge(
-    f"{PREFIX}_database_backup_last_success_timestamp_seconds",
+REGISTRY_EVENT_WAKEUPS = _counter("registry_event_wakeups", "Resources woken by a registry event, by kind.", ["kind"])
+DATABASE_BACKUP_TIME = _gauge(
+    "database_backup_last_success_timestamp_seconds",
     "When a TrackingServer's newest completed base backup ended (alert on its age).",
     ["namespace", "name"],
-    registry=REGISTRY,
 )
-DATABASE_BACKUP_FAILURES = Counter(
-    f"{PREFIX}_database_backup_failures",
+DATABASE_BACKUP_FAILURES = _counter(
+    "database_backup_failures",
     "Passes that found a TrackingServer's backups unhealthy, by reason (StoreUnavailable: the archive cannot "
     "be reached, so WAL piles up in the database's volume; BackupFailed: the last base backup Job failed).",
     ["namespace", "name", "reason"],
-    registry=REGISTRY,
 )
-KUBE_REQUESTS = Counter(
-    f"{PREFIX}_kube_requests",
+KUBE_REQUESTS = _counter(
+    "kube_requests",
     "Kubernetes API requests the operator's reconcilers sent (children, status, Events, Secrets), by verb and "
     "kind; kopf's own watches are not counted.",
     ["verb", "kind"],
-    registry=REGISTRY,
 )
 
 # Label values in use per object, so that forgetting an object removes every one of its series.
