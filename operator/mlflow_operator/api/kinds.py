@@ -16,20 +16,21 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 
-def _condition_column(name: str, condition: str, field_name: str, priority: int = 0) -> dict[str, object]:
-    column: dict[str, object] = {
-        "name": name,
-        "type": "string",
-        "jsonPath": f'.status.conditions[?(@.type=="{condition}")].{field_name}',
-    }
+def _column(name: str, type_: str, json_path: str, priority: int = 0) -> dict[str, object]:
+    """One additionalPrinterColumns entry; priority 0 (shown by default) is left out of the entry."""
+    column: dict[str, object] = {"name": name, "type": type_, "jsonPath": json_path}
     if priority:
         column["priority"] = priority
     return column
 
 
+def _condition_column(name: str, condition: str, field_name: str) -> dict[str, object]:
+    return _column(name, "string", f'.status.conditions[?(@.type=="{condition}")].{field_name}')
+
+
 READY_COLUMN = _condition_column("Ready", "Ready", "status")
 REASON_COLUMN = _condition_column("Reason", "Ready", "reason")
-AGE_COLUMN: dict[str, object] = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+AGE_COLUMN = _column("Age", "date", ".metadata.creationTimestamp")
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,9 @@ TRACKING_SERVER = KindInfo(
     printer_columns=(
         READY_COLUMN,
         REASON_COLUMN,
-        {"name": "Version", "type": "string", "jsonPath": ".status.version"},
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1},
+        _column("Version", "string", ".status.version"),
+        _column("Phase", "string", ".status.phase"),
+        _column("URL", "string", ".status.url", priority=1),
         AGE_COLUMN,
     ),
 )
@@ -103,11 +104,11 @@ REGISTERED_MODEL = KindInfo(
     status_model=RegisteredModelStatus,
     description="A model in the MLflow registry: description, tags, aliases and versions kept in sync.",
     printer_columns=(
-        {"name": "Model", "type": "string", "jsonPath": ".status.modelName"},
-        {"name": "Latest", "type": "integer", "jsonPath": ".status.latestVersion"},
+        _column("Model", "string", ".status.modelName"),
+        _column("Latest", "integer", ".status.latestVersion"),
         READY_COLUMN,
         REASON_COLUMN,
-        {"name": "Synced", "type": "date", "jsonPath": ".status.lastSyncTime", "priority": 1},
+        _column("Synced", "date", ".status.lastSyncTime", priority=1),
         AGE_COLUMN,
     ),
     dns_label_name=False,  # creates nothing in the cluster; its name may be a registry-style dotted name
@@ -121,11 +122,11 @@ MODEL_DEPLOYMENT = KindInfo(
     status_model=ModelDeploymentStatus,
     description="Serves a registered model version with a canary rollout, analysis, rollback and promotion.",
     printer_columns=(
-        {"name": "Stable", "type": "integer", "jsonPath": ".status.stableVersion"},
-        {"name": "Canary", "type": "integer", "jsonPath": ".status.canaryVersion"},
-        {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
-        {"name": "Step", "type": "integer", "jsonPath": ".status.currentStep"},
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        _column("Stable", "integer", ".status.stableVersion"),
+        _column("Canary", "integer", ".status.canaryVersion"),
+        _column("Weight", "integer", ".status.canaryWeight"),
+        _column("Step", "integer", ".status.currentStep"),
+        _column("Phase", "string", ".status.phase"),
         READY_COLUMN,
         REASON_COLUMN,
         AGE_COLUMN,
