@@ -31,6 +31,11 @@ class MigrationDecision:
     condition: ConditionUpdate
 
 
+def _schema_at(desired: str, message: str) -> MigrationDecision:
+    """The database schema is at the desired version, so that version serves."""
+    return MigrationDecision("none", desired, desired, ConditionUpdate(MIGRATED, "True", "Migrated", message))
+
+
 def decide_migration(
     desired: str,
     migrated: str | None,
@@ -59,19 +64,9 @@ def decide_migration(
             ),
         )
     if migrated == desired:
-        return MigrationDecision(
-            "none",
-            desired,
-            migrated,
-            ConditionUpdate(MIGRATED, "True", "Migrated", f"database schema is at MLflow {desired}"),
-        )
+        return _schema_at(desired, f"database schema is at MLflow {desired}")
     if job == "Succeeded":
-        return MigrationDecision(
-            "none",
-            desired,
-            desired,
-            ConditionUpdate(MIGRATED, "True", "Migrated", f"database schema migrated to MLflow {desired}"),
-        )
+        return _schema_at(desired, f"database schema migrated to MLflow {desired}")
     if job == "Failed":
         return MigrationDecision(
             "none",
