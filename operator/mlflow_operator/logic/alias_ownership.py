@@ -81,24 +81,26 @@ class AliasReport:
         return spec.model_copy(update={"promotion": spec.promotion.model_copy(update={"set_alias": None})})
 
 
+def _owned_by(owner: AliasOwner, field: str, alias: str | None, model: str) -> str:
+    return f'{field} "{alias}" of model "{model}" is owned by RegisteredModel {owner.name}'
+
+
 def alias_report(spec: ModelDeploymentSpec, owners: Iterable[AliasOwner]) -> AliasReport:
     owners = list(owners)
     registry, model = registry_key(spec), spec.model.registered_model
     promotion_alias = spec.promotion.set_alias if spec.promotion else None
     promotion_owner = owner_of(registry, model, promotion_alias, owners)
     if promotion_owner is not None:
-        message = (
-            f'spec.promotion.setAlias "{promotion_alias}" of model "{model}" is owned by RegisteredModel '
-            f"{promotion_owner.name}, which puts it back when it moves: the promotion does not move it (version "
-            "tags are still written); remove it from one of the two"
+        message = _owned_by(promotion_owner, "spec.promotion.setAlias", promotion_alias, model) + (
+            ", which puts it back when it moves: the promotion does not move it (version tags are still written); "
+            "remove it from one of the two"
         )
         return AliasReport(ConditionUpdate(ALIAS_CONFLICT, "True", REASON_PROMOTION_ALIAS_OWNED, message), False)
     followed_owner = owner_of(registry, model, spec.model.alias, owners)
     if followed_owner is not None:
-        message = (
-            f'spec.model.alias "{spec.model.alias}" of model "{model}" is owned by RegisteredModel '
-            f"{followed_owner.name}: move it by editing that RegisteredModel; a move made in the registry (UI, "
-            "client) starts a rollout that its drift correction then undoes"
+        message = _owned_by(followed_owner, "spec.model.alias", spec.model.alias, model) + (
+            ": move it by editing that RegisteredModel; a move made in the registry (UI, client) starts a rollout "
+            "that its drift correction then undoes"
         )
         return AliasReport(ConditionUpdate(ALIAS_CONFLICT, "False", REASON_FOLLOWED_ALIAS_OWNED, message), True)
     return NO_OWNERS
