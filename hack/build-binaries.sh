@@ -38,6 +38,29 @@ locked() {
   ( flock 9; "$@" ) 9>"$CACHE/bin/.lock-$entry"
 }
 
+# A cache entry is built in $out.tmp and then moved into place, so an interrupted build never leaves a
+# half-filled entry that a later run would take as cached.
+publish() { rm -rf "$1"; mv "$1.tmp" "$1"; }
+
+# The wrapper module (in the current directory) through which a module with replace directives is built:
+# `go install pkg@v` refuses such a module, but a dependency's replaces are ignored.
+init_wrapper_module() {
+  go mod init "local/${1}build" >/dev/null 2>&1
+  go mod edit -go=1.26.0
+}
+
+# A tool whose go.mod has no replace directives, so a plain `go install pkg@version` works, with its version
+# stamped into main.version. Usage: build_stamped_go_tool NAME VERSION PACKAGE VERSION-FLAG...
+build_stamped_go_tool() {
+  local name=$1 version=$2 pkg=$3 out="$CACHE/bin/$1-$2"
+  if [ -x "$out/$name" ]; then log "cached: $out"; return; fi
+  log "building $name $version"
+  mkdir -p "$out.tmp"
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w -X main.version=${version}" "${pkg}@${version}"
+  publish "$out"
+  "$out/$name" "${@:4}" >&2
+}
+
 # Builds k8s.io/kubernetes commands through a wrapper module: k8s.io/kubernetes requires its staging modules
 # at v0.0.0 with local replaces, which `go install pkg@v` refuses. Every command built this way shares the
 # GOCACHE, so the node's kubelet/kube-proxy after the control plane only compile what differs.
@@ -48,8 +71,7 @@ build_k8s_commands() {
   work=$(mktemp -d); trap 'rm -rf "$work"; trap - RETURN' RETURN
   (
     cd "$work"
-    go mod init local/k8sbuild >/dev/null 2>&1
-    go mod edit -go=1.26.0
+    init_wrapper_module k8s
     kgomod=$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
     # Pin each staging module to v0.Y.Z.
     staging=$(sed -n 's#^[[:space:]]*\(replace[[:space:]]\{1,\}\)\{0,1\}\(k8s\.io/[A-Za-z0-9._-]*\)[[:space:]]*=>[[:space:]]*\./staging/.*#\2#p' "$kgomod" | sort -u)
@@ -68,7 +90,7 @@ build_k8s_commands() {
     # shellcheck disable=SC2046
     go build -p 2 -trimpath -ldflags "$ldf" -o "$out.tmp/" $(for c in $cmds; do echo "k8s.io/kubernetes/cmd/$c"; done)
   )
-  rm -rf "$out"; mv "$out.tmp" "$out"
+  publish "$out"
 }
 
 build_kubernetes() {
@@ -98,13 +120,12 @@ build_etcd() {
   work=$(mktemp -d); trap 'rm -rf "$work"; trap - RETURN' RETURN
   (
     cd "$work"
-    go mod init local/etcdbuild >/dev/null 2>&1
-    go mod edit -go=1.26.0
+    init_wrapper_module etcd
     go get "go.etcd.io/etcd/server/v3@${ETCD_VERSION}"
     mkdir -p "$out.tmp"
     go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3
   )
-  rm -rf "$out"; mv "$out.tmp" "$out"
+  publish "$out"
   "$out/etcd" --version >&2
 }
 
@@ -121,7 +142,7 @@ build_kwok() {
            pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
     cat "$stages/$f"; echo '---'
   done > "$out.tmp/stages.yaml"
-  rm -rf "$out"; mv "$out.tmp" "$out"
+  publish "$out"
 }
 
 build_minio() {
@@ -131,7 +152,7 @@ build_minio() {
   mkdir -p "$out.tmp"
   # go.mod has no replace directives, so a plain `go install pkg@version` works.
   GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "github.com/minio/minio@${MINIO_VERSION}"
-  rm -rf "$out"; mv "$out.tmp" "$out"
+  publish "$out"
   "$out/minio" --version >&2
 }
 
@@ -144,7 +165,7 @@ build_gateway_api() {
   mkdir -p "$out.tmp"
   cp "$dir"/config/crd/standard/*.yaml "$out.tmp/"
   chmod u+w "$out.tmp"/*.yaml
-  rm -rf "$out"; mv "$out.tmp" "$out"
+  publish "$out"
 }
 
 build_helm() {
@@ -165,31 +186,16 @@ build_helm() {
   # helm's go.mod has no replace directives (checked for v3.22.0), so a plain `go install pkg@version` works;
   # should a later version add some, build through a wrapper module as build_etcd does.
   GOBIN="$out.tmp" go install -trimpath -ldflags "$ldf" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
-  rm -rf "$out"; mv "$out.tmp" "$out"
+  publish "$out"
   "$out/helm" version --short >&2
 }
 
 build_kubeconform() {
-  local out="$CACHE/bin/kubeconform-$KUBECONFORM_VERSION"
-  if [ -x "$out/kubeconform" ]; then log "cached: $out"; return; fi
-  log "building kubeconform $KUBECONFORM_VERSION"
-  mkdir -p "$out.tmp"
-  # go.mod has no replace directives, so a plain `go install pkg@version` works.
-  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w -X main.version=${KUBECONFORM_VERSION}" \
-    "github.com/yannh/kubeconform/cmd/kubeconform@${KUBECONFORM_VERSION}"
-  rm -rf "$out"; mv "$out.tmp" "$out"
-  "$out/kubeconform" -v >&2
+  build_stamped_go_tool kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform -v
 }
 
 build_actionlint() {
-  local out="$CACHE/bin/actionlint-$ACTIONLINT_VERSION"
-  if [ -x "$out/actionlint" ]; then log "cached: $out"; return; fi
-  log "building actionlint $ACTIONLINT_VERSION"
-  mkdir -p "$out.tmp"
-  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w -X main.version=${ACTIONLINT_VERSION}" \
-    "github.com/rhysd/actionlint/cmd/actionlint@${ACTIONLINT_VERSION}"
-  rm -rf "$out"; mv "$out.tmp" "$out"
-  "$out/actionlint" -version >&2
+  build_stamped_go_tool actionlint "$ACTIONLINT_VERSION" github.com/rhysd/actionlint/cmd/actionlint -version
 }
 
 build_containerd() {
@@ -208,7 +214,7 @@ build_containerd() {
     "github.com/containerd/containerd/v2/cmd/containerd@${CONTAINERD_VERSION}" \
     "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@${CONTAINERD_VERSION}" \
     "github.com/containerd/containerd/v2/cmd/ctr@${CONTAINERD_VERSION}"
-  rm -rf "$out"; mv "$out.tmp" "$out"
+  publish "$out"
   "$out/containerd" --version >&2
 }
 
@@ -223,8 +229,7 @@ build_coredns() {
   work=$(mktemp -d); trap 'rm -rf "$work"; trap - RETURN' RETURN
   (
     cd "$work"
-    go mod init local/corednsbuild >/dev/null 2>&1
-    go mod edit -go=1.26.0
+    init_wrapper_module coredns
     {
       echo 'package main'
       echo 'import ('
@@ -243,7 +248,7 @@ build_coredns() {
     mkdir -p "$out.tmp"
     go build -trimpath -ldflags "-s -w" -o "$out.tmp/coredns" .
   )
-  rm -rf "$out"; mv "$out.tmp" "$out"
+  publish "$out"
   "$out/coredns" -version >&2
 }
 
@@ -258,7 +263,7 @@ build_pause() {
   mkdir -p "$out.tmp"
   gcc -Os -Wall -Werror -static -DVERSION="v${PAUSE_VERSION}-goproxy" -o "$out.tmp/pause" "$src"
   strip "$out.tmp/pause"
-  rm -rf "$out"; mv "$out.tmp" "$out"
+  publish "$out"
   "$out/pause" -v >&2
 }
 
@@ -317,8 +322,7 @@ type RouterIng struct{}
 // ToRouter converts RouterIng to a Router.
 func (r RouterIng) ToRouter() Router { return Router{} }
 GO
-    go mod init local/traefikbuild >/dev/null 2>&1
-    go mod edit -go=1.26.0
+    init_wrapper_module traefik
     copy_module_edits "github.com/traefik/traefik/v3@${TRAEFIK_VERSION}" github.com/traefik/traefik/dynamic/ext=./ext
     go get "github.com/traefik/traefik/v3/cmd/traefik@${TRAEFIK_VERSION}"
     mkdir -p "$out.tmp"
@@ -326,7 +330,7 @@ GO
     go build -p 1 -trimpath -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=${TRAEFIK_VERSION}" \
       -o "$out.tmp/traefik" github.com/traefik/traefik/v3/cmd/traefik
   )
-  rm -rf "$out"; mv "$out.tmp" "$out"
+  publish "$out"
   "$out/traefik" version >&2
 }
 
@@ -345,8 +349,7 @@ build_argocd() {
   work=$(mktemp -d); trap 'rm -rf "$work"; trap - RETURN' RETURN
   (
     cd "$work"
-    go mod init local/argocdbuild >/dev/null 2>&1
-    go mod edit -go=1.26.0
+    init_wrapper_module argocd
     copy_module_edits "github.com/argoproj/argo-cd/v3@${ARGOCD_VERSION}"
     go get "github.com/argoproj/argo-cd/v3/cmd@${ARGOCD_VERSION}"
     # Stamped as upstream's Makefile does (`argocd version --client` shows it).
@@ -359,7 +362,7 @@ build_argocd() {
     mkdir -p "$out.tmp"
     go build -p 2 -trimpath -ldflags "$ldf" -o "$out.tmp/argocd" github.com/argoproj/argo-cd/v3/cmd
   )
-  rm -rf "$out"; mv "$out.tmp" "$out"
+  publish "$out"
   "$out/argocd" version --client --short >&2
 }
 
