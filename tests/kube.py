@@ -35,6 +35,17 @@ def find_kubectl() -> str:
     return found
 
 
+def run_cli(
+    command: list[str], what: str, *, stdin: str | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Runs a command-line tool with its output captured as text; with check, a non-zero exit fails the test
+    with `what` and the tool's stderr."""
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{what} failed: {result.stderr.strip()}")
+    return result
+
+
 @dataclass
 class Kubectl:
     kubeconfig: str
@@ -43,17 +54,8 @@ class Kubectl:
     def run(
         self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [self.binary, "--kubeconfig", self.kubeconfig, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
+        command = [self.binary, "--kubeconfig", self.kubeconfig, *args]
+        return run_cli(command, f"kubectl {' '.join(args)}", stdin=stdin, check=check, timeout=timeout)
 
     def apply(
         self, obj: dict[str, Any] | str, namespace: str | None = None, check: bool = True

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from tests.integration.s3_servers import CACHE, pinned_versions
-from tests.kube import ROOT, find_kubectl
+from tests.kube import ROOT, find_kubectl, run_cli
 
 CHART = ROOT / "charts" / "mlflow-operator"
 MANIFESTS = ROOT / "manifests"
@@ -107,31 +107,13 @@ def helm_template(
 ) -> str:
     """`helm template` of the chart; values go through a values file, as users pass them."""
     args = [str(helm_binary()), "template", release, str(CHART), "--namespace", namespace]
-    result = subprocess.run(
-        [*args, "--values", "-"],
-        input=yaml.safe_dump(dict(values or {})),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"helm template failed: {result.stderr}")
-    return result.stdout
+    return run_cli([*args, "--values", "-"], "helm template", stdin=yaml.safe_dump(dict(values or {}))).stdout
 
 
 def helm(kubeconfig: str, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """The helm CLI against a cluster."""
-    result = subprocess.run(
-        [str(helm_binary()), "--kubeconfig", kubeconfig, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed: {result.stderr.strip()}")
-    return result
+    command = [str(helm_binary()), "--kubeconfig", kubeconfig, *args]
+    return run_cli(command, f"helm {' '.join(args)}", check=check, timeout=timeout)
 
 
 def kustomize_manifests() -> str:
@@ -145,16 +127,8 @@ def render_example(path: Path, namespace: str = "demo") -> str:
     """Every object the operator creates for an example, from its own builders (`mlflow-operator render`);
     a ModelDeployment that follows an alias is rendered as if the alias resolved to version 1."""
     binary = Path(sys.executable).parent / "mlflow-operator"
-    result = subprocess.run(
-        [str(binary), "render", "-f", str(path), "-n", namespace, "--model-version", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"mlflow-operator render -f {path} failed: {result.stderr}")
-    return result.stdout
+    command = [str(binary), "render", "-f", str(path), "-n", namespace, "--model-version", "1"]
+    return run_cli(command, f"mlflow-operator render -f {path}").stdout
 
 
 def rule_permissions(rules: Iterable[Obj]) -> dict[tuple[str, str], set[str]]:
