@@ -147,6 +147,18 @@ def _spawn(command: list[str], log_path: Path, env: dict[str, str] | None = None
 
 
 @contextmanager
+def _serving(server: S3Server, health_url: str) -> Iterator[None]:
+    """Waits until the just-spawned server answers on health_url (kept for restart), and stops it when the
+    block ends, however it ends."""
+    server.health_url = health_url
+    try:
+        _wait_until_serving(server, health_url)
+        yield
+    finally:
+        server.stop()
+
+
+@contextmanager
 def moto_server(workdir: Path) -> Iterator[S3Server]:
     """moto in server mode: stores lifecycle rules (it does not expire anything); accepts any credentials."""
     port = free_port()
@@ -155,12 +167,8 @@ def moto_server(workdir: Path) -> Iterator[S3Server]:
     command = [str(moto), "-H", "127.0.0.1", "-p", str(port)]
     process = _spawn(command, log_path)
     server = S3Server("moto", f"http://127.0.0.1:{port}", "testing", "testing", process, log_path, command)
-    server.health_url = f"{server.endpoint_url}/"
-    try:
-        _wait_until_serving(server, server.health_url)
+    with _serving(server, f"{server.endpoint_url}/"):
         yield server
-    finally:
-        server.stop()
 
 
 @contextmanager
@@ -189,9 +197,5 @@ def minio_server(workdir: Path) -> Iterator[S3Server]:
     log_path = workdir / "minio.log"
     process = _spawn(command, log_path, env)
     server = S3Server("minio", f"http://127.0.0.1:{port}", user, password, process, log_path, command, env)
-    server.health_url = f"{server.endpoint_url}/minio/health/ready"
-    try:
-        _wait_until_serving(server, server.health_url)
+    with _serving(server, f"{server.endpoint_url}/minio/health/ready"):
         yield server
-    finally:
-        server.stop()
