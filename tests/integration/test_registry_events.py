@@ -264,6 +264,15 @@ def receiving(condition: ConditionUpdate) -> bool:
     return (condition.status, condition.reason) == ("True", "Receiving")
 
 
+@asynccontextmanager
+async def registered_operator(mlflow_url: str, port: int) -> AsyncIterator[tuple[Operator, str]]:
+    """The operator with its webhook registered in MLflow and verified (Receiving), and the webhook's secret."""
+    secret = secrets.token_urlsafe(24)
+    async with operator(mlflow_url, port, secret) as op:
+        assert receiving(await op.register(secret))
+        yield op, secret
+
+
 # -------------------------------------------------------------------------------------------------- tests
 
 
@@ -317,9 +326,7 @@ def test_exactly_one_webhook_is_registered_verified_kept_and_updated_in_place(
 
 def test_an_alias_move_wakes_what_follows_that_model_within_seconds(mlflow: RegistryServer, receiver_port: int) -> None:
     async def scenario() -> None:
-        secret = secrets.token_urlsafe(24)
-        async with operator(mlflow.url, receiver_port, secret) as op:
-            assert receiving(await op.register(secret))
+        async with registered_operator(mlflow.url, receiver_port) as (op, _):
             await asyncio.sleep(CACHE_TTL + 0.2)  # MLflow delivers with the webhook as just registered
             version, created = await delivered_wake(op, new_version(mlflow.url, "fraud"), VERSION_CREATED)
             assert sorted(op.woken_names()) == [FRAUD, FRAUD_MODEL]
@@ -373,9 +380,7 @@ def test_a_delivery_signed_with_another_secret_is_refused_and_wakes_nothing(
     mlflow: RegistryServer, receiver_port: int
 ) -> None:
     async def scenario() -> None:
-        secret = secrets.token_urlsafe(24)
-        async with operator(mlflow.url, receiver_port, secret) as op:
-            assert receiving(await op.register(secret))
+        async with registered_operator(mlflow.url, receiver_port) as (op, secret):
             target = events.receiver_url(op.url, SOURCE)
 
             # A forged request: the right shape, the wrong key.
@@ -408,9 +413,7 @@ def test_the_webhook_survives_a_restart_of_mlflow_and_deliveries_resume(
     mlflow: RegistryServer, receiver_port: int
 ) -> None:
     async def scenario() -> None:
-        secret = secrets.token_urlsafe(24)
-        async with operator(mlflow.url, receiver_port, secret) as op:
-            assert receiving(await op.register(secret))
+        async with registered_operator(mlflow.url, receiver_port) as (op, secret):
             webhook = await the_webhook(mlflow.url)
             await asyncio.sleep(CACHE_TTL + 0.2)
             version, _ = await delivered_wake(op, new_version(mlflow.url, "fraud"), VERSION_CREATED)
@@ -435,9 +438,7 @@ def test_the_webhook_survives_a_restart_of_mlflow_and_deliveries_resume(
 
 def test_a_duplicate_webhook_of_the_same_name_is_removed(mlflow: RegistryServer, receiver_port: int) -> None:
     async def scenario() -> None:
-        secret = secrets.token_urlsafe(24)
-        async with operator(mlflow.url, receiver_port, secret) as op:
-            assert receiving(await op.register(secret))
+        async with registered_operator(mlflow.url, receiver_port) as (op, secret):
             kept = await the_webhook(mlflow.url)
             # A second one by hand (or left by a crash between create and list): same name, another secret.
             duplicate = {
