@@ -16,6 +16,17 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_reason(
+    kubectl: Kubectl, namespace: str, kind: str, name: str, condition_type: str, reason: str, timeout: float
+) -> None:
+    """Until the object's condition has this reason."""
+    eventually(
+        lambda: (condition(kubectl.get(kind.lower(), name, namespace), condition_type) or {}).get("reason") == reason,
+        timeout=timeout,
+        what=f"{kind} {reason}",
+    )
+
+
 def test_reconciles_and_registry_sync_errors_are_counted(
     kubectl: Kubectl, operator: Path, namespace: str, metrics_url: str
 ) -> None:
@@ -42,22 +53,8 @@ def test_reconciles_and_registry_sync_errors_are_counted(
     }
     kubectl.apply(server, namespace)
     kubectl.apply(model, namespace)
-    eventually(
-        lambda: (
-            (condition(kubectl.get("trackingserver", "too-old", namespace), "Ready") or {}).get("reason")
-            == "InvalidSpec"
-        ),
-        timeout=60,
-        what="TrackingServer InvalidSpec",
-    )
-    eventually(
-        lambda: (
-            (condition(kubectl.get("registeredmodel", "unreachable", namespace), "Synced") or {}).get("reason")
-            == "RegistryUnavailable"
-        ),
-        timeout=90,
-        what="RegisteredModel RegistryUnavailable",
-    )
+    wait_reason(kubectl, namespace, "TrackingServer", "too-old", "Ready", "InvalidSpec", timeout=60)
+    wait_reason(kubectl, namespace, "RegisteredModel", "unreachable", "Synced", "RegistryUnavailable", timeout=90)
     after = scrape(metrics_url)
     assert passes(after, "TrackingServer", ("success",)) > passes(before, "TrackingServer", ("success",))
     assert passes(after, "RegisteredModel", ("success",)) > passes(before, "RegisteredModel", ("success",))
