@@ -58,13 +58,17 @@ class OperatorUnderTest:
     def log_size(self) -> int:
         return len(self.log_path.read_text(errors="replace"))
 
+    def assert_nothing_forbidden(self, since: int) -> None:
+        """Fails with the first 403 lines the operator logged after offset `since` of its log, if any."""
+        if forbidden := self.forbidden_lines(since):
+            raise AssertionError("the chart's RBAC is missing rules:\n" + "\n".join(forbidden[:20]))
+
     def wait_for(self, check: Callable[[], T | None], what: str, timeout: float = 180) -> T:
         """eventually(check), failing at once when the operator logs a 403 instead of after the timeout."""
         start = self.log_size()
 
         def checked() -> T | None:
-            if forbidden := self.forbidden_lines(start):
-                raise AssertionError("the chart's RBAC is missing rules:\n" + "\n".join(forbidden[:20]))
+            self.assert_nothing_forbidden(start)
             return check()
 
         return eventually(checked, timeout=timeout, interval=1, what=what)
@@ -213,8 +217,7 @@ def test_trackingserver_with_only_the_charts_permissions(
     operator = operator_as_service_account
     start = operator.log_size()
     trackingserver_scenario(operator, s3, tracking_registry)
-    forbidden = operator.forbidden_lines(start)
-    assert forbidden == [], "the chart's RBAC is missing rules:\n" + "\n".join(forbidden[:20])
+    operator.assert_nothing_forbidden(start)
 
 
 def modeldeployment_scenario(operator: OperatorUnderTest, registry: Registry, metrics: Metrics) -> None:
@@ -251,8 +254,7 @@ def test_modeldeployment_with_only_the_charts_permissions(
     operator = operator_as_service_account
     start = operator.log_size()
     modeldeployment_scenario(operator, registry, metrics)
-    forbidden = operator.forbidden_lines(start)
-    assert forbidden == [], "the chart's RBAC is missing rules:\n" + "\n".join(forbidden[:20])
+    operator.assert_nothing_forbidden(start)
 
 
 def test_operator_log_has_no_forbidden_at_all(operator_as_service_account: OperatorUnderTest) -> None:
