@@ -47,6 +47,14 @@ def wait_ready(kubectl: Kubectl, namespace: str, name: str = "mlflow", timeout: 
     return obj
 
 
+def ready_stack(kubectl: Kubectl, namespace: str, s3: S3Server, tracking_registry: RegistryServer) -> str:
+    """The default stack on a new bucket, applied and waited for until Ready; the bucket's name."""
+    bucket = s3.create_bucket()
+    apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
+    wait_ready(kubectl, namespace)
+    return bucket
+
+
 def container(workload: dict[str, Any], name: str) -> dict[str, Any]:
     spec = workload["spec"]["template"]["spec"]
     return next(c for c in spec["containers"] if c["name"] == name)
@@ -205,9 +213,7 @@ def test_a_database_password_rotation_rolls_every_database_client(
     """The annotation gives the database Secret a new password once per value; Postgres and PgBouncer get new
     pod templates, the servers (their own PgBouncer login) do not (the real node's test measures the requests
     that fail meanwhile)."""
-    bucket = s3.create_bucket()
-    apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
-    wait_ready(kubectl, namespace)
+    ready_stack(kubectl, namespace, s3, tracking_registry)
     workloads = (("statefulset", "mlflow-postgres"), ("deployment", "mlflow-pgbouncer"))
     before = {w: pod_hash(kubectl, *w, namespace) for w in workloads}
     server_before = pod_hash(kubectl, "deployment", "mlflow", namespace)
@@ -292,9 +298,7 @@ def test_missing_external_secret_is_reported_and_nothing_starts(
 def test_delete_collects_children_and_keeps_the_data(
     kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer
 ) -> None:
-    bucket = s3.create_bucket()
-    apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
-    wait_ready(kubectl, namespace)
+    bucket = ready_stack(kubectl, namespace, s3, tracking_registry)
     kubectl.run("delete", "trackingserver", "mlflow", "-n", namespace, "--timeout=60s")
     eventually(lambda: kubectl.get("deployment", "mlflow", namespace) is None, what="server Deployment collected")
     eventually(lambda: kubectl.get("statefulset", "mlflow-postgres", namespace) is None, what="StatefulSet collected")
@@ -359,9 +363,7 @@ def test_a_version_registered_under_an_applied_rule_withdraws_it(
     kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, own_registry: RegistryServer, metrics_url: str
 ) -> None:
     tracking_registry = own_registry
-    bucket = s3.create_bucket()
-    apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
-    wait_ready(kubectl, namespace)
+    bucket = ready_stack(kubectl, namespace, s3, tracking_registry)
     rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert "expire-scratch" in {r["ID"] for r in rules}
 
@@ -426,9 +428,7 @@ def resource_versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
 def test_idle_resync_changes_nothing(
     kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer, metrics_url: str
 ) -> None:
-    bucket = s3.create_bucket()
-    apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
-    wait_ready(kubectl, namespace)
+    ready_stack(kubectl, namespace, s3, tracking_registry)
     eventually(
         lambda: (c := condition(kubectl.get("trackingserver", "mlflow", namespace), "Ready")) and c["status"] == "True",
         what="ready",
@@ -478,9 +478,7 @@ def mark_failed(kubectl: Kubectl, namespace: str, job: str, message: str) -> Non
 def test_a_failed_gc_job_is_reported_once(
     kubectl: Kubectl, operator: Path, namespace: str, s3: S3Server, tracking_registry: RegistryServer, metrics_url: str
 ) -> None:
-    bucket = s3.create_bucket()
-    apply_all(kubectl, stack(s3, bucket, tracking_registry), namespace)
-    wait_ready(kubectl, namespace)
+    ready_stack(kubectl, namespace, s3, tracking_registry)
     cronjob = kubectl.get("cronjob", "mlflow-gc", namespace)
     assert cronjob is not None
 
