@@ -20,7 +20,6 @@ import tempfile
 import urllib.request
 import uuid
 from collections.abc import Generator, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,10 @@ import pytest
 
 from mlflow_operator.api import KINDS
 from mlflow_operator.builders.trackingserver import REGISTRY_URL_ANNOTATION
-from tests.e2e.serving import Metrics, Registry, gateway_api_crds_dir
-from tests.integration.dataplane import Postgres
+from tests.e2e.serving import Metrics, Registry, gateway_api_crds_dir, logged_registry
 from tests.integration.prometheus_server import MetricsExporter, start_prometheus
 from tests.integration.registry_server import (
-    LOG_MODELS_SCRIPT,
     RegistryServer,
-    migrated_server,
-    run_client,
     sqlite_registry,
 )
 from tests.integration.s3_servers import S3Server, moto_server
@@ -269,13 +264,8 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A Postgres-backed `mlflow server` with three logged models, per module (the modules register models
     of their own names and move their aliases)."""
-    logs = tmp_path_factory.mktemp("registry-logs")
-    with ExitStack() as stack:
-        postgres = stack.enter_context(Postgres({"max_connections": "50"}, log_dir=logs))
-        server = migrated_server(postgres, "registry", tmp_path_factory.mktemp("artifacts"), logs)
-        stack.callback(server.stop)
-        logged = run_client(server.url, LOG_MODELS_SCRIPT, {"experiment": "e2e-serving", "adds": [1, 2, 3]})
-        yield Registry(server, logged)
+    with logged_registry(tmp_path_factory, "e2e-serving", [1, 2, 3]) as registry:
+        yield registry
 
 
 @pytest.fixture(scope="module")

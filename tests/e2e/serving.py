@@ -4,12 +4,24 @@ registry, Prometheus and the Gateway API CRDs are tests/e2e/conftest.py's."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.integration.dataplane import Postgres
 from tests.integration.prometheus_server import MetricsExporter, PrometheusServer
-from tests.integration.registry_server import READ_MODEL_SCRIPT, TAMPER_SCRIPT, RegistryServer, run_client
+from tests.integration.registry_server import (
+    LOG_MODELS_SCRIPT,
+    READ_MODEL_SCRIPT,
+    TAMPER_SCRIPT,
+    RegistryServer,
+    migrated_server,
+    run_client,
+)
 from tests.kube import ROOT, Kubectl
 
 API = "mlflow.operator.dev/v1alpha1"
@@ -50,11 +62,28 @@ class Registry:
         run_client(self.url, REGISTER_SCRIPT, {"name": name, "sources": sources, "aliases": {"champion": champion}})
 
     def move_alias(self, name: str, alias: str, version: int) -> None:
-        run_client(self.url, TAMPER_SCRIPT, {"name": name, "set_aliases": {alias: version}})
+        self.tamper(name, set_aliases={alias: version})
+
+    def tamper(self, name: str, **changes: Any) -> None:
+        """Changes made in the registry behind the operator's back (TAMPER_SCRIPT's parameters)."""
+        run_client(self.url, TAMPER_SCRIPT, {"name": name, **changes})
 
     def read(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = run_client(self.url, READ_MODEL_SCRIPT, {"name": name})
         return result
+
+
+@contextmanager
+def logged_registry(tmp_path_factory: pytest.TempPathFactory, experiment: str, adds: list[int]) -> Iterator[Registry]:
+    """A Postgres-backed `mlflow server` with one logged model per entry of `adds` in `experiment`, stopped
+    (with its Postgres) on exit."""
+    logs = tmp_path_factory.mktemp("registry-logs")
+    with ExitStack() as stack:
+        postgres = stack.enter_context(Postgres({"max_connections": "50"}, log_dir=logs))
+        server = migrated_server(postgres, "registry", tmp_path_factory.mktemp("artifacts"), logs)
+        stack.callback(server.stop)
+        logged = run_client(server.url, LOG_MODELS_SCRIPT, {"experiment": experiment, "adds": adds})
+        yield Registry(server, logged)
 
 
 @dataclass

@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,46 +16,16 @@ import pytest
 
 from tests.argocd import assert_live_health
 from tests.e2e.conftest import RESYNC_SECONDS, start_operator
-from tests.integration.dataplane import Postgres
-from tests.integration.registry_server import (
-    LOG_MODELS_SCRIPT,
-    READ_MODEL_SCRIPT,
-    TAMPER_SCRIPT,
-    RegistryServer,
-    migrated_server,
-    run_client,
-)
+from tests.e2e.serving import Registry, logged_registry
 from tests.kube import Kubectl, condition, eventually
 
 API = "mlflow.operator.dev/v1alpha1"
 
 
-@dataclass
-class Registry:
-    server: RegistryServer
-    logged: list[dict[str, str]]
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def read(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = run_client(self.url, READ_MODEL_SCRIPT, {"name": name})
-        return result
-
-    def tamper(self, name: str, **changes: Any) -> None:
-        run_client(self.url, TAMPER_SCRIPT, {"name": name, **changes})
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    logs = tmp_path_factory.mktemp("registry-logs")
-    with ExitStack() as stack:
-        postgres = stack.enter_context(Postgres({"max_connections": "50"}, log_dir=logs))
-        server = migrated_server(postgres, "registry", tmp_path_factory.mktemp("artifacts"), logs)
-        stack.callback(server.stop)
-        logged = run_client(server.url, LOG_MODELS_SCRIPT, {"experiment": "e2e", "adds": [1, 2]})
-        yield Registry(server, logged)
+    with logged_registry(tmp_path_factory, "e2e", [1, 2]) as registry:
+        yield registry
 
 
 def model(name: str, registry_url: str, **spec: Any) -> dict[str, Any]:
