@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import RESYNC_SECONDS, OperatorProcess
+from tests.e2e.conftest import RESYNC_SECONDS, OperatorProcess, start_operator
 from tests.integration.dataplane import Postgres
-from tests.integration.s3_servers import S3Server, free_port
+from tests.integration.s3_servers import S3Server
 from tests.kube import ROOT, Kubectl, find_kubectl
 
 MANAGED_BY = "app.kubernetes.io/managed-by=mlflow-operator"
@@ -51,30 +51,10 @@ def launch_operator(
     """The operator's console script, as conftest.start_operator runs it, with a chosen resync interval
     (a long one lets the test see the backoff the reconcile asks for) and optionally without waiting for
     its liveness endpoint (so a kill can land during start-up)."""
-    port, metrics_port = free_port(), free_port()
-    argv = [
-        str(Path(sys.executable).parent / "mlflow-operator"),
-        "run",
-        "--namespace",
-        namespace,
-        "--liveness",
-        f"http://127.0.0.1:{port}/healthz",
-        "--log-format",
-        "text",
-        "--verbose",
-        "--resync-seconds",
-        str(resync_seconds),
-        "--metrics-address",
-        f"127.0.0.1:{metrics_port}",
-    ]
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            argv, env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=log, stderr=subprocess.STDOUT
-        )
-    operator = OperatorProcess(process, log_path, port, metrics_port)
-    if healthy:
-        operator.wait_healthy()
-    return operator
+    # No --image-registry: the operator's default images.
+    return start_operator(
+        kubeconfig, namespace, log_path, resync_seconds=resync_seconds, image_registry=None, healthy=healthy
+    )
 
 
 @dataclass
