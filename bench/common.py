@@ -246,14 +246,7 @@ class Operator:
             raise RuntimeError(f"operator exited with {self.process.returncode}; log {self.log_path}")
 
     def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=OPERATOR_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        return self.process.returncode
+        return dp.stop_process(self.process, OPERATOR_STOP_TIMEOUT_S)
 
     def stop_and_report(self, into: dict[str, Any]) -> None:
         """Stops the operator; its RSS at the end and peak, exit code and log's problems go into `into`."""

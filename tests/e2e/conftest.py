@@ -29,6 +29,7 @@ import pytest
 from mlflow_operator.api import KINDS
 from mlflow_operator.builders.trackingserver import REGISTRY_URL_ANNOTATION
 from tests.e2e.serving import Metrics, Registry, gateway_api_crds_dir, logged_registry
+from tests.integration.dataplane import stop_process
 from tests.integration.prometheus_server import MetricsExporter, start_prometheus
 from tests.integration.registry_server import (
     RegistryServer,
@@ -176,12 +177,7 @@ class OperatorProcess:
 
     def stop(self) -> int:
         """SIGTERM, as Kubernetes does; kopf finishes in-flight work and exits."""
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process, 30)
         return int(self.process.returncode)
 
     def kill(self) -> None:

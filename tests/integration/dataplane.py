@@ -155,6 +155,18 @@ def wait_for(check: Callable[[], bool], *, timeout: float, interval: float = 0.2
         time.sleep(interval)
 
 
+def stop_process(process: subprocess.Popen[bytes], grace: float, kill_wait: float = 10.0) -> int | None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace` seconds; its exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=kill_wait)
+    return process.returncode
+
+
 class Process:
     """One program in its own process group, with stdout and stderr in a log file."""
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_operator.adapters.s3 import S3Endpoint, make_client
+from tests.integration.dataplane import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 HACK = ROOT / "hack"
@@ -112,13 +113,7 @@ class S3Server:
         _wait_until_serving(self, self.health_url)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT)
+        stop_process(self.process, STOP_TIMEOUT, kill_wait=STOP_TIMEOUT)
 
 
 def _wait_until_serving(server: S3Server, health_url: str, timeout: float = STARTUP_TIMEOUT) -> None:
