@@ -43,7 +43,6 @@ from tests.scripts import run_hack
 
 from bench.common import latency_summary, logs_dir, number, proc_status_kib, report, result_header
 from bench.harness import results_path
-from mlflow_operator.api.kinds import API_VERSION
 
 STEP_LINE = re.compile(r"^\[run\s+(?P<at>[0-9.]+) s\] (?P<what>.*)$")
 KUBEPODS_MEMORY = Path("/sys/fs/cgroup/memory/kubepods/memory.stat")
@@ -99,27 +98,8 @@ def idle_memory(workdir: Path) -> dict[str, Any]:
 
 
 def small_tracking_server(name: str) -> dict[str, Any]:
-    small = {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "TrackingServer",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": 1,
-            "workers": 1,
-            "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
-            "database": {"managed": {"storageSize": "1Gi", "resources": small}, "pooler": {"replicas": 1}},
-            "artifacts": {
-                "s3": {
-                    "bucket": "mlflow-artifacts",
-                    "prefix": name,
-                    "endpoint": "http://minio.storage.svc:9000",
-                    "credentialsSecret": {"name": "mlflow-artifacts-s3"},
-                }
-            },
-            "deletionPolicy": "Delete",
-        },
-    }
+    database = {"managed": {"storageSize": "1Gi", "resources": realpods.small_resources()}, "pooler": {"replicas": 1}}
+    return realpods.small_tracking_server(name, database)
 
 
 def apply_to_ready(kubectl: Kubectl, name: str) -> float:

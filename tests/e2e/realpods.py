@@ -94,6 +94,36 @@ class Platform:
         return self.psql(postgres, 5432, DATABASE_NAME, query, secret=Names(server).database_secret)
 
 
+def small_resources() -> dict[str, Any]:
+    """Requests and limits small enough for the real node, for the database and its pooler."""
+    return {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+
+
+def small_tracking_server(name: str, database: dict[str, Any]) -> dict[str, Any]:
+    """A small TrackingServer without auth in NAMESPACE, its artifacts under its name in the platform's
+    MinIO bucket; `database` is its spec.database."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TrackingServer",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "replicas": 1,
+            "workers": 1,
+            "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+            "database": database,
+            "artifacts": {
+                "s3": {
+                    "bucket": "mlflow-artifacts",
+                    "prefix": name,
+                    "endpoint": "http://minio.storage.svc:9000",
+                    "credentialsSecret": {"name": "mlflow-artifacts-s3"},
+                }
+            },
+            "deletionPolicy": "Delete",
+        },
+    }
+
+
 def mlflow_environment(platform: Platform) -> dict[str, str]:
     """The MLflow client's environment: the tracking Service and the generated admin credentials."""
     admin = platform.secret("mlflow-admin")

@@ -79,6 +79,8 @@ from tests.e2e.realpods import (
     register_rollout_versions,
     routed,
     seed_version,
+    small_resources,
+    small_tracking_server,
 )
 from tests.e2e.traffic import SAMPLE
 from tests.kube import Kubectl, condition, eventually, find_kubectl, md_status, wait_phase
@@ -878,30 +880,12 @@ def test_an_upgrade_migrates_the_schema_and_the_new_servers_serve(platform: Plat
 def backed_up_tracking_server(name: str, **managed: Any) -> dict[str, Any]:
     """A small TrackingServer without auth whose database archives into the example's artifact bucket (the
     default store: backups/NAMESPACE/NAME/ there, with the artifacts' keys)."""
-    small = {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "TrackingServer",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "replicas": 1,
-            "workers": 1,
-            "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
-            "database": {
-                "managed": {"storageSize": "1Gi", "resources": small, "backup": {}, **managed},
-                "pooler": {"replicas": 1, "resources": small},
-            },
-            "artifacts": {
-                "s3": {
-                    "bucket": "mlflow-artifacts",
-                    "prefix": name,
-                    "endpoint": "http://minio.storage.svc:9000",
-                    "credentialsSecret": {"name": "mlflow-artifacts-s3"},
-                }
-            },
-            "deletionPolicy": "Delete",
-        },
+    small = small_resources()
+    database = {
+        "managed": {"storageSize": "1Gi", "resources": small, "backup": {}, **managed},
+        "pooler": {"replicas": 1, "resources": small},
     }
+    return small_tracking_server(name, database)
 
 
 def backups_status(platform: Platform, name: str) -> dict[str, Any] | None:
