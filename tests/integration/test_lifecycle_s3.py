@@ -53,8 +53,14 @@ class CountingBucket(BucketLifecycle):
         super().put_rules(rules)
 
 
-def bucket_on(server: S3Server) -> CountingBucket:
-    return CountingBucket(server.endpoint(server.create_bucket()))
+def bucket_on(server: S3Server, *foreign_rules: Mapping[str, Any]) -> CountingBucket:
+    """A new bucket on server, holding `foreign_rules` when given: rules put there behind the operator's back."""
+    bucket = CountingBucket(server.endpoint(server.create_bucket()))
+    if foreign_rules:
+        server.client().put_bucket_lifecycle_configuration(
+            Bucket=bucket.bucket, LifecycleConfiguration={"Rules": list(foreign_rules)}
+        )
+    return bucket
 
 
 def spec_rules(*rules: dict[str, Any], artifacts_prefix: str = "mlflow") -> list[S3Rule]:
@@ -119,10 +125,7 @@ def test_moto_keeps_the_example_rules_exactly(moto: S3Server) -> None:
 
 
 def test_moto_round_trips_every_field_but_newer_noncurrent_versions(moto: S3Server) -> None:
-    bucket = bucket_on(moto)
-    moto.client().put_bucket_lifecycle_configuration(
-        Bucket=bucket.bucket, LifecycleConfiguration={"Rules": [FOREIGN_WITH_ID, FOREIGN_WITHOUT_ID]}
-    )
+    bucket = bucket_on(moto, FOREIGN_WITH_ID, FOREIGN_WITHOUT_ID)
     foreign_before = bucket.get_rules()
     assert foreign_before == [FOREIGN_WITH_ID, FOREIGN_WITHOUT_ID]  # moto assigns no id to a rule without one
     desired = example_rules() + spec_rules(*EVERY_FIELD)
@@ -156,10 +159,7 @@ def test_moto_round_trips_every_field_but_newer_noncurrent_versions(moto: S3Serv
 
 
 def test_moto_removing_a_rule_from_the_spec_removes_only_it(moto: S3Server) -> None:
-    bucket = bucket_on(moto)
-    moto.client().put_bucket_lifecycle_configuration(
-        Bucket=bucket.bucket, LifecycleConfiguration={"Rules": [FOREIGN_WITH_ID]}
-    )
+    bucket = bucket_on(moto, FOREIGN_WITH_ID)
     both = example_rules()
     applied = bucket.reconcile(both, None).applied
     assert applied is not None and applied.rule_ids == ("expire-scratch", "old-versions-and-uploads")
@@ -233,10 +233,7 @@ def test_minio_refuses_a_rule_whose_only_action_is_abort(minio: S3Server) -> Non
 
 
 def test_minio_assigns_ids_to_foreign_rules_and_they_survive(minio: S3Server) -> None:
-    bucket = bucket_on(minio)
-    minio.client().put_bucket_lifecycle_configuration(
-        Bucket=bucket.bucket, LifecycleConfiguration={"Rules": [FOREIGN_WITHOUT_ID]}
-    )
+    bucket = bucket_on(minio, FOREIGN_WITHOUT_ID)
     (foreign,) = bucket.get_rules()
     assert foreign["ID"]  # an id nobody sent
     assert {k: v for k, v in foreign.items() if k != "ID"} == FOREIGN_WITHOUT_ID
