@@ -69,6 +69,17 @@ def user_env(env: list[EnvVar] | None) -> list[Obj]:
     return [{"name": item.name, "value": item.value} for item in env or []]
 
 
+def http_probe(path: str, period: int, *, timeout: int | None = None, failure_threshold: int | None = None) -> Obj:
+    """A probe that GETs `path` on the container's port named http every `period` seconds; Kubernetes'
+    defaults (1 s timeout, 3 failures) where not given."""
+    probe: Obj = {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period}
+    if timeout is not None:
+        probe["timeoutSeconds"] = timeout
+    if failure_threshold is not None:
+        probe["failureThreshold"] = failure_threshold
+    return probe
+
+
 def tmp_volume() -> tuple[Obj, Obj]:
     """An emptyDir for /tmp: the root filesystem is read-only."""
     return {"name": "tmp", "emptyDir": {}}, {"name": "tmp", "mountPath": "/tmp"}

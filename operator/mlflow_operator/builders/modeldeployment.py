@@ -54,6 +54,7 @@ from mlflow_operator.api.traffic import Track, TrackPlan, Weights
 from mlflow_operator.builders.common import (
     Obj,
     container_security_context,
+    http_probe,
     labels,
     literal_env,
     metadata,
@@ -340,15 +341,10 @@ def server_container(inputs: ModelDeploymentInputs, version: int) -> Obj:
             {"name": "http", "containerPort": SERVER_PORT},
             {"name": "metrics", "containerPort": METRICS_PORT},
         ],
-        "readinessProbe": {"httpGet": {"path": "/ping", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3},
-        "livenessProbe": {
-            "httpGet": {"path": "/health", "port": "http"},
-            "periodSeconds": 20,
-            "timeoutSeconds": 5,
-            "failureThreshold": 6,
-        },
+        "readinessProbe": http_probe("/ping", 5, timeout=3),
+        "livenessProbe": http_probe("/health", 20, timeout=5, failure_threshold=6),
         # Loading a large model can take minutes; liveness starts counting only once it answers.
-        "startupProbe": {"httpGet": {"path": "/ping", "port": "http"}, "periodSeconds": 5, "failureThreshold": 60},
+        "startupProbe": http_probe("/ping", 5, failure_threshold=60),
         # Let endpoints and routers drop the pod before uvicorn stops accepting requests.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         "resources": resources(spec.runtime.resources if spec.runtime else None, SERVER_RESOURCES),

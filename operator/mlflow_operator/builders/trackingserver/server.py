@@ -9,6 +9,7 @@ from mlflow_operator.builders.common import (
     CONFIG_HASH_ANNOTATION,
     Obj,
     container_security_context,
+    http_probe,
     labels,
     literal_env,
     metadata,
@@ -323,13 +324,8 @@ def get_tracking_deployment(inputs: TrackingServerInputs) -> Obj:
         # socket is what readiness needs (MLflow's /health checks nothing more, and gunicorn itself replaces
         # hung workers after --timeout); liveness waits minutes before restarting an overloaded server.
         "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 5},
-        "livenessProbe": {
-            "httpGet": {"path": "/health", "port": "http"},
-            "periodSeconds": 20,
-            "timeoutSeconds": 10,
-            "failureThreshold": 9,
-        },
-        "startupProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5, "failureThreshold": 60},
+        "livenessProbe": http_probe("/health", 20, timeout=10, failure_threshold=9),
+        "startupProbe": http_probe("/health", 5, failure_threshold=60),
         # Let endpoints drop the pod before gunicorn stops accepting requests.
         "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
         "resources": resources(spec.resources, SERVER_RESOURCES),
