@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import pytest
 
+from mlflow_operator.adapters.backup_store import read_owner, write_owner
 from mlflow_operator.api.trackingserver import TrackingServerSpec
 from mlflow_operator.builders import trackingserver as build
 from mlflow_operator.builders.common import Obj
@@ -212,6 +213,10 @@ def test_retention_deletes_only_what_the_recovery_window_does_not_need(s3: S3Ser
     cronjob = build.get_backup_cronjob(SOURCE, NAMESPACE, ts_spec)
     assert cronjob is not None
     pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]
+    location = build.backup_location(SOURCE, NAMESPACE, ts_spec)
+    assert location is not None
+    owner = backup.LocationOwner("uid-1", NAMESPACE, SOURCE)
+    write_owner(s3.endpoint(bucket), location.key_prefix, owner)  # the operator's claim, beside barman's objects
     with archiving_postgres(s3, bucket, SOURCE) as postgres:
         local = {"PGHOST": str(postgres.workdir), "PGPORT": str(postgres.port)}
         ids = []
@@ -227,6 +232,7 @@ def test_retention_deletes_only_what_the_recovery_window_does_not_need(s3: S3Ser
     kept = {b.backup_id for b in store_contents(s3, bucket, SOURCE).completed()}
     # 40 days ago is the base of any restore to 30 days ago: kept; 50 days ago is needed by nothing: deleted.
     assert ids[0] not in kept and ids[1] in kept and len(kept) == 2, (ids, kept)
+    assert read_owner(s3.endpoint(bucket), location.key_prefix) == (owner, True)  # barman leaves it alone
 
 
 # ------------------------------------------------------------------------------------ the operator's decisions
@@ -247,6 +253,10 @@ class FakeKube:
 
     def __init__(self) -> None:
         self.applied: list[Obj] = []
+        self.volumes: dict[str, Obj] = {}  # PersistentVolumeClaims by name
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str) -> Obj | None:
+        return self.volumes.get(name) if kind == "PersistentVolumeClaim" else None
 
     async def apply(self, obj: Obj, owner: Obj | None = None) -> Obj:
         self.applied.append(obj)
@@ -334,3 +344,60 @@ def test_a_restore_plan_is_chosen_once_and_an_unreachable_target_creates_no_data
         plan("2020-01-01T00:00:00Z")
     assert refused.value.reason == backup.RESTORE_NOT_POSSIBLE
     assert refused.value.message.startswith("spec.database.managed.restore.targetTime: 2020-01-01T00:00:00Z")
+
+
+def test_a_re_created_server_of_the_same_name_never_archives_into_the_old_ones_history(s3: S3Server) -> None:
+    """The old server's database archived real WAL into backups/team/tracking; its TrackingServer is deleted
+    and one of the same name created (a new uid): a new database must not be created there, the old one
+    (its volume retained) may come back."""
+    bucket = s3.create_bucket()
+    ts_spec = spec(s3, bucket)
+    rt = Runtime(client=cast(Any, None), status=cast(Any, FakeStatus(s3)))
+    kube = FakeKube()
+    location = build.backup_location(SOURCE, NAMESPACE, ts_spec)
+    assert location is not None
+
+    def claim(uid: str, status: Obj | None = None) -> None:
+        body = tracking_server(ts_spec, status)
+        body["metadata"].update(uid=uid, creationTimestamp="2026-12-06T10:00:00Z")
+        asyncio.run(database_backups.claim_backup_location(rt, cast(Any, kube), body, ts_spec))
+
+    claim("uid-1")  # the first server: an empty location, claimed
+    with archiving_postgres(s3, bucket, SOURCE) as postgres:
+        archived_through(postgres)
+    claim("uid-1")  # its own archive
+
+    with pytest.raises(SecretProblem) as refused:
+        claim("uid-2")
+    assert refused.value.reason == backup.LOCATION_IN_USE
+    assert refused.value.message.startswith(
+        f"spec.database.managed.backup.s3: {location} already holds the backups and WAL of TrackingServer "
+        f"{NAMESPACE}/{SOURCE} (uid uid-1)"
+    ), refused.value.message
+
+    volume = {"metadata": {"name": build.Names(SOURCE).postgres_data, "creationTimestamp": "2026-12-01T00:00:00Z"}}
+    kube.volumes[volume["metadata"]["name"]] = volume  # retained by the first server (deletionPolicy: Retain)
+    claim("uid-2")
+    kube.volumes.clear()  # then deleted with deletionPolicy: Delete
+    with pytest.raises(SecretProblem) as refused:
+        claim("uid-3")
+    assert "(uid uid-2)" in refused.value.message  # the location was the second server's
+
+    s3.stop()  # a destination already in status is this server's: the store is not asked
+    try:
+        claim("uid-2", {"backup": {"destination": str(location)}})
+    finally:
+        s3.restart()
+
+
+def test_an_archive_written_without_an_owner_is_another_databases(s3: S3Server) -> None:
+    bucket = s3.create_bucket()
+    with archiving_postgres(s3, bucket, SOURCE) as postgres:  # not through the operator: no owner object
+        archived_through(postgres)
+    ts_spec = spec(s3, bucket)
+    rt = Runtime(client=cast(Any, None), status=cast(Any, FakeStatus(s3)))
+    body = tracking_server(ts_spec)
+    with pytest.raises(SecretProblem) as refused:
+        asyncio.run(database_backups.claim_backup_location(rt, cast(Any, FakeKube()), body, ts_spec))
+    assert refused.value.reason == backup.LOCATION_IN_USE
+    assert "already holds the backups and WAL of another database" in refused.value.message

@@ -237,3 +237,47 @@ def test_lifecycle_rules_that_expire_the_backups_in_the_artifact_bucket_are_refu
     # Backups in a bucket of their own leave the artifact bucket's rules alone.
     own_bucket = spec(backup={"s3": {"bucket": "db-backups", "credentialsSecret": {"name": "k"}}})
     assert build.artifact_bucket_backups("ts", "team", own_bucket) is None
+
+
+ME = backup.LocationOwner("uid-2", "team", "ts")
+FIELD = "spec.database.managed.backup.s3"
+WHERE = "s3://b/backups/team/ts"
+EARLIER = backup.LocationOwner("uid-1", "team", "ts")
+
+
+def test_an_empty_location_is_claimed_and_an_own_one_is_used_as_it_is() -> None:
+    assert backup.claim_location(WHERE, FIELD, ME, None, holds_data=False, retained_volume=False).write
+    assert backup.claim_location(WHERE, FIELD, ME, ME, holds_data=True, retained_volume=False) == backup.Claim(False)
+
+
+@pytest.mark.parametrize(
+    ("found", "whose"),
+    [
+        (EARLIER, "TrackingServer team/ts (uid uid-1)"),  # deleted with its volume, re-created
+        (None, "another database"),  # backups and WAL written without an owner object
+    ],
+)
+def test_another_databases_archive_is_refused_naming_the_field(found: backup.LocationOwner | None, whose: str) -> None:
+    claim = backup.claim_location(WHERE, FIELD, ME, found, holds_data=True, retained_volume=False)
+    assert not claim.write and claim.problem is not None
+    assert claim.problem.startswith(f"{FIELD}: {WHERE} already holds the backups and WAL of {whose}")
+
+
+@pytest.mark.parametrize("found", [EARLIER, None])
+def test_a_server_re_created_over_its_retained_volume_takes_its_archive_back(
+    found: backup.LocationOwner | None,
+) -> None:
+    assert backup.claim_location(WHERE, FIELD, ME, found, holds_data=True, retained_volume=True) == backup.Claim(True)
+
+
+def test_a_volume_is_retained_only_when_older_than_its_server() -> None:
+    assert backup.retained_volume("2026-12-01T10:00:00Z", "2026-12-02T10:00:00Z")
+    assert not backup.retained_volume("2026-12-02T10:00:00Z", "2026-12-02T10:00:00Z")  # this server's own
+    assert not backup.retained_volume("2026-12-03T10:00:00Z", "2026-12-02T10:00:00Z")  # backups enabled later
+    assert not backup.retained_volume(None, "2026-12-02T10:00:00Z")
+
+
+def test_an_owner_object_round_trips_and_an_unreadable_one_is_nobody() -> None:
+    assert backup.LocationOwner.parse(ME.document()) == ME
+    assert backup.LocationOwner.parse("not json") is None
+    assert backup.LocationOwner.parse('{"uid": "x"}') is None

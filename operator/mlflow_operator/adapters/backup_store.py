@@ -13,7 +13,14 @@ from datetime import datetime
 from typing import Any
 
 from mlflow_operator.adapters.s3 import S3Endpoint, make_client, translated_errors
-from mlflow_operator.logic.backup import BaseBackup, StoreContents, newest_wal, parse_backup_info
+from mlflow_operator.logic.backup import (
+    OWNER_OBJECT,
+    BaseBackup,
+    LocationOwner,
+    StoreContents,
+    newest_wal,
+    parse_backup_info,
+)
 
 MAX_BACKUPS = 1000  # base backups read per pass: years of daily backups inside any recovery window
 # A completed backup's backup.info never changes: read once (each pass lists the backups, a month of daily
@@ -89,3 +96,38 @@ def read_store(endpoint: S3Endpoint, key_prefix: str) -> StoreContents:
 
 async def read_store_async(endpoint: S3Endpoint, key_prefix: str) -> StoreContents:
     return await asyncio.to_thread(read_store, endpoint, key_prefix)
+
+
+def read_owner(endpoint: S3Endpoint, key_prefix: str) -> tuple[LocationOwner | None, bool]:
+    """(The location's owner object, whether it holds anything else) for logic.backup.claim_location. An
+    owner object that cannot be parsed reads as none beside data: another database's, the safe side."""
+    client = make_client(endpoint)
+    owner_key = f"{key_prefix}{OWNER_OBJECT}"
+    with translated_errors(endpoint.bucket):
+        listed = client.list_objects_v2(Bucket=endpoint.bucket, Prefix=key_prefix, MaxKeys=2)
+        others = [entry["Key"] for entry in listed.get("Contents", []) if entry["Key"] != owner_key]
+        try:
+            body = client.get_object(Bucket=endpoint.bucket, Key=owner_key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None, bool(others)
+    owner = LocationOwner.parse(body.decode(errors="replace"))
+    return owner, owner is None or bool(others)
+
+
+def write_owner(endpoint: S3Endpoint, key_prefix: str, owner: LocationOwner) -> None:
+    client = make_client(endpoint)
+    with translated_errors(endpoint.bucket):
+        client.put_object(
+            Bucket=endpoint.bucket,
+            Key=f"{key_prefix}{OWNER_OBJECT}",
+            Body=owner.document().encode(),
+            ContentType="application/json",
+        )
+
+
+async def read_owner_async(endpoint: S3Endpoint, key_prefix: str) -> tuple[LocationOwner | None, bool]:
+    return await asyncio.to_thread(read_owner, endpoint, key_prefix)
+
+
+async def write_owner_async(endpoint: S3Endpoint, key_prefix: str, owner: LocationOwner) -> None:
+    await asyncio.to_thread(write_owner, endpoint, key_prefix, owner)

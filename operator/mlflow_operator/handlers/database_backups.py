@@ -3,6 +3,8 @@
 - before the database exists, the restore plan: the base backup of the source that the restore starts from
   (logic.backup.choose_base_backup over what the source's store holds), kept in status.restore so the pod
   template never changes after the first choice;
+- before the database archives into a location, the claim on it (logic.backup.claim_location): never into
+  another database's archive;
 - once the database runs, what its own store holds: status.backup, BackupsHealthy, metrics, and the Jobs
   of on-demand (annotation) and first base backups.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlflow_operator import metrics
-from mlflow_operator.adapters.backup_store import read_store_async
+from mlflow_operator.adapters.backup_store import read_owner_async, read_store_async, write_owner_async
 from mlflow_operator.adapters.kube import Kube
 from mlflow_operator.adapters.s3 import S3Endpoint, S3LifecycleError
 from mlflow_operator.api.trackingserver import BackupStore, TrackingServerSpec
@@ -77,6 +79,34 @@ async def restore_plan(rt: Runtime, body: dict[str, Any], spec: TrackingServerSp
     if choice.backup is None:
         raise SecretProblem(backup.RESTORE_NOT_POSSIBLE, choice.problem or f"nothing to restore in {source}")
     return build.RestorePlan(source, choice.backup.backup_id, target)
+
+
+async def claim_backup_location(rt: Runtime, kube: Kube, body: dict[str, Any], spec: TrackingServerSpec) -> None:
+    """Before the database archives into its backup location: claim it, or raise a SecretProblem
+    (BackupLocationInUse, naming the field) that keeps the database from being created or changed. Once
+    status.backup reports the location, it is this server's and the store is not asked again."""
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    location = build.backup_location(name, namespace, spec)
+    recorded = ((body.get("status") or {}).get("backup") or {}).get("destination")
+    if location is None or recorded == str(location):
+        return
+    field = "spec.database.managed.backup.s3"
+    endpoint = await store_endpoint(rt, namespace, location.store, field)
+    me = backup.LocationOwner(meta["uid"], namespace, name)
+    volume = await kube.get("v1", "PersistentVolumeClaim", build.Names(name).postgres_data, namespace)
+    try:
+        found, holds_data = await read_owner_async(endpoint, location.key_prefix)
+        retained = backup.retained_volume(
+            (volume or {}).get("metadata", {}).get("creationTimestamp"), meta.get("creationTimestamp")
+        )
+        claim = backup.claim_location(str(location), field, me, found, holds_data, retained)
+        if claim.write:
+            await write_owner_async(endpoint, location.key_prefix, me)
+    except S3LifecycleError as error:
+        raise SecretProblem(backup.STORE_UNAVAILABLE, f"{field}: {location}: {error}") from error
+    if claim.problem is not None:
+        raise SecretProblem(backup.LOCATION_IN_USE, claim.problem)
 
 
 def restore_status(plan: build.RestorePlan | None) -> dict[str, Any] | None:

@@ -91,9 +91,17 @@ class Pass(ResourcePass):
     # The generated admin Secret as this pass read it (a staged rotation included); None when auth is off or
     # the admin Secret is the user's.
     admin_secret: dict[str, str] | None = None
-    # The restore the database pod starts with (spec.database.managed.restore), and status.backup.
+    # The restore the database pod starts with (spec.database.managed.restore), and status.restore and
+    # status.backup. A pass that stops before deciding them (a problem earlier in the database stage) keeps
+    # the last ones: a restore's base backup is chosen once, and a recorded backup destination stands for
+    # this server's claim on it.
     restore: build.RestorePlan | None = None
+    restore_fields: dict[str, Any] | None = None
     backup_fields: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        status = self.body.get("status") or {}
+        self.restore_fields, self.backup_fields = status.get("restore"), status.get("backup")
 
     async def apply(self, objects: list[dict[str, Any]], owned: bool = True) -> None:
         for obj in objects:
@@ -171,7 +179,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     available = any(u.type == AVAILABLE and u.status == "True" for u in step.updates)
     webhook_secret = events_secret.get(build.WEBHOOK_SECRET_KEY)
     step.updates.append(await registry_events.server_webhook(rt, body, events_enabled, available, webhook_secret))
-    fields.update(restore=database_backups.restore_status(step.restore), backup=step.backup_fields)
+    fields.update(restore=step.restore_fields, backup=step.backup_fields)
     fields["lifecycle"] = await artifacts(step, status)
     await garbage_collection(step)
     conditions = cond.apply_updates(current_conditions(body), step.updates, None, rt.now())
@@ -238,6 +246,8 @@ async def managed_database(step: Pass) -> build.Credentials:
     data = await credential_rotation.rotate_database_password(step.rt, step.body, names.database_secret, data)
     # Before the database exists: a restore that cannot start must not leave an empty database behind.
     step.restore = await database_backups.restore_plan(step.rt, step.body, step.spec)
+    step.restore_fields = database_backups.restore_status(step.restore)
+    await database_backups.claim_backup_location(step.rt, step.kube, step.body, step.spec)
     objects = build.desired_database(
         step.name, step.namespace, step.spec, data["password"], step.rt.images, step.restore
     )

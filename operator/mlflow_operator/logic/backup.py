@@ -7,6 +7,7 @@ take a base backup outside the schedule, and to pick the base backup a restore s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,9 @@ HEALTHY, NO_BASE_BACKUP, BACKUP_FAILED, STORE_UNAVAILABLE = (
     "StoreUnavailable",
 )
 RESTORE_NOT_POSSIBLE = "RestoreNotPossible"
+LOCATION_IN_USE = "BackupLocationInUse"  # DatabaseReady's reason: another database's archive is there
+# The object beside base/ and wals/ naming the TrackingServer whose database archives in this location.
+OWNER_OBJECT = "mlflow-operator-owner.json"
 INITIAL_REQUEST = "initial"  # the request value of the first base backup, taken as soon as the database runs
 TARGET_TIME_FIELD = "spec.database.managed.restore.targetTime"
 DONE = "DONE"
@@ -58,6 +62,75 @@ class StoreContents:
     def completed(self) -> list[BaseBackup]:
         """Completed base backups, oldest first."""
         return sorted((b for b in self.backups if b.done), key=lambda b: b.end_time or datetime.min)
+
+
+@dataclass(frozen=True)
+class LocationOwner:
+    """The TrackingServer a backup location belongs to: its uid tells a re-created server of the same name
+    (a new database) from the one that wrote the archive."""
+
+    uid: str
+    namespace: str
+    name: str
+
+    def document(self) -> str:
+        return json.dumps({"uid": self.uid, "namespace": self.namespace, "name": self.name}, sort_keys=True)
+
+    @classmethod
+    def parse(cls, text: str) -> LocationOwner | None:
+        """None for anything unreadable: the location then counts as another's (the safe side)."""
+        try:
+            fields = json.loads(text)
+            return cls(str(fields["uid"]), str(fields["namespace"]), str(fields["name"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Whether this server's database may archive into the location: `write` the owner object first;
+    `problem` (the location is another database's) keeps the database from being created."""
+
+    write: bool
+    problem: str | None = None
+
+
+def retained_volume(volume_created: str | None, server_created: str | None) -> bool:
+    """Whether the database's data volume outlived an earlier TrackingServer of this name (deletionPolicy:
+    Retain): it exists and is older than this TrackingServer, whose StatefulSet would have made it later."""
+    if volume_created is None or server_created is None:
+        return False
+    return parse_rfc3339(volume_created) < parse_rfc3339(server_created)
+
+
+def claim_location(
+    location: str,
+    field: str,
+    me: LocationOwner,
+    found: LocationOwner | None,
+    holds_data: bool,
+    retained_volume: bool,
+) -> Claim:
+    """Two databases archiving into one WAL path corrupt each other's history, and a restore would then mix
+    them. A location is this server's when its owner object names this server's uid; an empty one is
+    claimed; so is one whose database comes back: a TrackingServer re-created (a new uid) over its retained
+    data volume (deletionPolicy: Retain) is the same database. Anything else (another uid, or backups and WAL
+    with no readable owner object) is another database's: a TrackingServer deleted with its volume and
+    re-created with the same name starts a new one, or two stores point at one place."""
+    if found is not None and found.uid == me.uid:
+        return Claim(write=False)
+    if retained_volume or not holds_data:
+        return Claim(write=True)
+    whose = f"TrackingServer {found.namespace}/{found.name} (uid {found.uid})" if found else "another database"
+    return Claim(
+        write=False,
+        problem=(
+            f"{field}: {location} already holds the backups and WAL of {whose}; archiving a new database there "
+            "would corrupt that history. Point the backups at an empty location (another prefix or bucket), "
+            "or remove those objects; to bring that database back, restore from it "
+            "(spec.database.managed.restore.fromBackup) into a new location."
+        ),
+    )
 
 
 def _time(value: str | None) -> datetime | None:
