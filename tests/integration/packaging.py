@@ -45,6 +45,7 @@ OPERATOR_PERMISSIONS: dict[tuple[str, str], set[str]] = {
     ("", "services"): {"get", "create", "patch"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
+    ("", "persistentvolumeclaims"): {"get"},  # a retained database volume takes its backup location back
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("batch", "cronjobs"): {"get", "create", "patch", "delete"},  # delete: spec.retention removed
     ("policy", "poddisruptionbudgets"): {"get", "list", "create", "patch", "delete"},

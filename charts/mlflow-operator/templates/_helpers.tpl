@@ -78,6 +78,10 @@ namespaces it serves.
 - apiGroups: [apps]
   resources: [statefulsets]
   verbs: [get, list, watch, create, patch]
+# get: a database volume older than its TrackingServer (retained) may take its backup location back.
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get]
 # delete: a failed migration Job is retried.
 - apiGroups: [batch]
   resources: [jobs]
