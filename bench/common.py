@@ -15,7 +15,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -140,12 +139,6 @@ def logger(prefix: str) -> Callable[[str], None]:
     return log
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class Cluster:
     kubeconfig: str
@@ -205,7 +198,7 @@ class Operator:
         cls, kubeconfig: str, namespace: str, resync_seconds: float, log_path: Path, extra_args: Sequence[str] = ()
     ) -> Operator:
         """`extra_args` go after the common flags (e.g. the registry-events receiver's)."""
-        port, metrics_port = free_port(), free_port()
+        port, metrics_port = dp.free_port(), dp.free_port()
         binary = Path(sys.executable).parent / "mlflow-operator"
         argv = [
             str(binary), "run", "--namespace", namespace, "--liveness", f"http://127.0.0.1:{port}/healthz",

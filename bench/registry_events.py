@@ -65,7 +65,7 @@ from tests.integration import registry_server as rs
 from tests.kube import Kubectl
 
 from bench import registry
-from bench.common import Cluster, Operator, Run, free_port, loads_text, logger, metric_samples, number, report
+from bench.common import Cluster, Operator, Run, loads_text, logger, metric_samples, number, report
 from bench.harness import Benchmark, control_plane, create_namespace, distribution, run_parser, start_operator
 from bench.stats import percentile
 from mlflow_operator.handlers.registry_events import new_encryption_key
@@ -567,7 +567,7 @@ def prepare_cluster(run: Run) -> tuple[Cluster, Kubectl, str, str]:
 
 def start_operator_with_receiver(run: Run, found: Cluster, namespace: str) -> tuple[Operator, str]:
     """`mlflow-operator run` with the receiver on a free port of 127.0.0.1 (plain HTTP); its base URL."""
-    port = free_port()
+    port = dp.free_port()
     receiver = f"http://127.0.0.1:{port}"
     extra = ["--registry-events-address", f"127.0.0.1:{port}", "--registry-events-url", receiver]
     log(f"the operator's registry-events receiver: {receiver}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import RESYNC_SECONDS, OperatorProcess, start_operator
+from tests.e2e.operator_process import RESYNC_SECONDS, OperatorProcess, start_operator
 from tests.integration.dataplane import Postgres
 from tests.integration.s3_servers import S3Server
 from tests.kube import ROOT, Kubectl, find_kubectl

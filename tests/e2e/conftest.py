@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import urllib.request
 import uuid
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mlflow_operator.api import KINDS
-from mlflow_operator.builders.trackingserver import REGISTRY_URL_ANNOTATION
+from tests.e2e.operator_process import start_operator
+from tests.e2e.real_node_cluster import VERSIONS, RealNodeCluster, record_real_node
 from tests.e2e.serving import Metrics, Registry, gateway_api_crds_dir, logged_registry
-from tests.integration.dataplane import stop_process
 from tests.integration.prometheus_server import MetricsExporter, start_prometheus
 from tests.integration.registry_server import (
     RegistryServer,
@@ -39,15 +35,7 @@ from tests.integration.s3_servers import S3Server, moto_server
 from tests.kube import ROOT, Kubectl, eventually, find_kubectl
 
 NAMESPACE_PREFIX = "mlflow-e2e-"
-RESYNC_SECONDS = 5
-_server_version: dict[str, str] = {}
 _session_operator: dict[str, int] = {}  # the session operator's metrics port, for the `metrics_url` fixture
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -74,38 +62,6 @@ def kubeconfig() -> Iterator[str]:
         )
 
 
-@dataclass
-class RealNodeCluster:
-    """A local cluster with the real node (hack/localcluster.py's default), in its own state directory."""
-
-    workdir: Path
-    kubectl: Kubectl
-
-    def localcluster(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-        script = str(ROOT / "hack" / "localcluster.py")
-        return subprocess.run(
-            [sys.executable, script, *args, "--dir", str(self.workdir)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def up(self) -> None:
-        result = self.localcluster("up", "--node-images-only")  # the tests need no application image
-        assert result.returncode == 0, f"real-node cluster did not start:\n{result.stderr[-4000:]}"
-        assert result.stdout.strip().splitlines()[-1] == self.kubectl.kubeconfig
-
-    def down(self) -> subprocess.CompletedProcess[str]:
-        return self.localcluster("down", timeout=300)
-
-
-def record_real_node(kubectl: Kubectl) -> None:
-    """The real node's runtime and kubelet versions, for the test summary."""
-    info = json.loads(kubectl.run("get", "node", "realnode", "-o", "json").stdout)["status"]["nodeInfo"]
-    _server_version["node"] = f"{info['containerRuntimeVersion']}, kubelet {info['kubeletVersion']}"
-
-
 @pytest.fixture(scope="module")
 def real_node_cluster() -> Iterator[RealNodeCluster]:
     """Always the local real node, even with $KUBECONFIG set: these tests are about hack/localcluster.py's
@@ -128,8 +84,8 @@ def real_node_cluster() -> Iterator[RealNodeCluster]:
 def kubectl(kubeconfig: str) -> Kubectl:
     client = Kubectl(kubeconfig=kubeconfig, binary=find_kubectl())
     version = json.loads(client.run("version", "-o", "json").stdout)
-    _server_version["server"] = version["serverVersion"]["gitVersion"]
-    _server_version["client"] = version["clientVersion"]["gitVersion"]
+    VERSIONS["server"] = version["serverVersion"]["gitVersion"]
+    VERSIONS["client"] = version["clientVersion"]["gitVersion"]
     return client
 
 
@@ -145,95 +101,6 @@ def crds(kubectl: Kubectl) -> None:
         return result.returncode == 0
 
     eventually(established, timeout=90, what="CRDs Established")
-
-
-@dataclass
-class OperatorProcess:
-    """The operator as users run it: the console script, as a subprocess."""
-
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    port: int
-    metrics_port: int | None = None  # /metrics on 127.0.0.1
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
-
-    def log_tail(self, chars: int = 6000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def wait_healthy(self, timeout: float = 60) -> None:
-        def healthy() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"operator exited with {self.process.returncode}:\n{self.log_tail(4000)}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as response:
-                    return bool(response.status == 200)
-            except OSError:
-                return False
-
-        eventually(healthy, timeout=timeout, what="operator liveness endpoint")
-
-    def stop(self) -> int:
-        """SIGTERM, as Kubernetes does; kopf finishes in-flight work and exits."""
-        stop_process(self.process, 30)
-        return int(self.process.returncode)
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up at all, as when a node dies."""
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-
-# The session operator gives children their images from this mirror (kwok runs no image, so none needs to
-# exist there): the e2e tests see an operator-wide setting reach every child through a real API server.
-IMAGE_MIRROR = "mirror.e2e.example:5000"
-
-
-def start_operator(
-    kubeconfig: str,
-    namespaces: str,
-    log_path: Path,
-    metrics_port: int | None = None,
-    *,
-    resync_seconds: float = RESYNC_SECONDS,
-    image_registry: str | None = IMAGE_MIRROR,
-    healthy: bool = True,
-) -> OperatorProcess:
-    """The operator's console script. Metrics are always served on loopback (a free port unless
-    `metrics_port` is given), never on the operator's default 0.0.0.0:9090; default images come from
-    `image_registry` (the operator's own default when None); with `healthy`, returns once its liveness
-    endpoint answers."""
-    port = _free_port()
-    metrics_port = metrics_port or _free_port()
-    binary = Path(sys.executable).parent / "mlflow-operator"
-    argv = [
-        str(binary),
-        "run",
-        "--namespace",
-        namespaces,
-        "--liveness",
-        f"http://127.0.0.1:{port}/healthz",
-        "--log-format",
-        "text",
-        "--verbose",
-        # Short by default, so the tests see idle resyncs happen (and write nothing).
-        "--resync-seconds",
-        str(resync_seconds),
-        "--metrics-address",
-        f"127.0.0.1:{metrics_port}",
-    ]
-    if image_registry is not None:
-        argv += ["--image-registry", image_registry]
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            argv, env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=log, stderr=subprocess.STDOUT
-        )
-    operator = OperatorProcess(process, log_path, port, metrics_port)
-    if healthy:
-        operator.wait_healthy()
-    return operator
 
 
 @pytest.fixture(scope="session")
@@ -293,15 +160,6 @@ def gateway_api(kubectl: Kubectl) -> None:
     kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/httproutes.gateway.networking.k8s.io")
 
 
-def with_registry(docs: list[dict[str, Any]], url: str) -> list[dict[str, Any]]:
-    """The TrackingServers among docs, annotated to use the registry at url (the operator runs outside the
-    cluster and cannot reach their Services)."""
-    for doc in docs:
-        if doc["kind"] == "TrackingServer":
-            doc.setdefault("metadata", {}).setdefault("annotations", {})[REGISTRY_URL_ANNOTATION] = url
-    return docs
-
-
 @pytest.fixture
 def metrics_url(operator: Path) -> str:
     """The session operator's /metrics URL (on 127.0.0.1)."""
@@ -333,9 +191,7 @@ def pytest_runtest_makereport(
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if "server" in _server_version:
-        terminalreporter.write_line(
-            f"e2e cluster: kube-apiserver {_server_version['server']}, kubectl {_server_version['client']}"
-        )
-    if "node" in _server_version:
-        terminalreporter.write_line(f"e2e real node: {_server_version['node']}")
+    if "server" in VERSIONS:
+        terminalreporter.write_line(f"e2e cluster: kube-apiserver {VERSIONS['server']}, kubectl {VERSIONS['client']}")
+    if "node" in VERSIONS:
+        terminalreporter.write_line(f"e2e real node: {VERSIONS['node']}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.conftest import with_registry
+from mlflow_operator.builders.trackingserver import REGISTRY_URL_ANNOTATION
 from tests.integration.registry_server import RegistryServer
 from tests.integration.s3_servers import S3Server
 from tests.kube import ROOT, Kubectl
@@ -55,3 +55,12 @@ def apply_all(kubectl: Kubectl, docs: list[dict[str, Any]], namespace: str) -> N
 
 def ts_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return next(d for d in docs if d["kind"] == "TrackingServer")
+
+
+def with_registry(docs: list[dict[str, Any]], url: str) -> list[dict[str, Any]]:
+    """The TrackingServers among docs, annotated to use the registry at url (the operator runs outside the
+    cluster and cannot reach their Services)."""
+    for doc in docs:
+        if doc["kind"] == "TrackingServer":
+            doc.setdefault("metadata", {}).setdefault("annotations", {})[REGISTRY_URL_ANNOTATION] = url
+    return docs

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from mlflow_operator.api import KINDS
 from mlflow_operator.logic.validation import Invalid, validate_spec
-from tests.e2e.conftest import RESYNC_SECONDS
+from tests.e2e.operator_process import RESYNC_SECONDS
 from tests.kube import Kubectl, condition, passes, scrape
 from tests.strategies import FuzzCase, batch, fuzz_cases, known_finding, reaches_only_loopback
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.argocd import assert_argocd_health, assert_live_health
-from tests.e2e.conftest import IMAGE_MIRROR, start_operator
+from tests.e2e.operator_process import IMAGE_MIRROR, start_operator
 from tests.e2e.serving import (
     API,
     INTERVAL_SECONDS,

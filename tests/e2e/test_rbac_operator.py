@@ -29,9 +29,10 @@ import pytest
 from mlflow_operator.api.kinds import API_VERSION
 from mlflow_operator.logic.credential_rotation import ROTATE_DATABASE_PASSWORD
 from tests.argocd import assert_argocd_health
-from tests.e2e.conftest import RESYNC_SECONDS, OperatorProcess, _free_port
+from tests.e2e.operator_process import RESYNC_SECONDS, OperatorProcess
 from tests.e2e.serving import Metrics, Registry, model_deployment, route_weights
 from tests.e2e.stacks import apply_all, stack
+from tests.integration.dataplane import free_port
 from tests.integration.packaging import CHART, helm
 from tests.integration.registry_server import RegistryServer
 from tests.integration.s3_servers import S3Server
@@ -96,13 +97,13 @@ def service_account_kubeconfig(kubectl: Kubectl, namespace: str, account: str, p
 
 def start_operator_as(kubeconfig: str, namespace: str, log_path: Path) -> OperatorProcess:
     """The console script as the chart's Deployment runs it (`run --namespace=NS`), on loopback ports."""
-    port = _free_port()
+    port = free_port()
     argv = [
         str(Path(sys.executable).parent / "mlflow-operator"),
         "run",
         f"--namespace={namespace}",
         f"--liveness=http://127.0.0.1:{port}/healthz",
-        f"--metrics-address=127.0.0.1:{_free_port()}",
+        f"--metrics-address=127.0.0.1:{free_port()}",
         "--log-format=text",
         "--verbose",
         f"--resync-seconds={RESYNC_SECONDS}",

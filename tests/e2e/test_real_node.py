@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import RealNodeCluster
+from tests.e2e.real_node_cluster import RealNodeCluster
 from tests.kube import ROOT, Kubectl, eventually
 
 IMAGE = "localhost/test/python:1"

@@ -66,7 +66,7 @@ from mlflow_operator.logic.credential_rotation import (
     ROTATE_DATABASE_PASSWORD,
 )
 from tests.e2e import traffic
-from tests.e2e.conftest import record_real_node
+from tests.e2e.real_node_cluster import record_real_node
 from tests.e2e.realpods import (
     NAMESPACE,
     Platform,

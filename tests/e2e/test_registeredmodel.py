@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.argocd import assert_live_health
-from tests.e2e.conftest import RESYNC_SECONDS, start_operator
+from tests.e2e.operator_process import RESYNC_SECONDS, start_operator
 from tests.e2e.serving import Registry, logged_registry
 from tests.kube import Kubectl, condition, eventually
 

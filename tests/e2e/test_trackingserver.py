@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from mlflow_operator.logic.credential_rotation import EVENT_ROTATED, ROTATE_DATABASE_PASSWORD, ROTATED_KEY
-from tests.e2e.conftest import IMAGE_MIRROR, RESYNC_SECONDS
+from tests.e2e.operator_process import IMAGE_MIRROR, RESYNC_SECONDS
 from tests.e2e.stacks import apply_all, stack, ts_of
 from tests.integration.registry_server import RegistryServer, run_client, sqlite_registry
 from tests.integration.s3_servers import S3Server

@@ -9,7 +9,6 @@ virtualenv.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_operator.adapters.s3 import S3Endpoint, make_client
-from tests.integration.dataplane import stop_process
+from tests.integration.dataplane import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 HACK = ROOT / "hack"
@@ -31,12 +30,6 @@ CACHE = Path(os.environ.get("MLFLOW_OPERATOR_CACHE", Path.home() / ".cache" / "m
 STARTUP_TIMEOUT = 60.0
 BUILD_TIMEOUT = 1800.0  # a cold MinIO build on 2 cores, module downloads included
 STOP_TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def closed_port() -> int:
