@@ -246,8 +246,8 @@ EARLIER = backup.LocationOwner("uid-1", "team", "ts")
 
 
 def test_an_empty_location_is_claimed_and_an_own_one_is_used_as_it_is() -> None:
-    assert backup.claim_location(WHERE, FIELD, ME, None, holds_data=False, retained_volume=False).write
-    assert backup.claim_location(WHERE, FIELD, ME, ME, holds_data=True, retained_volume=False) == backup.Claim(False)
+    assert backup.claim_location(WHERE, FIELD, ME, None, holds_data=False, volume_retained=False).write
+    assert backup.claim_location(WHERE, FIELD, ME, ME, holds_data=True, volume_retained=False) == backup.Claim(False)
 
 
 @pytest.mark.parametrize(
@@ -258,7 +258,7 @@ def test_an_empty_location_is_claimed_and_an_own_one_is_used_as_it_is() -> None:
     ],
 )
 def test_another_databases_archive_is_refused_naming_the_field(found: backup.LocationOwner | None, whose: str) -> None:
-    claim = backup.claim_location(WHERE, FIELD, ME, found, holds_data=True, retained_volume=False)
+    claim = backup.claim_location(WHERE, FIELD, ME, found, holds_data=True, volume_retained=False)
     assert not claim.write and claim.problem is not None
     assert claim.problem.startswith(f"{FIELD}: {WHERE} already holds the backups and WAL of {whose}")
 
@@ -267,7 +267,7 @@ def test_another_databases_archive_is_refused_naming_the_field(found: backup.Loc
 def test_a_server_re_created_over_its_retained_volume_takes_its_archive_back(
     found: backup.LocationOwner | None,
 ) -> None:
-    assert backup.claim_location(WHERE, FIELD, ME, found, holds_data=True, retained_volume=True) == backup.Claim(True)
+    assert backup.claim_location(WHERE, FIELD, ME, found, holds_data=True, volume_retained=True) == backup.Claim(True)
 
 
 def test_a_volume_is_retained_only_when_older_than_its_server() -> None:

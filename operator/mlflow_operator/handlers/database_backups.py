@@ -95,11 +95,11 @@ async def claim_backup_location(rt: Runtime, kube: Kube, body: dict[str, Any], s
     endpoint = await store_endpoint(rt, namespace, location.store, field)
     me = backup.LocationOwner(meta["uid"], namespace, name)
     volume = await kube.get("v1", "PersistentVolumeClaim", build.Names(name).postgres_data, namespace)
+    retained = backup.retained_volume(
+        (volume or {}).get("metadata", {}).get("creationTimestamp"), meta.get("creationTimestamp")
+    )
     try:
         found, holds_data = await read_owner_async(endpoint, location.key_prefix)
-        retained = backup.retained_volume(
-            (volume or {}).get("metadata", {}).get("creationTimestamp"), meta.get("creationTimestamp")
-        )
         claim = backup.claim_location(str(location), field, me, found, holds_data, retained)
         if claim.write:
             await write_owner_async(endpoint, location.key_prefix, me)

@@ -109,7 +109,7 @@ def claim_location(
     me: LocationOwner,
     found: LocationOwner | None,
     holds_data: bool,
-    retained_volume: bool,
+    volume_retained: bool,
 ) -> Claim:
     """Two databases archiving into one WAL path corrupt each other's history, and a restore would then mix
     them. A location is this server's when its owner object names this server's uid; an empty one is
@@ -119,7 +119,7 @@ def claim_location(
     re-created with the same name starts a new one, or two stores point at one place."""
     if found is not None and found.uid == me.uid:
         return Claim(write=False)
-    if retained_volume or not holds_data:
+    if volume_retained or not holds_data:
         return Claim(write=True)
     whose = f"TrackingServer {found.namespace}/{found.name} (uid {found.uid})" if found else "another database"
     return Claim(
