@@ -330,7 +330,7 @@ def interrupts_unwind() -> Iterator[None]:
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for package in ("mlflow-operator", "kopf", "lightkube", "mlflow-skinny"):
+    for package in ("mlflow-operator", "kopf", "lightkube", "requests"):
         with suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
     code = "import importlib.metadata as m\nfor p in ('mlflow','gunicorn','SQLAlchemy'):\n    print(p, m.version(p))"

@@ -1,8 +1,8 @@
 """The registry adapter against the real MLflow server (Postgres backend), checked with the real MLflow client.
 
 Models are logged with the full mlflow package in the server's virtualenv (a pyfunc model per run); the
-adapter under test runs in this process on mlflow-skinny, and what it did is read back by a separate real
-MlflowClient, as users and the UI see it. The tests of the open server run in file order and share one
+adapter under test runs in this process and speaks MLflow's REST API, and what it did is read back by a
+separate real MlflowClient, as users and the UI see it. The tests of the open server run in file order and share one
 registered model: each leaves it matching SPEC.
 """
 
@@ -230,9 +230,9 @@ def test_serving_resolves_aliases_and_versions_and_writes_back(
     tags = next(v["tags"] for v in read["versions"] if v["version"] == 2)
     assert tags["mlflow.operator.dev/rollout"] == "Deployed" and tags["note"] == "x" * 500
     # Leave the model as the tests after this one expect it.
-    registry.store.delete_registered_model_alias(MODEL, "production")
-    registry.store.delete_model_version_tag(MODEL, "2", "mlflow.operator.dev/rollout")
-    registry.store.delete_model_version_tag(MODEL, "2", "note")
+    registry.api.call("DeleteRegisteredModelAlias", name=MODEL, alias="production")
+    registry.api.call("DeleteModelVersionTag", name=MODEL, version="2", key="mlflow.operator.dev/rollout")
+    registry.api.call("DeleteModelVersionTag", name=MODEL, version="2", key="note")
 
 
 def test_drift_is_put_back_and_foreign_changes_are_left_alone(

@@ -1,8 +1,7 @@
 """The MLflow model registry of one server: reads, the sync of a RegisteredModel, a rollout's write-back.
 
-The requests go through mlflow-skinny's registry RestStore, bound to this server's credentials and bounds
-(adapters.registry_store), so they and the entities (RegisteredModel, ModelVersion) are exactly what
-MlflowClient would send and return.
+The requests are MLflow's REST API with this server's credentials and bounds (adapters.registry_store); the
+answers are MLflow's JSON (RegisteredModel, ModelVersion), read here into the logic's observed types.
 
 Every call blocks, and a blocking call inside kopf's event loop freezes the whole operator, so async
 handlers use the `*_async` methods: a worker thread, bounded by `asyncio.wait_for` (a thread cannot be
@@ -15,7 +14,6 @@ mlflow_operator.logic.registeredmodel); `code` is MLflow's error code when there
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,12 +23,14 @@ from mlflow_operator.adapters.errors import DependencyError
 from mlflow_operator.adapters.registry_store import (
     LOGGED_MODEL_PATH,
     RUN_PATH,
+    TRANSIENT_STATUSES,
+    TRANSPORT_ERRORS,
     CallCount,
     CallCounter,
+    MlflowApiError,
+    RegistryApi,
     RegistryEndpoint,
     known_location,
-    make_store,
-    mlflow_module,
     remember_location,
     rest_call,
 )
@@ -102,38 +102,22 @@ class AliasNotFound(RegistryError):
     reason = REASON_ALIAS_NOT_FOUND
 
 
-def _has_transport_cause(error: BaseException) -> bool:
-    """Whether `requests` failed underneath: MLflow wraps those into a generic MlflowException whose code
-    (INTERNAL_ERROR) does not tell a refused connection from a server bug."""
-    exceptions = importlib.import_module("requests.exceptions")  # mlflow's own dependency, loaded with it
-    transport = (exceptions.ConnectionError, exceptions.Timeout, exceptions.RetryError)
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, transport):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
-
-
 def translate_error(error: Exception, what: str, uri: str) -> RegistryError:
-    """The RegistryError for an exception raised by the MLflow store while doing `what`."""
+    """The RegistryError for an exception raised by a registry call while doing `what`."""
     if isinstance(error, RegistryError):
         return error
-    if _has_transport_cause(error):
+    if isinstance(error, TRANSPORT_ERRORS):
         return RegistryUnavailable(f"MLflow at {uri} unreachable while {what}: {error}")
-    if not isinstance(error, mlflow_module("exceptions").MlflowException):
+    if not isinstance(error, MlflowApiError):
         return RegistryError(f"{what} failed: {type(error).__name__}: {error}")
-    code = str(error.error_code)
-    message = f"{what}: {code}: {error.message}"
-    if code in UNAUTHORIZED_CODES:
-        return Unauthorized(f"MLflow at {uri} refused the credentials ({message})", code)
-    if code == NOT_FOUND_CODE:
-        return ModelNotFound(message, code)
-    if error.get_http_status_code() >= 500:
-        return RegistryUnavailable(f"MLflow at {uri} failed ({message})", code)
-    return RegistryError(message, code)
+    message = f"{what}: {error}"
+    if error.code in UNAUTHORIZED_CODES:
+        return Unauthorized(f"MLflow at {uri} refused the credentials ({message})", error.code)
+    if error.code == NOT_FOUND_CODE:
+        return ModelNotFound(message, error.code)
+    if error.http_status >= 500 or error.http_status in TRANSIENT_STATUSES:
+        return RegistryUnavailable(f"MLflow at {uri} failed ({message})", error.code)
+    return RegistryError(message, error.code)
 
 
 # --- the adapter ------------------------------------------------------------------------------------------
@@ -148,20 +132,30 @@ def _search_filter(name: str) -> str:
     raise RegistryError(f"cannot search the versions of {name!r}: MLflow's filter grammar cannot quote it")
 
 
-def _observed_version(version: Any, model_aliases: Mapping[str, int]) -> ObservedVersion:
-    number = int(version.version)
+def _tags(entity: Mapping[str, Any]) -> dict[str, str]:
+    """A RegisteredModel's or ModelVersion's tags: MLflow's JSON lists them as {key, value} pairs."""
+    return {tag["key"]: tag.get("value", "") for tag in entity.get("tags") or []}
+
+
+def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"key": key, "value": value} for key, value in sorted(tags.items())]
+
+
+def _observed_version(version: Mapping[str, Any], model_aliases: Mapping[str, int]) -> ObservedVersion:
+    number = int(version["version"])
     # SearchModelVersions leaves ModelVersion.aliases empty (MLflow 3.17.2's SQL store): the model's alias
     # map, from GetRegisteredModel, is the authority.
     aliases = {alias for alias, target in model_aliases.items() if target == number}
+    created = version.get("creation_timestamp")
     return ObservedVersion(
         version=number,
-        status=version.status or None,
-        run_id=version.run_id or None,
-        source=version.source or None,
+        status=version.get("status") or None,
+        run_id=version.get("run_id") or None,
+        source=version.get("source") or None,
         aliases=tuple(sorted(aliases)),
-        creation_timestamp_ms=int(version.creation_timestamp) if version.creation_timestamp else None,
-        tags=dict(version.tags or {}),
-        description=version.description or "",
+        creation_timestamp_ms=int(created) if created else None,
+        tags=_tags(version),
+        description=version.get("description") or "",
     )
 
 
@@ -212,16 +206,10 @@ async def bounded_call(uri: str, seconds: float, what: str, call: Callable[..., 
 class ModelRegistry:
     """The registry of one MLflow server. Blocking methods, each with an `*_async` twin."""
 
-    def __init__(self, endpoint: RegistryEndpoint, store: Any | None = None) -> None:
+    def __init__(self, endpoint: RegistryEndpoint) -> None:
         self.endpoint = endpoint
         self.calls = CallCounter()
-        # No network, but mlflow's import takes about a second the first time: in async code, use open_async.
-        self.store = store if store is not None else make_store(endpoint, self.calls.record)
-
-    @classmethod
-    async def open_async(cls, endpoint: RegistryEndpoint) -> ModelRegistry:
-        """The constructor, off the event loop."""
-        return await asyncio.to_thread(cls, endpoint)
+        self.api = RegistryApi(endpoint, self.calls.record)
 
     @contextmanager
     def _translated(self, what: str) -> Iterator[None]:
@@ -237,32 +225,36 @@ class ModelRegistry:
         None when the model does not exist."""
         try:
             with self._translated(f'reading registered model "{name}"'):
-                model = self.store.get_registered_model(name)
+                model = self.api.call("GetRegisteredModel", name=name)["registered_model"]
         except ModelNotFound:
             return None
-        aliases = {alias: int(version) for alias, version in (model.aliases or {}).items()}
+        aliases = {alias["alias"]: int(alias["version"]) for alias in model.get("aliases") or []}
         return ObservedModel(
-            name=model.name,
-            description=model.description or "",
-            tags=dict(model.tags or {}),
+            name=model["name"],
+            description=model.get("description") or "",
+            tags=_tags(model),
             aliases=aliases,
             versions=tuple(_observed_version(v, aliases) for v in self._all_versions(name)),
         )
 
-    def _all_versions(self, name: str) -> list[Any]:
+    def _all_versions(self, name: str) -> list[dict[str, Any]]:
         return self._search_versions(_search_filter(name), ["version_number DESC"], f'listing the versions of "{name}"')
 
-    def _search_versions(self, filter_string: str | None, order_by: list[str], what: str) -> list[Any]:
+    def _search_versions(self, filter_string: str | None, order_by: list[str], what: str) -> list[dict[str, Any]]:
         """Every page of a SearchModelVersions; `order_by` must be stable (page tokens are offsets)."""
-        versions: list[Any] = []
+        versions: list[dict[str, Any]] = []
         token = None
         for _ in range(MAX_VERSION_PAGES):
             with self._translated(what):
-                page = self.store.search_model_versions(
-                    filter_string=filter_string, max_results=VERSIONS_PAGE_SIZE, order_by=order_by, page_token=token
+                page = self.api.call(
+                    "SearchModelVersions",
+                    filter=filter_string,
+                    max_results=VERSIONS_PAGE_SIZE,
+                    order_by=order_by,
+                    page_token=token,
                 )
-            versions.extend(page)
-            token = page.token
+            versions.extend(page.get("model_versions") or [])
+            token = page.get("next_page_token")
             if not token:
                 return versions
         raise RegistryError(f"{what}: more than {MAX_VERSION_PAGES * VERSIONS_PAGE_SIZE} versions")
@@ -275,33 +267,10 @@ class ModelRegistry:
             self._apply_one(name, action)
 
     def _apply_one(self, name: str, action: Action) -> None:
-        entities = mlflow_module("entities.model_registry")
-        model_tag, version_tag = entities.RegisteredModelTag, entities.ModelVersionTag
         what = f'{type(action).__name__} on "{name}"'
         try:
             with self._translated(what):
-                if isinstance(action, CreateModel):
-                    tags = [model_tag(k, v) for k, v in sorted(action.tags.items())]
-                    self.store.create_registered_model(name, tags=tags, description=action.description)
-                elif isinstance(action, SetDescription):
-                    self.store.update_registered_model(name, action.description)
-                elif isinstance(action, SetTag):
-                    self.store.set_registered_model_tag(name, model_tag(action.key, action.value))
-                elif isinstance(action, DeleteTag):
-                    self.store.delete_registered_model_tag(name, action.key)
-                elif isinstance(action, RegisterVersion):
-                    self.store.create_model_version(
-                        name,
-                        action.source,
-                        run_id=action.run_id,
-                        tags=[version_tag(k, v) for k, v in sorted(action.tags.items())],
-                        description=action.description,
-                        model_id=action.model_id,
-                    )
-                elif isinstance(action, SetAlias):
-                    self.store.set_registered_model_alias(name, action.alias, str(action.version))
-                elif isinstance(action, DeleteAlias):
-                    self.store.delete_registered_model_alias(name, action.alias)
+                self._send(name, action)
         except ModelNotFound as error:
             if isinstance(action, DeleteTag | DeleteAlias):
                 return  # already gone: what a retried delete finds
@@ -313,11 +282,37 @@ class ModelRegistry:
                 return  # created meanwhile (or by our own lost request): adopt it; the read-back shows the rest
             raise
 
+    def _send(self, name: str, action: Action) -> None:
+        if isinstance(action, CreateModel):
+            self.api.call(
+                "CreateRegisteredModel", name=name, tags=_tag_list(action.tags), description=action.description
+            )
+        elif isinstance(action, SetDescription):
+            self.api.call("UpdateRegisteredModel", name=name, description=action.description)
+        elif isinstance(action, SetTag):
+            self.api.call("SetRegisteredModelTag", name=name, key=action.key, value=action.value)
+        elif isinstance(action, DeleteTag):
+            self.api.call("DeleteRegisteredModelTag", name=name, key=action.key)
+        elif isinstance(action, RegisterVersion):
+            self.api.call(
+                "CreateModelVersion",
+                name=name,
+                source=action.source,
+                run_id=action.run_id,
+                tags=_tag_list(action.tags),
+                description=action.description,
+                model_id=action.model_id,
+            )
+        elif isinstance(action, SetAlias):
+            self.set_alias(name, action.alias, action.version)
+        elif isinstance(action, DeleteAlias):
+            self.api.call("DeleteRegisteredModelAlias", name=name, alias=action.alias)
+
     def delete_model(self, name: str) -> bool:
         """Deletes the registered model and its versions; False when it did not exist."""
         try:
             with self._translated(f'deleting registered model "{name}"'):
-                self.store.delete_registered_model(name)
+                self.api.call("DeleteRegisteredModel", name=name)
         except ModelNotFound:
             return False
         return True
@@ -331,9 +326,9 @@ class ModelRegistry:
         try:
             with self._translated(what):
                 if alias is not None:
-                    found = self.store.get_model_version_by_alias(name, alias)
+                    found = self.api.call("GetModelVersionByAlias", name=name, alias=alias)["model_version"]
                 else:
-                    found = self.store.get_model_version(name, str(version))
+                    found = self.api.call("GetModelVersion", name=name, version=str(version))["model_version"]
         except RegistryError as error:
             # MLflow 3.17 answers a missing alias with INVALID_PARAMETER_VALUE ("Registered model alias x not
             # found") and a missing version with RESOURCE_DOES_NOT_EXIST: MLflow's own message (the cause; ours
@@ -345,21 +340,20 @@ class ModelRegistry:
                 raise VersionNotFound(error.message, error.code) from error
             raise
         return ResolvedVersion(
-            version=int(found.version),
-            status=found.status or None,
-            source=found.source or None,
-            run_id=found.run_id or None,
+            version=int(found["version"]),
+            status=found.get("status") or None,
+            source=found.get("source") or None,
+            run_id=found.get("run_id") or None,
         )
 
     def set_version_tags(self, name: str, version: int, tags: Mapping[str, str]) -> None:
-        version_tag = mlflow_module("entities.model_registry").ModelVersionTag
         with self._translated(f'tagging version {version} of "{name}"'):
             for key, value in sorted(tags.items()):
-                self.store.set_model_version_tag(name, str(version), version_tag(key, value))
+                self.api.call("SetModelVersionTag", name=name, version=str(version), key=key, value=value)
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         with self._translated(f'moving alias "{alias}" of "{name}" to version {version}'):
-            self.store.set_registered_model_alias(name, alias, str(version))
+            self.api.call("SetRegisteredModelAlias", name=name, alias=alias, version=str(version))
 
     # --- where every version keeps its artifacts (lifecycle safety) ---
 
@@ -369,17 +363,17 @@ class ModelRegistry:
         earlier call resolved: a version's source never changes, so resolved locations are cached."""
         found = []
         for version in self._every_version():
-            source = version.source or ""
-            key = (self.endpoint.tracking_uri, version.name, int(version.version), source)
+            source = version.get("source") or ""
+            key = (self.endpoint.tracking_uri, version["name"], int(version["version"]), source)
             location = known_location(key)
             if location is None:
                 location = self._artifact_uri(source)
                 if location is not None:
                     remember_location(key, location)
-            found.append(VersionArtifacts(version.name, int(version.version), source, location))
+            found.append(VersionArtifacts(version["name"], int(version["version"]), source, location))
         return found
 
-    def _every_version(self) -> list[Any]:
+    def _every_version(self) -> list[dict[str, Any]]:
         return self._search_versions(None, ["name ASC", "version_number DESC"], "listing every model version")
 
     def _artifact_uri(self, source: str) -> str | None:

@@ -1,33 +1,22 @@
-"""How the operator reaches an MLflow server: mlflow-skinny's REST store with per-client credentials and
-bounds, single REST calls, call accounting, and the cache of where versions keep their artifacts.
+"""How the operator reaches an MLflow server: MLflow's REST API over `requests`, with per-endpoint credentials
+and bounds, call accounting, and the cache of where versions keep their artifacts.
 
-Credentials. `MlflowClient` has no credentials parameter: for an http(s) registry URI it builds
-`mlflow.store.model_registry.rest_store.RestStore(partial(get_default_host_creds, uri))`, and
-`get_default_host_creds` reads MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN from the process environment (or
-~/.mlflow/credentials). The operator talks to many servers with different credentials from several worker
-threads, so setting those variables is not an option. The RestStore under MlflowClient takes its
-credentials from a `get_host_creds` callable, documented as "invoked prior to every REST request", and is
-the supported seam: `make_store` builds that store with a callable returning this server's
-`MlflowHostCreds(host, username/password or token)`. The requests are MLflow's own (`http_request`: the
-Authorization header, TLS options, request-header plugins, its retrying session) and so are the entities
-(RegisteredModel, ModelVersion) — exactly what MlflowClient would send and return.
+Why not MlflowClient. It reads credentials (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN) and its timeouts and
+retries (MLFLOW_HTTP_REQUEST_TIMEOUT 120 s, 7 retries with exponential backoff, Retry-After honoured) from
+process-wide settings, while the operator talks to many servers with different credentials and bounds from
+several worker threads; and importing it costs about a second and 35 MiB of RSS, a fifth of the operator's,
+for a dozen JSON endpoints. The REST API is the contract MLflow's own client speaks (the same paths, bodies
+and error JSON); the integration tests run this module against a real MLflow server.
 
-Timeouts and retries. MLflow's `call_endpoint` reads them from process-wide variables too
-(MLFLOW_HTTP_REQUEST_TIMEOUT 120 s, MLFLOW_HTTP_REQUEST_MAX_RETRIES 7, exponential backoff factor 2 and,
-with MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER, whatever a Retry-After header asks): minutes per call.
-`_call_endpoint`, the store's one funnel to the network, is overridden to pass this client's bounds to
-`http_request` explicitly (and to count calls). CreateModelVersion is never retried by the HTTP layer: a
-retry after a read timeout could register the version twice; the next reconcile pass finds the version by
-its idempotency tag instead.
-
-mlflow is imported on first use, through `mlflow_module()`: it takes about a second and tens of MiB, and an
-operator without RegisteredModels never needs it. Its modules come back typed as Any: mlflow ships
-py.typed but most of its functions are unannotated, which strict mypy would refuse to call.
+Retries. Connection errors, read errors and 408/429/5xx answers are retried `max_retries` times with
+exponential backoff; a Retry-After header is not honoured (it must not stretch a bounded call).
+CreateModelVersion is never retried by the HTTP layer: a retry after a read timeout could register the
+version twice; the next reconcile pass finds the version by its idempotency tag instead.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
 import json
 import threading
 from collections import Counter
@@ -35,6 +24,30 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from mlflow_operator import __version__
+
+REGISTRY = "/api/2.0/mlflow"
+# The registry APIs the operator calls: name (MLflow's RPC name, for call accounting) -> (method, path).
+REGISTRY_APIS: Mapping[str, tuple[str, str]] = {
+    "GetRegisteredModel": ("GET", f"{REGISTRY}/registered-models/get"),
+    "CreateRegisteredModel": ("POST", f"{REGISTRY}/registered-models/create"),
+    "UpdateRegisteredModel": ("PATCH", f"{REGISTRY}/registered-models/update"),
+    "DeleteRegisteredModel": ("DELETE", f"{REGISTRY}/registered-models/delete"),
+    "SetRegisteredModelTag": ("POST", f"{REGISTRY}/registered-models/set-tag"),
+    "DeleteRegisteredModelTag": ("DELETE", f"{REGISTRY}/registered-models/delete-tag"),
+    "SetRegisteredModelAlias": ("POST", f"{REGISTRY}/registered-models/alias"),
+    "DeleteRegisteredModelAlias": ("DELETE", f"{REGISTRY}/registered-models/alias"),
+    "GetModelVersionByAlias": ("GET", f"{REGISTRY}/registered-models/alias"),
+    "SearchModelVersions": ("GET", f"{REGISTRY}/model-versions/search"),
+    "GetModelVersion": ("GET", f"{REGISTRY}/model-versions/get"),
+    "CreateModelVersion": ("POST", f"{REGISTRY}/model-versions/create"),
+    "SetModelVersionTag": ("POST", f"{REGISTRY}/model-versions/set-tag"),
+    "DeleteModelVersionTag": ("DELETE", f"{REGISTRY}/model-versions/delete-tag"),
+}
 # The registry's APIs that only read (all GETs); everything else writes.
 READ_APIS = frozenset(
     {"GetRegisteredModel", "SearchModelVersions", "GetModelVersion", "GetModelVersionByAlias"}
@@ -46,18 +59,20 @@ NON_IDEMPOTENT_APIS = frozenset({"CreateModelVersion"})
 LOGGED_MODEL_PATH = "/api/2.0/mlflow/logged-models/{model_id}"
 RUN_PATH = "/api/2.0/mlflow/runs/get"
 MAX_CACHED_LOCATIONS = 200_000
-
-
-# mlflow's package imports are circular: two worker threads importing parts of it for the first time at once
-# hand each other half-initialised modules ("partially initialized module 'mlflow' has no attribute
-# 'version'", seen when a TrackingServer's webhook registration and a RegisteredModel's sync started together).
-_IMPORTING = threading.Lock()
-
-
-def mlflow_module(module: str) -> Any:
-    """An mlflow module, imported on first use, one import at a time."""
-    with _IMPORTING:
-        return importlib.import_module(f"mlflow.{module}")
+# What MLflow's server and proxies in front of it answer for a moment (MLflow's client retries the same).
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# MLflow's error code for an answer without MLflow's error JSON (a proxy's page, the auth app's plain text),
+# as MLflow's client derives it from the HTTP status.
+STATUS_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "ENDPOINT_NOT_FOUND",
+    409: "RESOURCE_CONFLICT",
+    429: "REQUEST_LIMIT_EXCEEDED",
+}
+# The transport failing underneath: no MLflow answer at all (refused, timed out, retries exhausted).
+TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)
 
 
 # --- configuration ---------------------------------------------------------------------------------------
@@ -83,79 +98,115 @@ class RegistryEndpoint:
     call_timeout: float = 60.0  # the *_async wrappers' bound on one observe/apply/delete
     sync_timeout: float = 180.0  # the bound on sync_async (two passes of writes plus reads)
 
-    def host_creds(self) -> Any:
-        host_creds = mlflow_module("utils.rest_utils").MlflowHostCreds
-        if self.token:
-            return host_creds(self.tracking_uri, token=self.token)
-        return host_creds(self.tracking_uri, username=self.username, password=self.password)
+    def auth(self) -> tuple[str, str] | None:
+        return (self.username, self.password) if self.username and self.password and not self.token else None
+
+    def headers(self) -> dict[str, str]:
+        bearer = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return {"User-Agent": f"mlflow-operator/{__version__}"} | bearer
 
 
 # --- requests --------------------------------------------------------------------------------------------
 
 
-def rest_call(
-    endpoint: RegistryEndpoint, method: str, path: str, *, body: Mapping[str, Any] | None = None, params: Any = None
-) -> dict[str, Any]:
-    """One MLflow REST call with the endpoint's credentials, timeout and retries; MLflow's exception when it
-    answers with an error (adapters.registry.translate_error turns it into a RegistryError)."""
-    rest_utils = mlflow_module("utils.rest_utils")
-    response = rest_utils.http_request(
-        endpoint.host_creds(),
-        path,
-        method,
-        json=dict(body) if body is not None else None,
-        params=params,
-        max_retries=endpoint.max_retries,
-        backoff_factor=endpoint.backoff_factor,
-        backoff_jitter=endpoint.backoff_jitter,
-        timeout=endpoint.timeout,
-        respect_retry_after_header=False,
+class MlflowApiError(Exception):
+    """MLflow answered with an error: its error code (RESOURCE_DOES_NOT_EXIST...), message and HTTP status."""
+
+    def __init__(self, code: str, message: str, http_status: int) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+
+
+def api_error(http_status: int, text: str) -> MlflowApiError:
+    """The error an answer other than 200/204 means: MLflow's error JSON when the body is one."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and ("error_code" in body or "message" in body):
+        code = str(body.get("error_code") or STATUS_CODES.get(http_status, "INTERNAL_ERROR"))
+        return MlflowApiError(code, str(body.get("message", "")), http_status)
+    return MlflowApiError(
+        STATUS_CODES.get(http_status, "INTERNAL_ERROR"), f"HTTP {http_status}: {text[:300]}", http_status
     )
-    response = rest_utils.verify_rest_response(response, path)
-    answer: dict[str, Any] = json.loads(response.text or "{}")
+
+
+def parse_answer(http_status: int, text: str) -> dict[str, Any]:
+    """An MLflow answer's JSON object; MlflowApiError for an error or a body that is not one."""
+    if http_status == 204 or (http_status == 200 and not text.strip()):
+        return {}
+    if http_status != 200:
+        raise api_error(http_status, text)
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise MlflowApiError("INTERNAL_ERROR", f"the answer is not a JSON object: {text[:300]}", http_status)
     return answer
 
 
-def make_store(endpoint: RegistryEndpoint, on_call: Callable[[str], None]) -> Any:
-    """mlflow-skinny's registry RestStore bound to this endpoint's credentials and bounds (see the module
-    docstring); `on_call(api_name)` runs before each request."""
-    rest_store_class: Any = mlflow_module("store.model_registry.rest_store").RestStore
-    rest_utils = mlflow_module("utils.rest_utils")
-    parse_dict = mlflow_module("utils.proto_json_utils").parse_dict
-    host_creds = endpoint.host_creds()
+@functools.lru_cache(maxsize=32)
+def _session(max_retries: int, backoff_factor: float, backoff_jitter: float) -> requests.Session:
+    """One pooled session per retry policy, shared by threads (as MLflow's client shares its sessions)."""
+    retry = Retry(
+        total=max_retries,
+        status_forcelist=TRANSIENT_STATUSES,
+        allowed_methods=None,  # every method: CreateModelVersion, the one write that is not idempotent, gets 0
+        backoff_factor=backoff_factor,
+        backoff_jitter=backoff_jitter,
+        respect_retry_after_header=False,
+        raise_on_status=False,  # the last answer is MLflow's error, which says more than "too many retries"
+    )
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    return session
 
-    class BoundedRestStore(rest_store_class):  # type: ignore[misc]
-        # MLflow's BaseRestStore._call_endpoint + rest_utils.call_endpoint, with this client's bounds.
-        def _call_endpoint(
-            self, api: Any, json_body: str, call_all_endpoints: bool = False, extra_headers: Any = None
-        ) -> Any:
-            if call_all_endpoints:  # only GetLatestVersions (stages, deprecated): not used here
-                raise NotImplementedError(f"{api.__name__} is not supported by this adapter")
-            self._validate_workspace_support_if_specified()
-            endpoint_path, method = self._get_endpoint_from_method(api)
-            on_call(api.__name__)
-            body = json.loads(json_body) if json_body is not None else None
-            response = rest_utils.http_request(
-                self.get_host_creds(),
-                endpoint_path,
-                method,
-                max_retries=0 if api.__name__ in NON_IDEMPOTENT_APIS else endpoint.max_retries,
-                backoff_factor=endpoint.backoff_factor,
-                backoff_jitter=endpoint.backoff_jitter,
-                timeout=endpoint.timeout,
-                # A Retry-After header must not stretch a bounded call (urllib3 would sleep what it says).
-                respect_retry_after_header=False,
-                extra_headers=extra_headers,
-                **({"params": body} if method == "GET" else {"json": body}),
-            )
-            response = rest_utils.verify_rest_response(response, endpoint_path)
-            response_proto = self._get_response_from_method(api)
-            if response.status_code == 204:
-                return response_proto
-            parse_dict(js_dict=json.loads(response.text), message=response_proto)
-            return response_proto
 
-    return BoundedRestStore(lambda: host_creds)
+def rest_call(
+    endpoint: RegistryEndpoint,
+    method: str,
+    path: str,
+    *,
+    body: Mapping[str, Any] | None = None,
+    params: Any = None,
+    retry: bool = True,
+) -> dict[str, Any]:
+    """One MLflow REST call with the endpoint's credentials, timeout and retries (none with retry=False):
+    the answer's JSON object, MlflowApiError when MLflow answers with an error, a TRANSPORT_ERRORS
+    exception when it does not answer (adapters.registry.translate_error turns both into a RegistryError)."""
+    session = _session(endpoint.max_retries if retry else 0, endpoint.backoff_factor, endpoint.backoff_jitter)
+    response = session.request(
+        method,
+        endpoint.tracking_uri.rstrip("/") + path,
+        params=params,
+        json=dict(body) if body is not None else None,
+        auth=endpoint.auth(),
+        headers=endpoint.headers(),
+        timeout=endpoint.timeout,
+    )
+    return parse_answer(response.status_code, response.text)
+
+
+class RegistryApi:
+    """The registry APIs of REGISTRY_APIS on one endpoint; `on_call(api_name)` runs before each request."""
+
+    def __init__(self, endpoint: RegistryEndpoint, on_call: Callable[[str], None]) -> None:
+        self.endpoint = endpoint
+        self.on_call = on_call
+
+    def call(self, api: str, **fields: Any) -> dict[str, Any]:
+        """`api` with `fields` (None ones left out, as MLflow's client leaves unset fields out): query
+        parameters for a GET, the JSON body otherwise."""
+        method, path = REGISTRY_APIS[api]
+        present = {key: value for key, value in fields.items() if value is not None}
+        self.on_call(api)
+        if method == "GET":
+            return rest_call(self.endpoint, method, path, params=present)
+        return rest_call(self.endpoint, method, path, body=present, retry=api not in NON_IDEMPOTENT_APIS)
 
 
 # --- call accounting -------------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ async def resolve_model(md: Pass) -> decide.Resolution:
         return previous
     model = md.spec.model
     try:
-        registry = await ModelRegistry.open_async(md.access.endpoint)
+        registry = ModelRegistry(md.access.endpoint)
         found = await registry.resolve_async(model.registered_model, alias=model.alias, version=model.version)
     except RegistryError as problem:
         return remember(md, decide.unresolved(md.spec, md.now, problem.reason, problem.message, failures(previous)))
@@ -415,7 +415,7 @@ async def flush_registry_writes(md: Pass) -> None:
         return
     done = 0
     try:
-        registry = await ModelRegistry.open_async(md.access.endpoint)
+        registry = ModelRegistry(md.access.endpoint)
         for write in pending:
             await write_to_registry(registry, md.spec.model.registered_model, write)
             done += 1

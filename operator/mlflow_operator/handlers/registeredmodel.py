@@ -60,7 +60,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
     events, poll = registry_events.follower_events(rt, body, duration_seconds(spec.resync_interval))
     status = body.get("status") or {}
     try:
-        registry = await ModelRegistry.open_async((await registry_access(rt, body, spec)).endpoint)
+        registry = ModelRegistry((await registry_access(rt, body, spec)).endpoint)
         outcome = await registry.sync_async(
             desired, status.get("ownedTags") or [], status.get("ownedAliases") or [], resync=was_synced(body)
         )
@@ -107,7 +107,7 @@ async def finalize(rt: Runtime, body: dict[str, Any], spec: RegisteredModelSpec 
     if spec is not None and spec.deletion_policy == "Delete":
         name = plan.desired_model(spec, body["metadata"]["name"]).name
         try:
-            registry = await ModelRegistry.open_async((await registry_access(rt, body, spec)).endpoint)
+            registry = ModelRegistry((await registry_access(rt, body, spec)).endpoint)
             await registry.delete_model_async(name)
         except (SecretProblem, RegistryError) as problem:
             deleted_at = parse_time(body["metadata"]["deletionTimestamp"])

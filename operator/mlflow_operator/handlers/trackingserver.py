@@ -523,7 +523,7 @@ async def registry_versions(step: Pass) -> list[lifecycle_safety.VersionArtifact
     status = {**(step.body.get("status") or {}), "url": build.tracking_url(step.name, step.namespace)}
     body = {**step.body, "status": status}
     access = await tracking_server_registry(step.rt, body)
-    registry = await ModelRegistry.open_async(access.endpoint)
+    registry = ModelRegistry(access.endpoint)
     return await registry.version_artifacts_async()
 
 
