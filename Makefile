@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= $(HOME)/.cache/mlflow-operator/cluster
 
-.PHONY: help deps binaries crds generate check lint typecheck imports crds-check docs docs-check workflows unit integration e2e test cluster cluster-down run
+.PHONY: help deps binaries crds generate check lint typecheck imports crds-check docs docs-check argocd argocd-check workflows unit integration e2e test cluster cluster-down run
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,9 +43,15 @@ docs-check: deps ## fail when docs/api.md differs from what the models generate
 	@$(VENV)/bin/mlflow-operator docs | diff -u docs/api.md - \
 	  && echo "docs/api.md up to date" || { echo "docs/api.md is stale or hand-edited: run 'make docs'"; exit 1; }
 
-generate: crds docs dockerfiles ## everything generated from a single source: CRDs (and the chart's copies), docs/api.md, Dockerfiles
+argocd: ## regenerate docs/argocd/argocd-cm.yaml from docs/argocd/health-*.lua (the prelude in every kind's script)
+	@python3 hack/argocd-health.py
 
-check: lint typecheck imports crds-check docs-check workflows ## all static checks
+argocd-check: ## fail when docs/argocd/argocd-cm.yaml differs from what docs/argocd/health-*.lua compose
+	@python3 hack/argocd-health.py --check && echo "docs/argocd/argocd-cm.yaml up to date"
+
+generate: crds docs dockerfiles argocd ## everything generated from a single source: CRDs (and the chart's copies), docs/api.md, Dockerfiles, argocd-cm.yaml
+
+check: lint typecheck imports crds-check docs-check argocd-check workflows ## all static checks
 
 workflows: ## actionlint over .github/workflows (the release workflow cannot run here: it is linted offline)
 	@hack/build-binaries.sh actionlint

@@ -1,5 +1,6 @@
-"""What Argo CD shows for a mlflow-operator resource, from the health checks in docs/argocd, two ways: the Lua
-run by lupa (Lua 5.1, the dialect of Argo CD's gopher-lua), and Argo CD's own code, the CLI's offline
+"""What Argo CD shows for a mlflow-operator resource, from the health checks in docs/argocd/argocd-cm.yaml (as
+hack/argocd-health.py composes them from docs/argocd/health-*.lua), two ways: the shipped Lua run by lupa
+(Lua 5.1, the dialect of Argo CD's gopher-lua), and Argo CD's own code, the CLI's offline
 evaluation (`argocd admin settings resource-overrides health OBJ --argocd-cm-path docs/argocd/argocd-cm.yaml`,
 built from the Go module proxy by hack/build-binaries.sh at ARGOCD_VERSION). The CLI is the truth; lupa is
 what the unit tests can afford on every run.
@@ -7,6 +8,7 @@ what the unit tests can afford on every run.
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import tempfile
@@ -18,10 +20,12 @@ from lupa import lua51
 
 from tests.integration.packaging import tool_binary
 from tests.kube import ROOT, Kubectl
+from tests.scripts import load_script
 
-ARGOCD = ROOT / "docs" / "argocd"
-ARGOCD_CM = ARGOCD / "argocd-cm.yaml"
-KINDS = ("TrackingServer", "RegisteredModel", "ModelDeployment")
+# The generator of argocd-cm.yaml: where the sources are, the kinds, the keys and how a script is composed.
+argocd_health = load_script("argocd_health", ROOT / "hack" / "argocd-health.py")
+ARGOCD_CM: Path = argocd_health.ARGOCD_CM
+KINDS: tuple[str, ...] = argocd_health.KINDS
 # The CLI prints exactly these two lines for a resource its scripts cover, anything else (e.g. "Health script is
 # not configured for ...") is not a verdict. The status set is gitops-engine's HealthStatusCode.
 CLI_VERDICT = re.compile(r"STATUS: (Healthy|Progressing|Degraded|Suspended|Missing|Unknown)\nMESSAGE: ([^\n]*)\n")
@@ -32,11 +36,18 @@ class Health(NamedTuple):
     message: str
 
 
+@functools.cache
+def shipped_scripts() -> dict[str, str]:
+    """argocd-cm.yaml's data: the health check of each kind, keyed as Argo CD reads them."""
+    data: dict[str, str] = yaml.safe_load(ARGOCD_CM.read_text())["data"]
+    return data
+
+
 def lua_health(obj: dict[str, Any]) -> Health:
-    """The script for obj's kind, run by lupa with `obj` as Argo CD passes it."""
+    """The script for obj's kind as argocd-cm.yaml ships it, run by lupa with `obj` as Argo CD passes it."""
     lua = lua51.LuaRuntime(unpack_returned_tuples=True)
     lua.globals().obj = lua.table_from(obj, recursive=True)
-    result = lua.execute((ARGOCD / f"health-{obj['kind'].lower()}.lua").read_text())
+    result = lua.execute(shipped_scripts()[argocd_health.data_key(obj["kind"])])
     return Health(str(result["status"]), str(result["message"]))
 
 

@@ -1,4 +1,4 @@
-"""Sample statuses of each kind and the Argo CD health the shipped checks (docs/argocd/*.lua) must give them:
+"""Sample statuses of each kind and the Argo CD health the shipped checks (docs/argocd/argocd-cm.yaml) must give them:
 data for tests/unit/test_argocd_health.py (the Lua, run by lupa) and tests/integration/test_argocd_cli.py (the
 Argo CD CLI), whose verdicts must agree."""
 

@@ -1,23 +1,6 @@
 -- Argo CD health of a mlflow.operator.dev ModelDeployment (status.phase, Available and Ready).
 -- Paused (a pause step without duration, or inconclusive analysis) waits for a person: Suspended.
 -- RolledBack with the stable version serving is Healthy: the bad version was stopped, traffic is safe.
-local hs = {}
-local function condition(kind)
-  if obj.status ~= nil and obj.status.conditions ~= nil then
-    for _, c in ipairs(obj.status.conditions) do
-      if c.type == kind then
-        return c
-      end
-    end
-  end
-  return nil
-end
-local function describe(c)
-  if c.message ~= nil and c.message ~= "" then
-    return c.reason .. ": " .. c.message
-  end
-  return c.reason
-end
 local function message(fallback)
   if obj.status.message ~= nil and obj.status.message ~= "" then
     return obj.status.message
@@ -26,18 +9,6 @@ local function message(fallback)
     return describe(fallback)
   end
   return ""
-end
-local ready = condition("Ready")
-if ready ~= nil and ready.reason == "InvalidSpec" then
-  hs.status = "Degraded"
-  hs.message = describe(ready)
-  return hs
-end
-if obj.status == nil or obj.status.observedGeneration == nil
-    or (obj.metadata.generation ~= nil and obj.status.observedGeneration < obj.metadata.generation) then
-  hs.status = "Progressing"
-  hs.message = "Waiting for the operator to observe the latest spec"
-  return hs
 end
 local phase = obj.status.phase
 local available = condition("Available")
