@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from mlflow_operator.api.common import EnvVar, ResourceRequirements
@@ -83,6 +84,22 @@ def http_probe(path: str, period: int, *, timeout: int | None = None, failure_th
 def tmp_volume() -> tuple[Obj, Obj]:
     """An emptyDir for /tmp: the root filesystem is read-only."""
     return {"name": "tmp", "emptyDir": {}}, {"name": "tmp", "mountPath": "/tmp"}
+
+
+def job_pod(uid: int, container: Obj, mounts: Sequence[Obj] = (), volumes: Sequence[Obj] = ()) -> Obj:
+    """The pod of a Job with one container: not restarted in place (the Job retries), no API token (no pod of
+    the operator's Jobs talks to the Kubernetes API), Pod Security "restricted" as uid, and the /tmp emptyDir
+    the read-only root filesystem needs, mounted before `mounts`, its volume before `volumes`."""
+    tmp, tmp_mount = tmp_volume()
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(uid),
+        "containers": [
+            {**container, "securityContext": container_security_context(), "volumeMounts": [tmp_mount, *mounts]}
+        ],
+        "volumes": [tmp, *volumes],
+    }
 
 
 def pod_disruption_budget(name: str, namespace: str, object_labels: dict[str, str], match: dict[str, str]) -> Obj:

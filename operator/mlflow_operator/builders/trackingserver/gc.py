@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mlflow_operator.builders.common import (
-    Obj,
-    container_security_context,
-    labels,
-    metadata,
-    pod_security_context,
-    secret_env,
-    tmp_volume,
-)
+from mlflow_operator.builders.common import Obj, job_pod, labels, metadata, secret_env
 from mlflow_operator.builders.config import (
     GC_SCRIPT,
     gc_script,
@@ -22,6 +14,7 @@ from mlflow_operator.builders.trackingserver.inputs import (
     APP_UID,
     COMPONENT_GC,
     GC_SCRIPT_DIR,
+    MLFLOW_JOB_RESOURCES,
     TrackingServerInputs,
     mlflow_image,
     tracking_url,
@@ -74,7 +67,6 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
     if retention is None:
         return None
     names = inputs.names
-    tmp, tmp_mount = tmp_volume()
     env = [
         secret_env("MLFLOW_BACKEND_STORE_URI", names.backend_secret, "pooled-uri"),
         {"name": "MLFLOW_TRACKING_URI", "value": tracking_url(inputs.name, inputs.namespace)},
@@ -90,6 +82,15 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
             secret_env("MLFLOW_TRACKING_USERNAME", admin, "username"),
             secret_env("MLFLOW_TRACKING_PASSWORD", admin, "password"),
         ]
+    container = {
+        "name": "gc",
+        "image": mlflow_image(inputs, inputs.serving_version),
+        "command": gc_command(retention.deleted_runs_older_than),
+        "env": env,
+        "resources": MLFLOW_JOB_RESOURCES,
+    }
+    script = {"name": "script", "configMap": {"name": names.gc}}
+    script_mount = {"name": "script", "mountPath": GC_SCRIPT_DIR, "readOnly": True}
     pod_labels = labels(inputs.name, COMPONENT_GC)
     return customized(
         {
@@ -110,29 +111,7 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
                             # No config-hash annotation: each Job's pod mounts the ConfigMap as it is when the pod
                             # starts, so a changed script reaches the next run without rolling anything.
                             "metadata": {"labels": pod_labels},
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "automountServiceAccountToken": False,
-                                "securityContext": pod_security_context(APP_UID),
-                                "containers": [
-                                    {
-                                        "name": "gc",
-                                        "image": mlflow_image(inputs, inputs.serving_version),
-                                        "command": gc_command(retention.deleted_runs_older_than),
-                                        "env": env,
-                                        "resources": {
-                                            "requests": {"cpu": "100m", "memory": "256Mi"},
-                                            "limits": {"memory": "1Gi"},
-                                        },
-                                        "securityContext": container_security_context(),
-                                        "volumeMounts": [
-                                            tmp_mount,
-                                            {"name": "script", "mountPath": GC_SCRIPT_DIR, "readOnly": True},
-                                        ],
-                                    }
-                                ],
-                                "volumes": [tmp, {"name": "script", "configMap": {"name": names.gc}}],
-                            },
+                            "spec": job_pod(APP_UID, container, [script_mount], [script]),
                         },
                     },
                 },

@@ -86,6 +86,10 @@ POSTGRES_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": 
 POOLER_RESOURCES = {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
 
 
+# The Jobs running the mlflow CLI (the migration, gc): not configurable.
+MLFLOW_JOB_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+
+
 @dataclass(frozen=True)
 class Names:
     """Names of everything a TrackingServer creates, in one place."""
