@@ -68,7 +68,7 @@ from mlflow_operator.builders.common import (
     user_env,
 )
 from mlflow_operator.builders.images import DEFAULT_IMAGES, Images
-from mlflow_operator.builders.pod import customized, service_account_annotations
+from mlflow_operator.builders.pod import service_account_annotations, workload
 from mlflow_operator.builders.routers import Router, RouteTarget, router_for
 
 APP_UID = 10001  # the non-root user of our images
@@ -387,21 +387,18 @@ def get_model_deployment(inputs: ModelDeploymentInputs, plan: TrackPlan) -> Obj:
         # With an HPA the replica count is the HPA's: leaving the field out keeps server-side apply from
         # resetting it on every pass.
         deployment_spec = {"replicas": track_replicas(inputs, plan, total_replicas(inputs.spec)), **deployment_spec}
-    return customized(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": metadata(
-                inputs.names.deployment(version),
-                inputs.namespace,
-                pod_labels(name, version),
-                annotations={
-                    TRACK_ANNOTATION: plan.track,
-                    "mlflow.operator.dev/model-uri": model_uri(inputs.spec, version),
-                },
-            ),
-            "spec": deployment_spec,
-        },
+    return workload(
+        "Deployment",
+        metadata(
+            inputs.names.deployment(version),
+            inputs.namespace,
+            pod_labels(name, version),
+            annotations={
+                TRACK_ANNOTATION: plan.track,
+                "mlflow.operator.dev/model-uri": model_uri(inputs.spec, version),
+            },
+        ),
+        deployment_spec,
         inputs.spec.pod,
     )
 

@@ -7,7 +7,7 @@ sees); extra volumes after the operator's."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal
 
 from mlflow_operator.api.pod import PodOptions
 from mlflow_operator.builders.common import Obj
@@ -67,6 +67,20 @@ def _add_to_container(container: Obj, options: PodOptions) -> None:
 
 def service_account_annotations(options: PodOptions | None) -> dict[str, str]:
     return dict((options.service_account_annotations or {}) if options is not None else {})
+
+
+WorkloadKind = Literal["Deployment", "StatefulSet", "Job", "CronJob"]
+API_VERSIONS: dict[WorkloadKind, str] = {
+    "Deployment": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "Job": "batch/v1",
+    "CronJob": "batch/v1",
+}
+
+
+def workload(kind: WorkloadKind, meta: Obj, spec: Obj, options: PodOptions | None) -> Obj:
+    """A workload of `kind` with `options`, its resource's spec.pod, applied to its pod template."""
+    return customized({"apiVersion": API_VERSIONS[kind], "kind": kind, "metadata": meta, "spec": spec}, options)
 
 
 def customized(workload: Obj, options: PodOptions | None) -> Obj:

@@ -26,7 +26,7 @@ from mlflow_operator.builders.common import (
     tmp_volume,
 )
 from mlflow_operator.builders.images import DEFAULT_IMAGES, Images, with_version
-from mlflow_operator.builders.pod import customized
+from mlflow_operator.builders.pod import workload
 from mlflow_operator.builders.trackingserver.inputs import (
     COMPONENT_BACKUP,
     COMPONENT_POSTGRES,
@@ -329,20 +329,15 @@ def get_backup_cronjob(
     if job is None or managed is None or managed.backup is None:
         return None
     object_labels = labels(name, COMPONENT_BACKUP)
-    cronjob = {
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "metadata": metadata(Names(name).backup, namespace, object_labels),
-        "spec": {
-            "schedule": managed.backup.schedule,
-            "concurrencyPolicy": "Forbid",
-            "successfulJobsHistoryLimit": 1,
-            "failedJobsHistoryLimit": 3,
-            # Labelled Jobs: the TrackingServer reads its backup Jobs' outcome with one label-selected list.
-            "jobTemplate": {"metadata": {"labels": object_labels}, "spec": job},
-        },
+    cronjob_spec = {
+        "schedule": managed.backup.schedule,
+        "concurrencyPolicy": "Forbid",
+        "successfulJobsHistoryLimit": 1,
+        "failedJobsHistoryLimit": 3,
+        # Labelled Jobs: the TrackingServer reads its backup Jobs' outcome with one label-selected list.
+        "jobTemplate": {"metadata": {"labels": object_labels}, "spec": job},
     }
-    return customized(cronjob, spec.pod)
+    return workload("CronJob", metadata(Names(name).backup, namespace, object_labels), cronjob_spec, spec.pod)
 
 
 def backup_job_name(name: str, request: str) -> str:
@@ -361,7 +356,4 @@ def get_backup_job(
     meta = metadata(backup_job_name(name, request), namespace, object_labels)
     meta["annotations"] = {REQUEST_ANNOTATION: request}
     # Finished on-demand Jobs go after a day; the CronJob's history limits keep its own.
-    return customized(
-        {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": {**job, "ttlSecondsAfterFinished": 86400}},
-        spec.pod,
-    )
+    return workload("Job", meta, {**job, "ttlSecondsAfterFinished": 86400}, spec.pod)

@@ -20,7 +20,7 @@ from mlflow_operator.builders.common import (
 )
 from mlflow_operator.builders.config import content_hash
 from mlflow_operator.builders.images import DEFAULT_IMAGES, Images
-from mlflow_operator.builders.pod import customized
+from mlflow_operator.builders.pod import workload
 from mlflow_operator.builders.trackingserver.backup import (
     DATA_MOUNT,
     PGDATA,
@@ -149,26 +149,23 @@ def get_postgres_statefulset(
     if restore is not None:
         pod["initContainers"] = [restore_init_container(name, restore, container["image"], container)]
         pod["volumes"].append(script_volume(name)[0])
-    return customized(
+    return workload(
+        "StatefulSet",
+        metadata(names.postgres, namespace, labels(name, COMPONENT_POSTGRES)),
         {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": metadata(names.postgres, namespace, labels(name, COMPONENT_POSTGRES)),
-            "spec": {
-                "serviceName": names.postgres,
-                "replicas": 1,
-                "selector": {"matchLabels": match},
-                # The data volume outlives the TrackingServer unless the user asked for Delete.
-                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
-                "template": {
-                    "metadata": {
-                        "labels": labels(name, COMPONENT_POSTGRES),
-                        "annotations": {CONFIG_HASH_ANNOTATION: content_hash(password)},
-                    },
-                    "spec": pod,
+            "serviceName": names.postgres,
+            "replicas": 1,
+            "selector": {"matchLabels": match},
+            # The data volume outlives the TrackingServer unless the user asked for Delete.
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
+            "template": {
+                "metadata": {
+                    "labels": labels(name, COMPONENT_POSTGRES),
+                    "annotations": {CONFIG_HASH_ANNOTATION: content_hash(password)},
                 },
-                "volumeClaimTemplates": [claim],
+                "spec": pod,
             },
+            "volumeClaimTemplates": [claim],
         },
         spec.pod,
     )

@@ -9,7 +9,7 @@ from mlflow_operator.builders.config import (
     GC_SCRIPT,
     gc_script,
 )
-from mlflow_operator.builders.pod import customized
+from mlflow_operator.builders.pod import workload
 from mlflow_operator.builders.trackingserver.inputs import (
     APP_UID,
     COMPONENT_GC,
@@ -92,27 +92,24 @@ def get_gc_cronjob(inputs: TrackingServerInputs) -> Obj | None:
     script = {"name": "script", "configMap": {"name": names.gc}}
     script_mount = {"name": "script", "mountPath": GC_SCRIPT_DIR, "readOnly": True}
     pod_labels = labels(inputs.name, COMPONENT_GC)
-    return customized(
+    return workload(
+        "CronJob",
+        metadata(names.gc, inputs.namespace, pod_labels),
         {
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": metadata(names.gc, inputs.namespace, pod_labels),
-            "spec": {
-                "schedule": retention.schedule,
-                "concurrencyPolicy": "Forbid",
-                "successfulJobsHistoryLimit": 1,
-                "failedJobsHistoryLimit": 3,
-                "jobTemplate": {
-                    # Labelled Jobs: the TrackingServer reads its gc Jobs' outcome with one label-selected list.
-                    "metadata": {"labels": pod_labels},
-                    "spec": {
-                        "backoffLimit": 2,
-                        "template": {
-                            # No config-hash annotation: each Job's pod mounts the ConfigMap as it is when the pod
-                            # starts, so a changed script reaches the next run without rolling anything.
-                            "metadata": {"labels": pod_labels},
-                            "spec": job_pod(APP_UID, container, [script_mount], [script]),
-                        },
+            "schedule": retention.schedule,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 1,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                # Labelled Jobs: the TrackingServer reads its gc Jobs' outcome with one label-selected list.
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "backoffLimit": 2,
+                    "template": {
+                        # No config-hash annotation: each Job's pod mounts the ConfigMap as it is when the pod
+                        # starts, so a changed script reaches the next run without rolling anything.
+                        "metadata": {"labels": pod_labels},
+                        "spec": job_pod(APP_UID, container, [script_mount], [script]),
                     },
                 },
             },

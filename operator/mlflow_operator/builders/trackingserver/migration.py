@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlflow_operator.builders.common import Obj, job_pod, labels, metadata, secret_env
-from mlflow_operator.builders.pod import customized
+from mlflow_operator.builders.pod import workload
 from mlflow_operator.builders.trackingserver.inputs import (
     APP_UID,
     COMPONENT_MIGRATION,
@@ -24,23 +24,20 @@ def get_migration_job(inputs: TrackingServerInputs, version: str) -> Obj:
         "env": [secret_env("MLFLOW_DIRECT_URI", names.backend_secret, "direct-uri")],
         "resources": MLFLOW_JOB_RESOURCES,
     }
-    return customized(
+    return workload(
+        "Job",
+        metadata(
+            names.migration(version),
+            inputs.namespace,
+            labels(inputs.name, COMPONENT_MIGRATION),
+            annotations={"mlflow.operator.dev/mlflow-version": version},
+        ),
         {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": metadata(
-                names.migration(version),
-                inputs.namespace,
-                labels(inputs.name, COMPONENT_MIGRATION),
-                annotations={"mlflow.operator.dev/mlflow-version": version},
-            ),
-            "spec": {
-                "backoffLimit": 4,  # Kubernetes retries with exponential backoff (10 s, 20 s, 40 s, ...)
-                "activeDeadlineSeconds": 1800,
-                "template": {
-                    "metadata": {"labels": labels(inputs.name, COMPONENT_MIGRATION)},
-                    "spec": job_pod(APP_UID, container),
-                },
+            "backoffLimit": 4,  # Kubernetes retries with exponential backoff (10 s, 20 s, 40 s, ...)
+            "activeDeadlineSeconds": 1800,
+            "template": {
+                "metadata": {"labels": labels(inputs.name, COMPONENT_MIGRATION)},
+                "spec": job_pod(APP_UID, container),
             },
         },
         inputs.spec.pod,

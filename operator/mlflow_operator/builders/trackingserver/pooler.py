@@ -25,7 +25,7 @@ from mlflow_operator.builders.config import (
     content_hash,
     render_pgbouncer_ini,
 )
-from mlflow_operator.builders.pod import customized
+from mlflow_operator.builders.pod import workload
 from mlflow_operator.builders.trackingserver.inputs import (
     APP_UID,
     COMPONENT_GC,
@@ -145,30 +145,27 @@ def get_pgbouncer_deployment(inputs: TrackingServerInputs) -> Obj:
                 "securityContext": container_security_context(),
             }
         )
-    return customized(
+    return workload(
+        "Deployment",
+        metadata(names.pooler, namespace, labels(name, COMPONENT_POOLER)),
         {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": metadata(names.pooler, namespace, labels(name, COMPONENT_POOLER)),
-            "spec": {
-                "replicas": pooler.replicas,
-                "selector": {"matchLabels": match},
-                "template": {
-                    "metadata": {
-                        "labels": labels(name, COMPONENT_POOLER),
-                        "annotations": {CONFIG_HASH_ANNOTATION: content_hash(ini, auth)},
-                    },
-                    "spec": {
-                        "automountServiceAccountToken": False,  # no pod of the stack talks to the Kubernetes API
-                        "securityContext": pod_security_context(APP_UID),
-                        "terminationGracePeriodSeconds": 60,
-                        "topologySpreadConstraints": topology_spread(match),
-                        "containers": containers,
-                        "volumes": [
-                            {"name": "config", "configMap": {"name": names.pooler}},
-                            {"name": "auth", "secret": {"secretName": names.pooler_auth}},
-                        ],
-                    },
+            "replicas": pooler.replicas,
+            "selector": {"matchLabels": match},
+            "template": {
+                "metadata": {
+                    "labels": labels(name, COMPONENT_POOLER),
+                    "annotations": {CONFIG_HASH_ANNOTATION: content_hash(ini, auth)},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,  # no pod of the stack talks to the Kubernetes API
+                    "securityContext": pod_security_context(APP_UID),
+                    "terminationGracePeriodSeconds": 60,
+                    "topologySpreadConstraints": topology_spread(match),
+                    "containers": containers,
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": names.pooler}},
+                        {"name": "auth", "secret": {"secretName": names.pooler_auth}},
+                    ],
                 },
             },
         },

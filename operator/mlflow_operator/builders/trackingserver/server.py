@@ -25,7 +25,7 @@ from mlflow_operator.builders.common import (
 from mlflow_operator.builders.config import (
     content_hash,
 )
-from mlflow_operator.builders.pod import customized, service_account_annotations
+from mlflow_operator.builders.pod import service_account_annotations, workload
 from mlflow_operator.builders.trackingserver.gc import get_gc_configmap, get_gc_cronjob
 from mlflow_operator.builders.trackingserver.inputs import (
     APP_UID,
@@ -333,33 +333,30 @@ def get_tracking_deployment(inputs: TrackingServerInputs) -> Obj:
         "volumeMounts": mounts,
     }
     sidecars = [metrics_sidecar(inputs, tmp_mount)] if metrics_enabled(spec) and auth_enabled(spec) else []
-    return customized(
+    return workload(
+        "Deployment",
+        metadata(
+            names.server,
+            inputs.namespace,
+            labels(inputs.name, COMPONENT_SERVER),
+            annotations={"mlflow.operator.dev/mlflow-version": inputs.serving_version},
+        ),
         {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": metadata(
-                names.server,
-                inputs.namespace,
-                labels(inputs.name, COMPONENT_SERVER),
-                annotations={"mlflow.operator.dev/mlflow-version": inputs.serving_version},
-            ),
-            "spec": {
-                "replicas": spec.replicas,
-                "selector": {"matchLabels": match},
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                "template": {
-                    "metadata": {"labels": labels(inputs.name, COMPONENT_SERVER), "annotations": annotations},
-                    "spec": {
-                        "serviceAccountName": names.server,
-                        # IRSA / EKS Pod Identity inject their own projected token; MLflow needs no API token.
-                        "automountServiceAccountToken": False,
-                        "securityContext": pod_security_context(APP_UID),
-                        "terminationGracePeriodSeconds": 35,
-                        "topologySpreadConstraints": topology_spread(match),
-                        **({"initContainers": init_containers} if init_containers else {}),
-                        "containers": [container, *sidecars],
-                        "volumes": volumes,
-                    },
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": match},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels(inputs.name, COMPONENT_SERVER), "annotations": annotations},
+                "spec": {
+                    "serviceAccountName": names.server,
+                    # IRSA / EKS Pod Identity inject their own projected token; MLflow needs no API token.
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(APP_UID),
+                    "terminationGracePeriodSeconds": 35,
+                    "topologySpreadConstraints": topology_spread(match),
+                    **({"initContainers": init_containers} if init_containers else {}),
+                    "containers": [container, *sidecars],
+                    "volumes": volumes,
                 },
             },
         },
