@@ -29,28 +29,21 @@ from tests.integration import rendered
 from tests.integration.dataplane import Postgres, server_venv
 from tests.integration.registry_server import ADD_N_MODEL
 from tests.integration.s3_servers import S3Server
-from tests.integration.tracking_plane import Plane, rendered_plane, run_client, tracking_inputs
+from tests.integration.tracking_plane import (
+    EXPERIMENT_SCRIPT_HEAD,
+    Plane,
+    rendered_plane,
+    run_client,
+    tracking_inputs,
+)
 
 GC_TIMEOUT = 900  # against a dead S3 the MLflow client retries each 500 with backoff: the gc took 240-260 s
 DAY_MS = 86_400_000
 
 # Runs with one artifact each, a model registered from a logged model of a run, then some runs deleted.
 SETUP_SCRIPT = (
-    """\
-import json, os, pathlib, tempfile
-import mlflow
-from mlflow import MlflowClient
-
-params = json.loads(os.environ["TEST_PARAMS"])
-
-
-"""
-    + ADD_N_MODEL
-    + """
-
-client = MlflowClient()
-experiment_id = mlflow.create_experiment(params["experiment"])
-workdir = pathlib.Path(tempfile.mkdtemp())
+    EXPERIMENT_SCRIPT_HEAD
+    + """\
 runs, model_id = {}, None
 for label in params["runs"]:
     note = workdir / f"{label}.txt"

@@ -18,30 +18,23 @@ from typing import Any
 
 from mlflow_operator.builders.trackingserver import PROMETHEUS_DIR, Credentials, get_tracking_deployment
 from tests.integration.dataplane import HOST, Postgres, free_port, run_checked, server_venv, wait_for
-from tests.integration.registry_server import ADD_N_MODEL
 from tests.integration.s3_servers import S3Server
-from tests.integration.tracking_plane import Plane, rendered_plane, run_client, tracking_inputs
+from tests.integration.tracking_plane import (
+    EXPERIMENT_SCRIPT_HEAD,
+    Plane,
+    rendered_plane,
+    run_client,
+    tracking_inputs,
+)
 
 HOSTILE_PASSWORD = "p@ss:w/rd%\"' ;#\\ x"
 
 # Runs in the server's virtualenv (the full mlflow package); prints what it read back as one JSON line.
 CLIENT_SCRIPT = (
-    """\
-import json, os, pathlib, tempfile
-import mlflow
+    EXPERIMENT_SCRIPT_HEAD
+    + """\
 import pandas as pd
-from mlflow import MlflowClient
 
-params = json.loads(os.environ["TEST_PARAMS"])
-
-
-"""
-    + ADD_N_MODEL
-    + """
-
-client = MlflowClient()
-experiment_id = mlflow.create_experiment(params["experiment"])
-workdir = pathlib.Path(tempfile.mkdtemp())
 note = workdir / "hello.txt"
 note.write_text("hello from the rendered server\\n")
 with mlflow.start_run(experiment_id=experiment_id) as run:

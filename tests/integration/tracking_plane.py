@@ -33,10 +33,32 @@ from tests.integration.dataplane import (
     run_mlflow,
     run_server_python,
 )
+from tests.integration.registry_server import ADD_N_MODEL
 from tests.integration.s3_servers import S3Server
 
 NAMESPACE = "mlflow-dataplane"
 CLIENT_TIMEOUT = 300  # logging a model imports pandas and pickles it: slow on a busy 2-core machine
+
+# How a client script for run_client starts when it logs into an experiment of its own: its params, the AddN
+# model it may log, a client, the experiment (named by params["experiment"]) and a scratch directory.
+EXPERIMENT_SCRIPT_HEAD = (
+    """\
+import json, os, pathlib, tempfile
+import mlflow
+from mlflow import MlflowClient
+
+params = json.loads(os.environ["TEST_PARAMS"])
+
+
+"""
+    + ADD_N_MODEL
+    + """
+
+client = MlflowClient()
+experiment_id = mlflow.create_experiment(params["experiment"])
+workdir = pathlib.Path(tempfile.mkdtemp())
+"""
+)
 
 
 @dataclass
