@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_REQUIREMENTS = REPO_ROOT / "images" / "mlflow-server" / "requirements.txt"
@@ -575,6 +575,41 @@ def run_server_python(code: str, *, env: Mapping[str, str] | None = None, timeou
     """Runs a Python script with the server virtualenv's interpreter (the full mlflow package); returns stdout."""
     python = str(server_venv() / "bin" / "python")
     return run_checked([python, "-c", code], what="python (server venv)", timeout=timeout, env=server_env(env))
+
+
+# The run a client script logs and reads back to show that a tracking server works end to end: the harness's
+# own test and the rendered server's check the same one. The script (mlflow and pathlib imported) includes
+# RUN_DATA_SCRIPT, calls log_run_data(workdir, text) inside its run, downloads notes/hello.txt and prints
+# read_run_data(client, run_id, downloaded) among its JSON's fields; assert_run_data checks those.
+RUN_DATA_SCRIPT = """\
+def log_run_data(workdir, text):
+    note = workdir / "hello.txt"
+    note.write_text(text)
+    mlflow.log_params({"alpha": "0.5", "optimizer": "adam"})
+    for step, loss in enumerate([0.9, 0.5, 0.25]):
+        mlflow.log_metric("loss", loss, step=step)
+    mlflow.log_artifact(str(note), artifact_path="notes")
+
+
+def read_run_data(client, run_id, downloaded):
+    read = client.get_run(run_id)
+    return {
+        "params": read.data.params,
+        "latest_loss": read.data.metrics["loss"],
+        "loss_history": [[m.step, m.value] for m in client.get_metric_history(run_id, "loss")],
+        "artifacts": [f.path for f in client.list_artifacts(run_id, "notes")],
+        "downloaded": pathlib.Path(downloaded).read_text(),
+    }
+"""
+
+
+def assert_run_data(read: Mapping[str, Any], text: str) -> None:
+    """The fields read_run_data printed hold what log_run_data(workdir, text) logged."""
+    assert read["params"] == {"alpha": "0.5", "optimizer": "adam"}
+    assert read["latest_loss"] == 0.25
+    assert sorted(read["loss_history"]) == [[0, 0.9], [1, 0.5], [2, 0.25]]
+    assert read["artifacts"] == ["notes/hello.txt"]
+    assert read["downloaded"] == text
 
 
 def option_value(argv: Sequence[str], option: str) -> str | None:

@@ -23,9 +23,11 @@ from typing import Any
 import pytest
 
 from tests.integration.dataplane import (
+    RUN_DATA_SCRIPT,
     MlflowServer,
     PgBouncer,
     Postgres,
+    assert_run_data,
     free_port,
     log_tails,
     run_mlflow,
@@ -61,35 +63,31 @@ reserve_pool_size = 0
 """
 
 # Runs in the server's virtualenv, where the full mlflow package lives; prints what it read back as JSON.
-CLIENT_SCRIPT = """\
+CLIENT_SCRIPT = (
+    """\
 import json, os, pathlib, tempfile
 import mlflow
 from mlflow import MlflowClient
 
+"""
+    + RUN_DATA_SCRIPT
+    + """
+
 client = MlflowClient()
 experiment_id = mlflow.create_experiment("harness-smoke")
 workdir = pathlib.Path(tempfile.mkdtemp())
-note = workdir / "hello.txt"
-note.write_text("hello from the harness\\n")
 with mlflow.start_run(experiment_id=experiment_id) as run:
-    mlflow.log_params({"alpha": "0.5", "optimizer": "adam"})
-    for step, loss in enumerate([0.9, 0.5, 0.25]):
-        mlflow.log_metric("loss", loss, step=step)
-    mlflow.log_artifact(str(note), artifact_path="notes")
+    log_run_data(workdir, "hello from the harness\\n")
 run_id = run.info.run_id
-read = client.get_run(run_id)
 downloaded = mlflow.artifacts.download_artifacts(
     run_id=run_id, artifact_path="notes/hello.txt", dst_path=str(workdir / "download")
 )
 print(json.dumps({
     "artifact_location": client.get_experiment(experiment_id).artifact_location,
-    "params": read.data.params,
-    "latest_loss": read.data.metrics["loss"],
-    "loss_history": [[m.step, m.value] for m in client.get_metric_history(run_id, "loss")],
-    "artifacts": [f.path for f in client.list_artifacts(run_id, "notes")],
-    "downloaded": pathlib.Path(downloaded).read_text(),
+    **read_run_data(client, run_id, downloaded),
 }))
 """
+)
 
 
 @dataclass
@@ -175,13 +173,9 @@ def test_mlflow_client_round_trip_through_pgbouncer(dataplane: Dataplane) -> Non
     output = run_server_python(CLIENT_SCRIPT, env={"MLFLOW_TRACKING_URI": dataplane.server.url})
     read = json.loads(output.strip().splitlines()[-1])
 
-    assert read["params"] == {"alpha": "0.5", "optimizer": "adam"}
-    assert read["latest_loss"] == 0.25
-    assert sorted(read["loss_history"]) == [[0, 0.9], [1, 0.5], [2, 0.25]]
+    assert_run_data(read, "hello from the harness\n")
     # Proxied artifacts: the client only knows the server's endpoint, and the server wrote the file.
     assert read["artifact_location"].startswith("mlflow-artifacts:")
-    assert read["artifacts"] == ["notes/hello.txt"]
-    assert read["downloaded"] == "hello from the harness\n"
     stored = list(dataplane.artifacts.rglob("notes/hello.txt"))
     assert [path.read_text() for path in stored] == ["hello from the harness\n"]
 

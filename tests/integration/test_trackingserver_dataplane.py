@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_operator.builders.trackingserver import PROMETHEUS_DIR, Credentials, get_tracking_deployment
-from tests.integration.dataplane import HOST, Postgres, free_port, run_checked, server_venv, wait_for
+from tests.integration.dataplane import (
+    HOST,
+    RUN_DATA_SCRIPT,
+    Postgres,
+    assert_run_data,
+    free_port,
+    run_checked,
+    server_venv,
+    wait_for,
+)
 from tests.integration.s3_servers import S3Server
 from tests.integration.tracking_plane import (
     EXPERIMENT_SCRIPT_HEAD,
@@ -35,20 +44,18 @@ CLIENT_SCRIPT = (
     + """\
 import pandas as pd
 
-note = workdir / "hello.txt"
-note.write_text("hello from the rendered server\\n")
+"""
+    + RUN_DATA_SCRIPT
+    + """
+
 with mlflow.start_run(experiment_id=experiment_id) as run:
-    mlflow.log_params({"alpha": "0.5", "optimizer": "adam"})
-    for step, loss in enumerate([0.9, 0.5, 0.25]):
-        mlflow.log_metric("loss", loss, step=step)
-    mlflow.log_artifact(str(note), artifact_path="notes")
+    log_run_data(workdir, "hello from the rendered server\\n")
     # Pinned requirements: inferring them would load the model in yet another process.
     info = mlflow.pyfunc.log_model(
         name="model", python_model=AddN(10), registered_model_name=params["model"],
         pip_requirements=["mlflow==" + mlflow.__version__],
     )
 run_id = run.info.run_id
-read = client.get_run(run_id)
 downloaded = client.download_artifacts(run_id, "notes/hello.txt", str(workdir / "download"))
 registered = client.get_registered_model(params["model"])
 version = client.get_model_version(params["model"], info.registered_model_version)
@@ -59,11 +66,7 @@ print(json.dumps({
     "run_id": run_id,
     "model_id": info.model_id,
     "artifact_location": client.get_experiment(experiment_id).artifact_location,
-    "params": read.data.params,
-    "latest_loss": read.data.metrics["loss"],
-    "loss_history": [[m.step, m.value] for m in client.get_metric_history(run_id, "loss")],
-    "artifacts": [f.path for f in client.list_artifacts(run_id, "notes")],
-    "downloaded": pathlib.Path(downloaded).read_text(),
+    **read_run_data(client, run_id, downloaded),
     "registered_name": registered.name,
     "version": version.version,
     "version_status": version.status,
@@ -150,13 +153,9 @@ def test_example_tracking_server_serves_the_mlflow_client(minio: S3Server, tmp_p
 
 
 def assert_tracking_and_registry(read: dict[str, Any]) -> None:
-    assert read["params"] == {"alpha": "0.5", "optimizer": "adam"}
-    assert read["latest_loss"] == 0.25
-    assert sorted(read["loss_history"]) == [[0, 0.9], [1, 0.5], [2, 0.25]]
+    assert_run_data(read, "hello from the rendered server\n")
     # Proxied artifacts: the client knows only the server; the server holds the S3 credentials.
     assert read["artifact_location"] == f"mlflow-artifacts:/{read['experiment_id']}"
-    assert read["artifacts"] == ["notes/hello.txt"]
-    assert read["downloaded"] == "hello from the rendered server\n"
     assert read["registered_name"] == "add-ten"
     assert (read["version"], read["version_status"], read["version_run_id"]) == ("1", "READY", read["run_id"])
     assert read["version_source"] == f"models:/{read['model_id']}"
