@@ -506,7 +506,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def parameters(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "quick": args.quick,
         "parts": args.parts,
         "scale": args.scale,
         "after_backup_transactions": args.after_backup_transactions * PGBENCH_CLIENTS,

@@ -1,11 +1,12 @@
 """The frame the operator benchmarks (bench.registry, bench.modeldeployment, bench.registry_events,
-bench.scale) put around their scenarios: the flags they share, main() (the JSON's header, the run bounded
-by --timeout, the targets, the markdown, --rerender), the control plane with the CRDs and a namespace, the
-operator started and stopped with its figures, its CPU and RSS sampled in a thread, and CPU windows that
-split the machine's busy time between the benchmark's parts and everything else.
+bench.scale) put around their scenarios: the flags they share (parsed, and recorded in the JSON's
+parameters), main() (the JSON's header, the run bounded by --timeout, the targets, the markdown,
+--rerender), the control plane with the CRDs and a namespace, the operator started and stopped with its
+figures, its CPU and RSS sampled in a thread, and CPU windows that split the machine's busy time between
+the benchmark's parts and everything else.
 
-The pure parts (results_path, distribution, usage_summary, queue_summary, Benchmark.finish) are tested in
-tests/unit/test_bench_harness.py.
+The pure parts (results_path, shared_parameters, distribution, usage_summary, queue_summary, Benchmark.finish)
+are tested in tests/unit/test_bench_harness.py.
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def run_parser(
     return parser
 
 
+def shared_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """What the run's JSON records of the flags run_parser adds that the figures depend on: --quick, and
+    --resync-seconds where the benchmark takes it (run_parser's, or one with a meaning of its own)."""
+    found: dict[str, Any] = {"quick": args.quick}
+    if "resync_seconds" in vars(args):
+        found["resync_seconds"] = args.resync_seconds
+    return found
+
+
 @dataclass(frozen=True)
 class Benchmark:
     """What a scenario file hands the harness. `name` is the JSON's "benchmark" and the results file's stem;
@@ -87,7 +97,7 @@ class Benchmark:
 
     name: str
     parse_args: Callable[[Sequence[str] | None], argparse.Namespace]
-    parameters: Callable[[argparse.Namespace], dict[str, Any]]
+    parameters: Callable[[argparse.Namespace], dict[str, Any]]  # the scenario's own: see run_parameters
     run: Callable[[Run], None]
     evaluate: Callable[[Mapping[str, Any]], list[dict[str, Any]]]
     markdown: Callable[[Mapping[str, Any]], str]
@@ -96,6 +106,10 @@ class Benchmark:
     sections: Mapping[str, Any] = field(default_factory=dict)
     logs_name: str = ""  # the logs directory's name, when not `name`
     markdown_file: bool = True  # <output>.md next to the JSON; without it the markdown goes to stdout only
+
+    def run_parameters(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The JSON's "parameters": the shared flags' (shared_parameters), then the scenario's."""
+        return {**shared_parameters(args), **self.parameters(args)}
 
     def finish(self, result: dict[str, Any], output: Path) -> str:
         """The targets evaluated into the result, and its markdown (written next to the JSON)."""
@@ -114,7 +128,7 @@ class Benchmark:
         dp.server_venv()  # fails fast with "run `make deps`"
         stamp, logs = logs_dir(self.logs_name or self.name)
         result = {
-            **result_header(self.name, stamp, argv, self.parameters(args)),
+            **result_header(self.name, stamp, argv, self.run_parameters(args)),
             "operator": {},
             **copy.deepcopy(dict(self.sections)),
             "logs": str(logs),

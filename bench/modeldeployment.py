@@ -766,9 +766,7 @@ def parameters(args: argparse.Namespace) -> dict[str, Any]:
         "interval_s": args.interval,
         "fail_poll_interval_s": args.fail_poll_interval,
         "scale_poll_interval_s": args.scale_poll_interval,
-        "resync_seconds": args.resync_seconds,
         "idle_window_s": args.idle_window,
-        "quick": args.quick,
         "bound_s": args.interval + BOUND_EXTRA_S,
     }
 

@@ -633,8 +633,6 @@ def parameters(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "models": args.models,
         "idle_periods": args.idle_periods,
-        "resync_seconds": args.resync_seconds,
-        "quick": args.quick,
         "poll_interval_s": POLL_INTERVAL_S,
         "quiet_s": QUIET_S,
         "model_spec": registered_model(0, "<server url>", "<logged model uri>", "<run id>", args.resync_seconds)[

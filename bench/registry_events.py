@@ -679,10 +679,8 @@ def parameters(args: argparse.Namespace) -> dict[str, Any]:
         "poll_interval_s": args.poll_interval,
         "events_poll_interval_s": args.poll_interval,
         "seed": args.seed,
-        "resync_seconds": args.resync_seconds,
         "versions": list(VERSIONS),
         "targets_text": ", ".join(f"v{v}" for v in targets[:4]) + ", ...",
-        "quick": args.quick,
         "target_s": TARGET_S,
     }
 

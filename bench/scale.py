@@ -779,8 +779,6 @@ def parameters(args: argparse.Namespace) -> dict[str, Any]:
         "idle_window_s": args.idle_window,
         "settle_s": args.settle,
         "background_window_s": args.background_window,
-        "resync_seconds": args.resync_seconds,
-        "quick": args.quick,
     }
 
 

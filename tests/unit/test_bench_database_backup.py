@@ -116,7 +116,7 @@ def test_parse_args_quick_and_explicit_values() -> None:
 def test_evaluate_and_markdown_of_an_empty_result() -> None:
     result: dict[str, Any] = {
         "date": "2026-01-01T00:00:00+00:00",
-        "parameters": db.parameters(db.parse_args(["--quick"])),
+        "parameters": db.BENCHMARK.run_parameters(db.parse_args(["--quick"])),
         "machine": {"cores": 2},
         "backup_restore": {},
         "archiving": {"setups": {}},

@@ -23,6 +23,7 @@ from bench.harness import (
     queue_summary,
     results_path,
     run_parser,
+    shared_parameters,
     usage_summary,
 )
 
@@ -43,7 +44,7 @@ def markdown(result: Mapping[str, Any]) -> str:
 
 def demo(**changes: Any) -> Benchmark:
     benchmark = Benchmark(
-        "demo", parse_args, lambda args: {"quick": args.quick}, lambda run: None, evaluate, markdown, ["a note"],
+        "demo", parse_args, lambda args: {"models": 3}, lambda run: None, evaluate, markdown, ["a note"],
         lambda message: None,
     )  # fmt: skip
     return dataclasses.replace(benchmark, **changes)
@@ -63,6 +64,11 @@ def test_run_parser_has_the_shared_flags() -> None:
     found = own.parse_args(["--quick", "--output", "x.json", "--rerender", "r.json"])
     assert (found.quick, found.timeout, found.output, found.rerender) == (True, 10.0, Path("x.json"), Path("r.json"))
     assert "bench/results/registry[-quick].json" in own.format_help()
+    # The JSON records them: --resync-seconds whatever its meaning, and only where the benchmark takes it.
+    assert shared_parameters(parse_args(["--quick", "--resync-seconds", "5"])) == {"quick": True, "resync_seconds": 5.0}
+    assert shared_parameters(found) == {"quick": True, "resync_seconds": 10.0}
+    without_resync = run_parser(None, "database_backup", "short", resync_seconds=None).parse_args([])
+    assert shared_parameters(without_resync) == {"quick": False}
 
 
 @pytest.mark.parametrize("markdown_file", [True, False])
@@ -94,7 +100,9 @@ def test_main_lays_out_the_result_and_runs_it(monkeypatch: pytest.MonkeyPatch, t
     assert demo(sections=sections, logs_name="demo-logs").main(["--quick"]) == 7
     result = seen["result"]
     assert list(result) == ["benchmark", "parameters", "operator", "phases", "logs", "notes"]
-    assert result["parameters"] == {"quick": True} and result["logs"] == str(tmp_path / "demo-logs")
+    # The shared flags first (the harness records them), then the scenario's own.
+    assert list(result["parameters"].items()) == [("quick", True), ("resync_seconds", 60.0), ("models", 3)]
+    assert result["logs"] == str(tmp_path / "demo-logs")
     assert result["notes"] == ["a note"] and seen["output"] == RESULTS_DIR / "demo-quick.json"
     result["phases"]["x"] = 1
     assert sections == {"phases": {}}  # every run starts from its own copy
