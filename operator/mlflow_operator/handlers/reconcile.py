@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -145,6 +145,33 @@ async def ensure_finalizer(rt: Runtime, info: KindInfo, body: dict[str, Any], wa
     await rt.status.patch_metadata(
         info.kind, meta["name"], meta["namespace"], {"finalizers": updated, "resourceVersion": meta["resourceVersion"]}
     )
+
+
+Finalize = Callable[[Runtime, dict[str, Any], Any | None], Awaitable[float | None]]
+ReconcileSpec = Callable[[Runtime, dict[str, Any], Any], Awaitable[float | None]]
+
+
+async def with_finalizer(
+    rt: Runtime,
+    info: KindInfo,
+    body: dict[str, Any],
+    *,
+    finalize: Finalize,
+    finalizer_wanted: Callable[[Any], bool],
+    reconcile_spec: ReconcileSpec,
+) -> float | None:
+    """The start of a pass of a kind that may hold a finalizer, in the order that keeps deletion safe: a
+    deleted object is finalized even when its spec is invalid (finalize gets None then: an object must never
+    be stuck undeletable); an invalid spec is reported and nothing is built; the finalizer is in place (or
+    gone, when the spec no longer needs cleanup) before reconcile_spec creates anything that needs it."""
+    spec, invalid = validated(info, body)
+    if body["metadata"].get("deletionTimestamp"):
+        return await finalize(rt, body, spec)
+    if spec is None:
+        await write_status(rt, info, body, invalid)
+        return None
+    await ensure_finalizer(rt, info, body, wanted=finalizer_wanted(spec))
+    return await reconcile_spec(rt, body, spec)
 
 
 def fingerprint(objects: Sequence[dict[str, Any]]) -> str:

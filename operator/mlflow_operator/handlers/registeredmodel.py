@@ -22,7 +22,7 @@ from mlflow_operator.handlers.reconcile import (
     ensure_finalizer,
     first_sight,
     generation,
-    validated,
+    with_finalizer,
     write_status,
 )
 from mlflow_operator.handlers.registry_access import registry_access, wake_tracking_server
@@ -47,14 +47,22 @@ def was_synced(body: dict[str, Any]) -> bool:
     return status.get("observedGeneration") == generation(body) and synced is not None and synced["status"] == "True"
 
 
+def deletes_from_the_registry(spec: RegisteredModelSpec) -> bool:
+    return spec.deletion_policy == "Delete"
+
+
 async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
-    spec, invalid = validated(REGISTERED_MODEL, body)
-    if body["metadata"].get("deletionTimestamp"):
-        return await finalize(rt, body, spec)
-    if spec is None:
-        await write_status(rt, REGISTERED_MODEL, body, invalid)
-        return None
-    await ensure_finalizer(rt, REGISTERED_MODEL, body, wanted=spec.deletion_policy == "Delete")
+    return await with_finalizer(
+        rt,
+        REGISTERED_MODEL,
+        body,
+        finalize=finalize,
+        finalizer_wanted=deletes_from_the_registry,
+        reconcile_spec=reconcile_spec,
+    )
+
+
+async def reconcile_spec(rt: Runtime, body: dict[str, Any], spec: RegisteredModelSpec) -> float | None:
     uid = body["metadata"]["uid"]
     desired = plan.desired_model(spec, body["metadata"]["name"])
     events, poll = registry_events.follower_events(rt, body, duration_seconds(spec.resync_interval))

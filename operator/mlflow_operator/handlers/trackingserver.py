@@ -34,7 +34,7 @@ from mlflow_operator.handlers.reconcile import (
     first_sight,
     generated_secret,
     new_password,
-    validated,
+    with_finalizer,
     write_status,
 )
 from mlflow_operator.handlers.registry_access import tracking_server_registry, tracking_server_url
@@ -136,13 +136,12 @@ def ready_requires(conditions: list[dict[str, Any]]) -> tuple[str, ...]:
 
 
 async def reconcile(rt: Runtime, body: dict[str, Any]) -> float | None:
-    spec, invalid = validated(TRACKING_SERVER, body)
-    if body["metadata"].get("deletionTimestamp"):
-        return await finalize(rt, body, spec)
-    if spec is None:
-        await write_status(rt, TRACKING_SERVER, body, invalid)
-        return None
-    await ensure_finalizer(rt, TRACKING_SERVER, body, wanted=needs_cleanup(spec))
+    return await with_finalizer(
+        rt, TRACKING_SERVER, body, finalize=finalize, finalizer_wanted=needs_cleanup, reconcile_spec=reconcile_spec
+    )
+
+
+async def reconcile_spec(rt: Runtime, body: dict[str, Any], spec: TrackingServerSpec) -> float | None:
     step = Pass(rt, rt.kube(CONTROLLER), body, spec, first_sight(body, CONDITIONS))
     status = body.get("status") or {}
     fields: dict[str, Any] = {"url": build.tracking_url(step.name, step.namespace)}
