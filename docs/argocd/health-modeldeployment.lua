@@ -14,30 +14,18 @@ local phase = obj.status.phase
 local available = condition("Available")
 local serving = available ~= nil and available.status == "True"
 if phase == "Degraded" then
-  hs.status = "Degraded"
-  hs.message = message(available or ready)
+  return verdict("Degraded", message(available or ready))
 elseif phase == "Paused" then
-  hs.status = "Suspended"
-  hs.message = message(condition("Progressing"))
+  return verdict("Suspended", message(condition("Progressing")))
 elseif phase == "Progressing" then
-  hs.status = "Progressing"
-  hs.message = message(condition("Progressing"))
+  return verdict("Progressing", message(condition("Progressing")))
+elseif phase == "RolledBack" and serving then
+  return verdict("Healthy", "Rolled back: " .. message(condition("Progressing")))
 elseif phase == "RolledBack" then
-  if serving then
-    hs.status = "Healthy"
-    hs.message = "Rolled back: " .. message(condition("Progressing"))
-  else
-    hs.status = "Degraded"
-    hs.message = message(available or ready)
-  end
+  return verdict("Degraded", message(available or ready))
 elseif ready ~= nil and ready.status == "True" then
-  hs.status = "Healthy"
-  hs.message = message(ready)
+  return verdict("Healthy", message(ready))
 elseif ready ~= nil and ready.status == "False" then
-  hs.status = "Degraded"
-  hs.message = describe(ready)
-else
-  hs.status = "Progressing"
-  hs.message = ready ~= nil and describe(ready) or "Waiting for the Ready condition"
+  return verdict("Degraded", describe(ready))
 end
-return hs
+return verdict("Progressing", ready ~= nil and describe(ready) or "Waiting for the Ready condition")

@@ -1,19 +1,12 @@
 -- Argo CD health of a mlflow.operator.dev TrackingServer (status.phase and the Ready condition).
 if ready == nil then
-  hs.status = "Progressing"
-  hs.message = "Waiting for the Ready condition"
-  return hs
+  return verdict("Progressing", "Waiting for the Ready condition")
 end
 local phase = obj.status.phase
 if ready.status == "True" or phase == "Ready" then
-  hs.status = "Healthy"
-  hs.message = "MLflow " .. (obj.status.version or "") .. " serves at " .. (obj.status.url or "")
+  return verdict("Healthy", "MLflow " .. (obj.status.version or "") .. " serves at " .. (obj.status.url or ""))
 elseif phase == "Failed" then
-  hs.status = "Degraded"
-  hs.message = describe(ready)
-else
-  -- Provisioning, Migrating, Pending: pods starting, a migration running, a rollout of the server.
-  hs.status = "Progressing"
-  hs.message = describe(ready)
+  return verdict("Degraded", describe(ready))
 end
-return hs
+-- Provisioning, Migrating, Pending: pods starting, a migration running, a rollout of the server.
+return verdict("Progressing", describe(ready))
