@@ -131,6 +131,10 @@ def wait_phase(
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
+# The gauges that are zero when a kind's controller has nothing left to do.
+IDLE_GAUGES = ("mlflow_operator_queue_depth", "mlflow_operator_reconciles_in_progress")
+
+
 def scrape(url: str) -> Samples:
     """Every sample an operator's /metrics shows, by name and sorted labels."""
     from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415 - only e2e tests need it
@@ -147,6 +151,21 @@ def scrape(url: str) -> Samples:
 def passes(samples: Samples, kind: str, results: tuple[str, ...] = ("success", "error")) -> float:
     """Reconcile passes of a kind so far (mlflow_operator_reconciles_total)."""
     return sum(samples.get(("mlflow_operator_reconciles_total", (("kind", kind), ("result", r))), 0.0) for r in results)
+
+
+def wait_object_pass(metrics_url: str, kind: str, namespace: str, name: str, after: float, timeout: float = 60) -> None:
+    """Until a pass of one object has finished after `after` (Unix time) and the kind's controller is idle (no
+    key queued, no pass running): so a pass caused by a change made at `after` has run, however long it took.
+    Waiting on the object's own series keeps other objects' passes from ending the wait early."""
+    labels = (("kind", kind), ("name", name), ("namespace", namespace))
+
+    def settled() -> bool:
+        samples = scrape(metrics_url)
+        last = samples.get(("mlflow_operator_last_reconcile_timestamp_seconds", labels), 0.0)
+        busy = sum(samples.get((metric, (("kind", kind),)), 0.0) for metric in IDLE_GAUGES)
+        return last > after and busy == 0
+
+    eventually(settled, timeout=timeout, interval=0.5, what=f"a {kind} {namespace}/{name} pass after the change")
 
 
 def wait_passes(metrics_url: str, kind: str, per_object: int = 2, timeout: float = 180) -> None:

@@ -66,6 +66,12 @@ RETRYING = _gauge(
     "Objects of a kind whose last reconcile raised and that wait for a retry with backoff.",
     ["kind"],
 )
+LAST_PASS = _gauge(
+    "last_reconcile_timestamp_seconds",
+    "When the operator last finished a reconcile pass of an object (Unix time), whatever its result: an object"
+    " whose value stops moving while its resyncs are due is stuck.",
+    ["kind", "namespace", "name"],
+)
 ROLLOUT_PHASE = _gauge(
     "modeldeployment_phase",
     "1 for a ModelDeployment's current status.phase, 0 for the other phases (kube-state-metrics style).",
@@ -126,10 +132,11 @@ _backup_failure_reasons: dict[tuple[str, str], set[str]] = {}
 # ---- the controller
 
 
-def observe_reconcile(kind: str, seconds: float, ok: bool) -> None:
-    """One reconcile pass finished (ok=False: it raised)."""
+def observe_reconcile(kind: str, namespace: str, name: str, seconds: float, ok: bool) -> None:
+    """One reconcile pass of an object finished (ok=False: it raised)."""
     RECONCILES.labels(kind, SUCCESS if ok else ERROR).inc()
     RECONCILE_DURATION.labels(kind).observe(seconds)
+    LAST_PASS.labels(kind, namespace, name).set_to_current_time()
 
 
 def set_queue(kind: str, queued: int, running: int, objects: int, retrying: int) -> None:
@@ -150,6 +157,8 @@ def init_kind(kind: str) -> None:
 
 def forget_object(kind: str, namespace: str, name: str) -> None:
     """An object was deleted: drop its per-object series."""
+    with contextlib.suppress(KeyError):  # deleted before its first pass finished
+        LAST_PASS.remove(kind, namespace, name)
     if kind == "ModelDeployment":
         forget_rollout(namespace, name)
     elif kind == "RegisteredModel":

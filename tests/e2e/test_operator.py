@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.argocd import assert_live_health
-from tests.kube import ROOT, Kubectl, condition, eventually
+from tests.kube import ROOT, Kubectl, condition, eventually, wait_object_pass
 
 EXPECTED_CONDITIONS = {
     "TrackingServer": {
@@ -118,7 +118,7 @@ def test_spec_admitted_but_refused_by_operator_is_invalid_spec_with_event(
     assert len([e for e in kubectl.events(namespace) if e["reason"] == "InvalidSpec"]) == 1
 
 
-def test_idle_resync_writes_nothing(kubectl: Kubectl, operator: Path, namespace: str) -> None:
+def test_idle_resync_writes_nothing(kubectl: Kubectl, operator: Path, metrics_url: str, namespace: str) -> None:
     obj = example("RegisteredModel")
     kubectl.apply(obj, namespace)
     first = eventually(
@@ -131,11 +131,11 @@ def test_idle_resync_writes_nothing(kubectl: Kubectl, operator: Path, namespace:
     )
     # A no-op apply and a label change are handled again, but write no status: nothing churns.
     kubectl.apply(obj, namespace)
+    touched = time.time()
     kubectl.run("label", "registeredmodel/fraud", "-n", namespace, "touched=yes")
-    time.sleep(3)
-    settled = kubectl.get("registeredmodel", "fraud", namespace)
-    time.sleep(3)
+    labelled = kubectl.get("registeredmodel", "fraud", namespace)
+    wait_object_pass(metrics_url, "RegisteredModel", namespace, "fraud", after=touched)
     later = kubectl.get("registeredmodel", "fraud", namespace)
-    assert settled is not None and later is not None
-    assert later["metadata"]["resourceVersion"] == settled["metadata"]["resourceVersion"]
+    assert labelled is not None and later is not None
+    assert later["metadata"]["resourceVersion"] == labelled["metadata"]["resourceVersion"]
     assert later["status"] == first["status"]

@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import socket
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,8 @@ def test_the_controller_counts_and_times_passes_and_reports_its_queue() -> None:
             raise RuntimeError("boom")
         return None
 
+    started = time.time()
+
     async def scenario() -> None:
         controller = Controller(kind, reconcile, resync_seconds=None, workers=1)
         assert value("mlflow_operator_queue_depth", kind=kind) == 0  # created at zero, before any event
@@ -103,9 +106,14 @@ def test_the_controller_counts_and_times_passes_and_reports_its_queue() -> None:
                 break
         assert value("mlflow_operator_objects", kind=kind) == 2
         assert value("mlflow_operator_objects_retrying", kind=kind) == 1
+        for name in ("good", "broken"):  # each object's last pass, failed or not, at the time it finished
+            last = value("mlflow_operator_last_reconcile_timestamp_seconds", kind=kind, namespace="ml", name=name)
+            assert last is not None and started <= last <= time.time()
         controller.observe("DELETED", {"metadata": {"namespace": "ml", "name": "broken"}})
         assert value("mlflow_operator_objects", kind=kind) == 1
         assert value("mlflow_operator_objects_retrying", kind=kind) == 0
+        gone = value("mlflow_operator_last_reconcile_timestamp_seconds", kind=kind, namespace="ml", name="broken")
+        assert gone is None
         await controller.stop()
 
     asyncio.run(scenario())
@@ -144,7 +152,7 @@ def test_metrics_are_served_on_loopback() -> None:
         port = int(sock.getsockname()[1])
     stop = cli.serve_metrics(("127.0.0.1", port))
     try:
-        metrics.observe_reconcile("ServedKind", 0.02, ok=True)
+        metrics.observe_reconcile("ServedKind", "ml", "served", 0.02, ok=True)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             text = response.read().decode()
     finally:

@@ -154,7 +154,7 @@ class Controller:
         except asyncio.CancelledError:
             raise
         except Exception:
-            metrics.observe_reconcile(self.kind, time.monotonic() - started, ok=False)
+            metrics.observe_reconcile(self.kind, *key, time.monotonic() - started, ok=False)
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
             delay = self.backoff(failures)
@@ -164,7 +164,7 @@ class Controller:
             self.enqueue(key, delay)
             return
         elapsed = time.monotonic() - started
-        metrics.observe_reconcile(self.kind, elapsed, ok=True)
+        metrics.observe_reconcile(self.kind, *key, elapsed, ok=True)
         self._failures.pop(key, None)
         logger.debug("%s %s/%s reconciled in %.3fs", self.kind, key[0], key[1], elapsed)
         if again:
