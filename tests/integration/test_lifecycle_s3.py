@@ -162,7 +162,7 @@ def test_moto_removing_a_rule_from_the_spec_removes_only_it(moto: S3Server) -> N
     bucket = bucket_on(moto, FOREIGN_WITH_ID)
     both = example_rules()
     applied = bucket.reconcile(both, None).applied
-    assert applied is not None and applied.rule_ids == ("expire-scratch", "old-versions-and-uploads")
+    assert applied is not None and applied.rule_ids == ["expire-scratch", "old-versions-and-uploads"]
 
     only_old_versions = [rule for rule in both if rule["ID"] == "old-versions-and-uploads"]
     sync = bucket.reconcile(only_old_versions, applied)
@@ -181,7 +181,7 @@ def test_moto_last_owned_rule_removed_deletes_the_configuration(moto: S3Server) 
     assert (sync.put, sync.decision.action) == (True, IN_SYNC)
     assert bucket.puts[-1] == []  # S3 refuses an empty configuration: put_rules deleted it instead
     assert bucket.get_rules() == []  # NoSuchLifecycleConfiguration reads as no rules
-    assert sync.applied is not None and sync.applied.rule_ids == ()  # nothing owned any more
+    assert sync.applied is not None and sync.applied.rule_ids == []  # nothing owned any more
 
 
 def test_async_wrappers_do_the_same_work_off_the_event_loop(moto: S3Server) -> None:

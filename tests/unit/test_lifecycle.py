@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from mlflow_operator.api.trackingserver import (
     Lifecycle,
     LifecycleRule,
+    LifecycleStatus,
     TrackingServerSpec,
 )
 from mlflow_operator.logic import lifecycle as lc
@@ -22,7 +23,8 @@ from mlflow_operator.logic.lifecycle import (
     APPLY,
     IN_SYNC,
     UNSUPPORTED_BY_SERVER,
-    AppliedLifecycle,
+    applied_record,
+    applied_status,
     compare_readback,
     desired_rules,
     lifecycle_decision,
@@ -556,7 +558,7 @@ def test_exact_apply_is_in_sync_afterwards() -> None:
     desired = [s3(EXPIRE_TMP)]
     bucket = merge_configuration([FOREIGN], desired, owned_ids=[])
     applied = record_applied(desired, bucket)
-    assert applied == AppliedLifecycle(lc.fingerprint(desired), ("expire-tmp",), ())
+    assert applied == LifecycleStatus(fingerprint=lc.fingerprint(desired), rule_ids=["expire-tmp"], not_kept=[])
     decision = lifecycle_decision(desired, bucket, applied)
     assert (decision.action, decision.reason) == (IN_SYNC, lc.REASON_APPLIED)
 
@@ -571,7 +573,7 @@ def test_server_that_drops_a_field_is_reported_and_not_reapplied() -> None:
     assert before_apply.action == APPLY
     bucket = minio_bucket(merge_configuration([], desired, owned_ids=[]))
     applied = record_applied(desired, bucket)
-    assert applied.not_kept == ("tmp-and-uploads: dropped AbortIncompleteMultipartUpload",)
+    assert applied.not_kept == ["tmp-and-uploads: dropped AbortIncompleteMultipartUpload"]
     for _pass in range(3):  # every later pass with the same bucket: stable, no PUT
         decision = lifecycle_decision(desired, bucket, applied)
         assert decision.action == UNSUPPORTED_BY_SERVER
@@ -619,7 +621,7 @@ def test_rules_removed_from_the_spec_are_removed_from_the_bucket() -> None:
     decision = lifecycle_decision(new_desired, bucket, applied)
     assert decision.action == APPLY
     assert "expire-tmp" in decision.message
-    bucket = merge_configuration(bucket, new_desired, applied.rule_ids)
+    bucket = merge_configuration(bucket, new_desired, applied.rule_ids or [])
     assert bucket == [FOREIGN, s3(ABORT)]
     assert lifecycle_decision(new_desired, bucket, record_applied(new_desired, bucket)).action == IN_SYNC
 
@@ -638,11 +640,17 @@ def test_after_an_apply_the_same_readback_never_asks_for_another_apply(
     assert lifecycle_decision(desired, bucket, applied).action in (IN_SYNC, UNSUPPORTED_BY_SERVER)
 
 
-def test_applied_record_survives_json() -> None:
+def test_applied_record_survives_json_and_the_status_schema() -> None:
     applied = record_applied([s3(MINIO_STYLE)], minio_bucket([s3(MINIO_STYLE)]))
-    assert AppliedLifecycle.from_dict(json.loads(json.dumps(applied.to_dict()))) == applied
-    assert AppliedLifecycle.from_dict(None) is None
-    assert AppliedLifecycle.from_dict({}) is None
+    assert applied.not_kept  # MinIO's dropped field: what the next pass must recognise
+    written = json.loads(json.dumps(applied_status(applied)))
+    assert set(written) == {"fingerprint", "ruleIds", "notKept"}  # the handler's fields are left to it
+    assert applied_record(written) == applied
+    assert LifecycleStatus.model_validate(written) == applied  # what the CRD's status schema admits
+    assert applied_record(None) is None
+    assert applied_record({}) is None
+    # A status with only the handler's fields (a refused apply) still counts as recorded: nothing owned yet.
+    assert applied_record({"refusedFingerprint": "f"}) == LifecycleStatus(fingerprint="", rule_ids=[], not_kept=[])
 
 
 def test_fingerprint_changes_exactly_with_the_rules() -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow_operator.adapters.errors import DependencyError
-from mlflow_operator.api.trackingserver import S3Artifacts
+from mlflow_operator.api.trackingserver import LifecycleStatus, S3Artifacts
 from mlflow_operator.logic.lifecycle import (
     APPLY,
     REASON_ACCESS_DENIED,
@@ -31,7 +31,6 @@ from mlflow_operator.logic.lifecycle import (
     REASON_BUCKET_UNREACHABLE,
     REASON_INVALID_LIFECYCLE,
     REASON_S3_ERROR,
-    AppliedLifecycle,
     LifecycleDecision,
     S3Rule,
     lifecycle_decision,
@@ -209,7 +208,7 @@ class LifecycleSync:
     """The outcome of one reconcile pass over a bucket's lifecycle rules."""
 
     decision: LifecycleDecision  # never Apply: InSync or UnsupportedByServer (see lifecycle_condition)
-    applied: AppliedLifecycle | None  # the record to keep for the next pass
+    applied: LifecycleStatus | None  # the record to keep for the next pass (logic.lifecycle.APPLIED_FIELDS)
     put: bool  # whether this pass wrote the configuration
 
 
@@ -257,7 +256,7 @@ class BucketLifecycle:
             else:
                 self.client.delete_bucket_lifecycle(Bucket=self.bucket)
 
-    def reconcile(self, desired: Sequence[S3Rule], last_applied: AppliedLifecycle | None) -> LifecycleSync:
+    def reconcile(self, desired: Sequence[S3Rule], last_applied: LifecycleStatus | None) -> LifecycleSync:
         """One pass: read the bucket, decide, and only if the decision is Apply, PUT the merged configuration
         and read it back. Validate the spec first (validate_rules): this sends what it is given.
 
@@ -268,13 +267,13 @@ class BucketLifecycle:
         decision = lifecycle_decision(desired, current, last_applied)
         if decision.action != APPLY:
             return LifecycleSync(decision, last_applied, put=False)
-        owned = last_applied.rule_ids if last_applied else ()
+        owned = (last_applied.rule_ids or []) if last_applied else []
         self.put_rules(merge_configuration(current, desired, owned))
         readback = self.get_rules()
         applied = record_applied(desired, readback)
         return LifecycleSync(lifecycle_decision(desired, readback, applied), applied, put=True)
 
-    async def reconcile_async(self, desired: Sequence[S3Rule], last_applied: AppliedLifecycle | None) -> LifecycleSync:
+    async def reconcile_async(self, desired: Sequence[S3Rule], last_applied: LifecycleStatus | None) -> LifecycleSync:
         return await asyncio.to_thread(self.reconcile, desired, last_applied)
 
     async def check_bucket_async(self) -> None:

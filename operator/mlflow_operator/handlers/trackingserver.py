@@ -18,7 +18,7 @@ from mlflow_operator.adapters.kube import Kube
 from mlflow_operator.adapters.registry import ModelRegistry, RegistryError
 from mlflow_operator.adapters.s3 import BucketLifecycle, InvalidLifecycle, S3Endpoint, S3LifecycleError
 from mlflow_operator.api.kinds import TRACKING_SERVER
-from mlflow_operator.api.trackingserver import Lifecycle, LifecycleRule, TrackingServerSpec
+from mlflow_operator.api.trackingserver import Lifecycle, LifecycleRule, LifecycleStatus, TrackingServerSpec
 from mlflow_operator.builders import trackingserver as build
 from mlflow_operator.builders.common import selector
 from mlflow_operator.handlers import credential_rotation, database_backups, registry_events
@@ -462,7 +462,7 @@ async def bucket_lifecycle(
     if problems:
         step.updates.append(lifecycle.lifecycle_failure(lifecycle.REASON_INVALID_SPEC, "; ".join(problems)))
         return previous
-    applied = lifecycle.AppliedLifecycle.from_dict(previous)
+    applied = lifecycle.applied_record(previous)
     if not rules and applied is None:
         step.updates.append(ConditionUpdate(LIFECYCLE_APPLIED, "True", "NoRules", "no lifecycle rules requested"))
         return previous
@@ -488,12 +488,12 @@ async def bucket_lifecycle(
     if sync.put and applied is not None and applied.fingerprint == wanted:  # same rules re-applied: drift
         metrics.count_lifecycle_correction(step.namespace, step.name)
     step.updates.append(safety_condition(safety, registry_problem) or lifecycle.lifecycle_condition(sync.decision))
-    record = sync.applied.to_dict() if sync.applied is not None else {}
+    record = lifecycle.applied_status(sync.applied) if sync.applied is not None else {}
     return {**record, **safety.record} or None
 
 
 async def model_safety(
-    step: Pass, rules: list[LifecycleRule], previous: dict[str, Any] | None, applied: lifecycle.AppliedLifecycle | None
+    step: Pass, rules: list[LifecycleRule], previous: dict[str, Any] | None, applied: LifecycleStatus | None
 ) -> tuple[lifecycle_safety.SafetyDecision, str | None]:
     """Which rules could delete what a registered model version needs (see logic.lifecycle_safety), and why
     the registry could not be read, if it could not. The registry is read only when a rule that deletes
@@ -600,7 +600,7 @@ async def finalize(rt: Runtime, body: dict[str, Any], spec: TrackingServerSpec |
 
 
 async def remove_lifecycle_rules(rt: Runtime, body: dict[str, Any], spec: TrackingServerSpec) -> None:
-    applied = lifecycle.AppliedLifecycle.from_dict((body.get("status") or {}).get("lifecycle"))
+    applied = lifecycle.applied_record((body.get("status") or {}).get("lifecycle"))
     if applied is None or not applied.rule_ids:
         return
     step = Pass(rt, rt.kube(CONTROLLER), body, spec, [])

@@ -8,7 +8,7 @@ operator does not own; and what the server returns on read-back is compared fiel
 The read-back matters because S3-compatible servers do not all keep what they accept: MinIO silently drops
 AbortIncompleteMultipartUpload and moto drops NoncurrentVersionExpiration.NewerNoncurrentVersions. A
 reconciler that compares desired with actual would re-apply forever. So the operator remembers what it
-applied and what the server did not keep right after that apply (`AppliedLifecycle`); the same difference
+applied and what the server did not keep right after that apply (`applied_record`); the same difference
 seen again later is the server's behaviour (reported once, as `LifecycleUnsupportedByServer`), while any
 other difference is drift and is re-applied.
 """
@@ -26,6 +26,7 @@ from mlflow_operator.api.trackingserver import (
     LifecycleExpiration,
     LifecycleFilter,
     LifecycleRule,
+    LifecycleStatus,
     LifecycleTransition,
 )
 from mlflow_operator.logic.conditions import ConditionUpdate
@@ -350,36 +351,34 @@ def fingerprint(desired: Sequence[S3Rule]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class AppliedLifecycle:
-    """What the operator last PUT, and what the server did not keep when read back right after the PUT.
-
-    The reconciler stores it with the resource (`to_dict`/`from_dict` are JSON-safe) so the next pass can
-    tell the server's stable behaviour from drift, and which rule ids it owns.
-    """
-
-    fingerprint: str
-    rule_ids: tuple[str, ...]
-    not_kept: tuple[str, ...] = ()  # LifecycleReadback.differences() right after the PUT
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"fingerprint": self.fingerprint, "ruleIds": list(self.rule_ids), "notKept": list(self.not_kept)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> AppliedLifecycle | None:
-        if not data:
-            return None
-        return cls(
-            fingerprint=str(data.get("fingerprint", "")),
-            rule_ids=tuple(data.get("ruleIds") or ()),
-            not_kept=tuple(data.get("notKept") or ()),
-        )
+# The status.lifecycle fields the bucket reconciliation owns: what the operator last PUT (fingerprint, rule ids)
+# and what the server did not keep when read back right after it. The API model declares them once; its other
+# fields (refused..., withheld...) belong to the handler and the safety check.
+APPLIED_FIELDS = frozenset({"fingerprint", "rule_ids", "not_kept"})
 
 
-def record_applied(desired: Sequence[S3Rule], readback_after_put: Sequence[Mapping[str, Any]]) -> AppliedLifecycle:
+def applied_record(lifecycle_status: Mapping[str, Any] | None) -> LifecycleStatus | None:
+    """The last apply's record as status.lifecycle keeps it; None when nothing was ever recorded there."""
+    if not lifecycle_status:
+        return None
+    return LifecycleStatus(
+        fingerprint=str(lifecycle_status.get("fingerprint") or ""),
+        rule_ids=list(lifecycle_status.get("ruleIds") or []),
+        not_kept=list(lifecycle_status.get("notKept") or []),
+    )
+
+
+def applied_status(applied: LifecycleStatus) -> dict[str, Any]:
+    """The record as status.lifecycle's JSON, for the next pass to tell the server's behaviour from drift."""
+    return applied.model_dump(by_alias=True, include=set(APPLIED_FIELDS))
+
+
+def record_applied(desired: Sequence[S3Rule], readback_after_put: Sequence[Mapping[str, Any]]) -> LifecycleStatus:
     """The record to keep after a successful PUT and the read-back that followed it."""
     not_kept = compare_readback(desired, readback_after_put).differences()
-    return AppliedLifecycle(fingerprint(desired), tuple(rule["ID"] for rule in desired), not_kept)
+    return LifecycleStatus(
+        fingerprint=fingerprint(desired), rule_ids=[rule["ID"] for rule in desired], not_kept=list(not_kept)
+    )
 
 
 Action = Literal["InSync", "Apply", "UnsupportedByServer"]
@@ -399,17 +398,17 @@ class LifecycleDecision:
 
 
 def _stale_owned_ids(
-    desired: Sequence[S3Rule], current: Sequence[Mapping[str, Any]], last_applied: AppliedLifecycle | None
+    desired: Sequence[S3Rule], current: Sequence[Mapping[str, Any]], last_applied: LifecycleStatus | None
 ) -> list[str]:
     if last_applied is None:
         return []
     wanted = {rule["ID"] for rule in desired}
     on_bucket = {rule.get("ID") for rule in current}
-    return [rule_id for rule_id in last_applied.rule_ids if rule_id not in wanted and rule_id in on_bucket]
+    return [rule_id for rule_id in last_applied.rule_ids or [] if rule_id not in wanted and rule_id in on_bucket]
 
 
 def lifecycle_decision(
-    desired: Sequence[S3Rule], current_rules: Sequence[Mapping[str, Any]], last_applied: AppliedLifecycle | None
+    desired: Sequence[S3Rule], current_rules: Sequence[Mapping[str, Any]], last_applied: LifecycleStatus | None
 ) -> LifecycleDecision:
     """In sync, apply, or unsupported by the server (stable: do not re-apply).
 
@@ -430,7 +429,7 @@ def lifecycle_decision(
     server_behaviour = (
         last_applied is not None
         and last_applied.fingerprint == fingerprint(desired)
-        and differences == last_applied.not_kept
+        and differences == tuple(last_applied.not_kept or ())
     )
     if server_behaviour:
         return LifecycleDecision(
