@@ -48,6 +48,7 @@ def was_synced(body: dict[str, Any]) -> bool:
 
 
 def deletes_from_the_registry(spec: RegisteredModelSpec) -> bool:
+    """deletionPolicy Delete: the finalizer stays on, and deleting the resource deletes the registered model."""
     return spec.deletion_policy == "Delete"
 
 
@@ -112,7 +113,7 @@ async def finalize(rt: Runtime, body: dict[str, Any], spec: RegisteredModelSpec 
     for DELETE_DEADLINE_SECONDS, then given up with a Warning Event, so deletion never hangs forever."""
     if FINALIZER not in (body["metadata"].get("finalizers") or []):
         return None
-    if spec is not None and spec.deletion_policy == "Delete":
+    if spec is not None and deletes_from_the_registry(spec):
         name = plan.desired_model(spec, body["metadata"]["name"]).name
         try:
             registry = ModelRegistry((await registry_access(rt, body, spec)).endpoint)
