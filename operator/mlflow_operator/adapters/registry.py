@@ -79,7 +79,8 @@ class RegistryError(DependencyError):
 
 
 class RegistryUnavailable(RegistryError):
-    """No answer (connection refused, timeout) or a server error (5xx), after the bounded retries."""
+    """No answer (connection refused, timeout), a server error (5xx), or a timeout or throttling answer (408,
+    429) still there after the bounded retries."""
 
     reason = REASON_REGISTRY_UNAVAILABLE
 
